@@ -1,0 +1,1 @@
+"""One module per `grpo-cli` subcommand; `grpo_cli.cli` registers them."""
