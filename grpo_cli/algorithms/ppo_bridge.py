@@ -1,0 +1,299 @@
+"""Drive TRL's PPOTrainer with reward functions instead of a reward model.
+
+TRL 1.12's `PPOTrainer` only accepts a reward *model*, and scores each rollout with
+`trl.experimental.utils.get_reward(reward_model, query_responses, pad_token_id, context_length)`:
+
+    backbone = getattr(model, model.base_model_prefix)
+    output = backbone(input_ids=..., attention_mask=..., position_ids=..., return_dict=True,
+                      output_hidden_states=True, use_cache=False)
+    logits = model.score(output.hidden_states[-1])          # (B, T, 1)
+    reward = logits[range(B), last_response_token_index]     # (B,)
+
+`RewardFunctionModel` honours exactly that interface, but its backbone decodes each rollout, looks up the dataset
+row its query came from, calls the reward functions (the same contract as GRPO: `fn(prompts, completions,
+**columns)`), and writes the score at every position, so whichever position `get_reward` picks carries it.
+`score` is the identity. A real sequence-classification reward model can be mixed in.
+
+Why the lookup works: every query is left-padded to ONE width for the whole dataset (train and eval), so the
+first `context_length` tokens of a rollout are exactly its query, and the query's token ids identify its row.
+`get_reward` replaces pads with token 0 in `input_ids`; the attention mask tells them apart, so the original ids
+are restored before the lookup.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
+
+from grpo_cli.errors import UserError
+
+ScoreFn = Callable[[list[Any], list[Any], dict[str, list[Any]]], Sequence[float]]
+"""`score_fn(prompts, completions, columns) -> one float per completion` (weights and error policy applied)."""
+
+
+def left_pad(token_ids: Sequence[Sequence[int]], pad_token_id: int, width: int | None = None) -> list[list[int]]:
+    """Left-pad every query to `width` (default: the longest), the layout `RewardFunctionModel` relies on.
+
+    Pad train and eval queries with the same width: PPOTrainer takes `context_length` from the batch width.
+    """
+    longest = max((len(ids) for ids in token_ids), default=0)
+    width = longest if width is None else width
+    if longest > width:
+        raise ValueError(f"A query has {longest} tokens, more than the padding width {width}.")
+    return [[pad_token_id] * (width - len(ids)) + list(ids) for ids in token_ids]
+
+
+class RewardFunctionModel(nn.Module):
+    """A stand-in for PPOTrainer's `reward_model` that scores rollouts with reward functions.
+
+    Args:
+        tokenizer: the policy's tokenizer; its pad token must differ from its EOS token.
+        rows: one dict per dataset row (train and eval): the prompt as it was fed under `prompt_key`, and every
+            other column the rewards may ask for.
+        query_ids: the token ids of each row's query exactly as they appear in the PPO batch, left-padded with
+            the tokenizer's pad token to one width (see `left_pad`); that width is `context_length`.
+        score_fn: `score_fn(prompts, completions, columns) -> list[float]`, one finite float per completion.
+            `columns` maps every column except the prompt to its values for the batch. May be None when
+            `reward_model` is given.
+        prompt_key: the key of the prompt in each row.
+        reward_model: optional sequence-classification model with one label; its score on `prompt + completion`
+            (text, re-tokenized with `reward_tokenizer`) is added, times `reward_model_weight`.
+        reward_tokenizer: the reward model's tokenizer (needs a pad token).
+        reward_model_weight: the weight of the reward model's score in the sum.
+
+    Identical queries must come from rows that agree on every column: otherwise which row a rollout belongs to
+    is ambiguous and construction raises `UserError` naming the prompt.
+    """
+
+    base_model_prefix = "backbone"
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        rows: Sequence[Mapping[str, Any]],
+        query_ids: Sequence[Sequence[int]],
+        score_fn: ScoreFn | None,
+        *,
+        prompt_key: str = "prompt",
+        reward_model: nn.Module | None = None,
+        reward_tokenizer: Any = None,
+        reward_model_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.backbone = _RewardBackbone(
+            tokenizer,
+            rows,
+            query_ids,
+            score_fn,
+            prompt_key=prompt_key,
+            reward_model=reward_model,
+            reward_tokenizer=reward_tokenizer,
+            reward_model_weight=reward_model_weight,
+        )
+        # `prepare_deepspeed` reads `config.hidden_size(s)`; there is none to report.
+        self.config = SimpleNamespace()
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def context_length(self) -> int:
+        return self.backbone.context_length
+
+    def score(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # The backbone already put the reward in the single hidden channel.
+        return hidden_states
+
+    def train(self, mode: bool = True) -> RewardFunctionModel:
+        # Never trained: keep the mixed-in reward model (if any) in eval mode whatever the caller asks.
+        return super().train(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any):
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
+class _RewardBackbone(nn.Module):
+    """The part `get_reward` calls: rollouts in, the score of each broadcast over positions out."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        rows: Sequence[Mapping[str, Any]],
+        query_ids: Sequence[Sequence[int]],
+        score_fn: ScoreFn | None,
+        *,
+        prompt_key: str,
+        reward_model: nn.Module | None,
+        reward_tokenizer: Any,
+        reward_model_weight: float,
+    ) -> None:
+        super().__init__()
+        if score_fn is None and reward_model is None:
+            raise ValueError("RewardFunctionModel needs reward functions (score_fn), a reward model, or both.")
+        pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+        if pad_id is None:
+            raise ValueError("The tokenizer has no pad token; PPO needs one, distinct from EOS.")
+        if pad_id == eos_id:
+            raise ValueError(
+                f"The tokenizer's pad token is its EOS token (id {pad_id}); PPO derives attention masks from the "
+                "pad id, so it must differ from EOS."
+            )
+        if len(rows) != len(query_ids):
+            raise ValueError(f"Got {len(rows)} rows but {len(query_ids)} queries; pass one query per row.")
+        if not rows:
+            raise ValueError("RewardFunctionModel needs at least one row.")
+        widths = {len(ids) for ids in query_ids}
+        if len(widths) != 1:
+            raise ValueError(
+                f"Queries have different lengths {sorted(widths)}; left-pad them all to one width (see left_pad)."
+            )
+
+        self.tokenizer = tokenizer
+        self.pad_token_id = pad_id
+        self.context_length = widths.pop()
+        self.prompt_key = prompt_key
+        self.score_fn = score_fn
+        self.rows = [dict(row) for row in rows]
+        self.row_index = _index_rows(self.rows, query_ids, prompt_key)
+        self.columns = [key for key in self.rows[0] if key != prompt_key]
+
+        self.reward_model = reward_model
+        self.reward_tokenizer = reward_tokenizer
+        self.reward_model_weight = float(reward_model_weight)
+        if reward_model is not None:
+            _check_reward_model(reward_model, reward_tokenizer)
+        # Only here so that `.to(device)` has something to move when no reward model is mixed in; the score
+        # is built on its device. Not saved with the state dict.
+        self.register_buffer("device_anchor", torch.zeros(()), persistent=False)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **_ignored: Any,  # position_ids, return_dict, output_hidden_states, use_cache: nothing to do with them
+    ) -> BaseModelOutput:
+        if attention_mask is None:
+            attention_mask = input_ids != self.pad_token_id
+        attention_mask = attention_mask.bool()
+        batch, length = input_ids.shape
+        if length < self.context_length:
+            raise ValueError(
+                f"Got sequences of {length} tokens, shorter than the query width {self.context_length} the reward "
+                "bridge was built with."
+            )
+        # get_reward masks pads to token 0 in input_ids; put the pad id back so queries match the index.
+        token_ids = input_ids.masked_fill(~attention_mask, self.pad_token_id).tolist()
+        response_mask = attention_mask[:, self.context_length :].tolist()
+
+        batch_rows, completions = [], []
+        for ids, mask in zip(token_ids, response_mask, strict=True):
+            batch_rows.append(self._row_of(ids[: self.context_length]))
+            # The response runs up to its first pad, as `get_reward`'s `sequence_lengths` does.
+            length_until_pad = mask.index(False) if False in mask else len(mask)
+            response = ids[self.context_length : self.context_length + length_until_pad]
+            completions.append(self.tokenizer.decode(response, skip_special_tokens=True))
+
+        scores = self._score(batch_rows, completions)
+        values = torch.tensor(scores, dtype=torch.float32, device=self.device_anchor.device)
+        hidden = values.view(batch, 1, 1).expand(batch, length, 1)
+        return BaseModelOutput(last_hidden_state=hidden, hidden_states=(hidden,))
+
+    def _row_of(self, query: list[int]) -> dict[str, Any]:
+        index = self.row_index.get(tuple(query))
+        if index is None:
+            text = self.tokenizer.decode(query, skip_special_tokens=True)
+            raise KeyError(
+                f"The reward bridge got a query that is not in its dataset: {text!r}. Build it from every train "
+                f"and eval row, with the queries left-padded exactly as in the PPO batch (width "
+                f"{self.context_length})."
+            )
+        return self.rows[index]
+
+    def _score(self, batch_rows: list[dict[str, Any]], completions: list[str]) -> list[float]:
+        prompts = [row[self.prompt_key] for row in batch_rows]
+        total = [0.0] * len(completions)
+        if self.score_fn is not None:
+            # Conversational prompts (message lists) get completions as message lists, as in GRPO.
+            as_fed = [
+                [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
+                for prompt, text in zip(prompts, completions, strict=True)
+            ]
+            columns = {key: [row[key] for row in batch_rows] for key in self.columns}
+            total = self._checked(self.score_fn(prompts, as_fed, columns), prompts, "The reward functions")
+        if self.reward_model is not None:
+            model_scores = self._checked(
+                self._reward_model_scores(prompts, completions), prompts, "The reward model"
+            )
+            total = [a + self.reward_model_weight * b for a, b in zip(total, model_scores, strict=True)]
+        return total
+
+    @staticmethod
+    def _checked(scores: Sequence[Any], prompts: list[Any], source: str) -> list[float]:
+        scores = list(scores)
+        if len(scores) != len(prompts):
+            raise ValueError(f"{source} returned {len(scores)} scores for {len(prompts)} completions.")
+        for score, prompt in zip(scores, prompts, strict=True):
+            if score is None or not math.isfinite(score):
+                raise ValueError(
+                    f"{source} returned {score!r} for a completion of prompt {prompt!r}; PPO needs a finite "
+                    "score for every completion."
+                )
+        return [float(score) for score in scores]
+
+    @torch.no_grad()
+    def _reward_model_scores(self, prompts: list[Any], completions: list[str]) -> list[float]:
+        texts = [str(prompt) + completion for prompt, completion in zip(prompts, completions, strict=True)]
+        device = next(self.reward_model.parameters()).device
+        encoded = self.reward_tokenizer(texts, padding=True, return_tensors="pt").to(device)
+        logits = self.reward_model(**encoded).logits
+        return logits[:, 0].float().tolist()
+
+
+def _index_rows(
+    rows: list[dict[str, Any]], query_ids: Sequence[Sequence[int]], prompt_key: str
+) -> dict[tuple[int, ...], int]:
+    """Map each left-padded query to its row; identical queries must come from identical rows."""
+    keys = set(rows[0])
+    if prompt_key not in keys:
+        raise ValueError(f"The rows have no {prompt_key!r} key (their keys: {sorted(keys)}).")
+    index: dict[tuple[int, ...], int] = {}
+    for position, (row, ids) in enumerate(zip(rows, query_ids, strict=True)):
+        if set(row) != keys:
+            raise ValueError(f"Row {position} has keys {sorted(row)}, row 0 has {sorted(keys)}.")
+        query = tuple(int(token) for token in ids)
+        first = index.setdefault(query, position)
+        if first != position and not _same(rows[first], row):
+            differing = sorted(key for key in keys if not _same(rows[first][key], row[key]))
+            raise UserError(
+                f"The prompt {row[prompt_key]!r} appears more than once (rows {first} and {position}) with "
+                f"different {', '.join(differing)}: PPO cannot tell which row a completion belongs to. Remove "
+                "the duplicates or make the prompts differ."
+            )
+    return index
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # e.g. arrays, whose == is elementwise
+        return False
+
+
+def _check_reward_model(reward_model: nn.Module, reward_tokenizer: Any) -> None:
+    if reward_tokenizer is None:
+        raise ValueError("A reward model needs its own tokenizer (reward_tokenizer).")
+    if reward_tokenizer.pad_token_id is None:
+        raise ValueError("The reward model's tokenizer has no pad token; set one (e.g. its EOS token).")
+    config = getattr(reward_model, "config", None)
+    if getattr(config, "num_labels", 1) != 1:
+        raise ValueError(f"The reward model must have one output label, not {config.num_labels}.")
+    if config is not None and getattr(config, "pad_token_id", None) is None:
+        raise ValueError(
+            "The reward model's config has no pad_token_id, so it cannot find the last token of a padded "
+            "batch; set model.config.pad_token_id to its tokenizer's pad token id."
+        )

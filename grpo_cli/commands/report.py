@@ -1,0 +1,50 @@
+"""`grpo-cli report`: plots and a markdown summary of one or more training runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def report(
+    run_dirs: list[Path] = typer.Argument(
+        ...,
+        metavar="RUN_DIR...",
+        help="Run directories (the output_dir of a recipe), each holding a metrics.jsonl.",
+        show_default=False,
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Directory for report.md and the PNG plots.  [default: <first RUN_DIR>/report]",
+        show_default=False,
+    ),
+) -> None:
+    """Plot and summarise training runs: reward, each reward function, KL, loss, completion length, learning rate.
+
+    Several runs are drawn in the same figures, so a GRPO and a PPO run of one task compare at a glance.
+    A run still training can be reported on; it shows as in progress.
+
+    Example: grpo-cli report runs/gsm8k-grpo runs/gsm8k-ppo -o reports/gsm8k
+    """
+    # Imported here so that `grpo-cli --help` does not load the plotting and table code.
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from grpo_cli.report import write_report
+
+    written = write_report(run_dirs, output)
+    typer.echo(f"Wrote {written.path} and {len(written.plots)} plots beside it.")
+
+    # One column per run: two or three runs compared side by side fit a terminal's width.
+    table = Table()
+    table.add_column("")
+    for summary in written.summaries:
+        table.add_column(Text(summary.label), justify="right")
+    names = [name for name, _ in written.summaries[0].rows()]
+    for i, name in enumerate(names):
+        table.add_row(name, *(Text(summary.rows()[i][1]) for summary in written.summaries))
+    Console().print(table)

@@ -1,0 +1,150 @@
+"""Tokenizers, models and LoRA.
+
+Two ways to get a model: `model.name_or_path` loads any causal LM by Hub id or local directory with
+`from_pretrained`; `model.from_config` builds a small randomly initialised one from a transformers config with a
+character-level tokenizer made in code, which needs no network (the quickstart and the tests use it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from grpo_cli.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from peft import LoraConfig
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from grpo_cli.recipe import FromConfig, LoraSection, ModelSection
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+
+
+def char_tokenizer(vocabulary: str) -> PreTrainedTokenizerBase:
+    """A tokenizer with one token per character of `vocabulary`, plus pad, eos and unk (pad differs from eos)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = list(dict.fromkeys(vocabulary))
+    vocab = {token: i for i, token in enumerate([PAD, EOS, UNK, *chars])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token=PAD, eos_token=EOS, unk_token=UNK, padding_side="left"
+    )
+
+
+def build_from_config(spec: FromConfig, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A randomly initialised causal LM from a transformers config, and its character-level tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = char_tokenizer(spec.vocabulary)
+    try:
+        config = AutoConfig.for_model(
+            spec.model_type,
+            vocab_size=len(tokenizer),
+            hidden_size=spec.hidden_size,
+            num_hidden_layers=spec.num_hidden_layers,
+            num_attention_heads=spec.num_attention_heads,
+            num_key_value_heads=spec.num_key_value_heads or spec.num_attention_heads,
+            intermediate_size=spec.intermediate_size or 4 * spec.hidden_size,
+            max_position_embeddings=spec.max_position_embeddings,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+            tie_word_embeddings=spec.tie_word_embeddings,
+            **spec.extra,
+        )
+    except (KeyError, ValueError) as err:
+        raise UserError(f"model.from_config: cannot build a {spec.model_type!r} config: {err}") from err
+    torch.manual_seed(seed)  # the same recipe builds the same initial weights
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The dtype to load weights in: `auto` is bfloat16 on a GPU that supports it, else float32."""
+    import torch
+
+    if name == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    return getattr(torch, name)
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, revision=revision
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(_load_failure("tokenizer", name_or_path, err)) from err
+    tokenizer.padding_side = "left"  # generation appends to the right of the prompt
+    if tokenizer.pad_token is None:
+        # PPO derives attention masks from the pad id, so a pad equal to EOS would mask real EOS tokens:
+        # prefer the unk token, and only fall back to EOS when there is nothing else.
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(spec: ModelSection, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The policy model and its tokenizer, as the recipe's `model` section says."""
+    if spec.from_config is not None:
+        return build_from_config(spec.from_config, seed)
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(
+        spec.name_or_path, trust_remote_code=spec.trust_remote_code, revision=spec.revision
+    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.name_or_path,
+            dtype=torch_dtype(spec.dtype),
+            trust_remote_code=spec.trust_remote_code,
+            revision=spec.revision,
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(_load_failure("model", spec.name_or_path, err)) from err
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _load_failure(what: str, name_or_path: str, err: Exception) -> str:
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if Path(name_or_path).exists():
+        hint = "check that the directory holds a saved transformers model (config.json and weights)"
+    else:
+        hint = "give a local directory or a Hub id you can reach (offline: set HF_HUB_OFFLINE=1 and use a cached model)"
+    return f"cannot load {what} {name_or_path!r}: {first_line} ({hint})"
+
+
+def lora_config(spec: LoraSection, task_type: str = "CAUSAL_LM") -> LoraConfig:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=spec.target_modules,
+        bias=spec.bias,
+        task_type=task_type,
+    )
+
+
+def precision_flags(trainer_args: dict) -> dict:
+    """bf16/fp16 from the hardware unless the recipe set them (TRL defaults to bf16, which fails on a CPU)."""
+    if "bf16" in trainer_args or "fp16" in trainer_args:
+        return {}
+    import torch
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return {"bf16": bf16, "fp16": False}

@@ -1,0 +1,396 @@
+"""Plots and a markdown summary from the metrics log of one or more runs (`grpo-cli report`).
+
+A run directory holds `metrics.jsonl` (one JSON object per logged step, appended while the run trains),
+`recipe.yaml` (the resolved recipe) and, once training has finished, `summary.json`. A report can be made of a
+run still in progress: a half-written last line of the log is skipped and a missing `summary.json` reads as
+"in progress".
+
+matplotlib is imported inside `plot` only: it is an optional dependency (`pip install 'grpo-cli[plots]'`) and
+`grpo-cli --help` must not pay for it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from grpo_cli.errors import UserError
+
+METRICS_FILE = "metrics.jsonl"
+RECIPE_FILE = "recipe.yaml"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.md"
+REWARD_PREFIX = "rewards/"
+
+# A series with at least this many points gets a moving average drawn over its (faded) raw values.
+SMOOTH_MIN_POINTS = 30
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric of the log, drawn as one figure."""
+
+    key: str
+    title: str
+    ylabel: str
+    # A schedule (the learning rate) is not noisy: averaging it would only blur its corners.
+    smooth: bool = True
+
+
+TOTAL_REWARD = Series("reward", "Total reward", "mean weighted reward")
+# Drawn after the total reward and the `rewards/<name>` panels, in this order.
+LATER_SERIES = (
+    Series("kl", "KL divergence to the reference model", "KL"),
+    Series("loss", "Loss", "loss"),
+    Series("completion_length", "Completion length", "mean tokens"),
+    Series("learning_rate", "Learning rate", "learning rate", smooth=False),
+)
+
+
+@dataclass
+class Run:
+    """A run directory as read from disk."""
+
+    path: Path
+    metrics: list[dict[str, Any]]
+    algorithm: str | None  # "grpo" | "ppo", from recipe.yaml (or summary.json); None if neither says
+    summary: dict[str, Any] | None  # summary.json; None while the run is in progress
+    max_steps: int | None  # trainer.max_steps of the recipe, when it sets one
+    label: str  # how legends and headings name the run: "<directory name> (<ALGORITHM>)"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The numbers of one run that report.md and the command's table show."""
+
+    label: str
+    path: Path
+    finished: bool
+    steps: int  # the last step logged, or summary.json's count once finished
+    max_steps: int | None
+    wall_time_s: float | None
+    first_reward: tuple[int, float] | None  # (step, value)
+    last_reward: tuple[int, float] | None
+    best_reward: tuple[int, float] | None
+    final_kl: float | None
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(name, formatted value) pairs, the one place where the report's numbers are formatted."""
+        steps = str(self.steps)
+        if not self.finished and self.max_steps:
+            steps = f"{self.steps} of {self.max_steps}"
+        return [
+            ("Status", "finished" if self.finished else "in progress"),
+            ("Steps", steps),
+            ("Wall time", format_duration(self.wall_time_s)),
+            ("First reward", _format_point(self.first_reward)),
+            ("Last reward", _format_point(self.last_reward)),
+            ("Best reward", _format_point(self.best_reward)),
+            ("Final KL", format_number(self.final_kl)),
+        ]
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One figure written by `plot`: which metric, where, and the labels of the runs drawn in it."""
+
+    key: str
+    title: str
+    path: Path
+    runs: list[str]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `write_report` wrote: report.md, the numbers in it and its figures."""
+
+    path: Path
+    summaries: list[RunSummary]
+    plots: list[Plot]
+
+
+def load_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The logged steps of a run, one dict per step, in step order.
+
+    The last line is skipped if it does not parse: a run appends to the log while it trains, so it may be cut
+    short. A resumed run logs again the steps after its last checkpoint; the later line of a step wins.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        what = "is not a directory" if run_dir.exists() else "does not exist"
+        raise UserError(f"run directory {run_dir} {what}: give the output_dir of a training run")
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no {METRICS_FILE}: is it the output_dir of a grpo-cli training run?")
+    try:
+        # A cut-off last line may end inside a multi-byte character: replace it rather than fail.
+        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from e
+
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    by_step: dict[int, dict[str, Any]] = {}
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        step = row.get("step") if isinstance(row, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int):
+            if i == last:
+                break
+            raise UserError(
+                f"{path}, line {i + 1}, is not a JSON object with an integer 'step': delete or repair that line"
+            )
+        by_step[step] = row
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def load_run(run_dir: Path) -> Run:
+    """Read a run directory: its metrics log, and what recipe.yaml and summary.json say when present."""
+    run_dir = Path(run_dir)
+    metrics = load_metrics(run_dir)
+    recipe = _read_mapping(run_dir / RECIPE_FILE, yaml.safe_load, "YAML") or {}
+    summary = _read_mapping(run_dir / SUMMARY_FILE, json.loads, "JSON")
+    algorithm = recipe.get("algorithm") or (summary or {}).get("algorithm")
+    trainer = recipe.get("trainer")
+    max_steps = trainer.get("max_steps") if isinstance(trainer, dict) else None
+    name = run_dir.resolve().name
+    algorithm = algorithm if isinstance(algorithm, str) else None
+    return Run(
+        path=run_dir,
+        metrics=metrics,
+        algorithm=algorithm,
+        summary=summary,
+        max_steps=int(max_steps) if _is_number(max_steps) and max_steps > 0 else None,
+        label=f"{name} ({algorithm.upper()})" if algorithm else name,
+    )
+
+
+def load_runs(run_dirs: Sequence[Path]) -> list[Run]:
+    """`load_run` for each directory; runs whose labels would clash are labelled by their path instead."""
+    runs = [load_run(Path(run_dir)) for run_dir in run_dirs]
+    labels = [run.label for run in runs]
+    for run in runs:
+        if labels.count(run.label) > 1:
+            run.label = run.label.replace(run.path.resolve().name, str(run.path), 1)
+    return runs
+
+
+def summarize(run: Run) -> RunSummary:
+    """The headline numbers of a run, from its log (and summary.json for its step count and wall time)."""
+    summary = run.summary or {}
+    reward = _points(run.metrics, TOTAL_REWARD.key)
+    kl = _points(run.metrics, "kl")
+    times = _points(run.metrics, "time")
+    steps = summary.get("steps")
+    wall_time = summary.get("wall_time_s")
+    return RunSummary(
+        label=run.label,
+        path=run.path.resolve(),
+        finished=run.summary is not None,
+        steps=int(steps) if _is_number(steps) else (run.metrics[-1]["step"] if run.metrics else 0),
+        max_steps=run.max_steps,
+        wall_time_s=wall_time if _is_number(wall_time) else (times[-1][1] if times else None),
+        first_reward=reward[0] if reward else None,
+        last_reward=reward[-1] if reward else None,
+        # The first of equal maxima, so the step shown is when the best was reached.
+        best_reward=max(reward, key=lambda point: point[1]) if reward else None,
+        final_kl=kl[-1][1] if kl else None,
+    )
+
+
+def plot(runs: Sequence[Run], output: Path) -> list[Plot]:
+    """Draw one PNG per metric into `output`, every run a line of it, and return what was drawn.
+
+    A metric that no run logged gets no figure. A run keeps its colour in every figure, also where another
+    run has no line.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UserError(
+            "grpo-cli report draws its plots with matplotlib, which is not installed: "
+            "pip install 'grpo-cli[plots]'"
+        ) from None
+
+    colours = {id(run): f"C{i % 10}" for i, run in enumerate(runs)}
+    plots: list[Plot] = []
+    taken: set[str] = set()
+    for series in _series_to_draw(runs):
+        lines = [(run, _points(run.metrics, series.key)) for run in runs]
+        lines = [(run, points) for run, points in lines if points]
+        if not lines:
+            continue
+        # The object-oriented API, not pyplot: no global figure registry to leak into, no backend to switch.
+        figure = Figure(figsize=(7, 4), dpi=120, layout="constrained")
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot()
+        for run, points in lines:
+            steps = [step for step, _ in points]
+            values = [value for _, value in points]
+            colour = colours[id(run)]
+            if series.smooth and len(points) >= SMOOTH_MIN_POINTS:
+                axes.plot(steps, values, color=colour, alpha=0.25, linewidth=1)
+                axes.plot(steps, _moving_average(values), color=colour, linewidth=2, label=run.label)
+            else:
+                axes.plot(steps, values, color=colour, linewidth=1.5, marker="o", markersize=3, label=run.label)
+        axes.set_title(series.title)
+        axes.set_xlabel("step")
+        axes.set_ylabel(series.ylabel)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+
+        path = output / _file_name(series.key, taken)
+        _write_atomically(path, lambda f, figure=figure: figure.savefig(f, format="png"))
+        plots.append(Plot(series.key, series.title, path, [run.label for run, _ in lines]))
+    return plots
+
+
+def write_report(run_dirs: Sequence[Path], output: Path | None = None) -> Report:
+    """Write report.md and its PNG plots for the given runs into `output` (default: `<first run>/report`)."""
+    if not run_dirs:
+        raise UserError("give at least one run directory")
+    runs = load_runs(run_dirs)
+    if not any(run.metrics for run in runs):
+        names = ", ".join(str(run.path) for run in runs)
+        raise UserError(f"no training step has been logged yet in {names}: try again after the first one")
+    output = Path(output) if output is not None else Path(run_dirs[0]) / "report"
+    if output.exists() and not output.is_dir():
+        raise UserError(f"cannot write the report to {output}: it is a file, give a directory")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the report directory {output}: {e.strerror}") from e
+
+    plots = plot(runs, output)
+    summaries = [summarize(run) for run in runs]
+    path = output / REPORT_FILE
+    text = _markdown(summaries, plots, output)
+    _write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+    return Report(path, summaries, plots)
+
+
+def format_number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def _format_point(point: tuple[int, float] | None) -> str:
+    return "n/a" if point is None else f"{format_number(point[1])} (step {point[0]})"
+
+
+def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path) -> str:
+    lines = ["# Training report", ""]
+    for summary in summaries:
+        lines += [f"## {summary.label}", "", f"`{summary.path}`", "", "| | |", "|---|---|"]
+        lines += [f"| {name} | {value} |" for name, value in summary.rows()]
+        lines.append("")
+    if plots:
+        lines += [
+            "## Plots",
+            "",
+            "Where a run logged many steps, the bold line is a moving average and the faint one the raw values.",
+            "",
+        ]
+    for figure in plots:
+        relative = Path(os.path.relpath(figure.path, output)).as_posix()
+        lines += [f"### {figure.title}", "", f"![{figure.title}]({relative})", ""]
+    return "\n".join(lines)
+
+
+def _series_to_draw(runs: Sequence[Run]) -> list[Series]:
+    # `rewards/<name>` only: deeper keys (`rewards/<name>/std`) are statistics of a panel, not panels.
+    reward_keys = dict.fromkeys(
+        key
+        for run in runs
+        for row in run.metrics
+        for key in row
+        if key.startswith(REWARD_PREFIX) and "/" not in key[len(REWARD_PREFIX) :]
+    )
+    per_function = [Series(key, f"Reward: {key[len(REWARD_PREFIX) :]}", "mean score") for key in reward_keys]
+    return [TOTAL_REWARD, *per_function, *LATER_SERIES]
+
+
+def _points(metrics: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """(step, value) for every logged step where `key` holds a finite number (null, NaN and absent skipped)."""
+    return [(row["step"], float(row[key])) for row in metrics if _is_number(row.get(key))]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _moving_average(values: list[float]) -> list[float]:
+    """Centred moving average over about a twentieth of the points; the window shrinks at both ends."""
+    half = max(2, len(values) // 40)
+    prefix = [0.0]
+    for value in values:
+        prefix.append(prefix[-1] + value)
+    averaged = []
+    for i in range(len(values)):
+        low, high = max(0, i - half), min(len(values), i + half + 1)
+        averaged.append((prefix[high] - prefix[low]) / (high - low))
+    return averaged
+
+
+def _file_name(key: str, taken: set[str]) -> str:
+    """A PNG name from a metric key (`rewards/accuracy` -> `rewards_accuracy.png`), unique among `taken`."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_.") or "series"
+    name, n = f"{stem}.png", 2
+    while name in taken:
+        name, n = f"{stem}_{n}.png", n + 1
+    taken.add(name)
+    return name
+
+
+def _read_mapping(path: Path, parse: Callable[[str], Any], kind: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = parse(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from e
+    except (ValueError, yaml.YAMLError) as e:
+        raise UserError(f"{path} is not valid {kind} ({e}): repair or delete it") from e
+    if not isinstance(data, dict):
+        raise UserError(f"{path} should hold a mapping of keys to values: repair or delete it")
+    return data
+
+
+def _write_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write through a temporary file beside `path`, then rename it: a reader never sees half a file."""
+    # Not tempfile.mkstemp: its files are private (0600), and a report is made to be read by others.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as f:
+            write(f)
+        os.replace(temporary, path)
+    except BaseException as e:
+        temporary.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write {path}: {e.strerror or e}") from e
+        raise

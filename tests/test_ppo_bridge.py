@@ -1,0 +1,232 @@
+"""The PPO reward bridge, driven through TRL's own `get_reward` with a tokenizer built in code."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+from trl.experimental.ppo.ppo_trainer import truncate_response
+from trl.experimental.utils import get_reward
+
+from grpo_cli.algorithms.ppo_bridge import RewardFunctionModel, left_pad
+from grpo_cli.errors import UserError
+
+# "0" is token 0: get_reward overwrites pads with 0 in input_ids, so the bridge must tell them apart by the mask.
+CHARS = list("0123456789+=? abcdefghijklmnopqrstuvwxyz")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    vocab = {char: i for i, char in enumerate(CHARS)}
+    for special in ("<pad>", "<eos>", "<unk>"):
+        vocab[special] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+
+
+ROWS = [
+    {"prompt": "1+2=", "answer": "3", "level": 1},
+    {"prompt": "what is 7+8? ", "answer": "15", "level": 2},
+    {"prompt": "9=", "answer": "9", "level": 1},
+]
+
+
+def encode(tokenizer, texts):
+    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+
+
+def queries_of(tokenizer, rows):
+    return left_pad(encode(tokenizer, [row["prompt"] for row in rows]), tokenizer.pad_token_id)
+
+
+class Recorder:
+    """A score function: length of the completion, plus 10 when it is the answer; keeps every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, prompts, completions, columns):
+        self.calls.append((prompts, completions, columns))
+        return [len(c) + (10.0 if c == a else 0.0) for c, a in zip(completions, columns["answer"], strict=True)]
+
+
+def rollouts(tokenizer, queries, responses):
+    """PPO's batch: left-padded queries, then responses truncated after EOS and right-padded with pad."""
+    response_ids = encode(tokenizer, responses)
+    width = max(len(ids) for ids in response_ids)
+    padded = [ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in response_ids]
+    truncated = truncate_response(tokenizer.eos_token_id, tokenizer.pad_token_id, torch.tensor(padded))
+    return torch.cat((torch.tensor(queries), truncated), dim=1)
+
+
+def test_each_rollout_is_scored_with_its_own_row(tokenizer):
+    recorder = Recorder()
+    queries = queries_of(tokenizer, ROWS)
+    bridge = RewardFunctionModel(tokenizer, ROWS, queries, recorder)
+    assert bridge.context_length == len("what is 7+8? ")
+
+    order = [1, 0, 2, 0, 2]
+    responses = ["15 ok<eos>", "3<eos>77", "nine", "4<eos>", "<eos>"]  # "nine": no EOS, fills the width
+    batch = rollouts(tokenizer, [queries[i] for i in order], responses)
+    logits, scores, _ = get_reward(bridge, batch, tokenizer.pad_token_id, bridge.context_length)
+
+    assert len(recorder.calls) == 1
+    prompts, completions, columns = recorder.calls[0]
+    assert prompts == ["what is 7+8? ", "1+2=", "9=", "1+2=", "9="]
+    assert completions == ["15 ok", "3", "nine", "4", ""]
+    assert columns == {"answer": ["15", "3", "9", "3", "9"], "level": [2, 1, 1, 1, 1]}
+    assert scores.tolist() == [5.0, 11.0, 4.0, 1.0, 0.0]
+    assert scores.dtype == torch.float32
+    assert logits.shape == (5, batch.shape[1], 1)
+
+
+def test_conversational_prompts_get_message_completions(tokenizer):
+    rows = [{"prompt": [{"role": "user", "content": "1+2="}], "answer": "3"}]
+    recorder = Recorder()
+    queries = left_pad(encode(tokenizer, ["user 1+2="]), tokenizer.pad_token_id)
+    bridge = RewardFunctionModel(tokenizer, rows, queries, lambda p, c, cols: [float(len(c[0][0]["content"]))])
+    batch = rollouts(tokenizer, queries, ["34<eos>"])
+    _, scores, _ = get_reward(bridge, batch, tokenizer.pad_token_id, bridge.context_length)
+    assert scores.tolist() == [2.0]
+    bridge.backbone.score_fn = recorder
+    get_reward(bridge, batch, tokenizer.pad_token_id, bridge.context_length)
+    assert recorder.calls[0][:2] == ([rows[0]["prompt"]], [[{"role": "assistant", "content": "34"}]])
+
+
+def test_unknown_query_raises(tokenizer):
+    queries = queries_of(tokenizer, ROWS)
+    bridge = RewardFunctionModel(tokenizer, ROWS, queries, Recorder())
+    stranger = left_pad(encode(tokenizer, ["2+2="]), tokenizer.pad_token_id, width=bridge.context_length)
+    batch = rollouts(tokenizer, stranger, ["4<eos>"])
+    with pytest.raises(KeyError, match=r"not in its dataset: '2\+2='"):
+        get_reward(bridge, batch, tokenizer.pad_token_id, bridge.context_length)
+
+
+def test_duplicate_prompts_must_agree_on_columns(tokenizer):
+    same = [*ROWS, dict(ROWS[0])]
+    bridge = RewardFunctionModel(tokenizer, same, queries_of(tokenizer, same), Recorder())
+    assert bridge.backbone.row_index[tuple(queries_of(tokenizer, same)[3])] == 0
+
+    conflicting = [*ROWS, {**ROWS[0], "answer": "4"}]
+    with pytest.raises(UserError, match=r"'1\+2=' appears more than once \(rows 0 and 3\) with different answer"):
+        RewardFunctionModel(tokenizer, conflicting, queries_of(tokenizer, conflicting), Recorder())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"query_ids": [[1, 2], [1, 2, 3], [3]]}, "left-pad them all to one width"),
+        ({"query_ids": [[1]]}, "3 rows but 1 queries"),
+        ({"score_fn": None}, "needs reward functions"),
+    ],
+)
+def test_construction_checks(tokenizer, change, message):
+    kwargs = {"rows": ROWS, "query_ids": queries_of(tokenizer, ROWS), "score_fn": Recorder(), **change}
+    with pytest.raises(ValueError, match=message):
+        RewardFunctionModel(tokenizer, **kwargs)
+
+
+def test_pad_must_differ_from_eos(tokenizer):
+    same_pad = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer.backend_tokenizer, pad_token="<eos>", eos_token="<eos>"
+    )
+    with pytest.raises(ValueError, match="must differ from EOS"):
+        RewardFunctionModel(same_pad, ROWS, queries_of(tokenizer, ROWS), Recorder())
+
+
+@pytest.mark.parametrize("bad", [None, float("nan")])
+def test_scores_must_be_finite(tokenizer, bad):
+    queries = queries_of(tokenizer, ROWS)
+    bridge = RewardFunctionModel(tokenizer, ROWS, queries, lambda p, c, cols: [bad] * len(c))
+    with pytest.raises(ValueError, match="needs a finite score"):
+        get_reward(bridge, rollouts(tokenizer, queries, ["1", "2", "3"]), tokenizer.pad_token_id, 13)
+
+
+def test_moves_with_to_and_is_never_trained(tokenizer):
+    queries = queries_of(tokenizer, ROWS)
+    bridge = RewardFunctionModel(tokenizer, ROWS, queries, Recorder())
+    assert not [p for p in bridge.parameters() if p.requires_grad]
+    assert bridge.state_dict() == {}
+
+    bridge.to(torch.float16).train()
+    assert not bridge.training
+    _, scores, _ = get_reward(bridge, rollouts(tokenizer, queries, ["3"] * 3), tokenizer.pad_token_id, 13)
+    assert scores.dtype == torch.float32  # a half-precision bridge still reports exact float32 rewards
+
+    bridge.to("meta")
+    assert bridge.backbone.device_anchor.device.type == "meta"
+
+
+def test_mixes_in_a_reward_model(tokenizer):
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    reward_model = Qwen2ForSequenceClassification(config).eval()
+    queries = queries_of(tokenizer, ROWS)
+    bridge = RewardFunctionModel(
+        tokenizer,
+        ROWS,
+        queries,
+        Recorder(),
+        reward_model=reward_model,
+        reward_tokenizer=tokenizer,
+        reward_model_weight=0.5,
+    )
+    assert not [p for p in bridge.parameters() if p.requires_grad]
+    assert not reward_model.training
+
+    responses = ["3<eos>", "15 ok<eos>", "nine"]
+    _, scores, _ = get_reward(bridge, rollouts(tokenizer, queries, responses), tokenizer.pad_token_id, 13)
+
+    completions = ["3", "15 ok", "nine"]
+    function_scores = [11.0, 15.0, 4.0]
+    with torch.no_grad():
+        model_scores = [
+            reward_model(**tokenizer(row["prompt"] + text, return_tensors="pt")).logits[0, 0].item()
+            for row, text in zip(ROWS, completions, strict=True)
+        ]
+    expected = [f + 0.5 * m for f, m in zip(function_scores, model_scores, strict=True)]
+    assert scores.tolist() == pytest.approx(expected, abs=1e-5)
+    assert len({round(m, 4) for m in model_scores}) == 3  # the model does contribute, differently per rollout
+
+
+def test_reward_model_needs_a_pad_id(tokenizer):
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+    )
+    config.pad_token_id = None
+    with pytest.raises(ValueError, match="no pad_token_id"):
+        RewardFunctionModel(
+            tokenizer,
+            ROWS,
+            queries_of(tokenizer, ROWS),
+            None,
+            reward_model=Qwen2ForSequenceClassification(config),
+            reward_tokenizer=tokenizer,
+        )
