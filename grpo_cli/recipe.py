@@ -188,8 +188,8 @@ def _load_with_parents(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(parent, str):
         raise UserError(f"{path}: extends must be a recipe path or shipped recipe name, got {parent!r}")
     parent_path = path.parent / parent
-    if not parent_path.is_file():
-        parent_path = find_recipe(parent) if parent in shipped_recipes() else parent_path
+    if not parent_path.is_file() and "/" not in parent and Path(parent).stem in shipped_recipes():
+        parent_path = shipped_recipes()[Path(parent).stem]  # a shipped recipe by name
     if not parent_path.is_file():
         raise UserError(f"{path}: extends {parent!r}, but {parent_path} does not exist")
     return deep_merge(_load_with_parents(parent_path.resolve(), (*seen, path)), data)

@@ -246,7 +246,11 @@ def plot(runs: Sequence[Run], output: Path) -> list[Plot]:
                 axes.plot(steps, values, color=colour, alpha=0.25, linewidth=1)
                 axes.plot(steps, _moving_average(values), color=colour, linewidth=2, label=run.label)
             else:
-                axes.plot(steps, values, color=colour, linewidth=1.5, marker="o", markersize=3, label=run.label)
+                # Markers where points are few, so that a run with a single logged step still shows.
+                marker = "o" if len(points) < SMOOTH_MIN_POINTS else None
+                axes.plot(
+                    steps, values, color=colour, linewidth=1.5, marker=marker, markersize=3, label=run.label
+                )
         axes.set_title(series.title)
         axes.set_xlabel("step")
         axes.set_ylabel(series.ylabel)

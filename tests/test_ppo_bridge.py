@@ -55,7 +55,9 @@ class Recorder:
 
     def __call__(self, prompts, completions, columns):
         self.calls.append((prompts, completions, columns))
-        return [len(c) + (10.0 if c == a else 0.0) for c, a in zip(completions, columns["answer"], strict=True)]
+        return [
+            len(c) + (10.0 if c == a else 0.0) for c, a in zip(completions, columns["answer"], strict=True)
+        ]
 
 
 def rollouts(tokenizer, queries, responses):
@@ -92,13 +94,12 @@ def test_conversational_prompts_get_message_completions(tokenizer):
     rows = [{"prompt": [{"role": "user", "content": "1+2="}], "answer": "3"}]
     recorder = Recorder()
     queries = left_pad(encode(tokenizer, ["user 1+2="]), tokenizer.pad_token_id)
-    bridge = RewardFunctionModel(tokenizer, rows, queries, lambda p, c, cols: [float(len(c[0][0]["content"]))])
+    bridge = RewardFunctionModel(tokenizer, rows, queries, recorder)
     batch = rollouts(tokenizer, queries, ["34<eos>"])
-    _, scores, _ = get_reward(bridge, batch, tokenizer.pad_token_id, bridge.context_length)
-    assert scores.tolist() == [2.0]
-    bridge.backbone.score_fn = recorder
     get_reward(bridge, batch, tokenizer.pad_token_id, bridge.context_length)
-    assert recorder.calls[0][:2] == ([rows[0]["prompt"]], [[{"role": "assistant", "content": "34"}]])
+    prompts, completions, _ = recorder.calls[0]
+    assert prompts == [rows[0]["prompt"]]
+    assert completions == [[{"role": "assistant", "content": "34"}]]
 
 
 def test_unknown_query_raises(tokenizer):
@@ -116,7 +117,9 @@ def test_duplicate_prompts_must_agree_on_columns(tokenizer):
     assert bridge.backbone.row_index[tuple(queries_of(tokenizer, same)[3])] == 0
 
     conflicting = [*ROWS, {**ROWS[0], "answer": "4"}]
-    with pytest.raises(UserError, match=r"'1\+2=' appears more than once \(rows 0 and 3\) with different answer"):
+    with pytest.raises(
+        UserError, match=r"'1\+2=' appears more than once \(rows 0 and 3\) with different answer"
+    ):
         RewardFunctionModel(tokenizer, conflicting, queries_of(tokenizer, conflicting), Recorder())
 
 
@@ -197,7 +200,7 @@ def test_mixes_in_a_reward_model(tokenizer):
     _, scores, _ = get_reward(bridge, rollouts(tokenizer, queries, responses), tokenizer.pad_token_id, 13)
 
     completions = ["3", "15 ok", "nine"]
-    function_scores = [11.0, 15.0, 4.0]
+    function_scores = [11.0, 5.0, 4.0]
     with torch.no_grad():
         model_scores = [
             reward_model(**tokenizer(row["prompt"] + text, return_tensors="pt")).logits[0, 0].item()
@@ -230,3 +233,83 @@ def test_reward_model_needs_a_pad_id(tokenizer):
             reward_model=Qwen2ForSequenceClassification(config),
             reward_tokenizer=tokenizer,
         )
+
+
+@pytest.mark.slow
+def test_drives_a_real_ppo_run(tokenizer, tmp_path):
+    """PPOTrainer (LoRA policy, no ref model) trains on the bridge's scores, each rollout scored with its row."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    def config(**extra):
+        return Qwen2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **extra,
+        )
+
+    torch.manual_seed(0)
+    policy = Qwen2ForCausalLM(config())
+    policy.generation_config.pad_token_id = tokenizer.pad_token_id
+    value_model = Qwen2ForSequenceClassification(config(num_labels=1))
+
+    rows = [{"prompt": f"{a}+{b}=", "answer": str(a + b)} for a in range(3) for b in range(3)]
+    rows.append({"prompt": "what is 1+1? ", "answer": "2"})
+    train_rows, eval_rows = rows[:8], rows[8:]
+    queries = queries_of(tokenizer, rows)
+    calls = []
+
+    def score_fn(prompts, completions, columns):
+        calls.append((prompts, completions, columns))
+        return [float(len(c)) for c in completions]
+
+    args = PPOConfig(
+        output_dir=str(tmp_path),
+        bf16=False,
+        per_device_train_batch_size=4,
+        local_rollout_forward_batch_size=4,
+        total_episodes=8,
+        response_length=5,
+        stop_token="eos",
+        num_ppo_epochs=1,
+        num_sample_generations=0,
+        per_device_eval_batch_size=2,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+    )
+    trainer = PPOTrainer(
+        args=args,
+        processing_class=tokenizer,
+        model=policy,
+        ref_model=None,
+        reward_model=RewardFunctionModel(tokenizer, rows, queries, score_fn),
+        train_dataset=Dataset.from_dict({"input_ids": queries[:8]}),
+        value_model=value_model,
+        eval_dataset=Dataset.from_dict({"input_ids": queries[8:]}),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    trainer.train()
+    trainer.generate_completions()
+
+    answer_of = {row["prompt"]: row["answer"] for row in rows}
+    for prompts, _, columns in calls:
+        assert columns["answer"] == [answer_of[prompt] for prompt in prompts]
+    train_calls, eval_calls = calls[:2], calls[2:]
+    assert sorted(p for prompts, _, _ in train_calls for p in prompts) == sorted(
+        r["prompt"] for r in train_rows
+    )
+    assert [prompts for prompts, _, _ in eval_calls] == [[r["prompt"] for r in eval_rows]]
+    logged = [entry["objective/scores"] for entry in trainer.state.log_history]
+    expected = [sum(map(len, completions)) / len(completions) for _, completions, _ in train_calls]
+    assert logged == pytest.approx(expected)

@@ -37,7 +37,9 @@ ScoreFn = Callable[[list[Any], list[Any], dict[str, list[Any]]], Sequence[float]
 """`score_fn(prompts, completions, columns) -> one float per completion` (weights and error policy applied)."""
 
 
-def left_pad(token_ids: Sequence[Sequence[int]], pad_token_id: int, width: int | None = None) -> list[list[int]]:
+def left_pad(
+    token_ids: Sequence[Sequence[int]], pad_token_id: int, width: int | None = None
+) -> list[list[int]]:
     """Left-pad every query to `width` (default: the longest), the layout `RewardFunctionModel` relies on.
 
     Pad train and eval queries with the same width: PPOTrainer takes `context_length` from the batch width.
@@ -134,7 +136,9 @@ class _RewardBackbone(nn.Module):
     ) -> None:
         super().__init__()
         if score_fn is None and reward_model is None:
-            raise ValueError("RewardFunctionModel needs reward functions (score_fn), a reward model, or both.")
+            raise ValueError(
+                "RewardFunctionModel needs reward functions (score_fn), a reward model, or both."
+            )
         pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
         if pad_id is None:
             raise ValueError("The tokenizer has no pad token; PPO needs one, distinct from EOS.")
@@ -167,8 +171,8 @@ class _RewardBackbone(nn.Module):
         self.reward_model_weight = float(reward_model_weight)
         if reward_model is not None:
             _check_reward_model(reward_model, reward_tokenizer)
-        # Only here so that `.to(device)` has something to move when no reward model is mixed in; the score
-        # is built on its device. Not saved with the state dict.
+        # A tensor for `.to()`, accelerate and DeepSpeed to handle like any model's, when no reward model is
+        # mixed in. Not saved with the state dict; not trainable (a buffer, not a parameter).
         self.register_buffer("device_anchor", torch.zeros(()), persistent=False)
 
     def forward(
@@ -199,7 +203,9 @@ class _RewardBackbone(nn.Module):
             completions.append(self.tokenizer.decode(response, skip_special_tokens=True))
 
         scores = self._score(batch_rows, completions)
-        values = torch.tensor(scores, dtype=torch.float32, device=self.device_anchor.device)
+        # On the rollouts' device, where get_reward indexes it; float32 whatever the module's dtype, so that
+        # rewards such as 0.3 stay exact.
+        values = torch.tensor(scores, dtype=torch.float32, device=input_ids.device)
         hidden = values.view(batch, 1, 1).expand(batch, length, 1)
         return BaseModelOutput(last_hidden_state=hidden, hidden_states=(hidden,))
 

@@ -1,26 +1,29 @@
 """`grpo-cli report`: plots and a markdown summary of one or more training runs."""
 
-from __future__ import annotations
-
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def report(
-    run_dirs: list[Path] = typer.Argument(
-        ...,
-        metavar="RUN_DIR...",
-        help="Run directories (the output_dir of a recipe), each holding a metrics.jsonl.",
-        show_default=False,
-    ),
-    output: Path | None = typer.Option(
-        None,
-        "--output",
-        "-o",
-        help="Directory for report.md and the PNG plots.  [default: <first RUN_DIR>/report]",
-        show_default=False,
-    ),
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RUN_DIR",
+            help="Run directories (the output_dir of a recipe), each holding a metrics.jsonl.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Directory for report.md and the PNG plots.  [default: <first RUN_DIR>/report]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Plot and summarise training runs: reward, each reward function, KL, loss, completion length, learning rate.
 

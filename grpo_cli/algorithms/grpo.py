@@ -1,0 +1,90 @@
+"""GRPO: a recipe -> TRL's GRPOTrainer, trained and saved.
+
+GRPO samples `num_generations` completions per prompt and uses each completion's reward minus its group's mean
+(divided by the group's std when `trainer.scale_rewards` is "group", TRL's default) as its advantage: no critic.
+TRL 1.12 defaults `beta` (the KL coefficient) to 0, so there is no reference model unless the recipe sets it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grpo_cli import data, models, plugins
+from grpo_cli.errors import UserError
+from grpo_cli.recipe import Recipe
+from grpo_cli.runs import atomic_write, write_summary
+
+# Our defaults for TRL's GRPOConfig; anything in the recipe's `trainer:` wins.
+DEFAULTS = {
+    "logging_steps": 1,  # metrics.jsonl gets every step
+    "report_to": "none",
+    "disable_tqdm": True,  # our own progress bar shows reward and step rate
+    "save_only_model": False,
+}
+
+
+def config(recipe: Recipe, output_dir: Path, reward_weights: list[float]):
+    from trl import GRPOConfig
+
+    args = {**DEFAULTS, **models.precision_flags(recipe.trainer), **recipe.trainer}
+    try:
+        return GRPOConfig(output_dir=str(output_dir), seed=recipe.seed, reward_weights=reward_weights, **args)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"trainer: TRL's GRPOConfig rejected the settings: {err}") from err
+
+
+def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
+    from trl import GRPOTrainer
+
+    from grpo_cli.callbacks import RunLogger, quiet_trainer
+
+    # Rewards first: a bad reward should fail before a model loads.
+    rewards = plugins.bind_all(recipe.rewards)
+    reward_funcs = [plugins.RewardCall(r) if r.fn is not None else r.model_path for r in rewards]
+
+    model, tokenizer = models.load_model(recipe.model, recipe.seed)
+    train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
+    train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
+
+    if recipe.model.from_config is not None and resume_from is None:
+        # A model built from a config exists nowhere else: keep its initial weights for `eval --baseline`.
+        model.save_pretrained(output_dir / "base_model")
+        tokenizer.save_pretrained(output_dir / "base_model")
+
+    logger = RunLogger(
+        output_dir, [r.name for r in rewards], resume_from_step=_step_of(resume_from) if resume_from else None
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=config(recipe, output_dir, [r.entry.weight for r in rewards]),
+        train_dataset=train_rows,
+        processing_class=tokenizer,
+        peft_config=models.lora_config(recipe.lora) if recipe.lora else None,
+        callbacks=[logger],
+    )
+    quiet_trainer(trainer)
+    atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    trainer.save_model(str(output_dir))
+    if not trainer.accelerator.is_main_process:
+        return {}
+    return write_summary(
+        output_dir,
+        algorithm="grpo",
+        wall_time_s=logger.wall_time,
+        extra={"trainable_parameters": _trainable(trainer.model), "resumed_from": _name(resume_from)},
+    )
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])
+
+
+def _name(path: Path | None) -> str | None:
+    return path.name if path else None
+
+
+def _trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,74 @@
+"""The `grpo-cli` command line: registers the subcommands and holds the one top-level error handler.
+
+Subcommands import torch, trl and friends inside their functions, so `--help` and `validate` stay instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import typer
+
+from grpo_cli.commands import recipes, rewards
+from grpo_cli.commands.report import report
+from grpo_cli.commands.train import train
+from grpo_cli.commands.validate import validate
+from grpo_cli.errors import UserError
+
+app = typer.Typer(
+    name="grpo-cli",
+    help="Fine-tune language models with reinforcement learning (GRPO, PPO) on your own rewards, from a YAML recipe.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def handle_errors(command):
+    """A user's mistake -> one line on stderr and exit code 2; a traceback only with GRPO_CLI_DEBUG=1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as err:
+            if os.environ.get("GRPO_CLI_DEBUG") == "1":
+                raise
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _register(typer_app: typer.Typer, command, name: str | None = None) -> None:
+    typer_app.command(name=name)(handle_errors(command))
+
+
+_register(app, train)
+_register(app, validate)
+_register(app, report)
+
+recipes_app = typer.Typer(help="List, show and copy the shipped recipes.", no_args_is_help=True)
+_register(recipes_app, recipes.ls, "ls")
+_register(recipes_app, recipes.show, "show")
+_register(recipes_app, recipes.cp, "cp")
+app.add_typer(recipes_app, name="recipes")
+
+rewards_app = typer.Typer(help="List reward plugins and score completions without training.", no_args_is_help=True)
+_register(rewards_app, rewards.ls, "ls")
+_register(rewards_app, rewards.test, "test")
+app.add_typer(rewards_app, name="rewards")
+
+
+def main() -> None:
+    app(prog_name="grpo-cli")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""`grpo-cli recipes ls | show NAME | cp NAME DEST`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from grpo_cli.errors import UserError
+
+
+def _description(path: Path) -> str:
+    """A recipe's description: its first comment line that is not the command running it."""
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("# ").strip()
+        if text and not text.startswith("grpo-cli ") and not text.lower().startswith("run:"):
+            return text
+    return ""
+
+
+def ls() -> None:
+    """List the shipped recipes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from grpo_cli.recipe import shipped_recipes
+
+    table = Table("name", "algorithm", "description", box=None)
+    import yaml
+
+    for name, path in shipped_recipes().items():
+        algorithm = (yaml.safe_load(path.read_text()) or {}).get("algorithm", "grpo")
+        table.add_row(name, algorithm, _description(path))
+    Console().print(table)
+
+
+def show(name: str = typer.Argument(..., help="A shipped recipe name or a recipe file.")) -> None:
+    """Print a recipe's YAML as written."""
+    from grpo_cli.recipe import find_recipe
+
+    typer.echo(find_recipe(name).read_text(), nl=False)
+
+
+def cp(
+    name: str = typer.Argument(..., help="A shipped recipe name."),
+    dest: Path = typer.Argument(..., help="Where to write the copy (a file, or a directory)."),
+    force: bool = typer.Option(False, "--force", help="Replace DEST if it exists."),
+) -> None:
+    """Copy a shipped recipe to edit it; relative paths in it are made absolute so the copy runs anywhere."""
+    import yaml
+
+    from grpo_cli.recipe import _absolutize_paths, find_recipe
+    from grpo_cli.runs import atomic_write
+
+    source = find_recipe(name)
+    target = dest / source.name if dest.is_dir() else dest
+    if target.exists() and not force:
+        raise UserError(f"{target} exists; pass --force to replace it")
+    text = source.read_text()
+    data = yaml.safe_load(text) or {}
+    before = yaml.safe_dump(data)
+    _absolutize_paths(data, source.parent)
+    if yaml.safe_dump(data) != before:  # keep the comments when nothing needed rewriting
+        header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+        text = header + yaml.safe_dump(data, sort_keys=False)
+    atomic_write(target, text)
+    typer.echo(f"wrote {target}")

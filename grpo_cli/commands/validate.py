@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import typer
+
+from grpo_cli.commands._common import OVERRIDES, RECIPE
+from grpo_cli.errors import UserError
+
+
+def validate(
+    recipe: str = RECIPE,
+    overrides: list[str] | None = OVERRIDES,
+    num_processes: int = typer.Option(1, "--num-processes", help="Processes the run will use (for the batch rule)."),
+) -> None:
+    """Check a recipe without loading a model: schema, trainer fields, rewards, dataset columns, batch shape.
+
+    Reports every problem at once; exit code 0 when the recipe is good, 2 otherwise.
+    """
+    from grpo_cli import validation
+    from grpo_cli.recipe import load_recipe
+
+    loaded = load_recipe(recipe, overrides or [])
+    problems = validation.check(loaded, num_processes)
+    if problems:
+        name = loaded.path.name if loaded.path else recipe
+        head = f"{name}: {len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise UserError(head + ":\n" + "\n".join(f"  - {p}" for p in problems), problems)
+    typer.echo(f"{loaded.path.name if loaded.path else recipe}: ok ({loaded.algorithm}, {len(loaded.rewards)} rewards)")

@@ -1,0 +1,249 @@
+"""`grpo-cli report` and its library on two synthetic runs: a finished GRPO run and a PPO run still training."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from grpo_cli.commands.report import report
+from grpo_cli.errors import UserError
+from grpo_cli.report import load_metrics, load_run, load_runs, plot, summarize, write_report
+
+GRPO_LABEL = "grpo-run (GRPO)"
+PPO_LABEL = "ppo-run (PPO)"
+
+
+def _write_jsonl(path: Path, rows: list[dict], tail: str = "") -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows) + tail)
+
+
+@pytest.fixture
+def grpo_run(tmp_path: Path) -> Path:
+    """40 steps, finished. Best reward 0.9 at step 30, last 0.4; learning_rate logged but always null."""
+    run = tmp_path / "grpo-run"
+    run.mkdir()
+    rows = [
+        {
+            "step": step,
+            "time": 3.0 * step,
+            "reward": 0.9 if step == 30 else round(step / 100, 4),
+            "reward_std": 0.1,
+            "rewards/accuracy": round(step / 200, 4),
+            "rewards/accuracy/std": 0.2,  # a statistic of a panel, not a panel of its own
+            "rewards/format": 0.5,
+            "kl": round(0.001 * step, 4),
+            "loss": 0.01,
+            "completion_length": 20 + step,
+            "learning_rate": None,
+        }
+        for step in range(1, 41)
+    ]
+    _write_jsonl(run / "metrics.jsonl", rows)
+    (run / "recipe.yaml").write_text("algorithm: grpo\noutput_dir: grpo-run\ntrainer:\n  max_steps: 40\n")
+    summary = {
+        "algorithm": "grpo",
+        "steps": 40,
+        "wall_time_s": 125.0,
+        "first_reward": 0.01,
+        "last_reward": 0.4,
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+@pytest.fixture
+def ppo_run(tmp_path: Path) -> Path:
+    """10 steps of 100 and a half-written 11th line; no summary.json. No loss, no rewards/format."""
+    run = tmp_path / "ppo-run"
+    run.mkdir()
+    rows = [
+        {
+            "step": step,
+            "time": 1.5 * step,
+            "reward": round(0.05 * step, 4),
+            "rewards/accuracy": round(0.04 * step, 4),
+            "kl": round(0.002 * step, 4),
+            "completion_length": 30,
+            "val/value_loss": 0.3,  # algorithm-specific: ignored
+        }
+        for step in range(1, 11)
+    ]
+    _write_jsonl(run / "metrics.jsonl", rows, tail='{"step": 11, "time": 16.5, "rew')
+    (run / "recipe.yaml").write_text("algorithm: ppo\noutput_dir: ppo-run\ntrainer:\n  max_steps: 100\n")
+    return run
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """A stand-in for grpo-cli's app: the callback makes `report` a subcommand, as there."""
+
+    app.command()(report)
+    return app
+
+
+def test_partial_last_line_is_skipped(ppo_run: Path):
+    metrics = load_metrics(ppo_run)
+    assert [row["step"] for row in metrics] == list(range(1, 11))
+
+
+def test_corrupt_line_before_the_last_is_an_error(tmp_path: Path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "rew\n{"step": 3}\n')
+    with pytest.raises(UserError, match="line 2"):
+        load_metrics(tmp_path)
+
+
+def test_resumed_run_keeps_the_later_line_of_a_step(tmp_path: Path):
+    rows = [{"step": s, "reward": 0.0} for s in (1, 2, 3)] + [{"step": s, "reward": 1.0} for s in (2, 3, 4)]
+    _write_jsonl(tmp_path / "metrics.jsonl", rows)
+    metrics = load_metrics(tmp_path)
+    assert [(row["step"], row["reward"]) for row in metrics] == [(1, 0.0), (2, 1.0), (3, 1.0), (4, 1.0)]
+
+
+def test_missing_run_dir_names_the_path(tmp_path: Path):
+    missing = tmp_path / "no-such-run"
+    with pytest.raises(UserError, match=r"no-such-run does not exist"):
+        load_metrics(missing)
+
+
+def test_directory_without_metrics_is_an_error(tmp_path: Path):
+    with pytest.raises(UserError, match=r"has no metrics\.jsonl"):
+        load_run(tmp_path)
+
+
+def test_summaries(grpo_run: Path, ppo_run: Path):
+    grpo = summarize(load_run(grpo_run))
+    assert grpo.label == GRPO_LABEL
+    assert grpo.finished
+    assert (grpo.steps, grpo.wall_time_s) == (40, 125.0)  # from summary.json
+    assert grpo.first_reward == (1, 0.01)
+    assert grpo.last_reward == (40, 0.4)
+    assert grpo.best_reward == (30, 0.9)
+    assert grpo.final_kl == 0.04
+
+    ppo = summarize(load_run(ppo_run))
+    assert ppo.label == PPO_LABEL
+    assert not ppo.finished
+    assert (ppo.steps, ppo.max_steps, ppo.wall_time_s) == (10, 100, 15.0)  # from the log
+    assert ppo.first_reward == (1, 0.05)
+    assert ppo.best_reward == ppo.last_reward == (10, 0.5)
+    assert ppo.final_kl == 0.02
+    assert dict(ppo.rows())["Steps"] == "10 of 100"
+
+
+def test_plot_draws_each_logged_series_and_nothing_else(grpo_run: Path, ppo_run: Path, tmp_path: Path):
+    out = tmp_path / "plots"
+    out.mkdir()
+    plots = plot(load_runs([grpo_run, ppo_run]), out)
+
+    both = [GRPO_LABEL, PPO_LABEL]
+    assert {p.key: p.runs for p in plots} == {
+        "reward": both,
+        "rewards/accuracy": both,
+        "rewards/format": [GRPO_LABEL],
+        "kl": both,
+        "loss": [GRPO_LABEL],
+        "completion_length": both,
+    }
+    # learning_rate: only nulls in one run, absent from the other: no figure, not even an empty one.
+    assert sorted(path.name for path in out.iterdir()) == sorted(p.path.name for p in plots)
+    assert not (out / "learning_rate.png").exists()
+    assert (out / "rewards_accuracy.png").exists()
+
+    for p in plots:
+        with Image.open(p.path) as image:
+            assert image.format == "PNG"
+            assert image.width >= 600 and image.height >= 300
+            # Lines, text and a legend, not a blank canvas.
+            assert len(image.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50
+
+
+def test_command_writes_report_and_prints_summary(grpo_run: Path, ppo_run: Path):
+    result = CliRunner().invoke(_app(), ["report", str(grpo_run), str(ppo_run)])
+    assert result.exit_code == 0, result.output
+
+    out = grpo_run / "report"  # the default: beside the first run
+    report_md = out / "report.md"
+    assert str(report_md) in result.output
+    for text in (GRPO_LABEL, PPO_LABEL, "in progress", "finished", "0.9 (step 30)", "2m 05s"):
+        assert text in result.output
+
+    markdown = report_md.read_text()
+    for name in ("reward", "rewards_accuracy", "rewards_format", "kl", "loss", "completion_length"):
+        assert f"]({name}.png)" in markdown
+        assert (out / f"{name}.png").is_file()
+    assert "learning_rate" not in markdown.lower().replace(" ", "_")
+
+    grpo_section, ppo_section = markdown.split(f"## {PPO_LABEL}")
+    for row in (
+        "| Status | finished |",
+        "| Steps | 40 |",
+        "| Wall time | 2m 05s |",
+        "| First reward | 0.01 (step 1) |",
+        "| Last reward | 0.4 (step 40) |",
+        "| Best reward | 0.9 (step 30) |",
+        "| Final KL | 0.04 |",
+    ):
+        assert row in grpo_section
+    for row in (
+        "| Status | in progress |",
+        "| Steps | 10 of 100 |",
+        "| Wall time | 15.0s |",
+        "| First reward | 0.05 (step 1) |",
+        "| Best reward | 0.5 (step 10) |",
+        "| Final KL | 0.02 |",
+    ):
+        assert row in ppo_section
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
+
+
+def test_command_output_option(grpo_run: Path, tmp_path: Path):
+    out = tmp_path / "reports" / "grpo"
+    result = CliRunner().invoke(_app(), ["report", str(grpo_run), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").is_file()
+    assert not (grpo_run / "report").exists()
+
+
+def test_command_missing_run_dir_raises_user_error(grpo_run: Path, tmp_path: Path):
+    missing = tmp_path / "typo-run"
+    result = CliRunner().invoke(_app(), ["report", str(grpo_run), str(missing)])
+    assert isinstance(result.exception, UserError)
+    assert str(missing) in str(result.exception)
+    assert not (grpo_run / "report").exists()  # nothing written before every run was read
+
+
+def test_output_that_is_a_file_is_an_error(grpo_run: Path, tmp_path: Path):
+    occupied = tmp_path / "report.txt"
+    occupied.write_text("mine")
+    with pytest.raises(UserError, match=r"report\.txt"):
+        write_report([grpo_run], occupied)
+    assert occupied.read_text() == "mine"
+
+
+def test_no_step_logged_yet_is_an_error(tmp_path: Path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "rew')  # the first line, still being written
+    with pytest.raises(UserError, match="no training step has been logged yet"):
+        write_report([tmp_path])
+
+
+def test_help_describes_the_command():
+    result = CliRunner().invoke(_app(), ["report", "--help"])
+    assert result.exit_code == 0
+    assert "RUN_DIR" in result.output and "--output" in result.output
+
+
+def test_importing_the_command_loads_no_plotting_library():
+    code = "import sys, grpo_cli.commands.report; print(sorted({'matplotlib', 'rich', 'torch', 'trl'} & set(sys.modules)))"
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
