@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from transformers import PrinterCallback, TrainerCallback
 
 from grpo_cli.runs import MetricsLog, read_metrics, rename_metrics
@@ -61,7 +68,10 @@ class RunLogger(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.metrics is None or not logs or "train_runtime" in logs:
             return
-        row = {"step": state.global_step, "time": round(self.elapsed_before + time.monotonic() - self.started, 3)}
+        row = {
+            "step": state.global_step,
+            "time": round(self.elapsed_before + time.monotonic() - self.started, 3),
+        }
         row.update(rename_metrics(logs, self.reward_names))
         self.metrics.write(row)
         if row.get("reward") is not None:

@@ -60,7 +60,9 @@ _register(recipes_app, recipes.show, "show")
 _register(recipes_app, recipes.cp, "cp")
 app.add_typer(recipes_app, name="recipes")
 
-rewards_app = typer.Typer(help="List reward plugins and score completions without training.", no_args_is_help=True)
+rewards_app = typer.Typer(
+    help="List reward plugins and score completions without training.", no_args_is_help=True
+)
 _register(rewards_app, rewards.ls, "ls")
 _register(rewards_app, rewards.test, "test")
 app.add_typer(rewards_app, name="rewards")

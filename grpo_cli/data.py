@@ -134,11 +134,15 @@ def load_splits(spec: DatasetSection, seed: int) -> tuple[Dataset, Dataset | Non
     train = _load_raw(spec, spec.source, spec.split)
     held_out = None
     if spec.eval_split is not None:
-        held_out = _load_raw(spec, spec.eval_split if is_local(spec.eval_split) else spec.source, spec.eval_split)
+        held_out = _load_raw(
+            spec, spec.eval_split if is_local(spec.eval_split) else spec.source, spec.eval_split
+        )
     elif spec.eval_ratio is not None or spec.eval_size is not None:
         test_size = spec.eval_ratio if spec.eval_ratio is not None else spec.eval_size
         if spec.eval_size is not None and spec.eval_size >= len(train):
-            raise UserError(f"dataset.eval_size={spec.eval_size} leaves no training rows (dataset has {len(train)})")
+            raise UserError(
+                f"dataset.eval_size={spec.eval_size} leaves no training rows (dataset has {len(train)})"
+            )
         parts = train.train_test_split(test_size=test_size, seed=seed)
         train, held_out = parts["train"], parts["test"]
     if spec.limit is not None:

@@ -39,7 +39,15 @@ from grpo_cli.errors import UserError
 ENTRY_POINT_GROUP = "grpo_cli.rewards"
 MODEL_PREFIX = "model:"
 # Keyword arguments TRL passes to every reward besides the dataset columns.
-TRAINER_KWARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
+TRAINER_KWARGS = {
+    "prompts",
+    "completions",
+    "completion_ids",
+    "trainer_state",
+    "log_extra",
+    "log_metric",
+    "environments",
+}
 
 
 @dataclass
@@ -141,7 +149,9 @@ def _load_module_attr(module_name: str, attr: str) -> Any:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name and module_name.startswith(err.name):
-            raise UserError(f"reward module {module_name!r} not found (is it installed or on PYTHONPATH?)") from err
+            raise UserError(
+                f"reward module {module_name!r} not found (is it installed or on PYTHONPATH?)"
+            ) from err
         raise UserError(f"reward module {module_name!r} failed to import: {_one_line(err)}") from err
     except Exception as err:
         raise UserError(f"reward module {module_name!r} failed to import: {_one_line(err)}") from err
@@ -151,7 +161,9 @@ def _load_module_attr(module_name: str, attr: str) -> Any:
 def _attr(module, attr: str, where: str) -> Any:
     if not hasattr(module, attr):
         public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
-        raise UserError(f"{where} has no {attr!r}{_did_you_mean(attr, public)}; it defines: {', '.join(public)}")
+        raise UserError(
+            f"{where} has no {attr!r}{_did_you_mean(attr, public)}; it defines: {', '.join(public)}"
+        )
     return getattr(module, attr)
 
 
@@ -204,14 +216,19 @@ class BoundReward:
 
 def bind(entry, label: str) -> BoundReward:
     """Resolve a recipe reward entry and bind its `args`; errors name `label` (e.g. "rewards[0]")."""
-    spec = find(entry.name)
-    target = spec.target
+    try:
+        spec = find(entry.name)
+        target = spec.target
+    except UserError as err:
+        raise UserError(f"{label}: {err}") from err
     if spec.origin == "reward model":
         if entry.args:
             raise UserError(f"{label} ({entry.name}): a reward model takes no args")
         return BoundReward(_registry_name_for(entry, spec), entry, spec, None, model_path=target)
     if not callable(target):
-        raise UserError(f"{label} ({entry.name}): {target!r} is not callable; a reward is a function or a class")
+        raise UserError(
+            f"{label} ({entry.name}): {target!r} is not callable; a reward is a function or a class"
+        )
     _check_args(spec, entry.args, label, entry.name)
     try:
         fn = target(**entry.args) if inspect.isclass(target) else _bind_function(target, entry.args)
@@ -247,7 +264,9 @@ def _check_args(spec: RewardSpec, args: dict, label: str, name: str) -> None:
             )
     if inspect.isclass(spec.target):
         missing = [
-            n for n, p in params.items() if p.default is p.empty and n not in args and p.kind != p.POSITIONAL_ONLY
+            n
+            for n, p in params.items()
+            if p.default is p.empty and n not in args and p.kind != p.POSITIONAL_ONLY
         ]
         if missing:
             raise UserError(f"{label} ({name}): missing argument(s) {', '.join(missing)} in args")
@@ -336,7 +355,9 @@ class RewardCall:
         if self.timeout is None:
             return self.fn(prompts=prompts, completions=completions, **kwargs)
         if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"reward-{self.__name__}")
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"reward-{self.__name__}"
+            )
         future = self._pool.submit(self.fn, prompts=prompts, completions=completions, **kwargs)
         try:
             return future.result(timeout=self.timeout)
@@ -416,4 +437,7 @@ def score_table(
 def weighted_total(bound: list[BoundReward], table: list[list[float | None]]) -> list[float]:
     """The weighted sum per completion, skipping None (as TRL's nansum does)."""
     weights = [b.entry.weight for b in bound if b.fn is not None]
-    return [sum(w * s for w, s in zip(weights, col, strict=True) if s is not None) for col in zip(*table, strict=True)]
+    return [
+        sum(w * s for w, s in zip(weights, col, strict=True) if s is not None)
+        for col in zip(*table, strict=True)
+    ]

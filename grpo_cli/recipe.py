@@ -52,7 +52,9 @@ class ModelSection(_Strict):
     @model_validator(mode="after")
     def _one_source(self):
         if (self.name_or_path is None) == (self.from_config is None):
-            raise ValueError("give exactly one of model.name_or_path (Hub id or local dir) or model.from_config")
+            raise ValueError(
+                "give exactly one of model.name_or_path (Hub id or local dir) or model.from_config"
+            )
         return self
 
 
@@ -104,6 +106,17 @@ class RewardEntry(_Strict):
     timeout: float | None = Field(None, gt=0)
 
 
+class EvalSection(_Strict):
+    """Defaults for `grpo-cli eval` (its command-line options win)."""
+
+    rewards: list[RewardEntry] = Field(
+        default_factory=list,
+        description="eval-only rewards, reported beside the training rewards (e.g. a task metric)",
+    )
+    num_samples: int = Field(1, gt=0, description="completions per prompt; 1 is greedy decoding")
+    limit: int | None = Field(None, gt=0, description="evaluate only the first N held-out prompts")
+
+
 class Recipe(_Strict):
     algorithm: Literal["grpo", "ppo"] = "grpo"
     seed: int = 42
@@ -113,6 +126,7 @@ class Recipe(_Strict):
     dataset: DatasetSection
     rewards: list[RewardEntry] = Field(default_factory=list)
     trainer: dict[str, Any] = Field(default_factory=dict)
+    eval: EvalSection | None = None
 
     # Where the recipe came from; not part of the YAML.
     _path: Path | None = None
@@ -228,7 +242,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
-            raise UserError(f"bad override {item!r}: write KEY=VALUE with a dotted key, e.g. trainer.max_steps=20")
+            raise UserError(
+                f"bad override {item!r}: write KEY=VALUE with a dotted key, e.g. trainer.max_steps=20"
+            )
         try:
             value = yaml.safe_load(raw) if raw else None
         except yaml.YAMLError:
@@ -253,7 +269,11 @@ def _yaml_float(value: Any) -> Any:
     """YAML 1.1 reads `1e-5` (no dot) as a string; everyone means a number."""
     if isinstance(value, str):
         try:
-            return float(value) if any(c in value.lower() for c in "e.") and value[:1] in "+-.0123456789" else value
+            return (
+                float(value)
+                if any(c in value.lower() for c in "e.") and value[:1] in "+-.0123456789"
+                else value
+            )
         except ValueError:
             return value
     return value
@@ -301,9 +321,9 @@ def _format_error(err: dict) -> str:
     if err["type"] == "missing":
         return f"{dotted}: required key is missing"
     message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "literal_error" or "input" not in err:
-        return f"{dotted}: {message}" if dotted else message
-    return f"{dotted}: {message}, got {err['input']!r}" if dotted else message
+    if err["type"] != "literal_error" and not isinstance(err.get("input", {}), dict | list):
+        message += f", got {err['input']!r}"
+    return f"{dotted}: {message}" if dotted else message
 
 
 def check_trainer_section(algorithm: str, trainer: dict) -> tuple[dict, list[str]]:

@@ -5,8 +5,7 @@ A run directory holds `metrics.jsonl` (one JSON object per logged step, appended
 run still in progress: a half-written last line of the log is skipped and a missing `summary.json` reads as
 "in progress".
 
-matplotlib is imported inside `plot` only: it is an optional dependency (`pip install 'grpo-cli[plots]'`) and
-`grpo-cli --help` must not pay for it.
+matplotlib is imported inside `plot` only: `grpo-cli --help` must not pay for it.
 """
 
 from __future__ import annotations
@@ -217,14 +216,8 @@ def plot(runs: Sequence[Run], output: Path) -> list[Plot]:
     A metric that no run logged gets no figure. A run keeps its colour in every figure, also where another
     run has no line.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise UserError(
-            "grpo-cli report draws its plots with matplotlib, which is not installed: "
-            "pip install 'grpo-cli[plots]'"
-        ) from None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     colours = {id(run): f"C{i % 10}" for i, run in enumerate(runs)}
     plots: list[Plot] = []

@@ -62,7 +62,9 @@ def holds_run(directory: Path) -> bool:
 
 
 def last_checkpoint(directory: Path) -> Path | None:
-    checkpoints = [p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    checkpoints = [
+        p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
+    ]
     return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 

@@ -48,28 +48,29 @@ def check_batch_shape(recipe: Recipe, processes: int) -> list[str]:
 
 
 def check_rewards_and_columns(recipe: Recipe) -> list[str]:
-    problems = []
-    try:
-        bound = plugins.bind_all(recipe.rewards)
-    except UserError as err:
-        return err.problems or [str(err)]
+    problems, bound = [], []
+    for i, entry in enumerate(recipe.rewards):
+        try:
+            bound.append((i, plugins.bind(entry, f"rewards[{i}]")))
+        except UserError as err:
+            problems.append(str(err))
     try:
         columns = data.known_columns(recipe.dataset)
     except UserError as err:
-        return [str(err)]
+        return [*problems, str(err)]
     if columns is None:
         return problems  # a Hub dataset: its columns are known once it loads
     if recipe.dataset.prompt is None and not {"prompt", "messages"} & set(columns):
         problems.append(
             f"dataset: no prompt: set dataset.prompt to a template over the columns ({', '.join(columns)}), "
-            "e.g. prompt: \"{" + columns[0] + "}\", or provide a `prompt` or `messages` column"
+            'e.g. prompt: "{' + columns[0] + '}", or provide a `prompt` or `messages` column'
         )
     for column in data.prompt_columns(recipe.dataset):
         if column not in columns:
             problems.append(
                 f"dataset.prompt uses column {column!r}, which the dataset does not have; columns: {', '.join(columns)}"
             )
-    for i, reward in enumerate(bound):
+    for i, reward in bound:
         for column in reward.columns:
             if column not in columns and column != "prompt":
                 problems.append(

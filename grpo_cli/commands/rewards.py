@@ -24,7 +24,9 @@ def ls() -> None:
             arguments = ", ".join(
                 n if p.default is p.empty else f"{n}={p.default!r}" for n, p in params.items()
             )
-            columns = ", ".join(plugins.required_columns(spec.target)) if not isinstance(spec.target, type) else ""
+            columns = (
+                ", ".join(plugins.required_columns(spec.target)) if not isinstance(spec.target, type) else ""
+            )
             description = spec.description
         except UserError as err:
             arguments, columns, description = "", "", f"[red]{err}[/red]"
@@ -86,15 +88,29 @@ def advantages(totals: list[float], scale: bool) -> list[float]:
 
 
 def test(
-    completions: list[str] = typer.Option([], "--completion", "-c", help="A completion to score (repeat for a group)."),
+    completions: list[str] = typer.Option(
+        [], "--completion", "-c", help="A completion to score (repeat for a group)."
+    ),
     prompt: str = typer.Option("", "--prompt", "-p", help="The prompt the completions answer."),
-    reward: list[str] = typer.Option([], "--reward", "-r", help="A reward name (repeat); default: the recipe's rewards."),
+    reward: list[str] = typer.Option(
+        [], "--reward", "-r", help="A reward name (repeat); default: the recipe's rewards."
+    ),
     arg: list[str] = typer.Option([], "--arg", help="NAME=VALUE argument for the --reward rewards (repeat)."),
-    column: list[str] = typer.Option([], "--column", help="NAME=VALUE dataset column value, e.g. answer=5 (repeat)."),
-    recipe: str | None = typer.Option(None, "--recipe", help="Score with this recipe's rewards, against its dataset rows."),
-    completions_file: Path | None = typer.Option(None, "--completions-file", "-f", help="Completions, one per line or JSONL {completion, row}."),
+    column: list[str] = typer.Option(
+        [], "--column", help="NAME=VALUE dataset column value, e.g. answer=5 (repeat)."
+    ),
+    recipe: str | None = typer.Option(
+        None, "--recipe", help="Score with this recipe's rewards, against its dataset rows."
+    ),
+    completions_file: Path | None = typer.Option(
+        None, "--completions-file", "-f", help="Completions, one per line or JSONL {completion, row}."
+    ),
     row: int = typer.Option(0, "--row", help="With --recipe: the dataset row plain completions answer."),
-    scale: bool | None = typer.Option(None, "--scale/--no-scale", help="Divide advantages by the group std (default: the recipe's trainer.scale_rewards, else yes)."),
+    scale: bool | None = typer.Option(
+        None,
+        "--scale/--no-scale",
+        help="Divide advantages by the group std (default: the recipe's trainer.scale_rewards, else yes).",
+    ),
 ) -> None:
     """Score completions without training: each reward, the weighted total, and the GRPO advantage in the group.
 
@@ -128,16 +144,22 @@ def test(
             record = dict(rows[index])
             item["row"] = index
             item["prompt"] = item.get("prompt") or (
-                data.build_prompt(loaded.dataset, record, chat=False) if "prompt" not in record else record["prompt"]
+                data.build_prompt(loaded.dataset, record, chat=False)
+                if "prompt" not in record
+                else record["prompt"]
             )
             item["columns"] = record
     else:
         if not reward:
-            raise UserError("name the rewards with --reward NAME (see `grpo-cli rewards ls`), or give --recipe")
+            raise UserError(
+                "name the rewards with --reward NAME (see `grpo-cli rewards ls`), or give --recipe"
+            )
         args = _parse_pairs(arg, "--arg")
         entries = [RewardEntry(name=name, args=args if len(reward) == 1 else {}) for name in reward]
         if args and len(reward) > 1:
-            raise UserError("--arg applies to a single --reward; use a recipe to give several rewards arguments")
+            raise UserError(
+                "--arg applies to a single --reward; use a recipe to give several rewards arguments"
+            )
         values = _parse_pairs(column, "--column")
         for item in items:
             item.update(prompt=item.get("prompt", prompt), columns=values, row=0)

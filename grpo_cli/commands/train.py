@@ -11,9 +11,15 @@ from grpo_cli.errors import UserError
 def train(
     recipe: str = RECIPE,
     overrides: list[str] | None = OVERRIDES,
-    output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help="Where to write the run (default: the recipe's output_dir)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous run in the output directory."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output directory from its last checkpoint."),
+    output_dir: Path | None = typer.Option(
+        None, "--output-dir", "-o", help="Where to write the run (default: the recipe's output_dir)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a previous run in the output directory."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in the output directory from its last checkpoint."
+    ),
 ) -> None:
     """Train a model with the recipe's algorithm (GRPO or PPO) and rewards; write the run to its output directory."""
     import os
@@ -28,7 +34,10 @@ def train(
         loaded.output_dir = str(output_dir)
     problems = validation.check(loaded)
     if problems:
-        raise UserError(f"{loaded.path.name}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems), problems)
+        raise UserError(
+            f"{loaded.path.name}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems),
+            problems,
+        )
     out = Path(loaded.output_dir)
     checkpoint = prepare_output_dir(out, overwrite=overwrite, resume=resume)
     print_recipe(loaded)
@@ -45,4 +54,6 @@ def train(
     if summary:
         first, last = summary["first_reward"], summary["last_reward"]
         rewards = f"reward {first:.3f} -> {last:.3f}" if first is not None and last is not None else ""
-        typer.echo(f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s, {rewards}; wrote {out}")
+        typer.echo(
+            f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s, {rewards}; wrote {out}"
+        )

@@ -9,7 +9,9 @@ from grpo_cli.errors import UserError
 def validate(
     recipe: str = RECIPE,
     overrides: list[str] | None = OVERRIDES,
-    num_processes: int = typer.Option(1, "--num-processes", help="Processes the run will use (for the batch rule)."),
+    num_processes: int = typer.Option(
+        1, "--num-processes", help="Processes the run will use (for the batch rule)."
+    ),
 ) -> None:
     """Check a recipe without loading a model: schema, trainer fields, rewards, dataset columns, batch shape.
 
@@ -24,4 +26,6 @@ def validate(
         name = loaded.path.name if loaded.path else recipe
         head = f"{name}: {len(problems)} problem{'s' if len(problems) > 1 else ''}"
         raise UserError(head + ":\n" + "\n".join(f"  - {p}" for p in problems), problems)
-    typer.echo(f"{loaded.path.name if loaded.path else recipe}: ok ({loaded.algorithm}, {len(loaded.rewards)} rewards)")
+    typer.echo(
+        f"{loaded.path.name if loaded.path else recipe}: ok ({loaded.algorithm}, {len(loaded.rewards)} rewards)"
+    )

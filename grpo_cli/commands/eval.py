@@ -1,0 +1,121 @@
+"""`grpo-cli eval`: a trained model (or a base model) on the recipe's held-out prompts, scored by its rewards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from grpo_cli.commands._common import OVERRIDES, RECIPE
+
+
+def evaluate(
+    recipe: str = RECIPE,
+    overrides: list[str] | None = OVERRIDES,
+    adapter: Path | None = typer.Option(
+        None,
+        "--adapter",
+        "-a",
+        metavar="RUN_DIR",
+        help="A training run's output directory (adapter or full model).",
+    ),
+    model: Path | None = typer.Option(
+        None, "--model", "-m", metavar="PATH", help="Any saved model directory."
+    ),
+    baseline: bool = typer.Option(
+        False,
+        "--baseline",
+        help="Also evaluate the base model on the same prompts and seeds; show the difference.",
+    ),
+    num_samples: int | None = typer.Option(
+        None,
+        "--num-samples",
+        "-k",
+        min=1,
+        help="Completions per prompt: 1 is greedy, more samples with the recipe's settings and gives pass@K.  "
+        "[default: eval.num_samples, else 1]",
+        show_default=False,
+    ),
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        "-n",
+        min=1,
+        help="Evaluate the first N held-out prompts.  [default: eval.limit, else all]",
+        show_default=False,
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Completions generated per batch."),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Directory for eval.json and eval_samples.jsonl.  [default: RUN_DIR/eval with --adapter, "
+        "else runs/eval-<recipe name>]",
+        show_default=False,
+    ),
+) -> None:
+    """Generate completions for the recipe's held-out prompts and score them with its rewards.
+
+    Evaluates a training run (--adapter RUN_DIR), any saved model (--model PATH), or with neither the recipe's
+    base model. Reports each reward's mean and std, pass@1 and pass@K for pass/fail rewards, completion length
+    and the share cut at the length limit. Eval-only rewards go in the recipe's `eval: {rewards: [...]}`.
+
+    Example: grpo-cli eval quickstart --adapter runs/quickstart --baseline
+    """
+    import os
+
+    from rich.console import Console
+
+    from grpo_cli import evaluate as evaluation
+    from grpo_cli.recipe import load_recipe
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    loaded = load_recipe(recipe, overrides or [])
+    err_console = Console(stderr=True)
+    result = evaluation.run(
+        loaded,
+        adapter=adapter,
+        model=model,
+        baseline=baseline,
+        num_samples=num_samples,
+        limit=limit,
+        batch_size=batch_size,
+        note=lambda message: err_console.print(f"note: {message}", style="yellow", highlight=False),
+    )
+    if output is None:
+        output = adapter / "eval" if adapter is not None else Path("runs") / f"eval-{loaded.path.stem}"
+    eval_path, samples_path = result.write(output)
+    Console().print(metrics_table(result))
+    typer.echo(f"wrote {eval_path} and {samples_path}")
+
+
+def metrics_table(result):
+    """Rows: metrics; columns: tuned, base, delta (those evaluated)."""
+    from rich.table import Table
+
+    settings = result.settings
+    how = (
+        "greedy" if settings["decoding"] == "greedy" else f"sampled, temperature {settings['temperature']:g}"
+    )
+    title = f"{settings['num_prompts']} held-out prompts x {settings['num_samples']} ({how})"
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    roles = [role for role in ("tuned", "base", "delta") if role in result.metrics]
+    for role in roles:
+        table.add_column(role, justify="right")
+    eval_only = {f"rewards/{name}" for name in settings["eval_rewards"]}
+    for key in next(iter(result.metrics.values())):
+        label = key + (" (eval only)" if key.split("/pass@")[0].removesuffix("/std") in eval_only else "")
+        cells = [_cell(result.metrics[role].get(key), signed=role == "delta") for role in roles]
+        table.add_row(label, *cells)
+    return table
+
+
+def _cell(value, signed: bool):
+    from rich.text import Text
+
+    if value is None:
+        return Text("-", style="dim")
+    text = f"{value:+.3f}" if signed else f"{value:.3f}"
+    style = ("green" if value > 0 else "red" if value < 0 else "") if signed else ""
+    return Text(text, style=style)

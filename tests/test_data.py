@@ -1,0 +1,124 @@
+"""Datasets: every local format, prompts from templates or messages, system prompts, held-out splits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from grpo_cli import data
+from grpo_cli.errors import UserError
+from grpo_cli.models import char_tokenizer
+from grpo_cli.recipe import DatasetSection
+
+ROWS = [
+    {"question": "1+2=", "answer": "3"},
+    {"question": "4+4=", "answer": "8"},
+    {"question": "0+5=", "answer": "5"},
+]
+
+
+def write(tmp_path, fmt: str):
+    path = tmp_path / f"d.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    elif fmt == "json":
+        path.write_text(json.dumps(ROWS))
+    elif fmt == "csv":
+        path.write_text("question,answer\n" + "".join(f"{r['question']},{r['answer']}\n" for r in ROWS))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(ROWS), path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "parquet"])
+def test_local_formats_load_with_columns(tmp_path, fmt):
+    path = write(tmp_path, fmt)
+    spec = DatasetSection(source=str(path), prompt="Q: {question}")
+    assert data.known_columns(spec) == ["question", "answer"]
+    train, held_out = data.load_splits(spec, seed=0)
+    assert held_out is None
+    prepared = data.prepare(train, spec, char_tokenizer("0123456789+=Q: "))
+    assert prepared["prompt"] == ["Q: 1+2=", "Q: 4+4=", "Q: 0+5="]
+    assert [str(a) for a in prepared["answer"]] == ["3", "8", "5"]  # other columns pass through
+
+
+def test_missing_file_and_unsupported_type(tmp_path):
+    with pytest.raises(UserError, match="dataset file not found: .*nope.jsonl"):
+        data.known_columns(DatasetSection(source=str(tmp_path / "nope.jsonl")))
+    (tmp_path / "d.txt").write_text("x")
+    with pytest.raises(UserError, match="unsupported file type; use one of .jsonl, .json, .csv, .parquet"):
+        data.local_columns(tmp_path / "d.txt")
+
+
+def test_template_with_a_missing_column(tmp_path):
+    spec = DatasetSection(source=str(write(tmp_path, "jsonl")), prompt="{problem}")
+    train, _ = data.load_splits(spec, seed=0)
+    with pytest.raises(
+        UserError, match="dataset.prompt uses column\\(s\\) problem .* columns: question, answer"
+    ):
+        data.prepare(train, spec, char_tokenizer("0123456789"))
+
+
+def test_messages_column_drops_the_reference_answer_and_adds_system_prompt():
+    spec = DatasetSection(source="x.jsonl", system_prompt="Be brief.")
+    row = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
+    assert data.build_prompt(spec, row, chat=True) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2+2?"},
+    ]
+    assert data.build_prompt(spec, row, chat=False) == "Be brief.\n\n2+2?"
+
+
+def test_chat_follows_the_tokenizer_template_unless_the_recipe_says():
+    plain = char_tokenizer("ab")
+    chatty = char_tokenizer("ab")
+    chatty.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert data.uses_chat(DatasetSection(source="x.jsonl"), plain) is False
+    assert data.uses_chat(DatasetSection(source="x.jsonl"), chatty) is True
+    assert data.uses_chat(DatasetSection(source="x.jsonl", chat_template=False), chatty) is False
+    with pytest.raises(
+        UserError, match="dataset.chat_template is true, but the tokenizer has no chat template"
+    ):
+        data.uses_chat(DatasetSection(source="x.jsonl", chat_template=True), plain)
+
+
+def test_no_prompt_source_is_explained():
+    with pytest.raises(UserError, match=r"dataset: no prompt; set dataset.prompt to a template"):
+        data.build_prompt(DatasetSection(source="x.jsonl"), {"question": "q"}, chat=False)
+
+
+def test_held_out_by_size_ratio_and_file(tmp_path):
+    generate = {"task": "addition", "size": 100}
+    train, held_out = data.load_splits(DatasetSection(generate=generate, eval_size=20), seed=0)
+    assert (len(train), len(held_out)) == (80, 20)
+    assert not set(train["question"]) & set(held_out["question"])  # held-out problems are unseen
+    train, held_out = data.load_splits(DatasetSection(generate=generate, eval_ratio=0.1), seed=0)
+    assert (len(train), len(held_out)) == (90, 10)
+    path = write(tmp_path, "jsonl")
+    train, held_out = data.load_splits(DatasetSection(source=str(path), eval_split=str(path)), seed=0)
+    assert len(held_out) == 3
+    with pytest.raises(UserError, match="leaves no training rows"):
+        data.load_splits(DatasetSection(generate=generate, eval_size=100), seed=0)
+
+
+def test_limit_takes_the_first_rows():
+    train, _ = data.load_splits(DatasetSection(generate={"task": "addition", "size": 50}, limit=7), seed=0)
+    assert len(train) == 7
+
+
+def test_addition_task_is_distinct_deterministic_and_correct():
+    rows = data.addition_task(size=1000, seed=3)
+    assert len(rows) == 100 and len({r["question"] for r in rows}) == 100
+    assert rows == data.addition_task(size=1000, seed=3)
+    for row in rows:
+        a, b = row["question"].rstrip("=").split("+")
+        assert int(row["answer"]) == int(a) + int(b)
+
+
+def test_unknown_task():
+    with pytest.raises(UserError, match="dataset.generate.task: unknown task 'sums'; available: addition"):
+        data.known_columns(DatasetSection(generate={"task": "sums"}))

@@ -1,0 +1,84 @@
+"""Models and tokenizers: built from a config offline, loaded from a local directory, LoRA, precision."""
+
+from __future__ import annotations
+
+import pytest
+
+from grpo_cli import models
+from grpo_cli.errors import UserError
+from grpo_cli.recipe import FromConfig, LoraSection, ModelSection
+
+
+def test_char_tokenizer_round_trips_and_pad_differs_from_eos():
+    tok = models.char_tokenizer("0123456789+=")
+    ids = tok("12+3=")["input_ids"]
+    assert len(ids) == 5
+    assert tok.decode(ids) == "12+3="
+    assert tok.pad_token_id != tok.eos_token_id
+    assert tok.padding_side == "left"
+    batch = tok(["1+1=", "10+10="], padding=True)["input_ids"]
+    assert batch[0][:2] == [tok.pad_token_id] * 2  # left padding for generation
+
+
+def test_build_from_config_is_deterministic_per_seed():
+    spec = FromConfig(vocabulary="0123456789+=", hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    a, tok = models.build_from_config(spec, seed=1)
+    b, _ = models.build_from_config(spec, seed=1)
+    c, _ = models.build_from_config(spec, seed=2)
+    pa, pb, pc = (next(m.parameters()) for m in (a, b, c))
+    assert (pa == pb).all() and not (pa == pc).all()
+    assert a.config.vocab_size == len(tok) == 15
+    assert a.generation_config.eos_token_id == tok.eos_token_id
+
+
+def test_bad_model_type_is_a_user_error():
+    spec = FromConfig(model_type="nosuchmodel", vocabulary="01")
+    with pytest.raises(UserError, match="model.from_config: cannot build a 'nosuchmodel' config"):
+        models.build_from_config(spec, seed=0)
+
+
+def test_from_pretrained_path_loads_a_saved_model(tmp_path):
+    """The real Hub loading path, against a model saved locally (nothing here reaches a hub)."""
+    spec = FromConfig(vocabulary="0123456789+=", hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    built, tok = models.build_from_config(spec, seed=0)
+    built.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    model, tokenizer = models.load_model(ModelSection(name_or_path=str(tmp_path / "m")), seed=0)
+    assert type(model).__name__ == "Qwen2ForCausalLM"
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token_id == tok.pad_token_id
+    assert (next(model.parameters()) == next(built.parameters())).all()
+
+
+def test_a_model_that_cannot_be_loaded_is_one_actionable_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"cannot load tokenizer '.*empty': .*check that the directory holds"):
+        models.load_model(ModelSection(name_or_path=str(tmp_path / "empty")), seed=0)
+    with pytest.raises(
+        UserError, match=r"cannot load tokenizer 'no-such-org/no-such-model'.*Hub id you can reach"
+    ):
+        models.load_model(ModelSection(name_or_path="no-such-org/no-such-model"), seed=0)
+
+
+def test_missing_pad_token_prefers_unk_over_eos(tmp_path):
+    tok = models.char_tokenizer("ab")
+    tok.pad_token = None
+    tok.save_pretrained(tmp_path / "t")
+    loaded = models.load_tokenizer(str(tmp_path / "t"))
+    assert loaded.pad_token == models.UNK != loaded.eos_token
+
+
+def test_lora_config_from_recipe():
+    config = models.lora_config(LoraSection(r=8, alpha=16, dropout=0.1, target_modules=["q_proj", "v_proj"]))
+    assert (config.r, config.lora_alpha, config.lora_dropout) == (8, 16, 0.1)
+    assert set(config.target_modules) == {"q_proj", "v_proj"}
+    assert models.lora_config(LoraSection()).target_modules == "all-linear"
+
+
+def test_precision_follows_hardware_unless_set():
+    import torch
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    assert models.precision_flags({}) == {"bf16": bf16, "fp16": False}
+    assert models.precision_flags({"bf16": True}) == {}
+    assert models.torch_dtype("float16") == torch.float16
+    assert models.torch_dtype("auto") == (torch.bfloat16 if bf16 else torch.float32)
