@@ -27,6 +27,7 @@ import json
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -641,13 +642,16 @@ def run(
     sampling = sampling_settings(recipe, num_samples)
     raw_rows = held_out_rows(recipe, limit)
 
+    _quiet_libraries()
     roles = [("tuned", tuned)] if tuned is not None else []
     if baseline or tuned is None:
         roles.append(("base", base))
     samples, timing, identities = {}, {}, {}
     tokenizer = rows = prompt_ids = chat = None
     for role, source in roles:
-        loaded, own_tokenizer = load(source, recipe)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecations inside peft's merge
+            loaded, own_tokenizer = load(source, recipe)
         if tokenizer is None:  # the first model's tokenizer serves both (see the module docstring)
             tokenizer = own_tokenizer
             prepared = data.prepare(raw_rows, recipe.dataset, tokenizer)
@@ -691,6 +695,15 @@ def run(
         "device": _device_name(),
     }
     return EvalResult(settings, identities, metrics, samples, rows, timing, notes)
+
+
+def _quiet_libraries() -> None:
+    """Our progress bar replaces the per-file bars of transformers (loading weights) and datasets (select)."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def _held_out_spec(recipe: Recipe) -> dict[str, Any]:

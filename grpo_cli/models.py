@@ -140,11 +140,16 @@ def lora_config(spec: LoraSection, task_type: str = "CAUSAL_LM") -> LoraConfig:
     )
 
 
-def precision_flags(trainer_args: dict) -> dict:
-    """bf16/fp16 from the hardware unless the recipe set them (TRL defaults to bf16, which fails on a CPU)."""
-    if "bf16" in trainer_args or "fp16" in trainer_args:
-        return {}
+def hardware_defaults(trainer_args: dict) -> dict:
+    """Trainer settings that depend on the machine, unless the recipe set them.
+
+    Precision: bf16 where the GPU supports it, else fp32 (TRL defaults to bf16, which fails on a CPU).
+    Pinned memory only helps with a GPU, and warns without one.
+    """
     import torch
 
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return {"bf16": bf16, "fp16": False}
+    cuda = torch.cuda.is_available()
+    defaults = {"dataloader_pin_memory": cuda}
+    if "bf16" not in trainer_args and "fp16" not in trainer_args:
+        defaults.update(bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False)
+    return {k: v for k, v in defaults.items() if k not in trainer_args}

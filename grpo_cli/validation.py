@@ -26,8 +26,8 @@ def num_processes() -> int:
 
 
 def check_batch_shape(recipe: Recipe, processes: int) -> list[str]:
-    if recipe.algorithm != "grpo":
-        return []
+    if recipe.algorithm == "ppo":
+        return check_ppo_batch_shape(recipe, processes)
     generations = trainer_value(recipe, "num_generations")
     per_device = trainer_value(recipe, "per_device_train_batch_size")
     accumulation = trainer_value(recipe, "gradient_accumulation_steps")
@@ -45,6 +45,68 @@ def check_batch_shape(recipe: Recipe, processes: int) -> list[str]:
             f"by num_generations ({generations}); set num_generations to one of {options} or change the batch size"
         ]
     return []
+
+
+# PPOConfig fields that PPOTrainer overwrites with what it computes from the batch settings.
+PPO_COMPUTED = (
+    "world_size",
+    "batch_size",
+    "local_batch_size",
+    "micro_batch_size",
+    "mini_batch_size",
+    "local_mini_batch_size",
+    "num_total_batches",
+)
+
+
+def check_ppo_batch_shape(recipe: Recipe, processes: int) -> list[str]:
+    """The rules TRL 1.12's PPOTrainer enforces (or trips over) when it sizes its batches, checked up front."""
+    problems = []
+    for key in PPO_COMPUTED:
+        if key in recipe.trainer:
+            problems.append(
+                f"trainer.{key}: PPOTrainer computes it from per_device_train_batch_size, "
+                "gradient_accumulation_steps, num_mini_batches and the number of processes; remove it"
+            )
+    for key in (
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "num_mini_batches",
+        "num_ppo_epochs",
+        "response_length",
+        "local_rollout_forward_batch_size",
+    ):
+        if trainer_value(recipe, key) < 1:
+            problems.append(f"trainer.{key}: must be at least 1, got {trainer_value(recipe, key)}")
+    if problems:
+        return problems
+    per_device = trainer_value(recipe, "per_device_train_batch_size")
+    accumulation = trainer_value(recipe, "gradient_accumulation_steps")
+    mini_batches = trainer_value(recipe, "num_mini_batches")
+    local_batch = per_device * accumulation
+    if local_batch % mini_batches:
+        options = [d for d in range(1, local_batch + 1) if local_batch % d == 0]
+        problems.append(
+            f"trainer: per_device_train_batch_size ({per_device}) x gradient_accumulation_steps ({accumulation}) = "
+            f"{local_batch} prompts per process and step, which is not divisible by num_mini_batches "
+            f"({mini_batches}); set num_mini_batches to one of {options} or change the batch size"
+        )
+    elif trainer_value(recipe, "whiten_rewards") and local_batch // mini_batches < 8:
+        problems.append(
+            f"trainer.whiten_rewards: needs at least 8 prompts per minibatch and process, got {local_batch} / "
+            f"{mini_batches} = {local_batch // mini_batches}; raise the batch, lower num_mini_batches, or turn it off"
+        )
+    max_steps, episodes = trainer_value(recipe, "max_steps"), trainer_value(recipe, "total_episodes")
+    if max_steps > 0 and episodes is not None:
+        problems.append(
+            f"trainer: give max_steps ({max_steps}) or total_episodes ({episodes}), not both "
+            f"(a PPO step samples {processes * local_batch} prompts)"
+        )
+    elif episodes is not None and episodes < 1:
+        problems.append(f"trainer.total_episodes: must be at least 1, got {episodes}")
+    if trainer_value(recipe, "stop_token") is not None and trainer_value(recipe, "stop_token_id") is not None:
+        problems.append("trainer: give stop_token or stop_token_id, not both")
+    return problems
 
 
 def check_rewards_and_columns(recipe: Recipe) -> list[str]:

@@ -26,7 +26,7 @@ DEFAULTS = {
 def config(recipe: Recipe, output_dir: Path, reward_weights: list[float]):
     from trl import GRPOConfig
 
-    args = {**DEFAULTS, **models.precision_flags(recipe.trainer), **recipe.trainer}
+    args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     try:
         return GRPOConfig(output_dir=str(output_dir), seed=recipe.seed, reward_weights=reward_weights, **args)
     except (ValueError, TypeError) as err:

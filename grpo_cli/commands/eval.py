@@ -116,6 +116,4 @@ def _cell(value, signed: bool):
 
     if value is None:
         return Text("-", style="dim")
-    text = f"{value:+.3f}" if signed else f"{value:.3f}"
-    style = ("green" if value > 0 else "red" if value < 0 else "") if signed else ""
-    return Text(text, style=style)
+    return Text(f"{value:+.3f}" if signed else f"{value:.3f}")

@@ -23,12 +23,15 @@ def train(
 ) -> None:
     """Train a model with the recipe's algorithm (GRPO or PPO) and rewards; write the run to its output directory."""
     import os
+    import warnings
 
     from grpo_cli import validation
     from grpo_cli.recipe import load_recipe
     from grpo_cli.runs import clear_previous_run, prepare_output_dir
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    # transformers 5 deprecation notices triggered inside TRL: nothing the user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     loaded = load_recipe(recipe, overrides or [])
     if output_dir is not None:
         loaded.output_dir = str(output_dir)

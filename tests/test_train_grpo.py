@@ -1,0 +1,142 @@
+"""A real tiny GRPO run end to end: outputs, weights that changed, metrics, no clobbering, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def adapter_tensors(directory: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(directory / "adapter_model.safetensors")
+
+
+def metric_rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 4-step run shared by the tests below (checkpoints at steps 2 and 4)."""
+    from typer.testing import CliRunner
+
+    from grpo_cli.cli import app
+    from tests.conftest import TINY_RECIPE
+
+    tmp = tmp_path_factory.mktemp("grpo")
+    recipe = tmp / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY_RECIPE, "output_dir": str(tmp / "run")}))
+    result = CliRunner().invoke(app, ["train", str(recipe)])
+    assert result.exit_code == 0, result.output + str(result.exception)
+    return recipe, tmp / "run", result
+
+
+def test_run_writes_the_layout(trained):
+    recipe, run, result = trained
+    for name in ["adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "recipe.yaml",
+                 "metrics.jsonl", "summary.json", "checkpoint-2", "checkpoint-4", "base_model/config.json"]:
+        assert (run / name).exists(), name
+    assert "done: 4 steps" in result.stdout
+
+
+def test_every_adapter_weight_changed(trained):
+    _, run, _ = trained
+    final = adapter_tensors(run)
+    halfway = adapter_tensors(run / "checkpoint-2")
+    assert final.keys() == halfway.keys() and len(final) > 0
+    for name, tensor in final.items():
+        assert not tensor.eq(halfway[name]).all(), f"{name} did not change between step 2 and step 4"
+        if "lora_B" in name:
+            assert tensor.abs().sum() > 0, f"{name} is still at its zero initialisation"
+
+
+def test_metrics_has_every_logged_step_with_shared_names(trained):
+    _, run, _ = trained
+    rows = metric_rows(run)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for row in rows:
+        for key in ["reward", "rewards/accuracy", "rewards/closeness", "loss", "learning_rate",
+                    "completion_length", "time", "rewards/accuracy/errors"]:
+            assert key in row, key
+        assert row["reward"] == pytest.approx(row["rewards/accuracy"] + 0.5 * row["rewards/closeness"], abs=1e-5)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["algorithm"] == "grpo"
+    assert summary["first_reward"] == rows[0]["reward"] and summary["last_reward"] == rows[-1]["reward"]
+
+
+def test_saved_recipe_is_the_resolved_one(trained):
+    from grpo_cli.recipe import load_recipe
+
+    recipe, run, _ = trained
+    assert load_recipe(run / "recipe.yaml").model_dump() == load_recipe(recipe).model_dump()
+
+
+def test_refuses_to_overwrite_a_previous_run(trained, cli):
+    recipe, run, _ = trained
+    before = (run / "metrics.jsonl").read_text()
+    result = cli("train", recipe)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {run} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+        "or --output-dir to write elsewhere"
+    )
+    assert (run / "metrics.jsonl").read_text() == before
+    assert cli("train", recipe, "--resume", "--overwrite").exit_code == 2
+
+
+def test_resume_continues_the_step_count(trained, cli, tmp_path):
+    import shutil
+
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    result = cli("train", recipe, "trainer.max_steps=6", "--output-dir", copy, "--resume")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    assert "resuming from" in result.stderr and "checkpoint-4" in result.stderr
+    assert [r["step"] for r in metric_rows(copy)] == [1, 2, 3, 4, 5, 6]
+    assert metric_rows(copy)[:4] == metric_rows(run)
+    state = json.loads((copy / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    assert json.loads((copy / "summary.json").read_text())["resumed_from"] == "checkpoint-4"
+
+
+def test_resume_without_a_run_is_an_error(tiny_recipe, cli):
+    result = cli("train", tiny_recipe(), "--resume")
+    assert result.exit_code == 2
+    assert "holds no run to resume; run without --resume" in result.stderr
+
+
+def test_overwrite_replaces_the_run(trained, cli, tmp_path):
+    import shutil
+
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "stale.txt").write_text("old")
+    result = cli("train", recipe, "trainer.max_steps=2", "--output-dir", copy, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not (copy / "stale.txt").exists()
+    assert [r["step"] for r in metric_rows(copy)] == [1, 2]
+
+
+def test_full_fine_tuning_without_lora(tiny_recipe, cli, tmp_path):
+    from safetensors.torch import load_file
+
+    from grpo_cli import models
+    from grpo_cli.recipe import load_recipe
+
+    path = tiny_recipe({"lora": None, "trainer": {"max_steps": 2}})
+    result = cli("train", path)
+    assert result.exit_code == 0, result.output
+    run = Path(load_recipe(path).output_dir)
+    assert not (run / "adapter_config.json").exists()
+    trained_weights = load_file(run / "model.safetensors")
+    initial, _ = models.build_from_config(load_recipe(path).model.from_config, seed=0)
+    changed = [name for name, p in initial.named_parameters() if name in trained_weights and not p.eq(trained_weights[name]).all()]
+    assert len(changed) >= len(trained_weights) - 1  # everything trained (a tied head shares the embedding)
