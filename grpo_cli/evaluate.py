@@ -201,12 +201,6 @@ def sampling_settings(recipe: Recipe, num_samples: int) -> Sampling:
             seed=recipe.seed,
             temperature=trainer_value(recipe, "temperature"),
         )
-    extra = trainer_value(recipe, "generation_kwargs") or {}
-    if isinstance(extra, str):
-        try:
-            extra = json.loads(extra)
-        except json.JSONDecodeError as err:
-            raise UserError(f"trainer.generation_kwargs: not a mapping or JSON object: {extra!r}") from err
     return Sampling(
         num_samples=num_samples,
         max_new_tokens=trainer_value(recipe, "max_completion_length") or 512,
@@ -216,8 +210,19 @@ def sampling_settings(recipe: Recipe, num_samples: int) -> Sampling:
         top_k=trainer_value(recipe, "top_k"),
         min_p=trainer_value(recipe, "min_p"),
         repetition_penalty=trainer_value(recipe, "repetition_penalty"),
-        generation_kwargs=dict(extra),
+        generation_kwargs=trainer_mapping(recipe, "generation_kwargs"),
     )
+
+
+def trainer_mapping(recipe: Recipe, key: str) -> dict:
+    """A `trainer:` field that TRL types `dict | str | None` (the str holding JSON), as a dict."""
+    value = trainer_value(recipe, key) or {}
+    if isinstance(value, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            value = json.loads(value)
+    if not isinstance(value, dict):
+        raise UserError(f"trainer.{key}: expected a mapping (or a JSON object), got {value!r}")
+    return dict(value)
 
 
 def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict | None = None) -> list[list[int]]:
@@ -658,7 +663,7 @@ def run(
             rows = list(prepared)
             chat = data.uses_chat(recipe.dataset, tokenizer)
             template_kwargs = (
-                trainer_value(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else None
+                trainer_mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
             )
             prompt_ids = tokenize_prompts(tokenizer, [r["prompt"] for r in rows], template_kwargs)
         started = time.perf_counter()

@@ -4,30 +4,36 @@ A recipe's reward `name` resolves, in this order, as:
   1. a built-in from the `rewards/` folder (`accuracy`, `format`, ...; `grpo-cli rewards ls` lists them),
   2. an installed plugin registered in the entry-point group `grpo_cli.rewards` by another distribution,
   3. `path/to/file.py:attr` (relative to the recipe),
-  4. `package.module:attr` (importable),
+  4. `package.module:attr` (importable; the current directory is tried last, as `python -m` would),
   5. a reward model: `model:<Hub id or dir>`, or a local directory holding a sequence-classification model.
 
 A reward follows TRL's contract, `fn(prompts, completions, **columns) -> list[float | None]`. A function gets the
 recipe's `args` bound as keyword arguments; a class gets them in its constructor and the instance is called.
 The dataset columns a reward reads are its parameters without a default, the values of its `*_column`
-parameters, and anything it lists in a `required_columns` attribute; `validate` checks them before training.
+parameters (a class's constructor ones included), and anything it lists in a `required_columns` attribute;
+`validate` checks them before training.
 
 `RewardCall` wraps each reward for the trainers: it checks every result (count, type, NaN), applies the entry's
-`on_error` policy and `timeout`, and reports its mean score, error count and time through TRL's `log_metric`.
+`on_error` policy and `timeout`, and reports its time and error count through TRL's `log_metric`. It pickles as
+the recipe entry it came from and binds that again when unpickled, so a reward defined in a file pickles too.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import difflib
 import functools
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
 import math
+import os
 import sys
+import threading
 import time
+import traceback
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +54,8 @@ TRAINER_KWARGS = {
     "log_metric",
     "environments",
 }
+# Reward files are imported as submodules of this (otherwise empty) package, so what they define pickles.
+FILE_PACKAGE = "grpo_cli_user_rewards"
 
 
 @dataclass
@@ -55,8 +63,10 @@ class RewardSpec:
     """A reward the registry can resolve, before its arguments are bound."""
 
     name: str
-    origin: str  # "built-in", "plugin (dist)", "file", "module", "reward model"
+    origin: str  # "built-in", "plugin (dist version)", "file", "module", "reward model"
     load: Callable[[], Any] = field(repr=False)
+    ref: str | None = None  # a name that resolves to this reward again, from any directory
+    source: str = ""  # where it is defined: "module:attr" or "path.py:attr"
 
     @functools.cached_property
     def target(self) -> Any:
@@ -64,17 +74,13 @@ class RewardSpec:
 
     @property
     def description(self) -> str:
+        """The first paragraph of its docstring, on one line."""
         doc = inspect.getdoc(self.target) or ""
-        return doc.strip().splitlines()[0] if doc.strip() else ""
+        return " ".join(doc.strip().split("\n\n")[0].split())
 
     def parameters(self) -> dict[str, inspect.Parameter]:
         """The arguments a recipe can set in `args`."""
-        sig = _signature(self.target.__init__ if inspect.isclass(self.target) else self.target)
-        return {
-            name: p
-            for name, p in sig.parameters.items()
-            if name not in TRAINER_KWARGS | {"self"} and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-        }
+        return _own_parameters(self.target.__init__ if inspect.isclass(self.target) else self.target)
 
 
 def _signature(obj) -> inspect.Signature:
@@ -82,6 +88,15 @@ def _signature(obj) -> inspect.Signature:
         return inspect.signature(obj)
     except (TypeError, ValueError):
         return inspect.Signature()
+
+
+def _own_parameters(obj) -> dict[str, inspect.Parameter]:
+    """Named parameters of `obj`, without `self`, the trainer's keyword arguments and `*args`/`**kwargs`."""
+    return {
+        name: p
+        for name, p in _signature(obj).parameters.items()
+        if name not in TRAINER_KWARGS | {"self"} and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
 
 
 def _registry_name(obj: Any) -> str:
@@ -98,23 +113,33 @@ def builtin_rewards() -> dict[str, RewardSpec]:
         for attr in getattr(module, "__all__", []):
             obj = getattr(module, attr)
             name = _registry_name(obj)
-            specs[name] = RewardSpec(name, "built-in", functools.partial(lambda o: o, obj))
+            source = f"{module.__name__}:{attr}"
+            specs[name] = RewardSpec(name, "built-in", functools.partial(lambda o: o, obj), name, source)
     return specs
 
 
 def installed_plugins() -> dict[str, RewardSpec]:
+    """Rewards other distributions register in the entry-point group `grpo_cli.rewards`."""
     specs = {}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if ep.dist else "?"
-        specs[ep.name] = RewardSpec(ep.name, f"plugin ({dist})", functools.partial(_load_entry_point, ep))
+        if ep.name in specs:
+            continue  # the first on sys.path wins, as for imports
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
+        specs[ep.name] = RewardSpec(
+            ep.name, f"plugin ({dist})", functools.partial(_load_entry_point, ep), ep.name, ep.value
+        )
     return specs
 
 
 def _load_entry_point(ep):
+    module_name = ep.value.split(":")[0].strip()
     try:
         return ep.load()
     except Exception as err:
-        raise UserError(f"reward plugin {ep.name!r} ({ep.value}) failed to import: {_one_line(err)}") from err
+        dist = f"{ep.dist.name}, " if ep.dist else ""
+        raise UserError(
+            _import_failure(f"reward plugin {ep.name!r} ({dist}{ep.value})", err, _module_files(module_name))
+        ) from err
 
 
 def available() -> dict[str, RewardSpec]:
@@ -127,44 +152,118 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
+# ---- importing user code ----
+
+
+def _import_failure(what: str, err: BaseException, files: tuple[Callable[[str], bool], Path | None]) -> str:
+    """One line: what failed to import, where in the user's code (file and line), and the error.
+
+    `files` tells the user's files (the plugin's module or package) from the rest, and names its main file.
+    """
+    is_user_file, main_file = files
+    where = None
+    if isinstance(err, SyntaxError) and err.filename and is_user_file(err.filename):
+        where = (err.filename, err.lineno)
+    else:
+        for frame in traceback.extract_tb(err.__traceback__):
+            if is_user_file(frame.filename):
+                where = (frame.filename, frame.lineno)  # the innermost one wins
+    at = f" ({where[0]}, line {where[1]})" if where else f" ({main_file})" if main_file else ""
+    return f"{what} failed to import{at}: {_one_line(err)}"
+
+
+def _module_files(module_name: str) -> tuple[Callable[[str], bool], Path | None]:
+    """Which files belong to the top-level package or module of `module_name`, and its file (for errors)."""
+    try:
+        spec = importlib.util.find_spec(module_name.split(".")[0])
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        return (lambda filename: False), None
+    origin = Path(spec.origin).resolve()
+    if spec.submodule_search_locations:  # a package: any file in it
+        return (lambda filename: Path(filename).resolve().is_relative_to(origin.parent)), origin
+    return (lambda filename: Path(filename).resolve() == origin), origin
+
+
+def _file_module_name(path: Path) -> str:
+    # Stable across processes (unlike hash()), distinct for two files with the same name.
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    stem = "".join(c if c.isalnum() else "_" for c in path.stem)
+    return f"{FILE_PACKAGE}.{stem}_{digest}"
+
+
 def _load_file_attr(file: str, attr: str) -> Any:
-    path = Path(file).expanduser()
+    path = Path(file).expanduser().resolve()
     if not path.is_file():
         raise UserError(f"reward file not found: {path}")
-    module_name = f"grpo_cli_user_rewards.{path.stem}_{abs(hash(str(path.resolve())))}"
+    if FILE_PACKAGE not in sys.modules:
+        package = types.ModuleType(FILE_PACKAGE, "Reward plugin files, imported by grpo_cli.plugins.")
+        package.__path__ = []
+        sys.modules[FILE_PACKAGE] = package
+    module_name = _file_module_name(path)
     if module_name not in sys.modules:
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # so classes defined there pickle
+        sys.modules[module_name] = module  # before running it, as import does: dataclasses and pickle need it
         try:
             spec.loader.exec_module(module)
         except Exception as err:
             del sys.modules[module_name]
-            raise UserError(f"reward file {path} failed to import: {_one_line(err)}") from err
+            raise UserError(
+                _import_failure("reward file", err, ((lambda f: Path(f).resolve() == path), path))
+            ) from err
     return _attr(sys.modules[module_name], attr, str(path))
 
 
 def _load_module_attr(module_name: str, attr: str) -> Any:
     try:
-        module = importlib.import_module(module_name)
+        module = _import_module(module_name)
     except ModuleNotFoundError as err:
-        if err.name and module_name.startswith(err.name):
+        if err.name and (module_name == err.name or module_name.startswith(err.name + ".")):
             raise UserError(
-                f"reward module {module_name!r} not found (is it installed or on PYTHONPATH?)"
+                f"reward module {module_name!r} not found: no {err.name!r} is installed, on sys.path or in the "
+                f"current directory ({Path.cwd()}); for a file, write path/to/file.py:{attr}"
             ) from err
-        raise UserError(f"reward module {module_name!r} failed to import: {_one_line(err)}") from err
+        raise UserError(
+            _import_failure(f"reward module {module_name!r}", err, _module_files(module_name))
+        ) from err
     except Exception as err:
-        raise UserError(f"reward module {module_name!r} failed to import: {_one_line(err)}") from err
-    return _attr(module, attr, module_name)
+        raise UserError(
+            _import_failure(f"reward module {module_name!r}", err, _module_files(module_name))
+        ) from err
+    return _attr(module, attr, f"module {module_name!r}")
+
+
+def _import_module(module_name: str):
+    """Import `module_name`; if it is nowhere on sys.path, try the current directory as `python -m` would.
+
+    The `grpo-cli` console script does not put the current directory on sys.path, so a user's `my_rewards.py`
+    next to their recipe would otherwise be found by `python -m grpo_cli` but not by `grpo-cli`.
+    """
+    top = module_name.split(".")[0]
+    cwd = os.getcwd()
+    if (
+        importlib.util.find_spec(top) is None
+        and cwd not in sys.path
+        and ((Path(cwd) / f"{top}.py").is_file() or (Path(cwd) / top).is_dir())
+    ):
+        sys.path.append(cwd)  # last: never shadows an installed module
+    return importlib.import_module(module_name)
 
 
 def _attr(module, attr: str, where: str) -> Any:
-    if not hasattr(module, attr):
-        public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
-        raise UserError(
-            f"{where} has no {attr!r}{_did_you_mean(attr, public)}; it defines: {', '.join(public)}"
-        )
-    return getattr(module, attr)
+    obj = module
+    for part in attr.split("."):  # entry points allow `module:Class.attr`; so do we
+        if not hasattr(obj, part):
+            public = [n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n))]
+            defined = [n for n in public if getattr(getattr(obj, n), "__module__", None) == module.__name__]
+            raise UserError(
+                f"{where} has no {attr!r}{_did_you_mean(part, public)}; "
+                f"it defines: {', '.join(defined or public) or 'nothing callable'}"
+            )
+        obj = getattr(obj, part)
+    return obj
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -183,17 +282,39 @@ def find(name: str) -> RewardSpec:
         return known[name]
     if is_reward_model(name):
         path = name.removeprefix(MODEL_PREFIX)
-        return RewardSpec(Path(path).name or path, "reward model", functools.partial(lambda p: p, path))
+        if not path:
+            raise UserError("model: needs a Hub id or a local directory, e.g. model:./my-reward-model")
+        return RewardSpec(
+            Path(path).name or path, "reward model", functools.partial(lambda p: p, path), None, path
+        )
     if ":" in name:
         where, attr = name.rsplit(":", 1)
+        if not where or not attr:
+            raise UserError(f"reward {name!r}: write path/to/file.py:function or package.module:function")
         if where.endswith(".py"):
-            return RewardSpec(attr, "file", functools.partial(_load_file_attr, where, attr))
-        return RewardSpec(attr, "module", functools.partial(_load_module_attr, where, attr))
-    raise UserError(
-        f"unknown reward {name!r}{_did_you_mean(name, known)}; looked in the built-ins, the installed plugins "
-        f"(entry points {ENTRY_POINT_GROUP!r}), and for path.py:attr or module:attr. "
-        f"Available: {', '.join(sorted(known))} (see `grpo-cli rewards ls`)"
+            path = Path(where).expanduser().resolve()
+            ref = f"{path}:{attr}"
+            return RewardSpec(attr, "file", functools.partial(_load_file_attr, str(path), attr), ref, ref)
+        return RewardSpec(attr, "module", functools.partial(_load_module_attr, where, attr), name, name)
+    raise UserError(f"unknown reward {name!r}{_did_you_mean(name, known)}{_hint(name)}")
+
+
+def _hint(name: str) -> str:
+    if name.endswith(".py") or "/" in name or os.sep in name:
+        if Path(name).is_dir():
+            return (
+                f"; {name} is a directory without config.json: a reward model directory holds the model's "
+                "config.json and weights"
+            )
+        return (
+            f"; for a function in a file write {name if name.endswith('.py') else 'path/to/file.py'}:function"
+        )
+    searched = (
+        f"; looked in the built-ins ({REWARDS_DIR}) and the installed plugins (entry-point group "
+        f"{ENTRY_POINT_GROUP!r}); other names are path/to/file.py:function, package.module:function or "
+        f"model:<Hub id or dir>. Available: {', '.join(sorted(available()))} (see `grpo-cli rewards ls`)"
     )
+    return searched
 
 
 # ---- binding a recipe entry ----
@@ -211,7 +332,16 @@ class BoundReward:
 
     @property
     def columns(self) -> list[str]:
-        return [] if self.fn is None else required_columns(self.fn)
+        """The dataset columns this reward reads, as its arguments say."""
+        if self.fn is None:
+            return []
+        columns = required_columns(self.fn)
+        if inspect.isclass(self.spec.target):  # the constructor's *_column arguments, given or default
+            for name, p in self.spec.parameters().items():
+                value = self.entry.args.get(name, p.default)
+                if name.endswith("_column") and isinstance(value, str):
+                    columns.append(value)
+        return list(dict.fromkeys(columns))
 
 
 def bind(entry, label: str) -> BoundReward:
@@ -235,8 +365,28 @@ def bind(entry, label: str) -> BoundReward:
     except UserError:
         raise
     except Exception as err:
-        raise UserError(f"{label} ({entry.name}): bad args {entry.args}: {_one_line(err)}") from err
+        raise UserError(f"{label} ({entry.name}): args {entry.args} rejected: {_one_line(err)}") from err
+    if not callable(fn):
+        raise UserError(
+            f"{label} ({entry.name}): an instance of {target.__name__} is not callable (no __call__)"
+        )
+    accepts = _accepted_kwargs(fn)
+    if accepts is not None and "completions" not in accepts:
+        raise UserError(
+            f"{label} ({entry.name}): it takes no `completions` parameter; a reward is "
+            "fn(prompts, completions, **columns) -> list[float | None]"
+        )
+    if spec.origin == "built-in":
+        _check_builtin_args(fn, entry, label)
     return BoundReward(_registry_name_for(entry, spec), entry, spec, fn)
+
+
+def _check_builtin_args(fn: Callable, entry, label: str) -> None:
+    """Built-ins check their arguments before scoring anything, so scoring nothing checks them now."""
+    try:
+        fn(prompts=[], completions=[], **{column: [] for column in required_columns(fn)})
+    except Exception as err:
+        raise UserError(f"{label} ({entry.name}): args {entry.args} rejected: {_one_line(err)}") from err
 
 
 def _registry_name_for(entry, spec: RewardSpec) -> str:
@@ -256,11 +406,12 @@ def _check_args(spec: RewardSpec, args: dict, label: str, name: str) -> None:
     accepts_any = inspect.isclass(spec.target) and any(
         p.kind == p.VAR_KEYWORD for p in _signature(spec.target.__init__).parameters.values()
     )
+    described = ", ".join(n if p.default is p.empty else f"{n}={p.default!r}" for n, p in params.items())
     for key in args:
         if key not in params and not accepts_any:
-            valid = ", ".join(params) or "none"
             raise UserError(
-                f"{label} ({name}): unknown argument {key!r}{_did_you_mean(key, params)}; its arguments: {valid}"
+                f"{label} ({name}): unknown argument {key!r}{_did_you_mean(key, params)}; "
+                f"its arguments: {described or 'none'}"
             )
     if inspect.isclass(spec.target):
         missing = [
@@ -269,17 +420,31 @@ def _check_args(spec: RewardSpec, args: dict, label: str, name: str) -> None:
             if p.default is p.empty and n not in args and p.kind != p.POSITIONAL_ONLY
         ]
         if missing:
-            raise UserError(f"{label} ({name}): missing argument(s) {', '.join(missing)} in args")
+            raise UserError(
+                f"{label} ({name}): missing argument {', '.join(repr(m) for m in missing)}: set it in args; "
+                f"its arguments: {described}"
+            )
 
 
 def required_columns(fn: Callable) -> list[str]:
-    """The dataset columns a bound reward reads (see the module docstring)."""
+    """The dataset columns a reward reads (see the module docstring).
+
+    `fn` is a bound reward (a function, a partial of one, a class instance) or an unbound class.
+    """
     target = fn.func if isinstance(fn, functools.partial) else fn
     bound = fn.keywords if isinstance(fn, functools.partial) else {}
-    call = target if inspect.isfunction(target) or inspect.ismethod(target) else type(target).__call__
     columns = []
-    for name, p in _signature(call).parameters.items():
-        if name in TRAINER_KWARGS | {"self"} or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or name in bound:
+    if inspect.isclass(target):
+        for name, p in _own_parameters(target.__init__).items():
+            if name.endswith("_column") and isinstance(p.default, str):
+                columns.append(p.default)
+        call = target.__call__
+    elif inspect.isfunction(target) or inspect.ismethod(target):
+        call = target
+    else:
+        call = type(target).__call__
+    for name, p in _own_parameters(call).items():
+        if name in bound:
             continue
         if p.default is p.empty:
             columns.append(name)
@@ -288,11 +453,15 @@ def required_columns(fn: Callable) -> list[str]:
     for name, value in bound.items():
         if name.endswith("_column") and isinstance(value, str):
             columns.append(value)
-    for obj in (target, fn):
-        for name, value in vars(obj).items() if hasattr(obj, "__dict__") else ():
+    if not inspect.isclass(target) and not inspect.isfunction(target):
+        for name, value in vars(target).items() if hasattr(target, "__dict__") else ():
             if name.endswith("_column") and isinstance(value, str):
                 columns.append(value)
-    columns += list(getattr(target, "required_columns", ()) or ())
+    declared = getattr(target, "required_columns", None) or ()
+    if isinstance(declared, str):
+        declared = [declared]
+    if isinstance(declared, list | tuple | set | frozenset):  # not a property seen on the class
+        columns += [c for c in declared if isinstance(c, str)]
     return list(dict.fromkeys(columns))
 
 
@@ -301,6 +470,10 @@ def required_columns(fn: Callable) -> list[str]:
 
 class RewardError(UserError):
     """A reward misbehaved during a run (raised, timed out, returned a bad value) and its policy is `fail`."""
+
+
+class _Timeout(Exception):
+    pass
 
 
 class RewardCall:
@@ -312,12 +485,18 @@ class RewardCall:
         self.on_error = bound.entry.on_error
         self.timeout = bound.entry.timeout
         self._accepts = _accepted_kwargs(bound.fn)
-        self._pool = None
+        # Arguments bound from the recipe win over dataset columns of the same name.
+        self._bound_args = set(bound.fn.keywords) if isinstance(bound.fn, functools.partial) else set()
+        self._entry = (
+            None if bound.spec.ref is None else bound.entry.model_copy(update={"name": bound.spec.ref})
+        )
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_pool"] = None
-        return state
+    def __reduce__(self):
+        if self._entry is None:  # e.g. a reward model wrapped by the PPO bridge: pickle it as it is
+            return object.__reduce__(self)
+        # As the recipe entry it came from, bound again on unpickling: a reward defined in a file has no module
+        # another process could import, and a class instance may hold what does not pickle (a client, a lock).
+        return _restore_call, (self._entry, self.__name__)
 
     def __call__(self, prompts, completions, **kwargs) -> list[float | None]:
         log_metric = kwargs.get("log_metric")
@@ -330,15 +509,17 @@ class RewardCall:
 
     def score(self, prompts, completions, kwargs: dict) -> tuple[list[float | None], int]:
         """Scores for one batch and how many were errors (replaced as `on_error` says)."""
-        call_kwargs = {k: v for k, v in kwargs.items() if self._accepts is None or k in self._accepts}
         try:
-            raw = self._invoke(prompts, completions, call_kwargs)
+            raw = self._invoke(prompts, completions, kwargs)
+        except _Timeout as err:
+            return self._fail_all(str(err), prompts, completions)
         except Exception as err:
-            problem = f"raised {_one_line(err)}" if not isinstance(err, TimeoutError) else str(err)
-            return self._fail_all(problem, prompts, completions)
-        if not isinstance(raw, list | tuple) or len(raw) != len(completions):
-            got = f"{len(raw)} values" if isinstance(raw, list | tuple) else f"a {type(raw).__name__}"
-            return self._fail_all(f"returned {got} for {len(completions)} completions", prompts, completions)
+            if self.on_error == "fail":
+                self._raise_first_failing(err, prompts, completions, kwargs)
+            return self._fail_all(f"raised {_one_line(err)}", prompts, completions)
+        problem = _bad_result(raw, len(completions))
+        if problem is not None:
+            return self._fail_all(f"returned {problem}", prompts, completions)
         scores, errors = [], 0
         for i, value in enumerate(raw):
             problem = _bad_value(value)
@@ -352,44 +533,103 @@ class RewardCall:
         return scores, errors
 
     def _invoke(self, prompts, completions, kwargs):
+        call = {
+            k: v
+            for k, v in {"prompts": prompts, **kwargs}.items()
+            if k not in self._bound_args and (self._accepts is None or k in self._accepts)
+        }
         if self.timeout is None:
-            return self.fn(prompts=prompts, completions=completions, **kwargs)
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix=f"reward-{self.__name__}"
-            )
-        future = self._pool.submit(self.fn, prompts=prompts, completions=completions, **kwargs)
-        try:
-            return future.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
-            # The stuck call cannot be killed; abandon its thread and give the next batch a fresh one.
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-            raise TimeoutError(f"ran over its timeout of {self.timeout:g} s") from None
+            return self.fn(completions=completions, **call)
+        # A daemon thread, not a pool: a call that never returns must not keep the process from exiting.
+        outcome = {}
+
+        def run():
+            try:
+                outcome["value"] = self.fn(completions=completions, **call)
+            except BaseException as err:
+                outcome["error"] = err
+
+        thread = threading.Thread(target=run, name=f"reward-{self.__name__}", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if thread.is_alive():  # it cannot be stopped; it is abandoned and its result ignored
+            raise _Timeout(f"ran over its timeout of {self.timeout:g} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def _raise_first_failing(self, err: Exception, prompts, completions, kwargs):
+        """Stop the run naming the completion that made the reward raise: retried alone, the first that does."""
+        quiet = {"log_metric": lambda *a, **k: None, "log_extra": lambda *a, **k: None}
+        n = len(completions)
+        for i in range(n if n > 1 else 0):
+            one = {k: v[i : i + 1] if isinstance(v, list) and len(v) == n else v for k, v in kwargs.items()}
+            try:
+                self._invoke(prompts[i : i + 1], completions[i : i + 1], {**one, **quiet})
+            except _Timeout:
+                break
+            except Exception as alone:
+                self._raise(f"raised {_one_line(alone)}{_raised_at(alone)}", prompts[i], completions[i])
+        self._raise(
+            f"raised {_one_line(err)}{_raised_at(err)}",
+            prompts[0] if prompts else "",
+            completions[0] if completions else "",
+            batch=n,
+        )
 
     def _fail_all(self, problem: str, prompts, completions):
         if self.on_error == "fail":
-            self._raise(problem, prompts[0] if prompts else "", completions[0] if completions else "")
+            first = (prompts[0] if prompts else "", completions[0] if completions else "")
+            self._raise(problem, *first, batch=len(completions))
         value = 0.0 if self.on_error == "zero" else None
         return [value] * len(completions), len(completions)
 
-    def _raise(self, problem: str, prompt, completion):
+    def _raise(self, problem: str, prompt, completion, batch: int = 1):
+        which = f" (the first of a batch of {batch})" if batch > 1 else ""
         raise RewardError(
-            f"reward {self.__name__!r} {problem}\n  prompt: {_short(prompt)}\n  completion: {_short(completion)}\n"
-            f"  (set on_error: zero or skip on this reward to score such cases 0 or None and go on)"
+            f"reward {self.__name__!r} {problem}\n  prompt: {_short(prompt)}\n  completion: {_short(completion)}"
+            f"{which}\n  (set on_error: zero or skip on this reward to score such cases 0 or None and go on)"
         )
+
+
+def _restore_call(entry, name: str) -> RewardCall:
+    call = RewardCall(bind(entry, f"reward {name!r}"))
+    call.__name__ = name
+    return call
+
+
+def _raised_at(err: BaseException) -> str:
+    frames = traceback.extract_tb(err.__traceback__)
+    frames = [f for f in frames if Path(f.filename).resolve() != Path(__file__).resolve()]
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+
+
+def _bad_result(raw, count: int) -> str | None:
+    """What is wrong with a reward's return value as a whole, or None (a list, tuple or array of `count`)."""
+    if inspect.isawaitable(raw):
+        if inspect.iscoroutine(raw):
+            raw.close()
+        return "a coroutine: async rewards are not supported, make it a plain def"
+    if isinstance(raw, str | bytes | dict) or not hasattr(raw, "__len__") or not hasattr(raw, "__iter__"):
+        return f"a {type(raw).__name__}, not a list with one score per completion ({count})"
+    if len(raw) != count:
+        return f"{len(raw)} values for {count} completions"
+    return None
 
 
 def _bad_value(value) -> str | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        try:
-            float(value)  # numpy and torch scalars
-        except (TypeError, ValueError):
-            return f"a non-number {value!r}"
-    if math.isnan(float(value)):
+    if isinstance(value, str | bytes):
+        return f"a non-number {value!r}"
+    try:
+        number = float(value)  # int, float, bool, numpy and torch scalars
+    except (TypeError, ValueError):
+        return f"a non-number {value!r}"
+    if math.isnan(number):
         return "NaN"
+    if math.isinf(number):
+        return f"an infinite score {number}"
     return None
 
 
@@ -400,11 +640,13 @@ def _short(value, limit: int = 200) -> str:
 
 def _accepted_kwargs(fn: Callable) -> set[str] | None:
     """The keyword names `fn` accepts, or None when it takes **kwargs."""
-    call = fn if inspect.isfunction(fn) or isinstance(fn, functools.partial) else type(fn).__call__
+    call = fn if inspect.isfunction(fn) or inspect.ismethod(fn) or isinstance(fn, functools.partial) else None
+    if call is None:
+        call = type(fn).__call__
     params = _signature(call).parameters.values()
     if any(p.kind == p.VAR_KEYWORD for p in params):
         return None
-    return {p.name for p in params}
+    return {p.name for p in params if p.kind != p.POSITIONAL_ONLY}
 
 
 # ---- the set of rewards a recipe names ----

@@ -144,7 +144,7 @@ class Recipe(_Strict):
 
 def shipped_recipes() -> dict[str, Path]:
     """Shipped recipe names (file stems) -> paths."""
-    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"), key=lambda p: p.stem)}
 
 
 def find_recipe(name_or_path: str) -> Path:

@@ -102,12 +102,33 @@ def tiny_spec() -> FromConfig:
     return FromConfig(vocabulary=VOCABULARY, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
 
 
+def varied_model():
+    """A tiny model with weights large enough that its greedy output depends on the prompt (a freshly
+    initialised one answers everything with the same token)."""
+    import torch
+
+    model, tokenizer = models.build_from_config(tiny_spec(), seed=3)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param))
+    return model, tokenizer
+
+
 # ---- pass@k and metrics, by hand ----
 
 
 @pytest.mark.parametrize(
     ("n", "c", "k", "expected"),
-    [(5, 2, 1, 0.4), (5, 2, 2, 0.7), (5, 0, 1, 0.0), (5, 0, 5, 0.0), (5, 4, 2, 1.0), (5, 5, 1, 1.0), (1, 1, 1, 1.0)],
+    [
+        (5, 2, 1, 0.4),
+        (5, 2, 2, 0.7),
+        (5, 0, 1, 0.0),
+        (5, 0, 5, 0.0),
+        (5, 4, 2, 1.0),
+        (5, 5, 1, 1.0),
+        (1, 1, 1, 1.0),
+    ],
 )
 def test_pass_at_k_hand_computed(n, c, k, expected):
     assert pass_at_k(n, c, k) == pytest.approx(expected)
@@ -192,7 +213,9 @@ def forced_model(token: str):
 )
 def test_metrics_of_a_model_with_known_output(tmp_path, token, text, length, clipped):
     model, tokenizer = forced_model(token)
-    rows = [{"prompt": f"{a}+{b}=", "answer": str(a + b)} for a, b in [(1, 1), (2, 3), (4, 4), (3, 4), (0, 2)]]
+    rows = [
+        {"prompt": f"{a}+{b}=", "answer": str(a + b)} for a, b in [(1, 1), (2, 3), (4, 4), (3, 4), (0, 2)]
+    ]
     sampling = evaluate.Sampling(num_samples=3, max_new_tokens=3, seed=0)
     prompt_ids = evaluate.tokenize_prompts(tokenizer, [r["prompt"] for r in rows])
     samples = evaluate.generate(model, tokenizer, prompt_ids, sampling, batch_size=4)
@@ -215,7 +238,7 @@ def test_metrics_of_a_model_with_known_output(tmp_path, token, text, length, cli
 
 
 def test_batched_greedy_generation_equals_one_prompt_at_a_time():
-    model, tokenizer = models.build_from_config(tiny_spec(), seed=3)
+    model, tokenizer = varied_model()
     prompts = ["1+2=", "12+7=", "3+45=", "9=", "100+200=", "5+5="]  # different lengths: left padding matters
     ids = evaluate.tokenize_prompts(tokenizer, prompts)
     sampling = evaluate.Sampling(num_samples=1, max_new_tokens=5, seed=0)
@@ -226,10 +249,14 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time():
 
 
 def test_sampling_is_seeded():
-    model, tokenizer = models.build_from_config(tiny_spec(), seed=3)
+    model, tokenizer = varied_model()
     ids = evaluate.tokenize_prompts(tokenizer, ["1+2=", "3+4="])
     runs = [
-        [s.text for g in evaluate.generate(model, tokenizer, ids, evaluate.Sampling(4, 4, seed), 3) for s in g]
+        [
+            s.text
+            for g in evaluate.generate(model, tokenizer, ids, evaluate.Sampling(4, 4, seed), 3)
+            for s in g
+        ]
         for seed in (0, 0, 1)
     ]
     assert runs[0] == runs[1]
@@ -242,7 +269,10 @@ def test_sampling_settings_come_from_the_trainer_section(workdir):
     assert (sampling.temperature, sampling.top_p, sampling.top_k, sampling.max_new_tokens) == (0.5, 0.9, 0, 3)
     assert not sampling.greedy
     ppo = load_recipe("recipe.yaml", ["algorithm=ppo", "trainer={}", "trainer.response_length=7"])
-    assert (evaluate.sampling_settings(ppo, 2).max_new_tokens, evaluate.sampling_settings(ppo, 2).temperature) == (7, 0.7)
+    assert (
+        evaluate.sampling_settings(ppo, 2).max_new_tokens,
+        evaluate.sampling_settings(ppo, 2).temperature,
+    ) == (7, 0.7)
 
 
 # ---- run directories (faked as training writes them) and the command ----
@@ -292,7 +322,9 @@ def test_eval_run_with_baseline(workdir, runner, kind):
     run = fake_run(workdir, "run", kind)
     result = invoke(runner, "recipe.yaml", "--adapter", run, "--baseline", "-k", "2")
     assert result.exit_code == 0, result.output
-    assert "tuned" in result.stdout and "delta" in result.stdout and "rewards/accuracy/pass@2" in result.stdout
+    assert (
+        "tuned" in result.stdout and "delta" in result.stdout and "rewards/accuracy/pass@2" in result.stdout
+    )
 
     report, samples = read_outputs(run / "eval")
     tuned, base, delta = (report["metrics"][role] for role in ("tuned", "base", "delta"))
@@ -317,12 +349,16 @@ def test_eval_run_with_baseline(workdir, runner, kind):
     assert {s["model"] for s in samples} == {"tuned", "base"}
     for s in samples:
         assert s["rewards"]["length"] == len(s["completion"])
-        assert s["completion_length"] == len(s["completion"]) + (0 if s["clipped"] else 1)  # EOS counts
+        # One token per character, plus the EOS and any other special token (not decoded); clipped at 3.
+        assert len(s["completion"]) + (0 if s["clipped"] else 1) <= s["completion_length"] <= 3
+        assert not s["clipped"] or s["completion_length"] == 3
         assert s["reward"] == pytest.approx(s["rewards"]["accuracy"] + 0.5 * s["rewards"]["length"])
         assert s["columns"]["answer"] == str(sum(map(int, s["prompt"].rstrip("=").split("+"))))
     for role, metrics in (("tuned", tuned), ("base", base)):
         mine = [s for s in samples if s["model"] == role]
-        assert metrics["rewards/length"] == pytest.approx(sum(s["rewards"]["length"] for s in mine) / len(mine))
+        assert metrics["rewards/length"] == pytest.approx(
+            sum(s["rewards"]["length"] for s in mine) / len(mine)
+        )
         assert metrics["clipped_ratio"] == pytest.approx(sum(s["clipped"] for s in mine) / len(mine))
     assert [s["completion"] for s in samples if s["model"] == "tuned"] != [
         s["completion"] for s in samples if s["model"] == "base"
@@ -376,12 +412,18 @@ def test_eval_of_the_recipe_base_model_and_the_eval_section(workdir, runner):
     # The command line wins over the eval section.
     assert invoke(runner, "sub/recipe.yaml", "--limit", "1", "-k", "1").exit_code == 0
     report, samples = read_outputs(workdir / "runs" / "eval-recipe")
-    assert (report["settings"]["num_prompts"], report["settings"]["decoding"], len(samples)) == (1, "greedy", 1)
+    assert (report["settings"]["num_prompts"], report["settings"]["decoding"], len(samples)) == (
+        1,
+        "greedy",
+        1,
+    )
 
 
 def test_chat_prompts_use_the_template_and_hand_rewards_messages(workdir, runner):
     model, tokenizer = models.build_from_config(tiny_spec(), seed=0)
-    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}=={% endif %}"
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}=={% endif %}"
+    )
     model.save_pretrained(workdir / "chat-model")
     tokenizer.save_pretrained(workdir / "chat-model")
     (workdir / "recipe.yaml").write_text(
@@ -408,7 +450,10 @@ def test_chat_prompts_use_the_template_and_hand_rewards_messages(workdir, runner
     [
         (["dataset.eval_size=null"], "set dataset.eval_split"),
         (["--adapter", "nowhere"], "--adapter nowhere: no such directory"),
-        (["--adapter", "empty"], "holds neither a peft adapter (adapter_config.json) nor a model (config.json)"),
+        (
+            ["--adapter", "empty"],
+            "holds neither a peft adapter (adapter_config.json) nor a model (config.json)",
+        ),
         (["--adapter", "unfinished"], "evaluate its last checkpoint with --adapter unfinished/checkpoint-4"),
         (["--model", "empty"], "has no config.json"),
         (["--adapter", "empty", "--model", "empty"], "give one"),
