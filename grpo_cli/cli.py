@@ -12,6 +12,7 @@ import sys
 import typer
 
 from grpo_cli.commands import recipes, rewards
+from grpo_cli.commands.eval import evaluate
 from grpo_cli.commands.report import report
 from grpo_cli.commands.train import train
 from grpo_cli.commands.validate import validate
@@ -52,6 +53,7 @@ def _register(typer_app: typer.Typer, command, name: str | None = None) -> None:
 
 _register(app, train)
 _register(app, validate)
+_register(app, evaluate, "eval")
 _register(app, report)
 
 recipes_app = typer.Typer(help="List, show and copy the shipped recipes.", no_args_is_help=True)

@@ -26,14 +26,21 @@ LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "
 # ---- tasks generated in code ----
 
 
-def addition_task(size: int, seed: int, min_operand: int = 0, max_operand: int = 9) -> list[dict]:
+def addition_task(
+    size: int, seed: int, min_operand: int = 0, max_operand: int = 9, reverse_answer: bool = False
+) -> list[dict]:
     """Distinct problems `a+b=` with the sum in the `answer` column, shuffled with `seed`.
 
-    At most `size` rows; fewer when there are fewer distinct problems ((max - min + 1) ** 2).
+    At most `size` rows; fewer when there are fewer distinct problems ((max - min + 1) ** 2). With
+    `reverse_answer`, the sum is written least significant digit first (7+5= -> 21), the order in which it is
+    computed: the first digit to write no longer depends on a carry from the digits after it.
     """
     pairs = [(a, b) for a in range(min_operand, max_operand + 1) for b in range(min_operand, max_operand + 1)]
     random.Random(seed).shuffle(pairs)
-    return [{"question": f"{a}+{b}=", "answer": str(a + b)} for a, b in pairs[:size]]
+    return [
+        {"question": f"{a}+{b}=", "answer": str(a + b)[::-1] if reverse_answer else str(a + b)}
+        for a, b in pairs[:size]
+    ]
 
 
 TASKS: dict[str, Callable[..., list[dict]]] = {"addition": addition_task}

@@ -301,13 +301,14 @@ def generate(
 class ModelSource:
     """A model to evaluate: where it is and how to load it."""
 
-    kind: Literal[
-        "adapter", "model", "recipe"
-    ]  # a peft adapter, a saved model dir, or a recipe's model section
+    # A peft adapter on `base`, a saved model directory, or a recipe's model section (Hub id, dir or from_config).
+    kind: Literal["adapter", "model", "recipe"]
     path: Path | None = None  # the adapter or model directory
     spec: ModelSection | None = None  # kind "recipe"
     seed: int = 0  # kind "recipe" with from_config: the seed that built the initial weights
-    base: ModelSource | None = None  # an adapter's base; for a model dir without a tokenizer, whose tokenizer
+    base: ModelSource | None = (
+        None  # what an adapter adapts; for a model dir, where a missing tokenizer comes from
+    )
     run_dir: Path | None = None  # the training run it came from
 
     def describe(self) -> str:

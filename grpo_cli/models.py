@@ -145,11 +145,13 @@ def hardware_defaults(trainer_args: dict) -> dict:
 
     Precision: bf16 where the GPU supports it, else fp32 (TRL defaults to bf16, which fails on a CPU).
     Pinned memory only helps with a GPU, and warns without one.
+    Without a GPU, `use_cpu`: with several processes that is what makes them DDP over gloo.
     """
     import torch
 
     cuda = torch.cuda.is_available()
-    defaults = {"dataloader_pin_memory": cuda}
+    # use_cpu also makes several CPU processes run DDP over gloo instead of training independently.
+    defaults = {"dataloader_pin_memory": cuda, "use_cpu": not cuda}
     if "bf16" not in trainer_args and "fp16" not in trainer_args:
         defaults.update(bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False)
     return {k: v for k, v in defaults.items() if k not in trainer_args}

@@ -67,6 +67,7 @@ class RewardSpec:
     load: Callable[[], Any] = field(repr=False)
     ref: str | None = None  # a name that resolves to this reward again, from any directory
     source: str = ""  # where it is defined: "module:attr" or "path.py:attr"
+    dist: str = ""  # for a plugin: the distribution that registers it, "name version"
 
     @functools.cached_property
     def target(self) -> Any:
@@ -126,7 +127,7 @@ def installed_plugins() -> dict[str, RewardSpec]:
             continue  # the first on sys.path wins, as for imports
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
         specs[ep.name] = RewardSpec(
-            ep.name, f"plugin ({dist})", functools.partial(_load_entry_point, ep), ep.name, ep.value
+            ep.name, f"plugin ({dist})", functools.partial(_load_entry_point, ep), ep.name, ep.value, dist
         )
     return specs
 
@@ -169,7 +170,8 @@ def _import_failure(what: str, err: BaseException, files: tuple[Callable[[str], 
             if is_user_file(frame.filename):
                 where = (frame.filename, frame.lineno)  # the innermost one wins
     at = f" ({where[0]}, line {where[1]})" if where else f" ({main_file})" if main_file else ""
-    return f"{what} failed to import{at}: {_one_line(err)}"
+    error = f"SyntaxError: {err.msg}" if isinstance(err, SyntaxError) and err.msg else _one_line(err)
+    return f"{what} failed to import{at}: {error}"
 
 
 def _module_files(module_name: str) -> tuple[Callable[[str], bool], Path | None]:
@@ -222,8 +224,8 @@ def _load_module_attr(module_name: str, attr: str) -> Any:
     except ModuleNotFoundError as err:
         if err.name and (module_name == err.name or module_name.startswith(err.name + ".")):
             raise UserError(
-                f"reward module {module_name!r} not found: no {err.name!r} is installed, on sys.path or in the "
-                f"current directory ({Path.cwd()}); for a file, write path/to/file.py:{attr}"
+                f"reward module {module_name!r} not found: no module named {err.name!r} is installed or on "
+                f"sys.path, nor in the current directory ({Path.cwd()}); for a file, write path/to/file.py:{attr}"
             ) from err
         raise UserError(
             _import_failure(f"reward module {module_name!r}", err, _module_files(module_name))
@@ -491,9 +493,9 @@ class RewardCall:
             None if bound.spec.ref is None else bound.entry.model_copy(update={"name": bound.spec.ref})
         )
 
-    def __reduce__(self):
-        if self._entry is None:  # e.g. a reward model wrapped by the PPO bridge: pickle it as it is
-            return object.__reduce__(self)
+    def __reduce_ex__(self, protocol):
+        if self._entry is None:  # e.g. a reward model wrapped by the PPO bridge: pickled as it is
+            return super().__reduce_ex__(protocol)
         # As the recipe entry it came from, bound again on unpickling: a reward defined in a file has no module
         # another process could import, and a class instance may hold what does not pickle (a client, a lock).
         return _restore_call, (self._entry, self.__name__)
@@ -613,7 +615,7 @@ def _bad_result(raw, count: int) -> str | None:
     if isinstance(raw, str | bytes | dict) or not hasattr(raw, "__len__") or not hasattr(raw, "__iter__"):
         return f"a {type(raw).__name__}, not a list with one score per completion ({count})"
     if len(raw) != count:
-        return f"{len(raw)} values for {count} completions"
+        return f"{len(raw)} value{'' if len(raw) == 1 else 's'} for {count} completions"
     return None
 
 

@@ -6,9 +6,8 @@ No torch or trl import here: validate answers in well under a second.
 
 from __future__ import annotations
 
-import os
-
 from grpo_cli import data, plugins
+from grpo_cli.distributed import world_size
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe
 from grpo_cli.trainer_fields import fields
@@ -19,10 +18,6 @@ def trainer_value(recipe: Recipe, key: str):
     if key in recipe.trainer:
         return recipe.trainer[key]
     return fields(recipe.algorithm)[key].default
-
-
-def num_processes() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def check_batch_shape(recipe: Recipe, processes: int) -> list[str]:
@@ -144,6 +139,13 @@ def check_rewards_and_columns(recipe: Recipe) -> list[str]:
 
 def check(recipe: Recipe, processes: int | None = None) -> list[str]:
     """Every problem found, as one line each; empty when the recipe is good to run."""
-    problems = check_batch_shape(recipe, processes or num_processes())
+    problems = check_batch_shape(recipe, processes or world_size())
     problems += check_rewards_and_columns(recipe)
     return problems
+
+
+def raise_if_problems(recipe: Recipe, problems: list[str]) -> None:
+    if problems:
+        name = recipe.path.name if recipe.path else "recipe"
+        head = f"{name}: {len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise UserError(head + ":\n" + "\n".join(f"  - {p}" for p in problems), problems)

@@ -14,6 +14,7 @@ COMMANDS = [
     [],
     ["train"],
     ["validate"],
+    ["eval"],
     ["report"],
     ["recipes"],
     ["recipes", "ls"],

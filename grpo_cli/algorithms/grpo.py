@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, models, plugins
+from grpo_cli import data, distributed, models, plugins
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import atomic_write, write_summary
@@ -20,6 +20,7 @@ DEFAULTS = {
     "report_to": "none",
     "disable_tqdm": True,  # our own progress bar shows reward and step rate
     "save_only_model": False,
+    "ddp_find_unused_parameters": False,  # every trainable parameter is used in each forward pass
 }
 
 
@@ -46,7 +47,8 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
     train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
 
-    if recipe.model.from_config is not None and resume_from is None:
+    main_process = distributed.is_main_process()
+    if main_process and recipe.model.from_config is not None and resume_from is None:
         # A model built from a config exists nowhere else: keep its initial weights for `eval --baseline`.
         model.save_pretrained(output_dir / "base_model")
         tokenizer.save_pretrained(output_dir / "base_model")
@@ -64,7 +66,8 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         callbacks=[logger],
     )
     quiet_trainer(trainer)
-    atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
+    if main_process:
+        atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     trainer.save_model(str(output_dir))

@@ -9,10 +9,10 @@ How PPO differs from GRPO, and what this module adds around TRL's trainer:
   batch while the critic fits the returns (`vf_coef`, `cliprange_value`). TRL logs the entropy; it adds no bonus.
 - The reference policy is the policy with its LoRA adapter disabled: no second copy. Without `lora:` (full
   fine-tuning) TRL keeps a frozen copy of the initial policy.
-- The value model: an AutoModelForSequenceClassification with one label and a fresh score head, loaded from the
-  policy's initial weights (the recipe's Hub id or directory, or `base_model/` for a model built from a config)
-  and trained in full, as TRL does. Only this default exists so far; a recipe key naming another critic would
-  plug in at `value_model_source`.
+- The value model: an AutoModelForSequenceClassification with one label and a fresh score head over the policy's
+  initial weights (loaded from the recipe's Hub id or directory, or copied from a model built from a config), and
+  trained in full, not with LoRA, as TRL does: with LoRA it is most of what PPO trains and keeps in memory. Only this default exists so far; a recipe key naming another critic would
+  plug in at `load_value_model`.
 - Rewards: TRL's PPOTrainer only takes a reward *model*. `ppo_bridge.RewardFunctionModel` stands in for one and
   calls `RolloutRewards`, which scores each rollout with every reward of the recipe (functions and `model:`
   reward models alike, with their weights, args and on_error, and the dataset columns of the rollout's own row)
@@ -29,6 +29,8 @@ How PPO differs from GRPO, and what this module adds around TRL's trainer:
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import math
 import warnings
@@ -37,11 +39,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from grpo_cli import data, models, plugins
+from grpo_cli import data, distributed, models, plugins
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import atomic_write, write_summary
-from grpo_cli.validation import num_processes
 
 # Our defaults for TRL's PPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -83,7 +84,7 @@ def config(recipe: Recipe, output_dir: Path, train_size: int):
 
 def episodes_per_step(args) -> int:
     """Prompts (one completion each) in one PPO update, over all processes."""
-    return args.per_device_train_batch_size * args.gradient_accumulation_steps * num_processes()
+    return args.per_device_train_batch_size * args.gradient_accumulation_steps * distributed.world_size()
 
 
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
@@ -92,16 +93,13 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     from grpo_cli.algorithms.ppo_bridge import RewardFunctionModel, left_pad
     from grpo_cli.callbacks import RunLogger, quiet_trainer
 
-    # Rewards first: a bad reward should fail before a model loads.
+    # Rewards first: a bad reward should fail before the policy loads.
     if not recipe.rewards:
         raise UserError("rewards: PPO needs at least one reward (see `grpo-cli rewards ls`)")
     rewards = plugins.bind_all(recipe.rewards)
     dtype = models.torch_dtype(recipe.model.dtype)
     scorer = RolloutRewards(
-        [
-            r if r.fn is not None else dataclasses.replace(r, fn=RewardModelScore(r.model_path, dtype))
-            for r in rewards
-        ]
+        [r if r.fn else dataclasses.replace(r, fn=RewardModelScore(r.model_path, dtype)) for r in rewards]
     )
 
     model, tokenizer = models.load_model(recipe.model, recipe.seed)
@@ -110,42 +108,37 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
     train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
     args = config(recipe, output_dir, len(train_rows))
-    if len(train_rows) < episodes_per_step(args):
-        raise UserError(
-            f"dataset: {len(train_rows)} training rows, fewer than the {episodes_per_step(args)} prompts one PPO step "
-            "samples (per_device_train_batch_size x gradient_accumulation_steps x processes); TRL drops incomplete "
-            "batches, so it would never get one. Use more rows or a smaller batch."
-        )
+    _check_enough_rows(len(train_rows), episodes_per_step(args))
     # TRL's sample tables (num_sample_generations > 0) generate on the held-out prompts: the bridge must know them.
-    eval_rows = (
-        data.prepare(held_out, recipe.dataset, tokenizer)
-        if held_out is not None and args.num_sample_generations
-        else None
-    )
+    eval_rows = []
+    if held_out is not None and args.num_sample_generations:
+        eval_rows = data.prepare(held_out, recipe.dataset, tokenizer).to_list()
 
-    if recipe.model.from_config is not None and resume_from is None:
-        # A model built from a config exists nowhere else: keep its initial weights for `eval --baseline` and as
-        # the value model's starting point.
+    main_process = distributed.is_main_process()
+    if main_process and recipe.model.from_config is not None and resume_from is None:
+        # A model built from a config exists nowhere else: keep its initial weights for `eval --baseline`.
         model.save_pretrained(output_dir / "base_model")
         tokenizer.save_pretrained(output_dir / "base_model")
 
     # PPO batches token ids: every prompt left-padded to one width, which the bridge uses to find each rollout's row.
-    rows = train_rows.to_list() + (eval_rows.to_list() if eval_rows else [])
+    rows = train_rows.to_list() + eval_rows
     queries = left_pad(tokenize_prompts([row["prompt"] for row in rows], tokenizer), tokenizer.pad_token_id)
     train_queries, eval_queries = queries[: len(train_rows)], queries[len(train_rows) :]
 
-    policy, ref_model, peft_config = model, None, models.lora_config(recipe.lora) if recipe.lora else None
-    steps_done = 0
-    if resume_from is not None:
+    value_model = load_value_model(recipe, model, tokenizer, resume_from)
+    if resume_from is None:
+        policy, ref_model = model, None  # None: the policy with its adapter disabled, or a copy TRL makes
+        peft_config = models.lora_config(recipe.lora) if recipe.lora else None
+        steps_done = 0
+    else:
         policy, ref_model = _resumed_policy(recipe, model, resume_from)
         peft_config = None  # the checkpoint's adapter is already on the policy
         steps_done = _step_of(resume_from)
-    value_model = load_value_model(
-        value_model_source(recipe, output_dir, resume_from), tokenizer, model.dtype, recipe.seed
-    )
 
     total_steps = math.ceil(args.total_episodes / episodes_per_step(args))
-    args.total_episodes -= steps_done * episodes_per_step(args)  # TRL runs `total_episodes` more from step 0
+    args.total_episodes -= steps_done * episodes_per_step(
+        args
+    )  # TRL counts from step 0 whatever happened before
     extras = CheckpointExtras(
         value_model, steps_done=steps_done, total_steps=total_steps, per_step=episodes_per_step(args)
     )
@@ -156,7 +149,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         args=args,
         processing_class=tokenizer,
         model=policy,
-        ref_model=ref_model,  # None: the policy with its adapter disabled, or (full fine-tuning) a copy TRL makes
+        ref_model=ref_model,
         reward_model=RewardFunctionModel(tokenizer, rows, queries, scorer),
         train_dataset=_token_dataset(train_queries),
         value_model=value_model,
@@ -170,7 +163,8 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         trainer.generate_completions = scorer.unlogged(trainer.generate_completions)
     if resume_from is not None:
         _restore_optimizer_and_schedule(trainer, resume_from, total_steps)
-    atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
+    if main_process:
+        atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
     with warnings.catch_warnings():
         # TRL's `val/ratio_var` is a variance over one value when num_ppo_epochs, num_mini_batches and
         # gradient_accumulation_steps are all 1: NaN (stored as null), with a torch warning at every step.
@@ -191,6 +185,15 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             "resumed_from": _name(resume_from),
         },
     )
+
+
+def _check_enough_rows(rows: int, per_step: int) -> None:
+    if rows < per_step:
+        raise UserError(
+            f"dataset: {rows} training rows, fewer than the {per_step} prompts one PPO step samples "
+            "(per_device_train_batch_size x gradient_accumulation_steps x processes); TRL drops incomplete "
+            "batches, so it would never get one. Use more rows or a smaller batch."
+        )
 
 
 # ---- rewards ----
@@ -272,10 +275,12 @@ class RewardModelScore:
                 f"reward model {path}: its tokenizer has no pad token, nor an unk or EOS token to pad with"
             )
         try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+            with _quiet_loading():
+                self.model = AutoModelForSequenceClassification.from_pretrained(
+                    path, num_labels=1, dtype=dtype
+                )
         except (OSError, ValueError) as err:
-            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise UserError(f"cannot load reward model {path!r}: {first_line}") from err
+            raise UserError(f"cannot load reward model {path!r}: {_first_line(err)}") from err
         # The model scores the last token that is not padding; it must know which id pads.
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.requires_grad_(False).eval()
@@ -326,39 +331,73 @@ def _check_pad_token(tokenizer) -> None:
         )
 
 
-def value_model_source(recipe: Recipe, output_dir: Path, resume_from: Path | None) -> Path | str:
-    """Where the critic's weights come from: the checkpoint's, else the policy's initial weights."""
-    if resume_from is not None:
-        saved = resume_from / CheckpointExtras.VALUE_MODEL_DIR
-        if not (saved / "config.json").is_file():
-            raise UserError(
-                f"--resume: {resume_from} has no {CheckpointExtras.VALUE_MODEL_DIR}/ (the PPO critic), so the run "
-                "cannot continue where it stopped; use --overwrite to start again"
-            )
-        return saved
-    if recipe.model.from_config is not None:
-        return output_dir / "base_model"
-    return recipe.model.name_or_path
+def load_value_model(recipe: Recipe, initial_model, tokenizer, resume_from: Path | None):
+    """The critic: the policy's initial weights under a fresh one-label score head, or a checkpoint's critic.
 
-
-def load_value_model(source: Path | str, tokenizer, dtype, seed: int):
-    """The critic: `source`'s weights under a one-label sequence-classification head (new, unless saved)."""
+    (A recipe key naming another critic, e.g. a trained reward model, would be one more case here.)
+    """
     import torch
-    import transformers
     from transformers import AutoModelForSequenceClassification
 
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # the freshly initialised score head is expected, not news
-    try:
-        torch.manual_seed(seed)  # the same recipe starts from the same score head
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=dtype)
-    except (OSError, ValueError) as err:
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"cannot build PPO's value model from {str(source)!r}: {first_line}") from err
-    finally:
-        transformers.logging.set_verbosity(verbosity)
+    torch.manual_seed(recipe.seed)  # the same recipe starts from the same score head
+    dtype = initial_model.dtype
+    with _quiet_loading():  # the freshly initialised score head is expected, not news
+        if resume_from is not None:
+            saved = resume_from / CheckpointExtras.VALUE_MODEL_DIR
+            if not (saved / "config.json").is_file():
+                raise UserError(
+                    f"--resume: {resume_from} has no {CheckpointExtras.VALUE_MODEL_DIR}/ (the PPO critic), so the "
+                    "run cannot continue where it stopped; use --overwrite to start again"
+                )
+            model = AutoModelForSequenceClassification.from_pretrained(saved, dtype=dtype)
+        elif recipe.model.from_config is not None:
+            # Built from the same config with the policy's weights copied in: nothing to read back from disk.
+            config = copy.deepcopy(initial_model.config)
+            config.num_labels = 1
+            model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
+            missing, _unused = model.load_state_dict(initial_model.state_dict(), strict=False)
+            if any(not key.startswith("score.") for key in missing):
+                raise UserError(
+                    f"model.from_config: a {config.model_type} sequence-classification critic does not take the "
+                    f"policy's weights (missing {', '.join(missing[:3])}); PPO needs one that does"
+                )
+        else:
+            spec = recipe.model
+            try:
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    spec.name_or_path,
+                    num_labels=1,
+                    dtype=dtype,
+                    trust_remote_code=spec.trust_remote_code,
+                    revision=spec.revision,
+                )
+            except (OSError, ValueError) as err:
+                raise UserError(
+                    f"cannot build PPO's value model from {spec.name_or_path!r} (AutoModelForSequenceClassification, "
+                    f"one label): {_first_line(err)}"
+                ) from err
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """transformers' loading report and progress bar, silenced: our own progress bar follows."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 class CheckpointExtras(TrainerCallback):

@@ -32,8 +32,8 @@ def evaluate(
         "--num-samples",
         "-k",
         min=1,
-        help="Completions per prompt: 1 is greedy, more samples with the recipe's settings and gives pass@K.  "
-        "[default: eval.num_samples, else 1]",
+        help="Completions per prompt: 1 decodes greedily; more sample with the recipe's trainer settings and "
+        "give pass@K. Default: eval.num_samples, else 1.",
         show_default=False,
     ),
     limit: int | None = typer.Option(
@@ -41,7 +41,7 @@ def evaluate(
         "--limit",
         "-n",
         min=1,
-        help="Evaluate the first N held-out prompts.  [default: eval.limit, else all]",
+        help="Evaluate the first N held-out prompts. Default: eval.limit, else all.",
         show_default=False,
     ),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Completions generated per batch."),
@@ -49,8 +49,8 @@ def evaluate(
         None,
         "--output",
         "-o",
-        help="Directory for eval.json and eval_samples.jsonl.  [default: RUN_DIR/eval with --adapter, "
-        "else runs/eval-<recipe name>]",
+        help="Directory for eval.json and eval_samples.jsonl. Default: RUN_DIR/eval with --adapter, "
+        "else runs/eval-<recipe name>.",
         show_default=False,
     ),
 ) -> None:
@@ -59,6 +59,9 @@ def evaluate(
     Evaluates a training run (--adapter RUN_DIR), any saved model (--model PATH), or with neither the recipe's
     base model. Reports each reward's mean and std, pass@1 and pass@K for pass/fail rewards, completion length
     and the share cut at the length limit. Eval-only rewards go in the recipe's `eval: {rewards: [...]}`.
+
+    The held-out prompts are split as in training: pass the run's own RUN_DIR/recipe.yaml as RECIPE to be sure
+    of the same split. With --baseline, eval.json holds both models' metrics and their difference (tuned - base).
 
     Example: grpo-cli eval quickstart --adapter runs/quickstart --baseline
     """

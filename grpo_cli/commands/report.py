@@ -20,7 +20,7 @@ def report(
         typer.Option(
             "--output",
             "-o",
-            help="Directory for report.md and the PNG plots.  [default: <first RUN_DIR>/report]",
+            help="Directory for report.md and the PNG plots. Default: RUN_DIR/report of the first run.",
             show_default=False,
         ),
     ] = None,

@@ -5,7 +5,6 @@ from pathlib import Path
 import typer
 
 from grpo_cli.commands._common import OVERRIDES, RECIPE, print_recipe
-from grpo_cli.errors import UserError
 
 
 def train(
@@ -14,20 +13,21 @@ def train(
     output_dir: Path | None = typer.Option(
         None, "--output-dir", "-o", help="Where to write the run (default: the recipe's output_dir)."
     ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace a previous run in the output directory."
-    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous run in the output directory."),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in the output directory from its last checkpoint."
+    ),
+    num_processes: int = typer.Option(
+        1, "--num-processes", min=1, help="Train with N processes (data parallel) through accelerate's launcher."
     ),
 ) -> None:
     """Train a model with the recipe's algorithm (GRPO or PPO) and rewards; write the run to its output directory."""
     import os
     import warnings
 
-    from grpo_cli import validation
+    from grpo_cli import distributed, validation
     from grpo_cli.recipe import load_recipe
-    from grpo_cli.runs import clear_previous_run, prepare_output_dir
+    from grpo_cli.runs import clear_previous_run, last_checkpoint, prepare_output_dir
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     # transformers 5 deprecation notices triggered inside TRL: nothing the user can act on.
@@ -35,19 +35,23 @@ def train(
     loaded = load_recipe(recipe, overrides or [])
     if output_dir is not None:
         loaded.output_dir = str(output_dir)
-    problems = validation.check(loaded)
-    if problems:
-        raise UserError(
-            f"{loaded.path.name}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems),
-            problems,
-        )
+    processes = num_processes if not distributed.launched() else distributed.world_size()
+    validation.raise_if_problems(loaded, validation.check(loaded, processes))
     out = Path(loaded.output_dir)
-    checkpoint = prepare_output_dir(out, overwrite=overwrite, resume=resume)
-    print_recipe(loaded)
-    if checkpoint is None:
-        clear_previous_run(out)
+
+    if not distributed.is_main_process():
+        # The main process checked and prepared the output directory; the others only train.
+        checkpoint = last_checkpoint(out) if resume else None
     else:
-        typer.echo(f"resuming from {checkpoint}", err=True)
+        checkpoint = prepare_output_dir(out, overwrite=overwrite, resume=resume)
+        if num_processes > 1 and not distributed.launched():
+            # Start N copies of this same command under accelerate's launcher; they find WORLD_SIZE set.
+            raise typer.Exit(distributed.relaunch(num_processes))
+        print_recipe(loaded)
+        if checkpoint is None:
+            clear_previous_run(out)
+        else:
+            typer.echo(f"resuming from {checkpoint}", err=True)
 
     if loaded.algorithm == "grpo":
         from grpo_cli.algorithms import grpo as algorithm
@@ -57,6 +61,4 @@ def train(
     if summary:
         first, last = summary["first_reward"], summary["last_reward"]
         rewards = f"reward {first:.3f} -> {last:.3f}" if first is not None and last is not None else ""
-        typer.echo(
-            f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s, {rewards}; wrote {out}"
-        )
+        typer.echo(f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s, {rewards}; wrote {out}")

@@ -3,7 +3,6 @@ from __future__ import annotations
 import typer
 
 from grpo_cli.commands._common import OVERRIDES, RECIPE
-from grpo_cli.errors import UserError
 
 
 def validate(
@@ -21,11 +20,5 @@ def validate(
     from grpo_cli.recipe import load_recipe
 
     loaded = load_recipe(recipe, overrides or [])
-    problems = validation.check(loaded, num_processes)
-    if problems:
-        name = loaded.path.name if loaded.path else recipe
-        head = f"{name}: {len(problems)} problem{'s' if len(problems) > 1 else ''}"
-        raise UserError(head + ":\n" + "\n".join(f"  - {p}" for p in problems), problems)
-    typer.echo(
-        f"{loaded.path.name if loaded.path else recipe}: ok ({loaded.algorithm}, {len(loaded.rewards)} rewards)"
-    )
+    validation.raise_if_problems(loaded, validation.check(loaded, num_processes))
+    typer.echo(f"{loaded.path.name}: ok ({loaded.algorithm}, {len(loaded.rewards)} rewards)")

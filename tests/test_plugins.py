@@ -1,0 +1,839 @@
+"""The reward registry: every way to name a reward, the contract, the errors users see, pickling, run-time checks.
+
+The built-ins' own values are tested in test_builtin_rewards.py; here they only stand in for "a built-in".
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from grpo_cli import plugins
+from grpo_cli._paths import REWARDS_DIR
+from grpo_cli.errors import UserError
+from grpo_cli.recipe import RewardEntry, load_recipe
+
+FIXTURE_DIST = Path(__file__).parent / "plugin_fixture"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def bind(name: str, **fields):
+    return plugins.bind(RewardEntry(name=name, **fields), "rewards[0]")
+
+
+def bind_error(name: str, **fields) -> str:
+    with pytest.raises(UserError) as info:
+        bind(name, **fields)
+    message = str(info.value)
+    assert "\n" not in message, "a mistake before training is reported on one line"
+    return message
+
+
+def call(name: str, completions, prompts=None, **fields):
+    """Score through RewardCall.score, as training does; returns (scores, errors)."""
+    prompts = prompts if prompts is not None else ["P"] * len(completions)
+    columns = fields.pop("columns", {})
+    return plugins.RewardCall(bind(name, **fields)).score(prompts, completions, columns)
+
+
+def make_dist(
+    site: Path, dist: str, version: str, entry_points: dict[str, str], modules: dict[str, str]
+) -> None:
+    """An installed distribution as importlib.metadata sees one: a .dist-info folder and its modules."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    write(info / "METADATA", f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
+    write(info / "entry_points.txt", f"[{plugins.ENTRY_POINT_GROUP}]\n{lines}")
+    for module, source in modules.items():
+        write(site / f"{module}.py", source)
+
+
+SHOUT = '''
+    """Fast-installed test plugin."""
+
+
+    def shout(completions, min_ratio=0.5, **kwargs):
+        """1.0 for mostly capitals, else 0.0."""
+        return [float(sum(c.isupper() for c in t) >= min_ratio * len(t)) for t in completions]
+'''
+
+
+@pytest.fixture
+def fake_plugin(tmp_path, monkeypatch):
+    """A distribution `acme-fast` registering `fast_shout` (and a plugin that fails to import), on sys.path."""
+    site = tmp_path / "site"
+    make_dist(
+        site,
+        "acme-fast",
+        "0.1",
+        {"fast_shout": "acme_fast:shout", "fast_broken": "acme_fast_broken:score"},
+        {"acme_fast": SHOUT, "acme_fast_broken": "import json\nraise RuntimeError('no API key')\n"},
+    )
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    for module in ("acme_fast", "acme_fast_broken"):
+        sys.modules.pop(module, None)
+
+
+# ---- every way to name a reward ---------------------------------------------------------------------------
+
+
+def test_builtin_resolves_first_with_its_args_and_columns():
+    bound = bind("accuracy", args={"answer_column": "solution"})
+    assert (bound.name, bound.spec.origin, bound.columns) == ("accuracy", "built-in", ["solution"])
+    assert plugins.RewardCall(bound).score(["Q"], ["7"], {"solution": ["7"]}) == ([1.0], 0)
+
+
+def test_installed_entry_point_resolves_with_its_distribution(fake_plugin):
+    bound = bind("fast_shout", args={"min_ratio": 1.0})
+    assert (bound.name, bound.spec.origin, bound.spec.source) == (
+        "fast_shout",
+        "plugin (acme-fast 0.1)",
+        "acme_fast:shout",
+    )
+    assert call("fast_shout", ["HEY", "Hey"], args={"min_ratio": 1.0}) == ([1.0, 0.0], 0)
+
+
+def test_builtin_wins_over_an_entry_point_of_the_same_name(tmp_path, monkeypatch, cli):
+    make_dist(tmp_path, "acme-clash", "2.0", {"accuracy": "acme_clash:accuracy"}, {"acme_clash": SHOUT})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert plugins.find("accuracy").origin == "built-in"
+    assert plugins.installed_plugins()["accuracy"].dist == "acme-clash 2.0"
+    listing = cli("rewards", "ls").stdout
+    assert (
+        "accuracy  from acme-clash 2.0 (acme_clash:accuracy): unused, the built-in 'accuracy' comes first; "
+        "name it as acme_clash:accuracy instead" in listing
+    )
+
+
+def test_file_plugin_relative_to_the_recipe(tiny_recipe, tmp_path):
+    write(
+        tmp_path / "lib" / "my_rewards.py",
+        '''
+        def brevity(completions, limit=10):
+            """1.0 up to `limit` characters."""
+            return [1.0 if len(c) <= limit else 0.0 for c in completions]
+        ''',
+    )
+    recipe = load_recipe(
+        tiny_recipe({"rewards": [{"name": "lib/my_rewards.py:brevity", "args": {"limit": 2}}]})
+    )
+    assert recipe.rewards[0].name == f"{tmp_path / 'lib' / 'my_rewards.py'}:brevity"
+    (bound,) = plugins.bind_all(recipe.rewards)
+    assert (bound.name, bound.spec.origin, bound.columns) == ("brevity", "file", [])
+    # A function that takes neither prompts nor **kwargs still gets called as TRL calls rewards.
+    trl_kwargs = {"completion_ids": [[1], [2]], "trainer_state": None, "log_extra": print}
+    assert plugins.RewardCall(bound)(["Q", "Q"], ["12", "123"], **trl_kwargs) == [1.0, 0.0]
+
+
+def test_module_plugin_with_a_dotted_attribute(tmp_path, monkeypatch):
+    write(tmp_path / "acme_pkg" / "__init__.py", "")
+    write(
+        tmp_path / "acme_pkg" / "scoring.py",
+        """
+        class Tone:
+            @staticmethod
+            def polite(completions, **kwargs):
+                return [float("please" in c) for c in completions]
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bound = bind("acme_pkg.scoring:Tone.polite")
+    assert (bound.name, bound.spec.origin) == ("Tone.polite", "module")
+    assert plugins.RewardCall(bound).score(["Q"] * 2, ["please", "now"], {}) == ([1.0, 0.0], 0)
+
+
+def test_module_in_the_current_directory_resolves_as_with_python_m(tmp_path, monkeypatch):
+    write(
+        tmp_path / "cwd_only_rewards.py", "def one(completions, **kw):\n    return [1.0] * len(completions)\n"
+    )
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.chdir(tmp_path)
+    assert call("cwd_only_rewards:one", ["a"]) == ([1.0], 0)
+    assert sys.path[-1] == str(tmp_path)  # appended: an installed module of the same name would win
+    sys.modules.pop("cwd_only_rewards")
+
+
+@pytest.mark.parametrize("name", ["model:acme/reward-model", "LOCAL_DIR"])
+def test_reward_models(name, tmp_path, monkeypatch):
+    write(tmp_path / "rm" / "config.json", "{}")
+    monkeypatch.chdir(tmp_path)
+    name = name.replace("LOCAL_DIR", "rm")
+    bound = bind(name)
+    assert bound.spec.origin == "reward model" and bound.fn is None and bound.columns == []
+    assert bound.model_path == name.removeprefix("model:")
+    assert bound.name == Path(bound.model_path).name
+    assert bind_error(name, args={"x": 1}) == f"rewards[0] ({name}): a reward model takes no args"
+
+
+def test_validate_a_recipe_naming_every_kind(cli, tiny_recipe, tmp_path, fake_plugin, monkeypatch):
+    write(tmp_path / "mine.py", "def brevity(completions, **kw):\n    return [1.0] * len(completions)\n")
+    write(tmp_path / "pkg_kinds" / "__init__.py", "def tone(prompts, completions, **kw):\n    return [0.0]\n")
+    write(tmp_path / "rm" / "config.json", "{}")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    rewards = [
+        {"name": "accuracy"},
+        {"name": "fast_shout", "args": {"min_ratio": 0.8}, "on_error": "skip"},
+        {"name": "./mine.py:brevity", "weight": 0.1},
+        {"name": "pkg_kinds:tone", "timeout": 5},
+        {"name": "model:./rm"},
+    ]
+    result = cli("validate", tiny_recipe({"rewards": rewards}))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "tiny.yaml: ok (grpo, 5 rewards)\n"
+    bound = plugins.bind_all(load_recipe(tmp_path / "tiny.yaml").rewards)
+    assert [(b.name, b.spec.origin) for b in bound] == [
+        ("accuracy", "built-in"),
+        ("fast_shout", "plugin (acme-fast 0.1)"),
+        ("brevity", "file"),
+        ("tone", "module"),
+        ("rm", "reward model"),
+    ]
+
+
+# ---- a user's own module named `rewards` ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["rewards.py", "rewards/__init__.py"])
+def test_a_users_own_rewards_module_and_the_builtins_both_resolve(
+    layout, cli, tiny_recipe, tmp_path, monkeypatch
+):
+    project = tmp_path / "project"
+    write(project / layout, "def my_fn(completions, **kwargs):\n    return [0.5] * len(completions)\n")
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.delitem(sys.modules, "rewards", raising=False)
+    path = tiny_recipe({"rewards": [{"name": "rewards:my_fn"}, {"name": "accuracy"}, {"name": "closeness"}]})
+    result = cli("validate", path)
+    assert result.exit_code == 0, result.output
+    bound = plugins.bind_all(load_recipe(path).rewards)
+    assert [(b.name, b.spec.origin) for b in bound] == [
+        ("my_fn", "module"),
+        ("accuracy", "built-in"),
+        ("closeness", "built-in"),
+    ]
+    assert plugins.RewardCall(bound[0]).score(["Q"], ["x"], {}) == ([0.5], 0)
+    assert plugins.RewardCall(bound[1]).score(["Q"], ["4"], {"answer": ["4"]}) == ([1.0], 0)
+    assert Path(importlib.import_module("rewards").__file__) == project / layout
+    accuracy_module = sys.modules[bound[1].fn.__module__]
+    assert Path(accuracy_module.__file__) == REWARDS_DIR / "accuracy.py"
+    assert accuracy_module.__name__ == "grpo_cli.builtin_rewards.accuracy"
+    sys.modules.pop("rewards", None)
+
+
+def test_a_users_rewards_module_in_a_fresh_process(tmp_path):
+    """`python -m` puts the project first on sys.path, so its `rewards.py` is `rewards`; the built-ins still load."""
+    project = tmp_path / "project"
+    write(project / "rewards.py", "def my_fn(completions, **kwargs):\n    return [0.5] * len(completions)\n")
+    command = [sys.executable, "-m", "grpo_cli", "rewards", "test", "-r", "rewards:my_fn", "-r", "accuracy"]
+    command += ["--column", "answer=5", "-c", "5"]
+    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = [
+        [c.strip() for c in line.split("│")[1:-1]]
+        for line in result.stdout.splitlines()
+        if line.startswith("│")
+    ]
+    assert rows == [["'5'", "0.5", "1", "1.5", "+0.000"]]
+
+
+# ---- columns ------------------------------------------------------------------------------------------
+
+
+def test_columns_of_functions_classes_and_declared_ones(tmp_path):
+    write(
+        tmp_path / "cols.py",
+        """
+        def reads(prompts, completions, answer, difficulty=None, hint_column="hint", **kwargs):
+            return [0.0] * len(completions)
+
+
+        class Judge:
+            required_columns = "rubric"  # a single name, not its letters
+
+            def __init__(self, reference_column="reference", strict=False):
+                self._reference = reference_column  # under another name: the argument still counts
+
+            def __call__(self, prompts, completions, topic, **kwargs):
+                return [0.0] * len(completions)
+        """,
+    )
+    assert bind(f"{tmp_path}/cols.py:reads").columns == ["answer", "hint"]
+    assert bind(f"{tmp_path}/cols.py:reads", args={"hint_column": "tip", "answer": "4"}).columns == ["tip"]
+    assert bind(f"{tmp_path}/cols.py:Judge").columns == ["topic", "rubric", "reference"]
+    assert bind(f"{tmp_path}/cols.py:Judge", args={"reference_column": "gold"}).columns == [
+        "topic",
+        "rubric",
+        "gold",
+    ]
+
+
+def test_validate_checks_the_columns_of_a_class_plugin(cli, tiny_recipe, tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"question": "1+1=", "answer": "2"}\n')
+    write(
+        tmp_path / "judge.py",
+        """
+        class Judge:
+            required_columns = ["rubric"]
+
+            def __init__(self, reference_column="reference"):
+                self.reference_column = reference_column
+
+            def __call__(self, prompts, completions, **columns):
+                return [0.0] * len(completions)
+        """,
+    )
+    changes = {
+        "dataset": {"generate": None, "source": "d.jsonl", "eval_size": None},
+        "rewards": [{"name": "./judge.py:Judge", "args": {"reference_column": "gold"}}],
+    }
+    result = cli("validate", tiny_recipe(changes))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: tiny.yaml: 2 problems:",
+        f"  - rewards[0] ({tmp_path}/judge.py:Judge) reads column 'gold', which the dataset does not have; "
+        "columns: question, answer (point it at another column in its args)",
+        f"  - rewards[0] ({tmp_path}/judge.py:Judge) reads column 'rubric', which the dataset does not have; "
+        "columns: question, answer (point it at another column in its args)",
+    ]
+    changes["rewards"][0]["args"]["reference_column"] = "answer"
+    changes["dataset"]["source"] = "d2.jsonl"
+    (tmp_path / "d2.jsonl").write_text('{"question": "1+1=", "answer": "2", "rubric": "exact"}\n')
+    assert cli("validate", tiny_recipe(changes)).exit_code == 0
+
+
+# ---- mistakes before training -------------------------------------------------------------------------
+
+
+def test_unknown_name_lists_close_matches_and_where_it_looked():
+    assert bind_error("acuracy") == (
+        "rewards[0]: unknown reward 'acuracy' (did you mean 'accuracy' or 'reasoned_accuracy'?); looked in the "
+        f"built-ins ({REWARDS_DIR}) and the installed plugins (entry-point group 'grpo_cli.rewards'); other names "
+        "are path/to/file.py:function, package.module:function or model:<Hub id or dir>. "
+        f"Available: {', '.join(sorted(plugins.available()))} (see `grpo-cli rewards ls`)"
+    )
+
+
+def test_unknown_name_lists_installed_plugins_too(fake_plugin):
+    assert "Available: accuracy, closeness" in bind_error("fast_shuot")
+    assert "fast_shout" in bind_error("fast_shuot").split("Available: ")[1]
+    assert bind_error("fast_shuot").startswith(
+        "rewards[0]: unknown reward 'fast_shuot' (did you mean 'fast_shout' or 'fast_broken'?)"
+    )
+
+
+def test_names_that_look_like_paths_say_how_to_write_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "rm").mkdir(parents=True)
+    assert bind_error("my_rewards.py") == (
+        "rewards[0]: unknown reward 'my_rewards.py'; for a function in a file write my_rewards.py:function"
+    )
+    assert bind_error("models/rm") == (
+        "rewards[0]: unknown reward 'models/rm'; models/rm is a directory without config.json: a reward model "
+        "directory holds the model's config.json and weights"
+    )
+    assert (
+        bind_error("x.py:")
+        == "rewards[0]: reward 'x.py:': write path/to/file.py:function or package.module:function"
+    )
+
+
+def test_file_errors(tmp_path):
+    write(tmp_path / "mine.py", "def brevity(completions):\n    return []\n\nclass Helper:\n    pass\n")
+    assert (
+        bind_error(f"{tmp_path}/missing.py:f") == f"rewards[0]: reward file not found: {tmp_path}/missing.py"
+    )
+    assert bind_error(f"{tmp_path}/mine.py:brevty") == (
+        f"rewards[0]: {tmp_path}/mine.py has no 'brevty' (did you mean 'brevity'?); it defines: Helper, brevity"
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        (
+            "import json\nimport acme_not_installed\n",
+            "(line 2): ModuleNotFoundError: No module named 'acme_not_installed'",
+        ),
+        ("x = 1\n\ndef f(:\n    pass\n", "(line 3): SyntaxError: invalid syntax"),
+        ("import math\nRATE = 1 / 0\n", "(line 2): ZeroDivisionError: division by zero"),
+    ],
+    ids=["missing dependency", "syntax error", "error at import"],
+)
+def test_file_or_module_that_fails_to_import_gives_path_line_and_error(source, error, tmp_path, monkeypatch):
+    path = write(tmp_path / "broken.py", source)
+    path_and_line = error.replace("(line", f"({path}, line")
+    assert bind_error(f"{path}:f") == f"rewards[0]: reward file failed to import {path_and_line}"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert bind_error("broken:f") == f"rewards[0]: reward module 'broken' failed to import {path_and_line}"
+    sys.modules.pop("broken", None)
+
+
+def test_module_errors(tmp_path, monkeypatch):
+    write(tmp_path / "acme_pkg2" / "__init__.py", "")
+    write(tmp_path / "acme_pkg2" / "inner.py", "from . import helpers\n")
+    write(tmp_path / "acme_pkg2" / "helpers.py", "import os\n\nraise KeyError('ACME_TOKEN')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert bind_error("acme_nowhere.scoring:f") == (
+        "rewards[0]: reward module 'acme_nowhere.scoring' not found: no module named 'acme_nowhere' is installed or "
+        f"on sys.path, nor in the current directory ({tmp_path}); for a file, write path/to/file.py:f"
+    )
+    assert bind_error("acme_pkg2.nope:f") == (
+        "rewards[0]: reward module 'acme_pkg2.nope' not found: no module named 'acme_pkg2.nope' is installed or "
+        f"on sys.path, nor in the current directory ({tmp_path}); for a file, write path/to/file.py:f"
+    )
+    assert bind_error("acme_pkg2.inner:f") == (
+        "rewards[0]: reward module 'acme_pkg2.inner' failed to import "
+        f"({tmp_path}/acme_pkg2/helpers.py, line 3): KeyError: 'ACME_TOKEN'"
+    )
+    write(tmp_path / "acme_simple.py", "def score(completions, **kw):\n    return [0.0] * len(completions)\n")
+    assert bind_error("acme_simple:scor") == (
+        "rewards[0]: module 'acme_simple' has no 'scor' (did you mean 'score'?); it defines: score"
+    )
+    for module in ("acme_pkg2", "acme_pkg2.inner", "acme_pkg2.helpers", "acme_simple"):
+        sys.modules.pop(module, None)
+
+
+def test_installed_plugin_that_fails_to_import(fake_plugin, cli):
+    message = (
+        "reward plugin 'fast_broken' (acme-fast, acme_fast_broken:score) failed to import "
+        f"({fake_plugin / 'acme_fast_broken.py'}, line 2): RuntimeError: no API key"
+    )
+    assert bind_error("fast_broken") == f"rewards[0]: {message}"
+    listing = cli("rewards", "ls")
+    assert listing.exit_code == 0
+    assert (
+        f"fast_broken  from acme-fast 0.1 (acme_fast_broken:score)\n    cannot be used: {message}\n"
+        in listing.stdout
+    )
+    assert (
+        "fast_shout  from acme-fast 0.1 (acme_fast:shout)\n    1.0 for mostly capitals, else 0.0.\n"
+        in listing.stdout
+    )
+
+
+ARGS = '''
+class Judge:
+    """Scores with a rubric."""
+
+    def __init__(self, rubric, threshold=0.5):
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        self.rubric = rubric
+
+    def __call__(self, prompts, completions, **kwargs):
+        return [0.0] * len(completions)
+
+
+def brevity(completions, limit=10, **kwargs):
+    return [0.0] * len(completions)
+
+
+def no_completions(prompts, answer):
+    return [0.0] * len(prompts)
+
+
+NOT_CALLABLE = 3
+'''
+
+
+@pytest.mark.parametrize(
+    ("attr", "args", "message"),
+    [
+        ("brevity", {"limt": 5}, "unknown argument 'limt' (did you mean 'limit'?); its arguments: limit=10"),
+        ("brevity", {"prompts": 5}, "unknown argument 'prompts'; its arguments: limit=10"),
+        ("Judge", {}, "missing argument 'rubric': set it in args; its arguments: rubric, threshold=0.5"),
+        (
+            "Judge",
+            {"rubric": "x", "treshold": 2},
+            "unknown argument 'treshold' (did you mean 'threshold'?); its arguments: rubric, threshold=0.5",
+        ),
+        (
+            "Judge",
+            {"rubric": "x", "threshold": 2},
+            "args {'rubric': 'x', 'threshold': 2} rejected: ValueError: threshold must be in (0, 1), got 2",
+        ),
+        (
+            "no_completions",
+            {},
+            "it takes no `completions` parameter; a reward is fn(prompts, completions, **columns) -> list[float | None]",
+        ),
+        ("NOT_CALLABLE", {}, "3 is not callable; a reward is a function or a class"),
+    ],
+)
+def test_wrong_or_missing_argument_is_named(attr, args, message, tmp_path):
+    name = f"{write(tmp_path / 'args.py', ARGS)}:{attr}"
+    assert bind_error(name, args=args) == f"rewards[0] ({name}): {message}"
+
+
+def test_builtin_arguments_are_checked_when_bound():
+    assert bind_error("length") == (
+        "rewards[0] (length): args {} rejected: ValueError: length_reward needs exactly one of `target` "
+        "(reward closeness to this many characters) or `max_length` (penalise approaching this many "
+        "characters); got target=None, max_length=None"
+    )
+    assert bind("length", args={"target": 5}).name == "length"
+
+
+def test_bind_all_reports_every_problem_and_duplicate_names():
+    entries = [RewardEntry(name="acuracy"), RewardEntry(name="format"), RewardEntry(name="format")]
+    with pytest.raises(UserError) as info:
+        plugins.bind_all(entries)
+    assert len(info.value.problems) == 2
+    assert info.value.problems[0].startswith("rewards[0]: unknown reward 'acuracy'")
+    assert info.value.problems[1] == "rewards: format listed twice; metrics need distinct names"
+
+
+# ---- mistakes at run time -----------------------------------------------------------------------------
+
+FLAKY = """
+import math
+import time
+
+
+def wrong_count(completions, **kwargs):
+    return [1.0] * (len(completions) + 1)
+
+
+def not_a_list(completions, **kwargs):
+    return 1.0
+
+
+def word(completions, **kwargs):
+    return [0.5 if c != "bad" else "high" for c in completions]
+
+
+def nan(completions, **kwargs):
+    return [math.nan if c == "bad" else 0.5 for c in completions]
+
+
+def infinite(completions, **kwargs):
+    return [math.inf if c == "bad" else 0.5 for c in completions]
+
+
+def raises(completions, **kwargs):
+    return [len(c) / (c != "bad") for c in completions]
+
+
+def sleeps(completions, **kwargs):
+    time.sleep(30 if "bad" in completions else 0)
+    return [0.5] * len(completions)
+"""
+
+PROMPTS = ["What is 1 + 1?", "What is 2 + 2?"]
+COMPLETIONS = ["ok", "bad"]
+HINT = "  (set on_error: zero or skip on this reward to score such cases 0 or None and go on)"
+
+
+@pytest.fixture
+def flaky(tmp_path):
+    return write(tmp_path / "flaky.py", FLAKY)
+
+
+@pytest.mark.parametrize(
+    ("attr", "problem", "offender"),
+    [
+        ("wrong_count", "returned 3 values for 2 completions", 0),
+        ("not_a_list", "returned a float, not a list with one score per completion (2)", 0),
+        ("word", "returned a non-number 'high'", 1),
+        ("nan", "returned NaN", 1),
+        ("infinite", "returned an infinite score inf", 1),
+        ("raises", "raised ZeroDivisionError: division by zero at {flaky}:26", 1),
+        ("sleeps", "ran over its timeout of 0.2 s", 0),
+    ],
+)
+def test_a_bad_result_stops_the_run_naming_reward_prompt_and_completion(flaky, attr, problem, offender):
+    started = time.perf_counter()
+    with pytest.raises(plugins.RewardError) as info:
+        call(f"{flaky}:{attr}", COMPLETIONS, PROMPTS, timeout=0.2 if attr == "sleeps" else None)
+    batch = " (the first of a batch of 2)" if offender == 0 and attr != "raises" else ""
+    assert str(info.value).splitlines() == [
+        f"reward {attr!r} {problem.format(flaky=flaky)}",
+        f"  prompt: {PROMPTS[offender]!r}",
+        f"  completion: {COMPLETIONS[offender]!r}{batch}",
+        HINT,
+    ]
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("attr", ["wrong_count", "not_a_list", "word", "nan", "infinite", "raises", "sleeps"])
+@pytest.mark.parametrize(("on_error", "value"), [("zero", 0.0), ("skip", None)])
+def test_on_error_scores_zero_or_none_and_counts_the_errors(flaky, attr, on_error, value):
+    timeout = 0.2 if attr == "sleeps" else None
+    scores, errors = call(f"{flaky}:{attr}", COMPLETIONS, PROMPTS, on_error=on_error, timeout=timeout)
+    whole_batch = attr in ("wrong_count", "not_a_list", "raises", "sleeps")
+    assert scores == ([value, value] if whole_batch else [0.5, value])
+    assert errors == (2 if whole_batch else 1)
+
+
+def test_the_call_logs_time_and_error_count_through_trl(flaky):
+    reward = plugins.RewardCall(bind(f"{flaky}:nan", on_error="skip"))
+    logged = {}
+    scores = reward(PROMPTS, COMPLETIONS, completion_ids=[[1], [2]], log_metric=logged.__setitem__)
+    assert scores == [0.5, None]
+    assert reward.__name__ == "nan"  # TRL names the reward's metrics after it: rewards/nan/mean
+    assert sorted(logged) == ["rewards/nan/errors", "rewards/nan/seconds"]
+    assert logged["rewards/nan/errors"] == 1.0
+    assert 0 <= logged["rewards/nan/seconds"] < 1
+
+
+def test_arguments_from_the_recipe_win_over_a_column_of_the_same_name(tmp_path):
+    path = write(
+        tmp_path / "ref.py",
+        "def same(completions, answer, **kw):\n    return [float(c == answer) for c in completions]\n",
+    )
+    assert call(f"{path}:same", ["5", "6"], args={"answer": "6"}, columns={"answer": ["5", "5"]}) == (
+        [0.0, 1.0],
+        0,
+    )
+
+
+def test_a_reward_that_never_returns_does_not_keep_the_process_alive(flaky):
+    code = textwrap.dedent(f"""
+        from grpo_cli import plugins
+        from grpo_cli.recipe import RewardEntry
+        entry = RewardEntry(name={str(flaky) + ":sleeps"!r}, timeout=0.1, on_error="zero")
+        print(plugins.RewardCall(plugins.bind(entry, "r")).score(["p"], ["bad"], {{}}))
+    """)
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=25)
+    assert result.stdout == "([0.0], 1)\n", result.stderr
+    assert time.perf_counter() - started < 20  # the stuck call sleeps 30 s
+
+
+# ---- pickling -----------------------------------------------------------------------------------------
+
+
+KINDS = '''
+import threading
+
+
+def brevity(completions, limit=3, **kwargs):
+    return [float(len(c) <= limit) for c in completions]
+
+
+class Locked:
+    """Holds what does not pickle."""
+
+    def __init__(self, limit=3):
+        self.lock = threading.Lock()
+        self.limit = limit
+
+    def __call__(self, prompts, completions, **kwargs):
+        with self.lock:
+            return [float(len(c) <= self.limit) for c in completions]
+'''
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["builtin", "file", "file class", "module", "timed file"],
+)
+def test_reward_calls_pickle_and_still_score(name, tmp_path, monkeypatch):
+    path = write(tmp_path / "kinds_mod.py", KINDS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = {
+        "builtin": RewardEntry(name="length", args={"target": 3}),
+        "file": RewardEntry(name=f"{path}:brevity", args={"limit": 2}),
+        "file class": RewardEntry(name=f"{path}:Locked", args={"limit": 2}),
+        "module": RewardEntry(name="kinds_mod:brevity", args={"limit": 2}),
+        "timed file": RewardEntry(name=f"{path}:brevity", args={"limit": 2}, timeout=5, on_error="zero"),
+    }[name]
+    reward = plugins.RewardCall(plugins.bind(entry, "rewards[0]"))
+    before = reward(["Q"] * 2, ["ab", "abcdef"], log_metric=lambda *a: None)  # a timed call ran its thread
+    copy = pickle.loads(pickle.dumps(reward))
+    assert copy is not reward and copy.__name__ == reward.__name__
+    assert (copy.on_error, copy.timeout) == (entry.on_error, entry.timeout)
+    assert copy(["Q"] * 2, ["ab", "abcdef"]) == before
+    assert before == ([1.0, 0.0] if name != "builtin" else [pytest.approx(2 / 3), 0.0])
+    sys.modules.pop("kinds_mod", None)
+
+
+def test_a_file_reward_unpickles_in_another_process(tmp_path):
+    path = write(tmp_path / "kinds.py", KINDS)
+    reward = plugins.RewardCall(bind(f"{path}:brevity", args={"limit": 2}))
+    code = "import pickle, sys\nprint(pickle.loads(sys.stdin.buffer.read()).score(['Q'], ['ab', 'abc'], {}))"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps(reward),
+        capture_output=True,
+        cwd=elsewhere,
+        timeout=60,
+    )
+    assert result.stdout.decode() == "([1.0, 0.0], 0)\n", result.stderr.decode()
+
+
+def test_file_functions_pickle_by_reference_in_process(tmp_path):
+    bound = bind(f"{write(tmp_path / 'kinds.py', KINDS)}:brevity")
+    assert pickle.loads(pickle.dumps(bound.fn)) is bound.fn
+
+
+# ---- a real plugin distribution, installed with pip ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def acme_installed(tmp_path_factory):
+    """tests/plugin_fixture pip-installed into a folder of its own (the source copied: builds write into it)."""
+    tmp = tmp_path_factory.mktemp("acme")
+    source = shutil.copytree(FIXTURE_DIST, tmp / "src")
+    offline = importlib.util.find_spec("setuptools") is not None  # else pip fetches it to build in isolation
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(tmp / "site")]
+    command += ["--no-index", "--no-build-isolation"] if offline else []
+    subprocess.run([*command, str(source)], check=True, capture_output=True, timeout=300)
+    return tmp / "site"
+
+
+@pytest.fixture
+def acme(acme_installed, monkeypatch):
+    monkeypatch.syspath_prepend(str(acme_installed))
+    yield acme_installed
+    sys.modules.pop("acme_rewards", None)
+
+
+@pytest.mark.slow
+def test_pip_installed_plugin_is_found_through_its_entry_points(acme):
+    specs = plugins.installed_plugins()
+    assert {n: (s.dist, s.source) for n, s in specs.items() if s.dist.startswith("acme-rewards")} == {
+        "shouting": ("acme-rewards 0.1.0", "acme_rewards:shouting_reward"),
+        "on_topic": ("acme-rewards 0.1.0", "acme_rewards:OnTopic"),
+    }
+    assert call("shouting", ["HELLO", "Hello", "hello"], args={"min_ratio": 0.5}) == ([1.0, 0.0, 0.0], 0)
+    on_topic = bind("on_topic", args={"topic_column": "subject", "bonus": 0.5})
+    assert on_topic.columns == ["subject"]
+    assert plugins.RewardCall(on_topic).score(
+        ["Q"] * 2, ["I like Cats", "dogs"], {"subject": ["cats"] * 2}
+    ) == (
+        [1.5, 0.0],
+        0,
+    )
+
+
+@pytest.mark.slow
+def test_pip_installed_plugin_in_a_recipe_validate_and_rewards_ls(acme, cli, tiny_recipe, tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"question": "Say hi", "answer": "HI", "topic": "greetings"}\n')
+    changes = {
+        "dataset": {"generate": None, "source": "d.jsonl", "eval_size": None},
+        "rewards": [
+            {"name": "shouting", "weight": 0.5, "args": {"min_ratio": 0.8}},
+            {"name": "on_topic", "args": {"topic_column": "subject"}},
+        ],
+    }
+    result = cli("validate", tiny_recipe(changes))
+    assert result.stderr.splitlines()[1:] == [
+        "  - rewards[1] (on_topic) reads column 'subject', which the dataset does not have; columns: question, "
+        "answer, topic (point it at another column in its args)"
+    ]
+    changes["rewards"][1]["args"] = {}
+    assert cli("validate", tiny_recipe(changes)).stdout == "tiny.yaml: ok (grpo, 2 rewards)\n"
+    listing = cli("rewards", "ls").stdout
+    assert (
+        "shouting  from acme-rewards 0.1.0 (acme_rewards:shouting_reward)\n"
+        "    1.0 when at least `min_ratio` of the letters are capitals, else 0.0.\n"
+        "    args: min_ratio=0.5\n" in listing
+    )
+    assert (
+        "on_topic  from acme-rewards 0.1.0 (acme_rewards:OnTopic)\n"
+        "    1.0 when the completion mentions the row's topic (case-insensitive), else 0.0.\n"
+        "    args: topic_column='topic', bonus=0.0\n"
+        "    reads columns: topic\n" in listing
+    )
+
+
+@pytest.mark.slow
+def test_pip_installed_plugin_in_the_real_command(acme_installed, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(acme_installed)}
+    grpo_cli = [sys.executable, "-m", "grpo_cli"]
+    listing = subprocess.run(
+        [*grpo_cli, "rewards", "ls"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert "shouting  from acme-rewards 0.1.0 (acme_rewards:shouting_reward)\n" in listing.stdout
+    scored = subprocess.run(
+        [*grpo_cli, "rewards", "test", "-r", "shouting", "-c", "HEY", "-c", "hey"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert scored.returncode == 0, scored.stderr
+    rows = [
+        [c.strip() for c in line.split("│")[1:-1]]
+        for line in scored.stdout.splitlines()
+        if line.startswith("│")
+    ]
+    assert rows == [["'HEY'", "1", "1", "+0.707"], ["'hey'", "0", "0", "-0.707"]]
+
+
+# ---- a real run: per-reward metrics and errors in metrics.jsonl ---------------------------------------
+
+RUN_REWARDS = '''
+import math
+import time
+
+
+def half_nan(completions, **kwargs):
+    """NaN for the first completion of each batch, 1.0 for the rest."""
+    return [math.nan] + [1.0] * (len(completions) - 1)
+
+
+def slow(completions, **kwargs):
+    time.sleep(0.5)
+    return [1.0] * len(completions)
+
+
+def miscount(completions, **kwargs):
+    return [1.0]
+'''
+
+
+@pytest.mark.slow
+def test_training_logs_each_rewards_mean_time_and_errors(cli, tiny_recipe, tmp_path):
+    write(tmp_path / "run_rewards.py", RUN_REWARDS)
+    rewards = [
+        {"name": "./run_rewards.py:half_nan", "on_error": "skip"},
+        {"name": "./run_rewards.py:slow", "on_error": "zero", "timeout": 0.05},
+    ]
+    path = tiny_recipe({"rewards": rewards, "trainer": {"max_steps": 2, "save_steps": 100}})
+    result = cli("train", path)
+    assert result.exit_code == 0, result.output
+    rows = [
+        json.loads(line) for line in (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:  # 8 completions a step: one NaN skipped; every slow call ran over its timeout
+        assert (row["rewards/half_nan"], row["rewards/half_nan/errors"]) == (1.0, 1.0)
+        assert (row["rewards/slow"], row["rewards/slow/errors"]) == (0.0, 8.0)
+        assert 0 <= row["rewards/half_nan/seconds"] < 0.05
+        assert 0.05 <= row["rewards/slow/seconds"] < 0.4
+
+
+@pytest.mark.slow
+def test_training_stops_on_a_bad_reward_with_its_message(cli, tiny_recipe, tmp_path):
+    write(tmp_path / "run_rewards.py", RUN_REWARDS)
+    path = tiny_recipe({"rewards": [{"name": "./run_rewards.py:miscount"}], "trainer": {"max_steps": 2}})
+    result = cli("train", path)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    lines = lines[lines.index("error: reward 'miscount' returned 1 value for 8 completions") :]
+    assert re.fullmatch(r"  prompt: '\d\+\d='", lines[1]), lines[1]  # the addition task's prompts
+    assert re.fullmatch(r"  completion: '.*' \(the first of a batch of 8\)", lines[2]), lines[2]
+    assert lines[3:] == [HINT]

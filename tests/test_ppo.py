@@ -1,0 +1,430 @@
+"""PPO through the CLI: tiny end-to-end runs (reward functions, a reward model, a GRPO recipe switched to PPO,
+resume), the errors for what PPO cannot take, and the pieces that turn recipe rewards into PPO scores."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grpo_cli.errors import UserError
+
+PPO_RECIPE = {
+    "algorithm": "ppo",
+    "seed": 0,
+    "model": {
+        "from_config": {
+            "model_type": "qwen2",
+            "vocabulary": "0123456789+=",
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        }
+    },
+    "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+    "dataset": {"generate": {"task": "addition", "size": 40}, "prompt": "{question}", "eval_size": 8},
+    "rewards": [{"name": "accuracy"}, {"name": "closeness", "weight": 0.5}],
+    "trainer": {
+        "learning_rate": 0.05,
+        "max_steps": 4,
+        "per_device_train_batch_size": 8,
+        "response_length": 2,
+        "num_ppo_epochs": 2,
+        "save_steps": 2,
+    },
+}
+
+
+@pytest.fixture
+def ppo_recipe(tmp_path):
+    """Write PPO_RECIPE with `changes` (top-level sections replaced, `trainer` merged) into tmp_path."""
+
+    def write(changes: dict | None = None, name: str = "ppo.yaml") -> Path:
+        data = copy.deepcopy(PPO_RECIPE)
+        for key, value in (changes or {}).items():
+            data[key] = {**data["trainer"], **value} if key == "trainer" else value
+        data.setdefault("output_dir", str(tmp_path / "runs" / Path(name).stem))
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
+
+
+def output_of(recipe_path: Path) -> Path:
+    return Path(yaml.safe_load(recipe_path.read_text())["output_dir"])
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def lora_b_weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / "adapter_model.safetensors"))
+    found = {name: tensor for name, tensor in weights.items() if "lora_B" in name}
+    assert found, f"no lora_B tensors in {path}"
+    return found
+
+
+def assert_adapter_trained(run: Path) -> None:
+    # peft initialises every lora_B to zeros: each one that moved was trained.
+    untouched = [name for name, tensor in lora_b_weights(run).items() if not tensor.abs().sum() > 0]
+    assert not untouched, f"lora_B still zero after training: {untouched}"
+
+
+def assert_value_model_trained(run: Path, checkpoint: str) -> None:
+    from safetensors.torch import load_file
+
+    base = load_file(str(run / "base_model" / "model.safetensors"))
+    critic = load_file(str(run / checkpoint / "value_model" / "model.safetensors"))
+    shared = [name for name in critic if name in base]
+    assert shared and "score.weight" in critic
+    assert any(not (critic[name] == base[name]).all() for name in shared), "the critic's backbone never moved"
+
+
+def ok(result) -> None:
+    assert result.exit_code == 0, result.output + (str(result.exception) if result.exception else "")
+
+
+# ---- end to end ----
+
+
+@pytest.mark.slow
+def test_reward_functions_end_to_end(cli, ppo_recipe):
+    path = ppo_recipe()
+    ok(cli("train", path))
+    run = output_of(path)
+
+    assert_adapter_trained(run)
+    assert_value_model_trained(run, "checkpoint-4")
+    rows = metrics(run)
+    assert [row["step"] for row in rows] == [1, 2, 3, 4]
+    for row in rows:
+        assert {
+            "reward",
+            "kl",
+            "entropy",
+            "loss",
+            "learning_rate",
+            "rewards/accuracy",
+            "rewards/closeness",
+        } <= set(row)
+        # PPO logs only the total; the per-reward means recorded beside it must add up to it with the weights.
+        assert row["reward"] == pytest.approx(
+            row["rewards/accuracy"] + 0.5 * row["rewards/closeness"], abs=1e-5
+        )
+        assert row["rewards/accuracy/errors"] == 0
+    assert rows[0]["kl"] == pytest.approx(
+        0, abs=1e-4
+    )  # step 1 samples from the untrained policy = the reference
+    assert rows[-1]["kl"] != pytest.approx(0, abs=1e-4)
+
+    # The same layout as a GRPO run.
+    for name in (
+        "adapter_config.json",
+        "tokenizer.json",
+        "recipe.yaml",
+        "summary.json",
+        "base_model/config.json",
+    ):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["algorithm"] == "ppo" and summary["steps"] == 4
+    assert summary["total_episodes"] == 4 * 8  # max_steps x prompts per step
+    assert 0 < summary["trainable_parameters"] < summary["value_model_parameters"]
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["algorithm"] == "ppo"
+
+
+@pytest.fixture
+def reward_model_dir(tmp_path) -> Path:
+    """A tiny randomly initialised sequence-classification model and its tokenizer, saved like a real one."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    from grpo_cli.models import char_tokenizer
+
+    tokenizer = char_tokenizer("0123456789+=")
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(1)
+    path = tmp_path / "judge"
+    Qwen2ForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.slow
+def test_reward_model_mixed_with_a_function_end_to_end(cli, ppo_recipe, reward_model_dir):
+    path = ppo_recipe(
+        {"rewards": [{"name": f"model:{reward_model_dir}", "weight": 2.0}, {"name": "accuracy"}]}
+    )
+    ok(cli("train", path))
+    run = output_of(path)
+
+    assert_adapter_trained(run)
+    rows = metrics(run)
+    assert len(rows) == 4
+    for row in rows:
+        assert {"reward", "kl", "rewards/judge", "rewards/accuracy"} <= set(row)
+        assert row["reward"] == pytest.approx(2.0 * row["rewards/judge"] + row["rewards/accuracy"], abs=1e-5)
+    assert (
+        len({round(row["rewards/judge"], 6) for row in rows}) > 1
+    )  # the model does score, differently per batch
+
+
+@pytest.mark.slow
+def test_a_reward_model_alone(cli, ppo_recipe, reward_model_dir):
+    path = ppo_recipe({"rewards": [{"name": f"model:{reward_model_dir}"}], "trainer": {"max_steps": 2}})
+    ok(cli("train", path))
+    run = output_of(path)
+    assert_adapter_trained(run)
+    assert [row["reward"] for row in metrics(run)] == pytest.approx(
+        [row["rewards/judge"] for row in metrics(run)]
+    )
+
+
+@pytest.mark.slow
+def test_a_grpo_recipe_switched_to_ppo_by_override(cli, tmp_path):
+    grpo = {**copy.deepcopy(PPO_RECIPE), "algorithm": "grpo", "output_dir": str(tmp_path / "run")}
+    grpo["trainer"] = {
+        "learning_rate": 0.05,
+        "max_steps": 2,
+        "per_device_train_batch_size": 8,
+        "save_steps": 2,
+    }
+    path = tmp_path / "grpo.yaml"
+    path.write_text(yaml.safe_dump(grpo))
+    ok(cli("validate", path))  # a valid GRPO recipe as it stands
+
+    ok(cli("train", path, "algorithm=ppo", "trainer.response_length=2", "trainer.num_ppo_epochs=1"))
+    run = tmp_path / "run"
+    assert_adapter_trained(run)
+    assert [row["step"] for row in metrics(run)] == [1, 2]
+    assert json.loads((run / "summary.json").read_text())["algorithm"] == "ppo"
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_without_lora(cli, ppo_recipe):
+    from safetensors.torch import load_file
+
+    path = ppo_recipe({"lora": None, "trainer": {"max_steps": 2, "learning_rate": 1e-3}})
+    ok(cli("train", path))
+    run = output_of(path)
+    assert not (run / "adapter_config.json").exists()
+    trained, base = (
+        load_file(str(run / "model.safetensors")),
+        load_file(str(run / "base_model" / "model.safetensors")),
+    )
+    assert trained.keys() == base.keys()
+    assert [name for name in trained if (trained[name] == base[name]).all()] == []  # every weight moved
+    assert metrics(run)[0]["kl"] == pytest.approx(0, abs=1e-4)  # the reference is the initial policy
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_last_checkpoint(cli, ppo_recipe):
+    import shutil
+
+    import torch
+
+    path = ppo_recipe({"trainer": {"lr_scheduler_type": "linear"}})
+    ok(cli("train", path))
+    run = output_of(path)
+    uninterrupted = metrics(run)
+
+    # As if the run had stopped after step 2: its last checkpoint is checkpoint-2.
+    shutil.rmtree(run / "checkpoint-4")
+    ok(cli("train", path, "--resume"))
+
+    rows = metrics(run)
+    assert [row["step"] for row in rows] == [1, 2, 3, 4]
+    assert rows[:2] == uninterrupted[:2]  # kept as they were
+    # The schedule continues at step 3 of 4 rather than restarting.
+    assert [row["learning_rate"] for row in rows] == pytest.approx(
+        [row["learning_rate"] for row in uninterrupted]
+    )
+    assert [row["episode"] for row in rows[2:]] == [24, 32]
+    # The policy continues from the checkpoint's adapter: it already differs from the reference at step 3.
+    assert rows[2]["kl"] != pytest.approx(0, abs=1e-4)
+    # AdamW's state came back too: its step count at checkpoint-4 includes the updates before the interruption.
+    updates_per_step = 2  # num_ppo_epochs x num_mini_batches x gradient_accumulation_steps
+    state = torch.load(run / "checkpoint-4" / "optimizer.pt", weights_only=True)["state"]
+    assert {float(s["step"]) for s in state.values()} == {4.0 * updates_per_step}
+    assert (run / "checkpoint-4" / "value_model" / "config.json").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"] == "checkpoint-2" and summary["steps"] == 4
+
+
+# ---- what PPO refuses, and says why ----
+
+
+def error_of(result) -> str:
+    assert result.exit_code == 2, result.output
+    return result.stderr
+
+
+def test_grpo_only_trainer_keys_are_errors_naming_them(cli, tiny_recipe):
+    stderr = error_of(cli("validate", tiny_recipe(), "algorithm=ppo"))
+    assert "trainer.num_generations: not a field of TRL's PPOConfig" in stderr
+    assert "trainer.max_completion_length: not a field of TRL's PPOConfig" in stderr
+
+
+@pytest.mark.parametrize(
+    ("trainer", "message"),
+    [
+        (
+            {"per_device_train_batch_size": 6, "num_mini_batches": 4},
+            "trainer: per_device_train_batch_size (6) x gradient_accumulation_steps (1) = 6 prompts per process and "
+            "step, which is not divisible by num_mini_batches (4); set num_mini_batches to one of [1, 2, 3, 6]",
+        ),
+        (
+            {"whiten_rewards": True, "per_device_train_batch_size": 8, "num_mini_batches": 2},
+            "trainer.whiten_rewards: needs at least 8 prompts per minibatch and process, got 8 / 2 = 4",
+        ),
+        ({"total_episodes": 64}, "trainer: give max_steps (4) or total_episodes (64), not both"),
+        ({"mini_batch_size": 4}, "trainer.mini_batch_size: PPOTrainer computes it"),
+        ({"num_mini_batches": 0}, "trainer.num_mini_batches: must be at least 1, got 0"),
+        ({"stop_token": "eos", "stop_token_id": 1}, "trainer: give stop_token or stop_token_id, not both"),
+    ],
+)
+def test_validate_catches_ppo_batch_shape_mistakes(cli, ppo_recipe, trainer, message):
+    assert message in error_of(cli("validate", ppo_recipe({"trainer": trainer})))
+
+
+def test_a_good_ppo_recipe_validates(cli, ppo_recipe):
+    result = cli(
+        "validate", ppo_recipe({"trainer": {"per_device_train_batch_size": 16, "num_mini_batches": 2}})
+    )
+    ok(result)
+    assert "ok (ppo, 2 rewards)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"rewards": []}, "rewards: PPO needs at least one reward"),
+        ({"trainer": {"reward_model_path": "x"}}, "trainer.reward_model_path: TRL's PPOTrainer ignores it"),
+        (
+            {"trainer": {"per_device_train_batch_size": 64}},
+            "dataset: 32 training rows, fewer than the 64 prompts one PPO step samples",
+        ),
+    ],
+)
+def test_train_refuses_before_training(cli, ppo_recipe, changes, message):
+    path = ppo_recipe(changes)
+    assert message in error_of(cli("train", path))
+    assert not (output_of(path) / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_resume_without_a_saved_critic_is_refused(cli, ppo_recipe):
+    import shutil
+
+    path = ppo_recipe({"trainer": {"max_steps": 2}})
+    ok(cli("train", path))
+    shutil.rmtree(output_of(path) / "checkpoint-2" / "value_model")
+    assert "checkpoint-2 has no value_model/ (the PPO critic)" in error_of(cli("train", path, "--resume"))
+
+
+# ---- the pieces ----
+
+
+def test_rollout_rewards_weigh_sum_and_log_each_reward():
+    from grpo_cli.algorithms.ppo import RolloutRewards
+    from grpo_cli.plugins import bind_all
+    from grpo_cli.recipe import RewardEntry
+
+    def shouting(completions, **_):
+        return [None if c == "" else float(c.isupper()) for c in completions]
+
+    def broken(completions, **_):
+        raise RuntimeError("no")
+
+    rewards = bind_all([RewardEntry(name="accuracy", weight=2.0), RewardEntry(name="closeness", weight=0.5)])
+    for reward, fn, on_error in ((rewards[0], shouting, "skip"), (rewards[1], broken, "zero")):
+        reward.name, reward.fn, reward.entry = (
+            fn.__name__,
+            fn,
+            reward.entry.model_copy(update={"on_error": on_error}),
+        )
+    scorer = RolloutRewards(rewards)
+
+    assert scorer(["p"] * 3, ["A", "b", ""], {}) == [2.0, 0.0, 0.0]
+    assert scorer(["p"], ["C"], {}) == [2.0]
+    logs = {"objective/scores": 1.0}
+    scorer.on_log(None, None, None, logs=logs)
+    assert logs["rewards/shouting/mean"] == pytest.approx(
+        2 / 3
+    )  # None (skipped) scores are left out of the mean
+    assert logs["rewards/broken/mean"] == 0.0 and logs["rewards/broken/errors"] == 4
+    assert logs["rewards/shouting/errors"] == 0
+
+    with pytest.raises(UserError, match="reward 'broken' raised RuntimeError: no"):
+        scorer.rewards[1].entry = scorer.rewards[1].entry.model_copy(update={"on_error": "fail"})
+        RolloutRewards(scorer.rewards)(["p"], ["x"], {})
+
+
+def test_reward_model_score_is_the_models_logit_on_prompt_plus_completion(reward_model_dir):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from grpo_cli.algorithms.ppo import RewardModelScore
+
+    score = RewardModelScore(str(reward_model_dir), torch.float32)
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir)
+    got = score(["1+2=", "9+9="], ["3", "18"])
+    with torch.no_grad():
+        expected = [
+            model(**score.tokenizer(t, return_tensors="pt")).logits[0, 0].item() for t in ("1+2=3", "9+9=18")
+        ]
+    assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_max_steps_becomes_total_episodes(ppo_recipe, tmp_path):
+    from grpo_cli.algorithms.ppo import config
+    from grpo_cli.recipe import load_recipe
+
+    args = config(load_recipe(ppo_recipe({"trainer": {"gradient_accumulation_steps": 2}})), tmp_path, 32)
+    assert args.total_episodes == 4 * 8 * 2 and args.stop_token == "eos" and args.logging_steps == 1
+    without_steps = load_recipe(
+        ppo_recipe({"trainer": {"max_steps": -1, "num_train_epochs": 2}}, name="e.yaml")
+    )
+    assert config(without_steps, tmp_path, 32).total_episodes == 64
+    own_stop = load_recipe(ppo_recipe({"trainer": {"stop_token_id": 5}}, name="s.yaml"))
+    assert (config(own_stop, tmp_path, 32).stop_token, config(own_stop, tmp_path, 32).stop_token_id) == (
+        None,
+        5,
+    )
+
+
+@pytest.mark.slow
+def test_a_saved_model_by_path_with_its_critic_from_the_same_weights(cli, ppo_recipe, tmp_path):
+    from safetensors.torch import load_file
+
+    from grpo_cli.models import build_from_config
+    from grpo_cli.recipe import FromConfig
+
+    model, tokenizer = build_from_config(FromConfig(**PPO_RECIPE["model"]["from_config"]), seed=3)
+    model.save_pretrained(tmp_path / "policy")
+    tokenizer.save_pretrained(tmp_path / "policy")
+
+    path = ppo_recipe({"model": {"name_or_path": str(tmp_path / "policy")}, "trainer": {"max_steps": 2}})
+    ok(cli("train", path))
+    run = output_of(path)
+    assert_adapter_trained(run)
+    assert not (run / "base_model").exists()  # the model has a home already
+    critic = load_file(str(run / "checkpoint-2" / "value_model" / "model.safetensors"))
+    assert critic.keys() - {"score.weight"} <= set(load_file(str(tmp_path / "policy" / "model.safetensors")))
