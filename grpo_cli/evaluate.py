@@ -491,7 +491,6 @@ def bind_rewards(recipe: Recipe) -> Rewards:
     training = plugins.bind_all(recipe.rewards)
     eval_only, problems = [], []
     for i, entry in enumerate((recipe.eval or EvalSection()).rewards):
-        entry = _relative_to_recipe(entry, recipe)
         try:
             eval_only.append(plugins.bind(entry, f"eval.rewards[{i}]"))
         except UserError as err:
@@ -510,16 +509,6 @@ def bind_rewards(recipe: Recipe) -> Rewards:
     return Rewards(
         [r for r in training if r.fn is not None], [r for r in eval_only if r.fn is not None], skipped
     )
-
-
-def _relative_to_recipe(entry, recipe: Recipe):
-    """`file.py:attr` in eval.rewards, relative to the recipe's directory (as recipe loading does for `rewards`)."""
-    if recipe.path is None or ".py:" not in entry.name:
-        return entry
-    file, attr = entry.name.rsplit(":", 1)
-    if Path(file).expanduser().is_absolute():
-        return entry
-    return entry.model_copy(update={"name": f"{(recipe.path.parent / file).resolve()}:{attr}"})
 
 
 def held_out_rows(recipe: Recipe, limit: int | None):

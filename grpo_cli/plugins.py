@@ -654,21 +654,27 @@ def _accepted_kwargs(fn: Callable) -> set[str] | None:
 # ---- the set of rewards a recipe names ----
 
 
-def bind_all(entries) -> list[BoundReward]:
-    """Bind every reward entry of a recipe; every problem is reported together."""
+def bind_each(entries) -> tuple[list[tuple[int, BoundReward]], list[str]]:
+    """Bind every reward entry of a recipe: (index, bound) for the good ones, and every problem found."""
     bound, problems = [], []
     for i, entry in enumerate(entries):
         try:
-            bound.append(bind(entry, f"rewards[{i}]"))
+            bound.append((i, bind(entry, f"rewards[{i}]")))
         except UserError as err:
             problems.append(str(err))
-    names = [b.name for b in bound]
+    names = [b.name for _, b in bound]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         problems.append(f"rewards: {', '.join(duplicates)} listed twice; metrics need distinct names")
+    return bound, problems
+
+
+def bind_all(entries) -> list[BoundReward]:
+    """Bind every reward entry of a recipe, or raise one UserError listing every problem."""
+    bound, problems = bind_each(entries)
     if problems:
         raise UserError(problems[0] if len(problems) == 1 else "\n".join(problems), problems)
-    return bound
+    return [b for _, b in bound]
 
 
 def score_table(

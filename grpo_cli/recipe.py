@@ -225,12 +225,20 @@ def _absolutize_paths(data: dict, base: Path) -> None:
     model = data.get("model")
     if isinstance(model, dict) and (path := local(model.get("name_or_path"))):
         model["name_or_path"] = path
-    for reward in data.get("rewards") or []:
+    evaluation = data.get("eval")
+    eval_rewards = (evaluation.get("rewards") or []) if isinstance(evaluation, dict) else []
+    for reward in [*(data.get("rewards") or []), *eval_rewards]:
         name = reward.get("name") if isinstance(reward, dict) else None
-        if isinstance(name, str) and ".py:" in name:
+        if not isinstance(name, str):
+            continue
+        if ".py:" in name:
             file, attr = name.rsplit(":", 1)
             if not Path(file).expanduser().is_absolute():
                 reward["name"] = f"{(base / file).resolve()}:{attr}"
+        elif name.startswith("model:") and (path := local(name.removeprefix("model:"))):
+            reward["name"] = f"model:{path}"
+        elif (base / name).is_dir() and (path := local(name)):
+            reward["name"] = path  # a reward model directory next to the recipe
 
 
 # ---- overrides ----

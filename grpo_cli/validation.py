@@ -105,10 +105,11 @@ def check_ppo_batch_shape(recipe: Recipe, processes: int) -> list[str]:
 
 
 def check_rewards_and_columns(recipe: Recipe) -> list[str]:
-    problems, bound = [], []
-    for i, entry in enumerate(recipe.rewards):
+    bound, problems = plugins.bind_each(recipe.rewards)
+    labelled = [(f"rewards[{i}]", reward) for i, reward in bound]
+    for i, entry in enumerate(recipe.eval.rewards if recipe.eval else []):
         try:
-            bound.append((i, plugins.bind(entry, f"rewards[{i}]")))
+            labelled.append((f"eval.rewards[{i}]", plugins.bind(entry, f"eval.rewards[{i}]")))
         except UserError as err:
             problems.append(str(err))
     try:
@@ -127,11 +128,11 @@ def check_rewards_and_columns(recipe: Recipe) -> list[str]:
             problems.append(
                 f"dataset.prompt uses column {column!r}, which the dataset does not have; columns: {', '.join(columns)}"
             )
-    for i, reward in bound:
+    for label, reward in labelled:
         for column in reward.columns:
             if column not in columns and column != "prompt":
                 problems.append(
-                    f"rewards[{i}] ({reward.entry.name}) reads column {column!r}, which the dataset does not have; "
+                    f"{label} ({reward.entry.name}) reads column {column!r}, which the dataset does not have; "
                     f"columns: {', '.join(columns)} (point it at another column in its args)"
                 )
     return problems

@@ -5,6 +5,7 @@ The built-ins' own values are tested in test_builtin_rewards.py; here they only 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import json
@@ -681,6 +682,15 @@ def test_a_file_reward_unpickles_in_another_process(tmp_path):
         timeout=60,
     )
     assert result.stdout.decode() == "([1.0, 0.0], 0)\n", result.stderr.decode()
+
+
+def test_a_call_around_a_reward_model_pickles_as_it_is():
+    """The PPO bridge wraps a reward model in a scorer of its own; there is no recipe entry to bind again."""
+    import dataclasses
+
+    bound = dataclasses.replace(bind("model:acme/rm"), fn=functools.partial(sorted, reverse=True))
+    copy = pickle.loads(pickle.dumps(plugins.RewardCall(bound)))
+    assert (copy.__name__, copy.fn([1, 3, 2])) == ("rm", [3, 2, 1])
 
 
 def test_file_functions_pickle_by_reference_in_process(tmp_path):

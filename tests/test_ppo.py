@@ -410,21 +410,42 @@ def test_max_steps_becomes_total_episodes(ppo_recipe, tmp_path):
     )
 
 
-@pytest.mark.slow
-def test_a_saved_model_by_path_with_its_critic_from_the_same_weights(cli, ppo_recipe, tmp_path):
-    from safetensors.torch import load_file
-
+@pytest.fixture
+def saved_policy(tmp_path) -> Path:
+    """A tiny causal LM and its tokenizer saved to a directory, as a model by path (or Hub id) is."""
     from grpo_cli.models import build_from_config
     from grpo_cli.recipe import FromConfig
 
     model, tokenizer = build_from_config(FromConfig(**PPO_RECIPE["model"]["from_config"]), seed=3)
     model.save_pretrained(tmp_path / "policy")
     tokenizer.save_pretrained(tmp_path / "policy")
+    return tmp_path / "policy"
 
-    path = ppo_recipe({"model": {"name_or_path": str(tmp_path / "policy")}, "trainer": {"max_steps": 2}})
+
+@pytest.mark.slow
+def test_a_saved_model_by_path(cli, ppo_recipe, saved_policy):
+    path = ppo_recipe({"model": {"name_or_path": str(saved_policy)}, "trainer": {"max_steps": 2}})
     ok(cli("train", path))
     run = output_of(path)
     assert_adapter_trained(run)
     assert not (run / "base_model").exists()  # the model has a home already
-    critic = load_file(str(run / "checkpoint-2" / "value_model" / "model.safetensors"))
-    assert critic.keys() - {"score.weight"} <= set(load_file(str(tmp_path / "policy" / "model.safetensors")))
+    assert (run / "checkpoint-2" / "value_model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("source", ["from_config", "name_or_path"])
+def test_the_critic_starts_from_the_policys_weights_with_a_new_head(ppo_recipe, saved_policy, source):
+    import torch
+
+    from grpo_cli.algorithms.ppo import load_value_model
+    from grpo_cli.models import load_model
+    from grpo_cli.recipe import load_recipe
+
+    model_section = {"name_or_path": str(saved_policy)} if source == "name_or_path" else PPO_RECIPE["model"]
+    recipe = load_recipe(ppo_recipe({"model": model_section}))
+    policy, tokenizer = load_model(recipe.model, recipe.seed)
+    critic = load_value_model(recipe, policy, tokenizer, resume_from=None)
+
+    assert critic.config.num_labels == 1 and critic.config.pad_token_id == tokenizer.pad_token_id
+    weights, backbone = critic.state_dict(), policy.state_dict()
+    assert set(weights) - set(backbone) == {"score.weight"}
+    assert all(torch.equal(weights[name], backbone[name]) for name in weights if name != "score.weight")

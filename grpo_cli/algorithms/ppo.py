@@ -169,7 +169,17 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         # TRL's `val/ratio_var` is a variance over one value when num_ppo_epochs, num_mini_batches and
         # gradient_accumulation_steps are all 1: NaN (stored as null), with a torch warning at every step.
         warnings.filterwarnings("ignore", message=r"var\(\): degrees of freedom")
-        trainer.train()
+        try:
+            trainer.train()
+        except ValueError as err:
+            if "sum of the mask is zero" not in str(err):
+                raise
+            # PPO ends a response at its first pad token; a response that starts with one has no tokens to train.
+            raise UserError(
+                f"PPO stopped at step {trainer.state.global_step + 1}: every completion of the batch began with "
+                f"the pad token {tokenizer.pad_token!r}, so none had a token to learn from. The policy has "
+                "collapsed onto it: lower trainer.learning_rate or raise trainer.kl_coef."
+            ) from err
 
     trainer.save_model(str(output_dir))
     if not trainer.accelerator.is_main_process:
