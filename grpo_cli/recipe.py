@@ -117,6 +117,28 @@ class EvalSection(_Strict):
     limit: int | None = Field(None, gt=0, description="evaluate only the first N held-out prompts")
 
 
+class DistributedSection(_Strict):
+    """Several processes (and machines) through accelerate's launcher; `train --num-processes N` wins."""
+
+    num_processes: int = Field(1, gt=0, description="processes on this machine (one per GPU)")
+    backend: Literal["ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp"] = "ddp"
+    config_file: str | None = Field(None, description="an accelerate config file, instead of a backend preset")
+    num_machines: int = Field(1, gt=0)
+    machine_rank: int = Field(0, ge=0)
+    main_process_ip: str | None = None
+    main_process_port: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.config_file is not None and self.backend != "ddp":
+            raise ValueError("give distributed.backend or distributed.config_file, not both")
+        if self.num_machines > 1 and self.main_process_ip is None:
+            raise ValueError("several machines need distributed.main_process_ip (the address of machine rank 0)")
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"distributed.machine_rank must be below num_machines ({self.num_machines})")
+        return self
+
+
 class Recipe(_Strict):
     algorithm: Literal["grpo", "ppo"] = "grpo"
     seed: int = 42
@@ -127,6 +149,7 @@ class Recipe(_Strict):
     rewards: list[RewardEntry] = Field(default_factory=list)
     trainer: dict[str, Any] = Field(default_factory=dict)
     eval: EvalSection | None = None
+    distributed: DistributedSection = Field(default_factory=DistributedSection)
 
     # Where the recipe came from; not part of the YAML.
     _path: Path | None = None
@@ -225,6 +248,9 @@ def _absolutize_paths(data: dict, base: Path) -> None:
     model = data.get("model")
     if isinstance(model, dict) and (path := local(model.get("name_or_path"))):
         model["name_or_path"] = path
+    dist = data.get("distributed")
+    if isinstance(dist, dict) and (path := local(dist.get("config_file"))):
+        dist["config_file"] = path
     evaluation = data.get("eval")
     eval_rewards = (evaluation.get("rewards") or []) if isinstance(evaluation, dict) else []
     for reward in [*(data.get("rewards") or []), *eval_rewards]:

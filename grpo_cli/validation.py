@@ -7,7 +7,8 @@ No torch or trl import here: validate answers in well under a second.
 from __future__ import annotations
 
 from grpo_cli import data, plugins
-from grpo_cli.distributed import world_size
+from grpo_cli import distributed
+from grpo_cli.distributed import launched, world_size
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe
 from grpo_cli.trainer_fields import fields
@@ -140,7 +141,11 @@ def check_rewards_and_columns(recipe: Recipe) -> list[str]:
 
 def check(recipe: Recipe, processes: int | None = None) -> list[str]:
     """Every problem found, as one line each; empty when the recipe is good to run."""
-    problems = check_batch_shape(recipe, processes or world_size())
+    spec = recipe.distributed
+    if processes is None:
+        processes = world_size() if launched() else spec.num_processes * spec.num_machines
+    problems = check_batch_shape(recipe, processes)
+    problems += distributed.check(spec)
     problems += check_rewards_and_columns(recipe)
     return problems
 

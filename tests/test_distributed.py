@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,12 +14,60 @@ from grpo_cli import distributed
 
 
 def test_launch_command_drops_num_processes_and_reruns_the_module():
+    from grpo_cli.recipe import DistributedSection
+
     argv = distributed._argv_without_num_processes(["train", "r.yaml", "--num-processes", "2", "lora.r=4"])
     assert argv == ["train", "r.yaml", "lora.r=4"]
-    command = distributed.launch_command(2, argv)
+    command = distributed.launch_command(DistributedSection(num_processes=2), argv)
     assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert command[-5:] == ["-m", "grpo_cli", "train", "r.yaml", "lora.r=4"]
     assert command[command.index("--num_processes") + 1] == "2"
+    multi_node = DistributedSection(
+        num_processes=4, num_machines=2, machine_rank=1, main_process_ip="10.0.0.1", main_process_port=29500
+    )
+    command = distributed.launch_command(multi_node, argv)
+    assert command[command.index("--num_processes") + 1] == "8"  # accelerate counts processes over all machines
+    assert command[command.index("--machine_rank") + 1] == "1"
+    assert command[command.index("--main_process_ip") + 1] == "10.0.0.1"
+    with_config = distributed.launch_command(multi_node, argv, config_file="acc.yaml")
+    assert with_config[3:5] == ["--config_file", "acc.yaml"] and "--multi_gpu" not in with_config
+
+
+@pytest.mark.parametrize(
+    ("backend", "distributed_type", "extra"),
+    [
+        ("ddp", "MULTI_GPU", {}),
+        ("deepspeed-zero2", "DEEPSPEED", {"deepspeed_config": {"zero_stage": 2, "zero3_init_flag": False}}),
+        ("deepspeed-zero3", "DEEPSPEED", {"deepspeed_config": {"zero_stage": 3, "zero3_init_flag": True}}),
+        ("fsdp", "FSDP", {"fsdp_config": {"fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP"}}),
+    ],
+)
+def test_backend_presets_are_accelerate_configs(tmp_path, backend, distributed_type, extra):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from grpo_cli.recipe import DistributedSection
+
+    config = distributed.accelerate_config(DistributedSection(num_processes=4, backend=backend))
+    assert config["distributed_type"] == distributed_type and config["num_processes"] == 4
+    for section, values in extra.items():
+        assert values.items() <= config[section].items()
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    loaded = load_config_from_file(str(path))  # accelerate itself reads it
+    assert loaded.distributed_type.value == distributed_type and loaded.num_processes == 4
+
+
+def test_gpu_backends_are_refused_without_a_gpu(cli, tiny_recipe, monkeypatch):
+    monkeypatch.setattr(distributed, "gpu_present", lambda: False)
+    result = cli("validate", tiny_recipe({"distributed": {"backend": "fsdp", "num_processes": 2}}))
+    assert result.exit_code == 2
+    assert "distributed.backend: fsdp needs GPUs and this machine has none; use ddp" in result.stderr
+
+
+def test_distributed_section_is_checked(cli, tiny_recipe):
+    result = cli("validate", tiny_recipe({"distributed": {"num_machines": 2}}))
+    assert result.exit_code == 2
+    assert "several machines need distributed.main_process_ip" in result.stderr
 
 
 def test_validate_counts_processes_in_the_batch_rule(cli, tiny_recipe):
@@ -39,6 +88,7 @@ def test_two_process_run_trains_once_and_writes_once(tmp_path):
     recipe.write_text(yaml.safe_dump(data))
     result = subprocess.run(
         [sys.executable, "-m", "grpo_cli", "train", str(recipe), "--num-processes", "2"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=600,

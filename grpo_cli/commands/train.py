@@ -17,8 +17,11 @@ def train(
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in the output directory from its last checkpoint."
     ),
-    num_processes: int = typer.Option(
-        1, "--num-processes", min=1, help="Train with N processes (data parallel) through accelerate's launcher."
+    num_processes: int | None = typer.Option(
+        None,
+        "--num-processes",
+        min=1,
+        help="Train with N processes through accelerate's launcher (default: the recipe's distributed.num_processes).",
     ),
 ) -> None:
     """Train a model with the recipe's algorithm (GRPO or PPO) and rewards; write the run to its output directory."""
@@ -35,7 +38,10 @@ def train(
     loaded = load_recipe(recipe, overrides or [])
     if output_dir is not None:
         loaded.output_dir = str(output_dir)
-    processes = num_processes if not distributed.launched() else distributed.world_size()
+    if num_processes is not None:
+        loaded.distributed.num_processes = num_processes
+    spec = loaded.distributed
+    processes = distributed.world_size() if distributed.launched() else spec.num_processes * spec.num_machines
     validation.raise_if_problems(loaded, validation.check(loaded, processes))
     out = Path(loaded.output_dir)
 
@@ -44,9 +50,9 @@ def train(
         checkpoint = last_checkpoint(out) if resume else None
     else:
         checkpoint = prepare_output_dir(out, overwrite=overwrite, resume=resume)
-        if num_processes > 1 and not distributed.launched():
+        if distributed.wants_launcher(spec) and not distributed.launched():
             # Start N copies of this same command under accelerate's launcher; they find WORLD_SIZE set.
-            raise typer.Exit(distributed.relaunch(num_processes))
+            raise typer.Exit(distributed.relaunch(spec))
         print_recipe(loaded)
         if checkpoint is None:
             clear_previous_run(out)
