@@ -68,6 +68,21 @@ def build_from_config(spec: FromConfig, seed: int) -> tuple[PreTrainedModel, Pre
     return model, tokenizer
 
 
+def save_base_model(model, tokenizer, directory: Path, *, write: bool) -> None:
+    """Keep a model built from a config in the run (`base_model/`) and point the model at it.
+
+    Nothing else has its initial weights: `eval --baseline` loads them from there, and TRL, which builds a
+    reference model (beta > 0, full fine-tuning) from `config._name_or_path`, finds them there too.
+    """
+    from accelerate import PartialState
+
+    if write:
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+    PartialState().wait_for_everyone()  # other processes read it only once it is whole
+    model.config._name_or_path = str(directory)
+
+
 def torch_dtype(name: str) -> torch.dtype:
     """The dtype to load weights in: `auto` is bfloat16 on a GPU that supports it, else float32."""
     import torch

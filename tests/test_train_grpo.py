@@ -131,7 +131,8 @@ def test_full_fine_tuning_without_lora(tiny_recipe, cli, tmp_path):
     from grpo_cli import models
     from grpo_cli.recipe import load_recipe
 
-    path = tiny_recipe({"lora": None, "trainer": {"max_steps": 2}})
+    # beta > 0: TRL builds the reference model from the base saved in the run (nothing else has those weights).
+    path = tiny_recipe({"lora": None, "trainer": {"max_steps": 2, "beta": 0.1}})
     result = cli("train", path)
     assert result.exit_code == 0, result.output
     run = Path(load_recipe(path).output_dir)
@@ -140,3 +141,5 @@ def test_full_fine_tuning_without_lora(tiny_recipe, cli, tmp_path):
     initial, _ = models.build_from_config(load_recipe(path).model.from_config, seed=0)
     changed = [name for name, p in initial.named_parameters() if name in trained_weights and not p.eq(trained_weights[name]).all()]
     assert len(changed) >= len(trained_weights) - 1  # everything trained (a tied head shares the embedding)
+    rows = metric_rows(run)
+    assert rows[0]["kl"] == 0.0 and rows[1]["kl"] > 0  # the policy moved away from the reference after step 1

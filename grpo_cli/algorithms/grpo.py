@@ -47,11 +47,10 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
     train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
 
+    args = config(recipe, output_dir, [r.entry.weight for r in rewards])  # also sets up the processes
     main_process = distributed.is_main_process()
-    if main_process and recipe.model.from_config is not None and resume_from is None:
-        # A model built from a config exists nowhere else: keep its initial weights for `eval --baseline`.
-        model.save_pretrained(output_dir / "base_model")
-        tokenizer.save_pretrained(output_dir / "base_model")
+    if recipe.model.from_config is not None:
+        models.save_base_model(model, tokenizer, output_dir / "base_model", write=main_process and not resume_from)
 
     logger = RunLogger(
         output_dir, [r.name for r in rewards], resume_from_step=_step_of(resume_from) if resume_from else None
@@ -59,7 +58,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
-        args=config(recipe, output_dir, [r.entry.weight for r in rewards]),
+        args=args,
         train_dataset=train_rows,
         processing_class=tokenizer,
         peft_config=models.lora_config(recipe.lora) if recipe.lora else None,
