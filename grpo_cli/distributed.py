@@ -128,7 +128,7 @@ def relaunch(spec) -> int:
     """Run this command again under accelerate's launcher; return its exit code."""
     import yaml
 
-    argv = _argv_without_num_processes(sys.argv[1:]) + [f"distributed.num_processes={spec.num_processes}"]
+    argv = [*_argv_without_num_processes(sys.argv[1:]), f"distributed.num_processes={spec.num_processes}"]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with tempfile.TemporaryDirectory(prefix="grpo-cli-launch-") as tmp:
         config_file = spec.config_file

@@ -6,8 +6,7 @@ No torch or trl import here: validate answers in well under a second.
 
 from __future__ import annotations
 
-from grpo_cli import data, plugins
-from grpo_cli import distributed
+from grpo_cli import data, distributed, plugins
 from grpo_cli.distributed import launched, world_size
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe

@@ -38,7 +38,7 @@ def trained(tmp_path_factory):
 
 
 def test_run_writes_the_layout(trained):
-    recipe, run, result = trained
+    _recipe, run, result = trained
     for name in ["adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "recipe.yaml",
                  "metrics.jsonl", "summary.json", "checkpoint-2", "checkpoint-4", "base_model/config.json"]:
         assert (run / name).exists(), name
