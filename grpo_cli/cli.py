@@ -23,7 +23,7 @@ app = typer.Typer(
     help="Fine-tune language models with reinforcement learning (GRPO, PPO) on your own rewards, from a YAML recipe.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
