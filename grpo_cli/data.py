@@ -27,20 +27,21 @@ LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "
 
 
 def addition_task(
-    size: int, seed: int, min_operand: int = 0, max_operand: int = 9, reverse_answer: bool = False
+    size: int, seed: int, min_operand: int = 0, max_operand: int = 9, max_sum: int | None = None
 ) -> list[dict]:
     """Distinct problems `a+b=` with the sum in the `answer` column, shuffled with `seed`.
 
-    At most `size` rows; fewer when there are fewer distinct problems ((max - min + 1) ** 2). With
-    `reverse_answer`, the sum is written least significant digit first (7+5= -> 21), the order in which it is
-    computed: the first digit to write no longer depends on a carry from the digits after it.
+    At most `size` rows; fewer when there are fewer distinct problems ((max - min + 1) ** 2, less those whose sum
+    exceeds `max_sum` when it is given).
     """
-    pairs = [(a, b) for a in range(min_operand, max_operand + 1) for b in range(min_operand, max_operand + 1)]
-    random.Random(seed).shuffle(pairs)
-    return [
-        {"question": f"{a}+{b}=", "answer": str(a + b)[::-1] if reverse_answer else str(a + b)}
-        for a, b in pairs[:size]
+    pairs = [
+        (a, b)
+        for a in range(min_operand, max_operand + 1)
+        for b in range(min_operand, max_operand + 1)
+        if max_sum is None or a + b <= max_sum
     ]
+    random.Random(seed).shuffle(pairs)
+    return [{"question": f"{a}+{b}=", "answer": str(a + b)} for a, b in pairs[:size]]
 
 
 TASKS: dict[str, Callable[..., list[dict]]] = {"addition": addition_task}

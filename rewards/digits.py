@@ -6,7 +6,9 @@ from .accuracy import reference_answer
 __all__ = ["digits_reward"]
 
 
-def digits_reward(completions: list[Completion], answer_column: str = "answer", **kwargs) -> list[float | None]:
+def digits_reward(
+    completions: list[Completion], answer_column: str = "answer", **kwargs
+) -> list[float | None]:
     """Characters matching the reference in place, divided by the longer of the two lengths (1.0 only if exact).
 
     The completion is compared as written (surrounding whitespace aside), character by character from the left,
@@ -24,6 +26,6 @@ def digits_reward(completions: list[Completion], answer_column: str = "answer", 
             results.append(None)
             continue
         text = completion_text(completion).strip()
-        matches = sum(a == b for a, b in zip(text, expected))
+        matches = sum(a == b for a, b in zip(text, expected, strict=False))
         results.append(matches / max(len(text), len(expected)))
     return results
