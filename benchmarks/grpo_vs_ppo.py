@@ -1,7 +1,7 @@
 """GRPO against PPO on the same model, task and number of sampled completions per step: peak memory, seconds per
 step, reward reached.
 
-    python benchmarks/grpo_vs_ppo.py                      # ~33M-parameter Qwen2, 6 steps per run, 16 completions
+    python benchmarks/grpo_vs_ppo.py                      # ~33M-parameter Qwen2, 10 steps per run, 16 completions
     python benchmarks/grpo_vs_ppo.py --steps 10 --hidden 768 --layers 12 --out /tmp/bench
 
 Every run is `grpo-cli train` on the quickstart's task (single-digit addition, rewards accuracy + 0.5 closeness)
@@ -26,6 +26,7 @@ import argparse
 import itertools
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -62,7 +63,9 @@ if torch.cuda.is_available():
     model.to("cuda")
 params = sum(p.numel() for p in model.parameters())
 gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
-json.dump({"exit_code": 0, "gpu_peak_bytes": gpu, "parameters": params}, open(sys.argv[2], "w"))
+json.dump(
+    {"exit_code": 0, "gpu_peak_bytes": gpu, "parameters": params, "torch": torch.__version__}, open(sys.argv[2], "w")
+)
 """
 
 
@@ -150,13 +153,13 @@ def step_stats(run: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--completions", type=int, default=16, help="sampled completions per step (both)")
     parser.add_argument("--generations", type=int, default=8, help="GRPO's completions per prompt")
     parser.add_argument("--length", type=int, default=3, help="completion length in tokens (both)")
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every child")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every child")
     parser.add_argument("--runs", default="grpo,grpo+ref,ppo,ppo-4-epochs,grpo-lora,ppo-lora")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temp dir)")
     args = parser.parse_args()
@@ -172,6 +175,10 @@ def main() -> None:
         f"model: Qwen2 hidden {args.hidden}, {args.layers} layers, {params / 1e6:.1f}M parameters "
         f"({params * 4 / 2**20:.0f} MiB in fp32); {args.completions} completions of {args.length} tokens per step, "
         f"{args.steps} steps; OMP_NUM_THREADS={args.threads}"
+    )
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"{platform.machine()}, {os.cpu_count()} CPUs, load average at start {load}; torch {baseline['torch']}"
     )
     print(f"baseline (libraries + model, no training): peak RSS {baseline['peak_rss_mib']:.0f} MiB\n")
 

@@ -267,6 +267,19 @@ def test_resume_continues_from_the_last_checkpoint(cli, ppo_recipe):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from"] == "checkpoint-2" and summary["steps"] == 4
 
+    ok(cli("train", path, "--resume"))  # from checkpoint-4: nothing left to do, nothing changed
+    assert metrics(run) == rows
+
+
+@pytest.mark.slow
+def test_trl_sample_tables_on_held_out_prompts_stay_out_of_the_reward_means(cli, ppo_recipe):
+    path = ppo_recipe({"trainer": {"num_sample_generations": 2, "per_device_eval_batch_size": 8}})
+    ok(cli("train", path))
+    for row in metrics(output_of(path)):
+        assert row["reward"] == pytest.approx(
+            row["rewards/accuracy"] + 0.5 * row["rewards/closeness"], abs=1e-5
+        )
+
 
 # ---- what PPO refuses, and says why ----
 
@@ -449,3 +462,47 @@ def test_the_critic_starts_from_the_policys_weights_with_a_new_head(ppo_recipe, 
     weights, backbone = critic.state_dict(), policy.state_dict()
     assert set(weights) - set(backbone) == {"score.weight"}
     assert all(torch.equal(weights[name], backbone[name]) for name in weights if name != "score.weight")
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}={% endif %}"
+)
+
+
+def test_chat_prompts_are_tokenized_through_the_chat_template_with_the_generation_prompt():
+    from grpo_cli.algorithms.ppo import tokenize_prompts
+    from grpo_cli.models import char_tokenizer
+
+    tokenizer = char_tokenizer("0123456789+=")
+    assert tokenize_prompts(["1+2=", "10+3="], tokenizer) == [
+        tokenizer(t)["input_ids"] for t in ("1+2=", "10+3=")
+    ]
+    tokenizer.chat_template = CHAT_TEMPLATE
+    chats = [[{"role": "user", "content": "1+2"}], [{"role": "user", "content": "10+3"}]]
+    assert tokenize_prompts(chats, tokenizer) == [
+        tokenizer("1+2=")["input_ids"],
+        tokenizer("10+3=")["input_ids"],
+    ]
+
+
+@pytest.mark.slow
+def test_chat_prompts_end_to_end(cli, ppo_recipe, saved_policy, reward_model_dir):
+    from transformers import AutoTokenizer
+
+    for directory in (saved_policy, reward_model_dir):
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.save_pretrained(directory)
+    path = ppo_recipe(
+        {
+            "model": {"name_or_path": str(saved_policy)},
+            "dataset": {**PPO_RECIPE["dataset"], "prompt": "{question}", "chat_template": True},
+            "rewards": [{"name": "accuracy"}, {"name": f"model:{reward_model_dir}", "weight": 0.1}],
+            "trainer": {"max_steps": 2},
+        }
+    )
+    ok(cli("train", path))
+    run = output_of(path)
+    assert_adapter_trained(run)
+    for row in metrics(run):
+        assert row["reward"] == pytest.approx(row["rewards/accuracy"] + 0.1 * row["rewards/judge"], abs=1e-5)

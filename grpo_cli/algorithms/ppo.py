@@ -108,7 +108,8 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
     train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
     args = config(recipe, output_dir, len(train_rows))
-    _check_enough_rows(len(train_rows), episodes_per_step(args))
+    per_step = episodes_per_step(args)
+    _check_enough_rows(len(train_rows), per_step)
     # TRL's sample tables (num_sample_generations > 0) generate on the held-out prompts: the bridge must know them.
     eval_rows = []
     if held_out is not None and args.num_sample_generations:
@@ -135,13 +136,9 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         peft_config = None  # the checkpoint's adapter is already on the policy
         steps_done = _step_of(resume_from)
 
-    total_steps = math.ceil(args.total_episodes / episodes_per_step(args))
-    args.total_episodes -= steps_done * episodes_per_step(
-        args
-    )  # TRL counts from step 0 whatever happened before
-    extras = CheckpointExtras(
-        value_model, steps_done=steps_done, total_steps=total_steps, per_step=episodes_per_step(args)
-    )
+    total_steps = math.ceil(args.total_episodes / per_step)
+    args.total_episodes -= steps_done * per_step  # TRL counts from step 0, whatever ran before
+    extras = CheckpointExtras(value_model, steps_done=steps_done, total_steps=total_steps, per_step=per_step)
     logger = RunLogger(
         output_dir, [r.name for r in rewards], resume_from_step=steps_done if resume_from else None
     )
@@ -165,21 +162,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         _restore_optimizer_and_schedule(trainer, resume_from, total_steps)
     if main_process:
         atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
-    with warnings.catch_warnings():
-        # TRL's `val/ratio_var` is a variance over one value when num_ppo_epochs, num_mini_batches and
-        # gradient_accumulation_steps are all 1: NaN (stored as null), with a torch warning at every step.
-        warnings.filterwarnings("ignore", message=r"var\(\): degrees of freedom")
-        try:
-            trainer.train()
-        except ValueError as err:
-            if "sum of the mask is zero" not in str(err):
-                raise
-            # PPO ends a response at its first pad token; a response that starts with one has no tokens to train.
-            raise UserError(
-                f"PPO stopped at step {trainer.state.global_step + 1}: every completion of the batch began with "
-                f"the pad token {tokenizer.pad_token!r}, so none had a token to learn from. The policy has "
-                "collapsed onto it: lower trainer.learning_rate or raise trainer.kl_coef."
-            ) from err
+    _run(trainer, tokenizer)
 
     trainer.save_model(str(output_dir))
     if not trainer.accelerator.is_main_process:
@@ -191,10 +174,29 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         extra={
             "trainable_parameters": _trainable(trainer.policy_model),
             "value_model_parameters": _trainable(value_model),
-            "total_episodes": total_steps * episodes_per_step(args),
+            "total_episodes": total_steps * per_step,
             "resumed_from": _name(resume_from),
         },
     )
+
+
+def _run(trainer, tokenizer) -> None:
+    with warnings.catch_warnings():
+        # TRL's `val/ratio_var` is a variance over one value when num_ppo_epochs, num_mini_batches and
+        # gradient_accumulation_steps are all 1: NaN (stored as null), with a torch warning at every step.
+        warnings.filterwarnings("ignore", message=r"var\(\): degrees of freedom")
+        try:
+            trainer.train()
+        except ValueError as err:
+            if "sum of the mask is zero" not in str(err):
+                raise
+            # TRL's PPO ends a response at its first pad token: one that starts with it has no token to train, and
+            # costs no KL either, so a policy can drift onto it (seen with too high a learning rate).
+            raise UserError(
+                f"PPO stopped at step {trainer.state.global_step + 1}: every completion of the batch began with "
+                f"the pad token {tokenizer.pad_token!r}, so none had a token to learn from. The policy has "
+                "collapsed onto it: lower trainer.learning_rate."
+            ) from err
 
 
 def _check_enough_rows(rows: int, per_step: int) -> None:
