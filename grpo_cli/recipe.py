@@ -368,6 +368,11 @@ def check_trainer_section(algorithm: str, trainer: dict) -> tuple[dict, list[str
         "seed": "set seed at the top level of the recipe",
         "reward_weights": "give each reward a `weight` in the rewards list",
     }
+    if algorithm == "ppo":  # PPOConfig fields that TRL's PPOTrainer never reads (its example script does)
+        managed["reward_model_path"] = (
+            "TRL's PPOTrainer ignores it; name a reward model in `rewards:` as `model:<Hub id or dir>`"
+        )
+        managed["sft_model_path"] = "TRL's PPOTrainer ignores it; set model.name_or_path"
     coerced, problems = {}, []
     config_name = "GRPOConfig" if algorithm == "grpo" else "PPOConfig"
     for key, value in trainer.items():
@@ -394,8 +399,8 @@ def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
     if recipe is not None:
         recipe.trainer, trainer_problems = check_trainer_section(recipe.algorithm, recipe.trainer)
         problems += trainer_problems
-        if recipe.algorithm == "grpo" and not recipe.rewards:
-            problems.append("rewards: GRPO needs at least one reward (see `grpo-cli rewards ls`)")
+        if not recipe.rewards:
+            problems.append(f"rewards: {recipe.algorithm.upper()} needs at least one reward (see `grpo-cli rewards ls`)")
     if problems:
         raise UserError(_problems_message(source, problems), problems)
     return recipe

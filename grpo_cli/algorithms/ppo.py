@@ -54,20 +54,10 @@ DEFAULTS = {
     "stop_token": "eos",  # a completion ends at EOS (TRL: generate all `response_length` tokens)
 }
 
-# PPOConfig fields that TRL's PPO trainer never reads (its example script does): an error rather than a no-op.
-IGNORED_BY_TRAINER = {
-    "reward_model_path": "name a reward model in `rewards:` as `model:<Hub id or dir>`",
-    "sft_model_path": "set model.name_or_path",
-}
-
-
 def config(recipe: Recipe, output_dir: Path, train_size: int):
     """PPOConfig for the whole run, `total_episodes` always set (from `max_steps` when the recipe gives it)."""
     from trl.experimental.ppo import PPOConfig
 
-    for key, fix in IGNORED_BY_TRAINER.items():
-        if key in recipe.trainer:
-            raise UserError(f"trainer.{key}: TRL's PPOTrainer ignores it; {fix}")
     args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     if args.get("stop_token_id") is not None and "stop_token" not in recipe.trainer:
         del args["stop_token"]  # TRL refuses both; the recipe's stop_token_id wins over our default
@@ -94,8 +84,6 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     from grpo_cli.callbacks import RunLogger, quiet_trainer
 
     # Rewards first: a bad reward should fail before the policy loads.
-    if not recipe.rewards:
-        raise UserError("rewards: PPO needs at least one reward (see `grpo-cli rewards ls`)")
     rewards = plugins.bind_all(recipe.rewards)
     dtype = models.torch_dtype(recipe.model.dtype)
     scorer = RolloutRewards(
