@@ -143,6 +143,8 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         callbacks=[scorer, extras, logger],  # in this order: RunLogger writes what the others add
     )
     quiet_trainer(trainer)
+    if distributed.world_size() > 1:
+        _unwrap_for_ddp(trainer)
     scorer.to(trainer.accelerator.device)
     if args.num_sample_generations:
         trainer.generate_completions = scorer.unlogged(trainer.generate_completions)
@@ -185,6 +187,21 @@ def _run(trainer, tokenizer) -> None:
                 f"the pad token {tokenizer.pad_token!r}, so none had a token to learn from. The policy has "
                 "collapsed onto it: lower trainer.learning_rate."
             ) from err
+
+
+def _unwrap_for_ddp(trainer) -> None:
+    """Make TRL 1.12's PPOTrainer work in several processes.
+
+    It reaches into `self.model` as if it were never wrapped (`model.policy` for the reference's forward pass under
+    LoRA and when saving, `model.config` for the model card), but with several processes accelerate wraps it in
+    DistributedDataParallel, and each of those fails with AttributeError. The wrapper gets the two as plain
+    attributes; `policy` is only used there without gradients (training goes through the wrapper).
+    Transformers' save also reads an attribute PPOTrainer never sets.
+    """
+    inner = trainer.accelerator.unwrap_model(trainer.model)
+    object.__setattr__(trainer.model, "policy", inner.policy)  # plain attributes: not registered as submodules
+    object.__setattr__(trainer.model, "config", inner.config)
+    trainer.is_distributed_loading_by_transformers = False
 
 
 def _check_enough_rows(rows: int, per_step: int) -> None:
