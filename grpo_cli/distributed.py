@@ -34,11 +34,18 @@ def is_main_process() -> bool:
 
 def gpu_present() -> bool:
     """Whether this machine has an NVIDIA GPU, without importing torch (validate stays fast)."""
-    return Path("/proc/driver/nvidia/version").exists() or bool(os.environ.get("CUDA_VISIBLE_DEVICES", "").strip())
+    return Path("/proc/driver/nvidia/version").exists() or bool(
+        os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    )
 
 
 def wants_launcher(spec) -> bool:
-    return spec.num_processes > 1 or spec.num_machines > 1 or spec.backend != "ddp" or spec.config_file is not None
+    return (
+        spec.num_processes > 1
+        or spec.num_machines > 1
+        or spec.backend != "ddp"
+        or spec.config_file is not None
+    )
 
 
 def check(spec) -> list[str]:

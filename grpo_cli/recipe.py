@@ -122,7 +122,9 @@ class DistributedSection(_Strict):
 
     num_processes: int = Field(1, gt=0, description="processes on this machine (one per GPU)")
     backend: Literal["ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp"] = "ddp"
-    config_file: str | None = Field(None, description="an accelerate config file, instead of a backend preset")
+    config_file: str | None = Field(
+        None, description="an accelerate config file, instead of a backend preset"
+    )
     num_machines: int = Field(1, gt=0)
     machine_rank: int = Field(0, ge=0)
     main_process_ip: str | None = None
@@ -133,7 +135,9 @@ class DistributedSection(_Strict):
         if self.config_file is not None and self.backend != "ddp":
             raise ValueError("give distributed.backend or distributed.config_file, not both")
         if self.num_machines > 1 and self.main_process_ip is None:
-            raise ValueError("several machines need distributed.main_process_ip (the address of machine rank 0)")
+            raise ValueError(
+                "several machines need distributed.main_process_ip (the address of machine rank 0)"
+            )
         if self.machine_rank >= self.num_machines:
             raise ValueError(f"distributed.machine_rank must be below num_machines ({self.num_machines})")
         return self
@@ -400,7 +404,9 @@ def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
         recipe.trainer, trainer_problems = check_trainer_section(recipe.algorithm, recipe.trainer)
         problems += trainer_problems
         if not recipe.rewards:
-            problems.append(f"rewards: {recipe.algorithm.upper()} needs at least one reward (see `grpo-cli rewards ls`)")
+            problems.append(
+                f"rewards: {recipe.algorithm.upper()} needs at least one reward (see `grpo-cli rewards ls`)"
+            )
     if problems:
         raise UserError(_problems_message(source, problems), problems)
     return recipe

@@ -26,7 +26,9 @@ def test_launch_command_drops_num_processes_and_reruns_the_module():
         num_processes=4, num_machines=2, machine_rank=1, main_process_ip="10.0.0.1", main_process_port=29500
     )
     command = distributed.launch_command(multi_node, argv)
-    assert command[command.index("--num_processes") + 1] == "8"  # accelerate counts processes over all machines
+    assert (
+        command[command.index("--num_processes") + 1] == "8"
+    )  # accelerate counts processes over all machines
     assert command[command.index("--machine_rank") + 1] == "1"
     assert command[command.index("--main_process_ip") + 1] == "10.0.0.1"
     with_config = distributed.launch_command(multi_node, argv, config_file="acc.yaml")
@@ -39,7 +41,11 @@ def test_launch_command_drops_num_processes_and_reruns_the_module():
         ("ddp", "MULTI_GPU", {}),
         ("deepspeed-zero2", "DEEPSPEED", {"deepspeed_config": {"zero_stage": 2, "zero3_init_flag": False}}),
         ("deepspeed-zero3", "DEEPSPEED", {"deepspeed_config": {"zero_stage": 3, "zero3_init_flag": True}}),
-        ("fsdp", "FSDP", {"fsdp_config": {"fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP"}}),
+        (
+            "fsdp",
+            "FSDP",
+            {"fsdp_config": {"fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP"}},
+        ),
     ],
 )
 def test_backend_presets_are_accelerate_configs(tmp_path, backend, distributed_type, extra):
@@ -112,7 +118,12 @@ def test_two_process_ppo_run(tmp_path, lora):
 
     recipe = tmp_path / "ppo.yaml"
     run = tmp_path / "run"
-    data = {**TINY_RECIPE, "algorithm": "ppo", "output_dir": str(run), "lora": TINY_RECIPE["lora"] if lora else None}
+    data = {
+        **TINY_RECIPE,
+        "algorithm": "ppo",
+        "output_dir": str(run),
+        "lora": TINY_RECIPE["lora"] if lora else None,
+    }
     data["trainer"] = {
         "learning_rate": 1e-3,
         "max_steps": 3,

@@ -79,7 +79,12 @@ def test_precision_follows_hardware_unless_set():
 
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     cuda = torch.cuda.is_available()
-    assert models.hardware_defaults({}) == {"bf16": bf16, "fp16": False, "dataloader_pin_memory": cuda, "use_cpu": not cuda}
+    assert models.hardware_defaults({}) == {
+        "bf16": bf16,
+        "fp16": False,
+        "dataloader_pin_memory": cuda,
+        "use_cpu": not cuda,
+    }
     assert models.hardware_defaults({"bf16": True, "dataloader_pin_memory": True, "use_cpu": False}) == {}
     assert models.torch_dtype("float16") == torch.float16
     assert models.torch_dtype("auto") == (torch.bfloat16 if bf16 else torch.float32)

@@ -39,8 +39,17 @@ def trained(tmp_path_factory):
 
 def test_run_writes_the_layout(trained):
     _recipe, run, result = trained
-    for name in ["adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "recipe.yaml",
-                 "metrics.jsonl", "summary.json", "checkpoint-2", "checkpoint-4", "base_model/config.json"]:
+    for name in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "recipe.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoint-2",
+        "checkpoint-4",
+        "base_model/config.json",
+    ]:
         assert (run / name).exists(), name
     assert "done: 4 steps" in result.stdout
 
@@ -61,10 +70,20 @@ def test_metrics_has_every_logged_step_with_shared_names(trained):
     rows = metric_rows(run)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for row in rows:
-        for key in ["reward", "rewards/accuracy", "rewards/closeness", "loss", "learning_rate",
-                    "completion_length", "time", "rewards/accuracy/errors"]:
+        for key in [
+            "reward",
+            "rewards/accuracy",
+            "rewards/closeness",
+            "loss",
+            "learning_rate",
+            "completion_length",
+            "time",
+            "rewards/accuracy/errors",
+        ]:
             assert key in row, key
-        assert row["reward"] == pytest.approx(row["rewards/accuracy"] + 0.5 * row["rewards/closeness"], abs=1e-5)
+        assert row["reward"] == pytest.approx(
+            row["rewards/accuracy"] + 0.5 * row["rewards/closeness"], abs=1e-5
+        )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["algorithm"] == "grpo"
     assert summary["first_reward"] == rows[0]["reward"] and summary["last_reward"] == rows[-1]["reward"]
@@ -139,7 +158,11 @@ def test_full_fine_tuning_without_lora(tiny_recipe, cli, tmp_path):
     assert not (run / "adapter_config.json").exists()
     trained_weights = load_file(run / "model.safetensors")
     initial, _ = models.build_from_config(load_recipe(path).model.from_config, seed=0)
-    changed = [name for name, p in initial.named_parameters() if name in trained_weights and not p.eq(trained_weights[name]).all()]
+    changed = [
+        name
+        for name, p in initial.named_parameters()
+        if name in trained_weights and not p.eq(trained_weights[name]).all()
+    ]
     assert len(changed) >= len(trained_weights) - 1  # everything trained (a tied head shares the embedding)
     rows = metric_rows(run)
     assert rows[0]["kl"] == 0.0 and rows[1]["kl"] > 0  # the policy moved away from the reference after step 1

@@ -50,7 +50,9 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     args = config(recipe, output_dir, [r.entry.weight for r in rewards])  # also sets up the processes
     main_process = distributed.is_main_process()
     if recipe.model.from_config is not None:
-        models.save_base_model(model, tokenizer, output_dir / "base_model", write=main_process and not resume_from)
+        models.save_base_model(
+            model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
+        )
 
     logger = RunLogger(
         output_dir, [r.name for r in rewards], resume_from_step=_step_of(resume_from) if resume_from else None

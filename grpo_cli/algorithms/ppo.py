@@ -54,6 +54,7 @@ DEFAULTS = {
     "stop_token": "eos",  # a completion ends at EOS (TRL: generate all `response_length` tokens)
 }
 
+
 def config(recipe: Recipe, output_dir: Path, train_size: int):
     """PPOConfig for the whole run, `total_episodes` always set (from `max_steps` when the recipe gives it)."""
     from trl.experimental.ppo import PPOConfig
@@ -199,7 +200,9 @@ def _unwrap_for_ddp(trainer) -> None:
     Transformers' save also reads an attribute PPOTrainer never sets.
     """
     inner = trainer.accelerator.unwrap_model(trainer.model)
-    object.__setattr__(trainer.model, "policy", inner.policy)  # plain attributes: not registered as submodules
+    object.__setattr__(
+        trainer.model, "policy", inner.policy
+    )  # plain attributes: not registered as submodules
     object.__setattr__(trainer.model, "config", inner.config)
     trainer.is_distributed_loading_by_transformers = False
 

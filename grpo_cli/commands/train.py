@@ -13,7 +13,9 @@ def train(
     output_dir: Path | None = typer.Option(
         None, "--output-dir", "-o", help="Where to write the run (default: the recipe's output_dir)."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous run in the output directory."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a previous run in the output directory."
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in the output directory from its last checkpoint."
     ),
@@ -67,4 +69,6 @@ def train(
     if summary:
         first, last = summary["first_reward"], summary["last_reward"]
         rewards = f"reward {first:.3f} -> {last:.3f}" if first is not None and last is not None else ""
-        typer.echo(f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s, {rewards}; wrote {out}")
+        typer.echo(
+            f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s, {rewards}; wrote {out}"
+        )
