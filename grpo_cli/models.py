@@ -170,3 +170,7 @@ def hardware_defaults(trainer_args: dict) -> dict:
     if "bf16" not in trainer_args and "fp16" not in trainer_args:
         defaults.update(bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False)
     return {k: v for k, v in defaults.items() if k not in trainer_args}
+
+
+def trainable_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -61,11 +61,16 @@ def holds_run(directory: Path) -> bool:
     return directory.is_dir() and any(directory.iterdir())
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The training step a `checkpoint-N` directory was saved at."""
+    return int(checkpoint.name.split("-")[-1])
+
+
 def last_checkpoint(directory: Path) -> Path | None:
     checkpoints = [
         p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
     ]
-    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    return max(checkpoints, key=checkpoint_step, default=None)
 
 
 def prepare_output_dir(directory: Path, *, overwrite: bool, resume: bool) -> Path | None:

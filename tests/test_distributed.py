@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -83,15 +84,10 @@ def test_validate_counts_processes_in_the_batch_rule(cli, tiny_recipe):
     assert cli("validate", path, "--num-processes", "2").exit_code == 0
 
 
-@pytest.mark.slow
-def test_two_process_run_trains_once_and_writes_once(tmp_path):
-    from tests.conftest import TINY_RECIPE
-
-    recipe = tmp_path / "tiny.yaml"
-    run = tmp_path / "run"
-    data = {**TINY_RECIPE, "output_dir": str(run)}
-    data["trainer"] = {**TINY_RECIPE["trainer"], "per_device_train_batch_size": 4}
-    recipe.write_text(yaml.safe_dump(data))
+def train_in_two_processes(tmp_path, data: dict) -> tuple[Path, subprocess.CompletedProcess]:
+    """`grpo-cli train` of the recipe `data` with --num-processes 2, in a subprocess; returns the run dir."""
+    recipe, run = tmp_path / "recipe.yaml", tmp_path / "run"
+    recipe.write_text(yaml.safe_dump({**data, "output_dir": str(run)}))
     result = subprocess.run(
         [sys.executable, "-m", "grpo_cli", "train", str(recipe), "--num-processes", "2"],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -100,6 +96,15 @@ def test_two_process_run_trains_once_and_writes_once(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return run, result
+
+
+@pytest.mark.slow
+def test_two_process_run_trains_once_and_writes_once(tmp_path):
+    from tests.conftest import TINY_RECIPE
+
+    trainer = {**TINY_RECIPE["trainer"], "per_device_train_batch_size": 4}
+    run, result = train_in_two_processes(tmp_path, {**TINY_RECIPE, "trainer": trainer})
     assert result.stdout.count("done: 4 steps") == 1  # one process reports
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]  # written once, not once per process

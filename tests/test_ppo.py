@@ -11,22 +11,11 @@ import pytest
 import yaml
 
 from grpo_cli.errors import UserError
+from tests.conftest import TINY_RECIPE
 
 PPO_RECIPE = {
+    **TINY_RECIPE,
     "algorithm": "ppo",
-    "seed": 0,
-    "model": {
-        "from_config": {
-            "model_type": "qwen2",
-            "vocabulary": "0123456789+=",
-            "hidden_size": 16,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-        }
-    },
-    "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-    "dataset": {"generate": {"task": "addition", "size": 40}, "prompt": "{question}", "eval_size": 8},
-    "rewards": [{"name": "accuracy"}, {"name": "closeness", "weight": 0.5}],
     "trainer": {
         "learning_rate": 0.05,
         "max_steps": 4,

@@ -12,7 +12,7 @@ from pathlib import Path
 from grpo_cli import data, distributed, models, plugins
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, write_summary
+from grpo_cli.runs import atomic_write, checkpoint_step, write_summary
 
 # Our defaults for TRL's GRPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -55,7 +55,9 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         )
 
     logger = RunLogger(
-        output_dir, [r.name for r in rewards], resume_from_step=_step_of(resume_from) if resume_from else None
+        output_dir,
+        [r.name for r in rewards],
+        resume_from_step=checkpoint_step(resume_from) if resume_from else None,
     )
     trainer = GRPOTrainer(
         model=model,
@@ -78,17 +80,8 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         output_dir,
         algorithm="grpo",
         wall_time_s=logger.wall_time,
-        extra={"trainable_parameters": _trainable(trainer.model), "resumed_from": _name(resume_from)},
+        extra={
+            "trainable_parameters": models.trainable_parameters(trainer.model),
+            "resumed_from": resume_from.name if resume_from else None,
+        },
     )
-
-
-def _step_of(checkpoint: Path) -> int:
-    return int(checkpoint.name.split("-")[-1])
-
-
-def _name(path: Path | None) -> str | None:
-    return path.name if path else None
-
-
-def _trainable(model) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

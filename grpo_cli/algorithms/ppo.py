@@ -42,7 +42,7 @@ from transformers import TrainerCallback
 from grpo_cli import data, distributed, models, plugins
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, write_summary
+from grpo_cli.runs import atomic_write, checkpoint_step, write_summary
 
 # Our defaults for TRL's PPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -123,7 +123,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     else:
         policy, ref_model = _resumed_policy(recipe, model, resume_from)
         peft_config = None  # the checkpoint's adapter is already on the policy
-        steps_done = _step_of(resume_from)
+        steps_done = checkpoint_step(resume_from)
 
     total_steps = math.ceil(args.total_episodes / per_step)
     args.total_episodes -= steps_done * per_step  # TRL counts from step 0, whatever ran before
@@ -163,10 +163,10 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         algorithm="ppo",
         wall_time_s=logger.wall_time,
         extra={
-            "trainable_parameters": _trainable(trainer.policy_model),
-            "value_model_parameters": _trainable(value_model),
+            "trainable_parameters": models.trainable_parameters(trainer.policy_model),
+            "value_model_parameters": models.trainable_parameters(value_model),
             "total_episodes": total_steps * per_step,
-            "resumed_from": _name(resume_from),
+            "resumed_from": resume_from.name if resume_from else None,
         },
     )
 
@@ -477,15 +477,3 @@ def _restore_optimizer_and_schedule(trainer, checkpoint: Path, total_steps: int)
         torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True)
     )
     trainer.lr_scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
-
-
-def _step_of(checkpoint: Path) -> int:
-    return int(checkpoint.name.split("-")[-1])
-
-
-def _name(path: Path | None) -> str | None:
-    return path.name if path else None
-
-
-def _trainable(model) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
