@@ -90,8 +90,5 @@ class RunLogger(TrainerCallback):
 
 
 def quiet_trainer(trainer) -> None:
-    """Our progress bar and metrics.jsonl replace the trainer's dict printing and per-file progress bars."""
-    import transformers
-
+    """Our progress bar and metrics.jsonl replace the trainer's printing of each log dict."""
     trainer.remove_callback(PrinterCallback)
-    transformers.utils.logging.disable_progress_bar()

@@ -37,6 +37,7 @@ def train(
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     # transformers 5 deprecation notices triggered inside TRL: nothing the user can act on.
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    _quiet_libraries()
     loaded = load_recipe(recipe, overrides or [])
     if output_dir is not None:
         loaded.output_dir = str(output_dir)
@@ -72,3 +73,12 @@ def train(
         typer.echo(
             f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s, {rewards}; wrote {out}"
         )
+
+
+def _quiet_libraries() -> None:
+    """Our progress bar is the one to watch: no per-file bars from datasets and transformers."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
