@@ -174,3 +174,13 @@ def hardware_defaults(trainer_args: dict) -> dict:
 
 def trainable_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def never_generate_pad(tokenizer) -> dict:
+    """Generation settings that keep the pad token out of completions (when it differs from EOS).
+
+    Decoding drops special tokens, so a completion like "7<pad>" reads as "7" to the rewards while never ending:
+    a policy trained from scratch learns to stop with pad instead of EOS, and trainers treat pad as a real token.
+    """
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    return {"suppress_tokens": [pad]} if pad is not None and pad != eos else {}

@@ -88,3 +88,21 @@ def test_precision_follows_hardware_unless_set():
     assert models.hardware_defaults({"bf16": True, "dataloader_pin_memory": True, "use_cpu": False}) == {}
     assert models.torch_dtype("float16") == torch.float16
     assert models.torch_dtype("auto") == (torch.bfloat16 if bf16 else torch.float32)
+
+
+def test_pad_is_kept_out_of_generation_unless_it_is_eos():
+    tok = models.char_tokenizer("0123456789")
+    assert models.never_generate_pad(tok) == {"suppress_tokens": [tok.pad_token_id]}
+    tok.pad_token = tok.eos_token
+    assert models.never_generate_pad(tok) == {}
+
+
+def test_grpo_config_suppresses_pad_and_keeps_the_recipes_generation_kwargs(tiny_recipe, tmp_path):
+    from grpo_cli.algorithms import grpo
+    from grpo_cli.recipe import load_recipe
+
+    tok = models.char_tokenizer("0123456789+=")
+    recipe = load_recipe(tiny_recipe({"trainer": {"generation_kwargs": {"no_repeat_ngram_size": 2}}}))
+    config = grpo.config(recipe, tmp_path / "out", [1.0, 0.5], tok)
+    assert config.generation_kwargs == {"suppress_tokens": [tok.pad_token_id], "no_repeat_ngram_size": 2}
+    assert config.reward_weights == [1.0, 0.5] and config.logging_steps == 1 and config.report_to == []

@@ -24,10 +24,15 @@ DEFAULTS = {
 }
 
 
-def config(recipe: Recipe, output_dir: Path, reward_weights: list[float]):
+def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokenizer):
     from trl import GRPOConfig
 
     args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
+    if not args.get("use_vllm"):  # vLLM's sampling parameters have no suppress_tokens
+        args["generation_kwargs"] = {
+            **models.never_generate_pad(tokenizer),
+            **(args.get("generation_kwargs") or {}),
+        }
     try:
         return GRPOConfig(output_dir=str(output_dir), seed=recipe.seed, reward_weights=reward_weights, **args)
     except (ValueError, TypeError) as err:
@@ -47,7 +52,9 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
     train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
 
-    args = config(recipe, output_dir, [r.entry.weight for r in rewards])  # also sets up the processes
+    args = config(
+        recipe, output_dir, [r.entry.weight for r in rewards], tokenizer
+    )  # also sets up the processes
     main_process = distributed.is_main_process()
     if recipe.model.from_config is not None:
         models.save_base_model(
