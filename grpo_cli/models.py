@@ -176,11 +176,14 @@ def trainable_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def never_generate_pad(tokenizer) -> dict:
-    """Generation settings that keep the pad token out of completions (when it differs from EOS).
+def suppressed_special_tokens(tokenizer, model=None) -> dict:
+    """Generation settings that keep pad, unk and bos out of completions (never an end-of-sequence token).
 
     Decoding drops special tokens, so a completion like "7<pad>" reads as "7" to the rewards while never ending:
-    a policy trained from scratch learns to stop with pad instead of EOS, and trainers treat pad as a real token.
+    a policy trained from scratch learns to stop with such a token instead of EOS (seen with pad, then unk).
     """
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    return {"suppress_tokens": [pad]} if pad is not None and pad != eos else {}
+    eos = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos.update(configured if isinstance(configured, list) else [configured])
+    ids = {tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.bos_token_id} - eos - {None}
+    return {"suppress_tokens": sorted(ids)} if ids else {}

@@ -90,11 +90,17 @@ def test_precision_follows_hardware_unless_set():
     assert models.torch_dtype("auto") == (torch.bfloat16 if bf16 else torch.float32)
 
 
-def test_pad_is_kept_out_of_generation_unless_it_is_eos():
+def test_pad_and_unk_are_kept_out_of_generation_unless_they_end_it():
     tok = models.char_tokenizer("0123456789")
-    assert models.never_generate_pad(tok) == {"suppress_tokens": [tok.pad_token_id]}
+    assert models.suppressed_special_tokens(tok) == {"suppress_tokens": [tok.pad_token_id, tok.unk_token_id]}
     tok.pad_token = tok.eos_token
-    assert models.never_generate_pad(tok) == {}
+    assert models.suppressed_special_tokens(tok) == {"suppress_tokens": [tok.unk_token_id]}
+
+    class Model:
+        class generation_config:  # noqa: N801 - mimics a model's attribute
+            eos_token_id = [tok.eos_token_id, tok.unk_token_id]
+
+    assert models.suppressed_special_tokens(tok, Model()) == {}
 
 
 def test_grpo_config_suppresses_pad_and_keeps_the_recipes_generation_kwargs(tiny_recipe, tmp_path):
@@ -104,5 +110,6 @@ def test_grpo_config_suppresses_pad_and_keeps_the_recipes_generation_kwargs(tiny
     tok = models.char_tokenizer("0123456789+=")
     recipe = load_recipe(tiny_recipe({"trainer": {"generation_kwargs": {"no_repeat_ngram_size": 2}}}))
     config = grpo.config(recipe, tmp_path / "out", [1.0, 0.5], tok)
-    assert config.generation_kwargs == {"suppress_tokens": [tok.pad_token_id], "no_repeat_ngram_size": 2}
+    suppressed = [tok.pad_token_id, tok.unk_token_id]
+    assert config.generation_kwargs == {"suppress_tokens": suppressed, "no_repeat_ngram_size": 2}
     assert config.reward_weights == [1.0, 0.5] and config.logging_steps == 1 and config.report_to == []

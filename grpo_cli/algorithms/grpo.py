@@ -24,13 +24,13 @@ DEFAULTS = {
 }
 
 
-def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokenizer):
+def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokenizer, model=None):
     from trl import GRPOConfig
 
     args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     if not args.get("use_vllm"):  # vLLM's sampling parameters have no suppress_tokens
         args["generation_kwargs"] = {
-            **models.never_generate_pad(tokenizer),
+            **models.suppressed_special_tokens(tokenizer, model),
             **(args.get("generation_kwargs") or {}),
         }
     try:
