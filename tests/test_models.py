@@ -96,11 +96,12 @@ def test_pad_and_unk_are_kept_out_of_generation_unless_they_end_it():
     tok.pad_token = tok.eos_token
     assert models.suppressed_special_tokens(tok) == {"suppress_tokens": [tok.unk_token_id]}
 
-    class Model:
-        class generation_config:  # noqa: N801 - mimics a model's attribute
-            eos_token_id = [tok.eos_token_id, tok.unk_token_id]
+    from types import SimpleNamespace
 
-    assert models.suppressed_special_tokens(tok, Model()) == {}
+    model = SimpleNamespace(
+        generation_config=SimpleNamespace(eos_token_id=[tok.eos_token_id, tok.unk_token_id])
+    )
+    assert models.suppressed_special_tokens(tok, model) == {}
 
 
 def test_grpo_config_suppresses_pad_and_keeps_the_recipes_generation_kwargs(tiny_recipe, tmp_path):
