@@ -65,7 +65,12 @@ def local_columns(path: Path) -> list[str]:
         if suffix == ".jsonl":
             with path.open() as f:
                 first = next((line for line in f if line.strip()), None)
-            return list(json.loads(first)) if first else []
+            record = json.loads(first) if first else {}
+            if not isinstance(record, dict):
+                raise UserError(
+                    f"dataset {path}: each line must be a JSON object of columns, not {first.strip()[:40]}"
+                )
+            return list(record)
         if suffix == ".json":
             data = json.loads(path.read_text())
             records = data if isinstance(data, list) else next(iter(data.values()), []) if data else []

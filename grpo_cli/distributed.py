@@ -114,9 +114,20 @@ def launch_command(spec, argv: list[str], config_file: str | None = None) -> lis
         command += ["--num_machines", str(spec.num_machines), "--machine_rank", str(spec.machine_rank)]
         if spec.main_process_ip is not None:
             command += ["--main_process_ip", spec.main_process_ip]
-        if spec.main_process_port is not None:
-            command += ["--main_process_port", str(spec.main_process_port)]
+        port = spec.main_process_port
+        if port is None and spec.num_machines == 1:
+            port = _free_port()  # not torchrun's fixed default: two runs on one machine would collide
+        if port is not None:
+            command += ["--main_process_port", str(port)]
     return [*command, "-m", "grpo_cli", *argv]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _argv_without_num_processes(argv: list[str]) -> list[str]:

@@ -177,7 +177,7 @@ class Sampling:
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": eos_ids,
             "bos_token_id": tokenizer.bos_token_id,
-            **models.suppressed_special_tokens(tokenizer),  # as in training
+            **models.suppressed_special_tokens(tokenizer, eos_ids),  # as GRPO training generates
         }
         if self.greedy:
             return GenerationConfig(do_sample=False, **common)

@@ -92,6 +92,8 @@ class DatasetSection(_Strict):
     def _check(self):
         if (self.source is None) == (self.generate is None):
             raise ValueError("give exactly one of dataset.source (Hub id or local file) or dataset.generate")
+        if self.generate is not None and self.eval_split is not None:
+            raise ValueError("a generated dataset has no splits: hold rows out with eval_size or eval_ratio")
         held_out = [self.eval_split, self.eval_ratio, self.eval_size]
         if sum(x is not None for x in held_out) > 1:
             raise ValueError("give at most one of dataset.eval_split, dataset.eval_ratio, dataset.eval_size")

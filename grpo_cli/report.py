@@ -14,15 +14,15 @@ import json
 import math
 import os
 import re
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
 from grpo_cli.errors import UserError
+from grpo_cli.runs import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 RECIPE_FILE = "recipe.yaml"
@@ -251,7 +251,7 @@ def plot(runs: Sequence[Run], output: Path) -> list[Plot]:
         axes.legend(fontsize="small")
 
         path = output / _file_name(series.key, taken)
-        _write_atomically(path, lambda f, figure=figure: figure.savefig(f, format="png"))
+        atomic_write(path, lambda f, figure=figure: figure.savefig(f, format="png"))
         plots.append(Plot(series.key, series.title, path, [run.label for run, _ in lines]))
     return plots
 
@@ -276,7 +276,7 @@ def write_report(run_dirs: Sequence[Path], output: Path | None = None) -> Report
     summaries = [summarize(run) for run in runs]
     path = output / REPORT_FILE
     text = _markdown(summaries, plots, output)
-    _write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
     return Report(path, summaries, plots)
 
 
@@ -376,18 +376,3 @@ def _read_mapping(path: Path, parse: Callable[[str], Any], kind: str) -> dict[st
     if not isinstance(data, dict):
         raise UserError(f"{path} should hold a mapping of keys to values: repair or delete it")
     return data
-
-
-def _write_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write through a temporary file beside `path`, then rename it: a reader never sees half a file."""
-    # Not tempfile.mkstemp: its files are private (0600), and a report is made to be read by others.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as f:
-            write(f)
-        os.replace(temporary, path)
-    except BaseException as e:
-        temporary.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise UserError(f"cannot write {path}: {e.strerror or e}") from e
-        raise

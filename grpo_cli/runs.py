@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import shutil
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from grpo_cli.errors import UserError
 
@@ -44,21 +45,36 @@ METRIC_NAMES = {
 }
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write a file so that readers see the old content or the new, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def atomic_write(path: Path, content: str | Callable[[IO[bytes]], Any]) -> None:
+    """Write a file so that readers see the old content or the new, never half of it.
+
+    `content` is the text, or a function that writes bytes to the open file. Not tempfile.mkstemp: its files
+    are private (0600), and run files are made to be read by others. An OSError becomes a one-line UserError.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "xb") as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode("utf-8"))
+        os.replace(temporary, path)
+    except BaseException as err:
+        temporary.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise UserError(f"cannot write {path}: {err.strerror or err}") from err
         raise
 
 
+RUN_MARKERS = ("recipe.yaml", "metrics.jsonl", "summary.json", "adapter_config.json")
+
+
 def holds_run(directory: Path) -> bool:
-    return directory.is_dir() and any(directory.iterdir())
+    """Whether `directory` holds a grpo-cli run (finished or not), as opposed to nothing or unrelated files."""
+    if not directory.is_dir():
+        return False
+    return any((directory / name).exists() for name in RUN_MARKERS) or last_checkpoint(directory) is not None
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -76,7 +92,8 @@ def last_checkpoint(directory: Path) -> Path | None:
 def prepare_output_dir(directory: Path, *, overwrite: bool, resume: bool) -> Path | None:
     """Check the output directory before anything heavy runs; return the checkpoint to resume from, if any.
 
-    Nothing is deleted here: `clear_previous_run` does that once the run is about to start.
+    Nothing is deleted here: the algorithms call `clear_previous_run` once the model and data have loaded, so a
+    mistake found while loading leaves the previous run as it was.
     """
     if overwrite and resume:
         raise UserError("--overwrite and --resume contradict each other: pick one")
@@ -97,7 +114,29 @@ def prepare_output_dir(directory: Path, *, overwrite: bool, resume: bool) -> Pat
             f"{directory} already holds a run; pass --resume to continue it, --overwrite to replace it, "
             "or --output-dir to write elsewhere"
         )
+    if not holds_run(directory) and directory.is_dir() and any(directory.iterdir()):
+        # --overwrite replaces runs, never a directory of other files (think `-o .`).
+        raise UserError(
+            f"{directory} is not empty and holds no grpo-cli run; give an empty or new --output-dir"
+        )
     return None
+
+
+def check_resume_matches(recipe, directory: Path) -> None:
+    """--resume with a recipe whose algorithm, model or LoRA differ from the run's cannot load its checkpoint."""
+    import yaml
+
+    saved_path = directory / "recipe.yaml"
+    if not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    current = recipe.model_dump(mode="json")
+    changed = [key for key in ("algorithm", "model", "lora") if key in saved and saved[key] != current[key]]
+    if changed:
+        raise UserError(
+            f"--resume: the recipe's {', '.join(changed)} differ from the run in {directory} (see its recipe.yaml); "
+            "resume with the same settings, or start a new run with --overwrite or --output-dir"
+        )
 
 
 def clear_previous_run(directory: Path) -> None:

@@ -21,23 +21,28 @@ def trainer_value(recipe: Recipe, key: str):
 
 
 def check_batch_shape(recipe: Recipe, processes: int) -> list[str]:
-    if recipe.algorithm == "ppo":
+    if recipe.algorithm != "grpo":
         return check_ppo_batch_shape(recipe, processes)
     generations = trainer_value(recipe, "num_generations")
-    per_device = trainer_value(recipe, "per_device_train_batch_size")
-    accumulation = trainer_value(recipe, "gradient_accumulation_steps")
     if generations is None or generations < 2:
         return [f"trainer.num_generations: GRPO needs at least 2 completions per prompt, got {generations}"]
-    batch = processes * per_device * accumulation
+    # TRL generates generation_batch_size completions at a time: by default processes x per-device batch x
+    # steps_per_generation (itself gradient_accumulation_steps by default); each group must fit in it.
+    per_device = trainer_value(recipe, "per_device_train_batch_size")
     generation_batch = trainer_value(recipe, "generation_batch_size")
+    steps = trainer_value(recipe, "steps_per_generation")
     if generation_batch is not None:
-        batch = generation_batch
+        batch, how = generation_batch, f"generation_batch_size ({generation_batch})"
+    else:
+        name = "steps_per_generation" if steps is not None else "gradient_accumulation_steps"
+        steps = steps if steps is not None else trainer_value(recipe, "gradient_accumulation_steps")
+        batch = processes * per_device * steps
+        how = f"processes ({processes}) x per_device_train_batch_size ({per_device}) x {name} ({steps}) = {batch}"
     if batch % generations:
         options = sorted({d for d in range(2, batch + 1) if batch % d == 0})
         return [
-            f"trainer: processes ({processes}) x per_device_train_batch_size ({per_device}) x "
-            f"gradient_accumulation_steps ({accumulation}) = {batch} completions per step, which is not divisible "
-            f"by num_generations ({generations}); set num_generations to one of {options} or change the batch size"
+            f"trainer: {how} completions per generation, which is not divisible by num_generations "
+            f"({generations}); set num_generations to one of {options} or change the batch size"
         ]
     return []
 

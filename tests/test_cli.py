@@ -77,7 +77,8 @@ def test_validate_reports_every_problem_with_exit_2(cli, tiny_recipe, tmp_path):
     assert lines[0] == "error: tiny.yaml: 4 problems:"
     assert lines[1].startswith(
         "  - trainer: processes (1) x per_device_train_batch_size (8) x gradient_accumulation_steps (1) = 8 "
-        "completions per step, which is not divisible by num_generations (3); set num_generations to one of [2, 4, 8]"
+        "completions per generation, which is not divisible by num_generations (3); "
+        "set num_generations to one of [2, 4, 8]"
     )
     assert lines[2].startswith("  - rewards[1]: unknown reward 'acuracy' (did you mean 'accuracy'")
     assert (
@@ -87,6 +88,15 @@ def test_validate_reports_every_problem_with_exit_2(cli, tiny_recipe, tmp_path):
     assert lines[4].startswith(
         "  - rewards[0] (accuracy) reads column 'answer', which the dataset does not have"
     )
+
+
+def test_validate_batch_rule_follows_steps_per_generation(cli, tiny_recipe):
+    path = tiny_recipe({"trainer": {"num_generations": 16, "steps_per_generation": 2}})
+    assert cli("validate", path).exit_code == 0  # 1 x 8 x 2 = 16 completions per generation
+    result = cli("validate", path, "trainer.steps_per_generation=3")
+    assert "per_device_train_batch_size (8) x steps_per_generation (3) = 24 completions" in result.stderr
+    result = cli("validate", path, "trainer.generation_batch_size=24")
+    assert "trainer: generation_batch_size (24) completions per generation" in result.stderr
 
 
 def test_validate_batch_rule_counts_processes(cli, tiny_recipe):

@@ -122,3 +122,17 @@ def test_addition_task_is_distinct_deterministic_and_correct():
 def test_unknown_task():
     with pytest.raises(UserError, match="dataset.generate.task: unknown task 'sums'; available: addition"):
         data.known_columns(DatasetSection(generate={"task": "sums"}))
+
+
+def test_generated_data_has_no_eval_split():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="a generated dataset has no splits"):
+        DatasetSection(generate={"task": "addition"}, eval_split="test")
+
+
+def test_jsonl_lines_must_be_objects(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("5\n")
+    with pytest.raises(UserError, match="each line must be a JSON object of columns, not 5"):
+        data.local_columns(path)

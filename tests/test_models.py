@@ -101,7 +101,8 @@ def test_pad_and_unk_are_kept_out_of_generation_unless_they_end_it():
     model = SimpleNamespace(
         generation_config=SimpleNamespace(eos_token_id=[tok.eos_token_id, tok.unk_token_id])
     )
-    assert models.suppressed_special_tokens(tok, model) == {}
+    assert models.generation_eos_ids(model) == [tok.eos_token_id, tok.unk_token_id]
+    assert models.suppressed_special_tokens(tok, models.generation_eos_ids(model)) == {}
 
 
 def test_grpo_config_suppresses_pad_and_keeps_the_recipes_generation_kwargs(tiny_recipe, tmp_path):

@@ -166,3 +166,44 @@ def test_full_fine_tuning_without_lora(tiny_recipe, cli, tmp_path):
     assert len(changed) >= len(trained_weights) - 1  # everything trained (a tied head shares the embedding)
     rows = metric_rows(run)
     assert rows[0]["kl"] == 0.0 and rows[1]["kl"] > 0  # the policy moved away from the reference after step 1
+
+
+def test_overwrite_never_deletes_a_directory_that_holds_no_run(tiny_recipe, cli, tmp_path):
+    mine = tmp_path / "my-project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    result = cli("train", tiny_recipe(), "--output-dir", mine, "--overwrite")
+    assert result.exit_code == 2
+    assert "is not empty and holds no grpo-cli run; give an empty or new --output-dir" in result.stderr
+    assert (mine / "notes.txt").read_text() == "precious"
+
+
+def test_overwrite_keeps_the_old_run_when_loading_fails(trained, cli, tmp_path):
+    import shutil
+
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (tmp_path / "missing-model").mkdir()
+    result = cli(
+        "train",
+        recipe,
+        "--output-dir",
+        copy,
+        "--overwrite",
+        "model.from_config=null",
+        f"model.name_or_path={tmp_path / 'missing-model'}",
+    )
+    assert result.exit_code == 2 and "cannot load tokenizer" in result.stderr
+    assert metric_rows(copy) == metric_rows(run)  # the previous run is untouched
+
+
+def test_resume_with_another_model_is_refused(trained, cli, tmp_path):
+    import shutil
+
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    result = cli("train", recipe, "--output-dir", copy, "--resume", "lora.r=8")
+    assert result.exit_code == 2
+    assert "--resume: the recipe's lora differ from the run in" in result.stderr

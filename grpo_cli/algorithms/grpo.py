@@ -12,7 +12,7 @@ from pathlib import Path
 from grpo_cli import data, distributed, models, plugins
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, checkpoint_step, write_summary
+from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
 
 # Our defaults for TRL's GRPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -24,13 +24,13 @@ DEFAULTS = {
 }
 
 
-def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokenizer, model=None):
+def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokenizer, eos_ids=()):
     from trl import GRPOConfig
 
     args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     if not args.get("use_vllm"):  # vLLM's sampling parameters have no suppress_tokens
         args["generation_kwargs"] = {
-            **models.suppressed_special_tokens(tokenizer, model),
+            **models.suppressed_special_tokens(tokenizer, eos_ids),
             **(args.get("generation_kwargs") or {}),
         }
     try:
@@ -52,10 +52,13 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
     train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
 
+    weights = [r.entry.weight for r in rewards]
     args = config(
-        recipe, output_dir, [r.entry.weight for r in rewards], tokenizer
-    )  # also sets up the processes
+        recipe, output_dir, weights, tokenizer, models.generation_eos_ids(model)
+    )  # sets up processes
     main_process = distributed.is_main_process()
+    if main_process and resume_from is None:
+        clear_previous_run(output_dir)  # only now: a mistake found while loading leaves the old run as it was
     if recipe.model.from_config is not None:
         models.save_base_model(
             model, tokenizer, output_dir / "base_model", write=main_process and not resume_from

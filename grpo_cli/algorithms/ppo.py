@@ -42,7 +42,7 @@ from transformers import TrainerCallback
 from grpo_cli import data, distributed, models, plugins
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, checkpoint_step, write_summary
+from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
 
 # Our defaults for TRL's PPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -105,10 +105,12 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         eval_rows = data.prepare(held_out, recipe.dataset, tokenizer).to_list()
 
     main_process = distributed.is_main_process()
-    if main_process and recipe.model.from_config is not None and resume_from is None:
-        # A model built from a config exists nowhere else: keep its initial weights for `eval --baseline`.
-        model.save_pretrained(output_dir / "base_model")
-        tokenizer.save_pretrained(output_dir / "base_model")
+    if main_process and resume_from is None:
+        clear_previous_run(output_dir)  # only now: a mistake found while loading leaves the old run as it was
+    if recipe.model.from_config is not None:
+        models.save_base_model(
+            model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
+        )
 
     # PPO batches token ids: every prompt left-padded to one width, which the bridge uses to find each rollout's row.
     rows = train_rows.to_list() + eval_rows

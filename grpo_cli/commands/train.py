@@ -32,36 +32,34 @@ def train(
 
     from grpo_cli import distributed, validation
     from grpo_cli.recipe import load_recipe
-    from grpo_cli.runs import clear_previous_run, last_checkpoint, prepare_output_dir
+    from grpo_cli.runs import check_resume_matches, last_checkpoint, prepare_output_dir
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     # transformers 5 deprecation notices triggered inside TRL: nothing the user can act on.
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    _quiet_libraries()
     loaded = load_recipe(recipe, overrides or [])
     if output_dir is not None:
         loaded.output_dir = str(output_dir)
     if num_processes is not None:
         loaded.distributed.num_processes = num_processes
-    spec = loaded.distributed
-    processes = distributed.world_size() if distributed.launched() else spec.num_processes * spec.num_machines
-    validation.raise_if_problems(loaded, validation.check(loaded, processes))
+    validation.raise_if_problems(loaded, validation.check(loaded))
     out = Path(loaded.output_dir)
+    if resume:
+        check_resume_matches(loaded, out)
 
     if not distributed.is_main_process():
         # The main process checked and prepared the output directory; the others only train.
         checkpoint = last_checkpoint(out) if resume else None
     else:
         checkpoint = prepare_output_dir(out, overwrite=overwrite, resume=resume)
-        if distributed.wants_launcher(spec) and not distributed.launched():
+        if distributed.wants_launcher(loaded.distributed) and not distributed.launched():
             # Start N copies of this same command under accelerate's launcher; they find WORLD_SIZE set.
-            raise typer.Exit(distributed.relaunch(spec))
+            raise typer.Exit(distributed.relaunch(loaded.distributed))
         print_recipe(loaded)
-        if checkpoint is None:
-            clear_previous_run(out)
-        else:
+        if checkpoint is not None:
             typer.echo(f"resuming from {checkpoint}", err=True)
 
+    _quiet_libraries()
     if loaded.algorithm == "grpo":
         from grpo_cli.algorithms import grpo as algorithm
     else:
