@@ -21,16 +21,14 @@ from grpo_cli.runs import MetricsLog, read_metrics, rename_metrics
 class RunLogger(TrainerCallback):
     """Writes every logged step to metrics.jsonl (main process only) and draws a progress bar with live reward."""
 
-    def __init__(self, output_dir: Path, reward_names: list[str], *, resume_from_step: int | None = None):
+    def __init__(self, output_dir: Path, *, resume_from_step: int | None = None):
         self.output_dir = output_dir
-        self.reward_names = reward_names
         self.resume_from_step = resume_from_step
         self.metrics: MetricsLog | None = None
         self.progress: Progress | None = None
         self.task = None
         self.started = time.monotonic()
         self.elapsed_before = 0.0  # wall time of the run before a resume
-        self.last_reward: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -72,10 +70,9 @@ class RunLogger(TrainerCallback):
             "step": state.global_step,
             "time": round(self.elapsed_before + time.monotonic() - self.started, 3),
         }
-        row.update(rename_metrics(logs, self.reward_names))
+        row.update(rename_metrics(logs))
         self.metrics.write(row)
         if row.get("reward") is not None:
-            self.last_reward = row["reward"]
             self.progress.update(self.task, reward=f"{row['reward']:.3f}")
 
     def on_train_end(self, args, state, control, **kwargs):

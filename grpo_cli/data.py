@@ -211,3 +211,20 @@ def prepare(dataset: Dataset, spec: DatasetSection, tokenizer) -> Dataset:
     if "prompt" in dataset.column_names:
         dataset = dataset.remove_columns("prompt")
     return dataset.add_column("prompt", prompts)
+
+
+def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict | None = None) -> list[list[int]]:
+    """Prompt token ids as TRL's GRPOTrainer makes them: the chat template with the generation prompt for
+    message lists, plain `tokenizer(text)` for text."""
+    if not prompts:
+        return []
+    if not isinstance(prompts[0], str):
+        encoded = tokenizer.apply_chat_template(
+            conversation=prompts,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            **(chat_template_kwargs or {}),
+        )
+        return [list(ids) for ids in encoded["input_ids"]]
+    return [list(ids) for ids in tokenizer(text=prompts)["input_ids"]]

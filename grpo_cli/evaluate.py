@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from grpo_cli import data, models, plugins
-from grpo_cli.errors import UserError
+from grpo_cli.errors import UserError, describe
 from grpo_cli.recipe import EvalSection, ModelSection, Recipe
 from grpo_cli.runs import atomic_write, last_checkpoint
 from grpo_cli.validation import trainer_value
@@ -224,23 +224,6 @@ def trainer_mapping(recipe: Recipe, key: str) -> dict:
     if not isinstance(value, dict):
         raise UserError(f"trainer.{key}: expected a mapping (or a JSON object), got {value!r}")
     return dict(value)
-
-
-def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict | None = None) -> list[list[int]]:
-    """Prompt token ids as TRL's GRPOTrainer makes them: the chat template with the generation prompt for
-    message lists, plain `tokenizer(text)` for text."""
-    if not prompts:
-        return []
-    if not isinstance(prompts[0], str):
-        encoded = tokenizer.apply_chat_template(
-            conversation=prompts,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            **(chat_template_kwargs or {}),
-        )
-        return [list(ids) for ids in encoded["input_ids"]]
-    return [list(ids) for ids in tokenizer(text=prompts)["input_ids"]]
 
 
 def eos_ids(model, tokenizer) -> list[int]:
@@ -436,17 +419,12 @@ def load(source: ModelSource, recipe: Recipe) -> tuple[PreTrainedModel, PreTrain
             model = PeftModel.from_pretrained(base_model, str(source.path)).merge_and_unload()
         except (OSError, ValueError, RuntimeError, KeyError) as err:
             raise UserError(
-                f"cannot load the adapter in {source.path} on {source.base.describe()}: {_one_line(err)} "
+                f"cannot load the adapter in {source.path} on {source.base.describe()}: {describe(err)} "
                 "(was it trained from this base model?)"
             ) from err
         tokenizer = models.load_tokenizer(str(source.path)) if _has_tokenizer(source.path) else base_tokenizer
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval(), tokenizer
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def _from_pretrained(path: Path, spec: ModelSection) -> PreTrainedModel:
@@ -638,7 +616,7 @@ def run(
     sampling = sampling_settings(recipe, num_samples)
     raw_rows = held_out_rows(recipe, limit)
 
-    _quiet_libraries()
+    models.quiet_progress_bars()
     roles = [("tuned", tuned)] if tuned is not None else []
     if baseline or tuned is None:
         roles.append(("base", base))
@@ -656,7 +634,7 @@ def run(
             template_kwargs = (
                 trainer_mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
             )
-            prompt_ids = tokenize_prompts(tokenizer, [r["prompt"] for r in rows], template_kwargs)
+            prompt_ids = data.tokenize_prompts(tokenizer, [r["prompt"] for r in rows], template_kwargs)
         started = time.perf_counter()
         with _progress(f"generating ({role})", len(rows) * num_samples, progress) as advance:
             samples[role] = generate(loaded, tokenizer, prompt_ids, sampling, batch_size, advance)
@@ -691,15 +669,6 @@ def run(
         "device": _device_name(),
     }
     return EvalResult(settings, identities, metrics, samples, rows, timing, notes)
-
-
-def _quiet_libraries() -> None:
-    """Our progress bar replaces the per-file bars of transformers (loading weights) and datasets (select)."""
-    import datasets
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
 
 
 def _held_out_spec(recipe: Recipe) -> dict[str, Any]:

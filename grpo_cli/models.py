@@ -191,3 +191,12 @@ def suppressed_special_tokens(tokenizer, eos_ids=()) -> dict:
     eos = {tokenizer.eos_token_id, *eos_ids}
     ids = {tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.bos_token_id} - eos - {None}
     return {"suppress_tokens": sorted(ids)} if ids else {}
+
+
+def quiet_progress_bars() -> None:
+    """Our progress bars are the ones to watch: none per file from transformers (weights) and datasets."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()

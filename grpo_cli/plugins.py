@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli._paths import REWARDS_DIR
-from grpo_cli.errors import UserError
+from grpo_cli.errors import UserError, describe
 
 ENTRY_POINT_GROUP = "grpo_cli.rewards"
 MODEL_PREFIX = "model:"
@@ -148,11 +148,6 @@ def available() -> dict[str, RewardSpec]:
     return {**installed_plugins(), **builtin_rewards()}
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-
-
 # ---- importing user code ----
 
 
@@ -170,7 +165,7 @@ def _import_failure(what: str, err: BaseException, files: tuple[Callable[[str], 
             if is_user_file(frame.filename):
                 where = (frame.filename, frame.lineno)  # the innermost one wins
     at = f" ({where[0]}, line {where[1]})" if where else f" ({main_file})" if main_file else ""
-    error = f"SyntaxError: {err.msg}" if isinstance(err, SyntaxError) and err.msg else _one_line(err)
+    error = f"SyntaxError: {err.msg}" if isinstance(err, SyntaxError) and err.msg else describe(err)
     return f"{what} failed to import{at}: {error}"
 
 
@@ -367,7 +362,7 @@ def bind(entry, label: str) -> BoundReward:
     except UserError:
         raise
     except Exception as err:
-        raise UserError(f"{label} ({entry.name}): args {entry.args} rejected: {_one_line(err)}") from err
+        raise UserError(f"{label} ({entry.name}): args {entry.args} rejected: {describe(err)}") from err
     if not callable(fn):
         raise UserError(
             f"{label} ({entry.name}): an instance of {target.__name__} is not callable (no __call__)"
@@ -388,7 +383,7 @@ def _check_builtin_args(fn: Callable, entry, label: str) -> None:
     try:
         fn(prompts=[], completions=[], **{column: [] for column in required_columns(fn)})
     except Exception as err:
-        raise UserError(f"{label} ({entry.name}): args {entry.args} rejected: {_one_line(err)}") from err
+        raise UserError(f"{label} ({entry.name}): args {entry.args} rejected: {describe(err)}") from err
 
 
 def _registry_name_for(entry, spec: RewardSpec) -> str:
@@ -518,7 +513,7 @@ class RewardCall:
         except Exception as err:
             if self.on_error == "fail":
                 self._raise_first_failing(err, prompts, completions, kwargs)
-            return self._fail_all(f"raised {_one_line(err)}", prompts, completions)
+            return self._fail_all(f"raised {describe(err)}", prompts, completions)
         problem = _bad_result(raw, len(completions))
         if problem is not None:
             return self._fail_all(f"returned {problem}", prompts, completions)
@@ -571,9 +566,9 @@ class RewardCall:
             except _Timeout:
                 break
             except Exception as alone:
-                self._raise(f"raised {_one_line(alone)}{_raised_at(alone)}", prompts[i], completions[i])
+                self._raise(f"raised {describe(alone)}{_raised_at(alone)}", prompts[i], completions[i])
         self._raise(
-            f"raised {_one_line(err)}{_raised_at(err)}",
+            f"raised {describe(err)}{_raised_at(err)}",
             prompts[0] if prompts else "",
             completions[0] if completions else "",
             batch=n,
@@ -589,7 +584,7 @@ class RewardCall:
     def _raise(self, problem: str, prompt, completion, batch: int = 1):
         which = f" (the first of a batch of {batch})" if batch > 1 else ""
         raise RewardError(
-            f"reward {self.__name__!r} {problem}\n  prompt: {_short(prompt)}\n  completion: {_short(completion)}"
+            f"reward {self.__name__!r} {problem}\n  prompt: {shorten(prompt)}\n  completion: {shorten(completion)}"
             f"{which}\n  (set on_error: zero or skip on this reward to score such cases 0 or None and go on)"
         )
 
@@ -635,7 +630,7 @@ def _bad_value(value) -> str | None:
     return None
 
 
-def _short(value, limit: int = 200) -> str:
+def shorten(value, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 

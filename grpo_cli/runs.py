@@ -145,7 +145,7 @@ def clear_previous_run(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
 
 
-def rename_metrics(logs: dict[str, Any], reward_names: list[str]) -> dict[str, Any]:
+def rename_metrics(logs: dict[str, Any]) -> dict[str, Any]:
     """A trainer's log dict in metrics.jsonl's names (see METRIC_NAMES)."""
     row = {}
     for key, value in logs.items():
@@ -157,9 +157,6 @@ def rename_metrics(logs: dict[str, Any], reward_names: list[str]) -> dict[str, A
             row[key.removesuffix("/mean")] = value  # rewards/<name>
         else:
             row[key] = value
-    for name in reward_names:
-        if f"rewards/{name}" not in row and f"rewards/{name}/mean" in logs:
-            row[f"rewards/{name}"] = logs[f"rewards/{name}/mean"]
     return row
 
 

@@ -459,16 +459,16 @@ CHAT_TEMPLATE = (
 
 
 def test_chat_prompts_are_tokenized_through_the_chat_template_with_the_generation_prompt():
-    from grpo_cli.algorithms.ppo import tokenize_prompts
+    from grpo_cli.data import tokenize_prompts
     from grpo_cli.models import char_tokenizer
 
     tokenizer = char_tokenizer("0123456789+=")
-    assert tokenize_prompts(["1+2=", "10+3="], tokenizer) == [
+    assert tokenize_prompts(tokenizer, ["1+2=", "10+3="]) == [
         tokenizer(t)["input_ids"] for t in ("1+2=", "10+3=")
     ]
     tokenizer.chat_template = CHAT_TEMPLATE
     chats = [[{"role": "user", "content": "1+2"}], [{"role": "user", "content": "10+3"}]]
-    assert tokenize_prompts(chats, tokenizer) == [
+    assert tokenize_prompts(tokenizer, chats) == [
         tokenizer("1+2=")["input_ids"],
         tokenizer("10+3=")["input_ids"],
     ]

@@ -64,11 +64,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
         )
 
-    logger = RunLogger(
-        output_dir,
-        [r.name for r in rewards],
-        resume_from_step=checkpoint_step(resume_from) if resume_from else None,
-    )
+    logger = RunLogger(output_dir, resume_from_step=checkpoint_step(resume_from) if resume_from else None)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,

@@ -40,7 +40,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from grpo_cli import data, distributed, models, plugins
-from grpo_cli.errors import UserError
+from grpo_cli.errors import UserError, describe
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
 
@@ -114,7 +114,9 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
 
     # PPO batches token ids: every prompt left-padded to one width, which the bridge uses to find each rollout's row.
     rows = train_rows.to_list() + eval_rows
-    queries = left_pad(tokenize_prompts([row["prompt"] for row in rows], tokenizer), tokenizer.pad_token_id)
+    queries = left_pad(
+        data.tokenize_prompts(tokenizer, [row["prompt"] for row in rows]), tokenizer.pad_token_id
+    )
     train_queries, eval_queries = queries[: len(train_rows)], queries[len(train_rows) :]
 
     value_model = load_value_model(recipe, model, tokenizer, resume_from)
@@ -130,9 +132,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     total_steps = math.ceil(args.total_episodes / per_step)
     args.total_episodes -= steps_done * per_step  # TRL counts from step 0, whatever ran before
     extras = CheckpointExtras(value_model, steps_done=steps_done, total_steps=total_steps, per_step=per_step)
-    logger = RunLogger(
-        output_dir, [r.name for r in rewards], resume_from_step=steps_done if resume_from else None
-    )
+    logger = RunLogger(output_dir, resume_from_step=steps_done if resume_from else None)
     trainer = PPOTrainer(
         args=args,
         processing_class=tokenizer,
@@ -302,7 +302,7 @@ class RewardModelScore:
                     path, num_labels=1, dtype=dtype
                 )
         except (OSError, ValueError) as err:
-            raise UserError(f"cannot load reward model {path!r}: {_first_line(err)}") from err
+            raise UserError(f"cannot load reward model {path!r}: {describe(err)}") from err
         # The model scores the last token that is not padding; it must know which id pads.
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.requires_grad_(False).eval()
@@ -326,17 +326,6 @@ class RewardModelScore:
 
 
 # ---- prompts, value model, checkpoints ----
-
-
-def tokenize_prompts(prompts: list, tokenizer) -> list[list[int]]:
-    """Each prompt's token ids as GRPO feeds them: chat prompts through the chat template with the generation
-    prompt, text prompts as they are."""
-    if prompts and isinstance(prompts[0], list):
-        encoded = tokenizer.apply_chat_template(
-            prompts, add_generation_prompt=True, tokenize=True, return_dict=True
-        )
-        return [list(ids) for ids in encoded["input_ids"]]
-    return [list(ids) for ids in tokenizer(text=prompts)["input_ids"]]
 
 
 def _token_dataset(queries: list[list[int]]):
@@ -396,7 +385,7 @@ def load_value_model(recipe: Recipe, initial_model, tokenizer, resume_from: Path
             except (OSError, ValueError) as err:
                 raise UserError(
                     f"cannot build PPO's value model from {spec.name_or_path!r} (AutoModelForSequenceClassification, "
-                    f"one label): {_first_line(err)}"
+                    f"one label): {describe(err)}"
                 ) from err
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -416,10 +405,6 @@ def _quiet_loading():
         logging.set_verbosity(verbosity)
         if bars:
             logging.enable_progress_bar()
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 class CheckpointExtras(TrainerCallback):

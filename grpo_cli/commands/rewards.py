@@ -326,7 +326,7 @@ def test(
     for (index, group), table_scores, advantage in zip(groups.items(), tables, group_advantages, strict=True):
         totals = plugins.weighted_total(bound, table_scores)
         unscorable = [all(scores[i] is None for scores in table_scores) for i in range(len(group))]
-        title = f"prompt: {_short(group[0]['prompt'])}" + (f" (row {index})" if recipe else "")
+        title = f"prompt: {plugins.shorten(group[0]['prompt'])}" + (f" (row {index})" if recipe else "")
         no_prompt = recipe is None and not any(item["prompt"] for item in group)
         table = Table(title=None if no_prompt else escape(title), title_justify="left")
         table.add_column("completion")
@@ -353,11 +353,6 @@ def _score_group(bound, group: list[dict]) -> list[list[float | None]]:
     return plugins.score_table(
         bound, [item["prompt"] for item in group], [item["completion"] for item in group], columns
     )
-
-
-def _short(value, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _fmt(value) -> str:

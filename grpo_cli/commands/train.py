@@ -30,7 +30,7 @@ def train(
     import os
     import warnings
 
-    from grpo_cli import distributed, validation
+    from grpo_cli import distributed, models, validation
     from grpo_cli.recipe import load_recipe
     from grpo_cli.runs import check_resume_matches, last_checkpoint, prepare_output_dir
 
@@ -59,7 +59,7 @@ def train(
         if checkpoint is not None:
             typer.echo(f"resuming from {checkpoint}", err=True)
 
-    _quiet_libraries()
+    models.quiet_progress_bars()
     if loaded.algorithm == "grpo":
         from grpo_cli.algorithms import grpo as algorithm
     else:
@@ -71,12 +71,3 @@ def train(
         typer.echo(
             f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s, {rewards}; wrote {out}"
         )
-
-
-def _quiet_libraries() -> None:
-    """Our progress bar is the one to watch: no per-file bars from datasets and transformers."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
