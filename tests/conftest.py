@@ -65,3 +65,22 @@ def cli():
         return runner.invoke(app, [str(a) for a in args])
 
     return invoke
+
+
+def tiny_reward_model(tokenizer, seed: int = 0, **config):
+    """A randomly initialised one-label Qwen2 sequence-classification model for `tokenizer` (a reward model)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    settings = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "num_labels": 1,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    torch.manual_seed(seed)
+    return Qwen2ForSequenceClassification(Qwen2Config(**{**settings, **config}))

@@ -121,15 +121,7 @@ def test_two_process_ppo_run(tmp_path, lora):
     """TRL 1.12's PPOTrainer needs grpo-cli's DDP shims (ppo._unwrap_for_ddp) to run in several processes."""
     from tests.conftest import TINY_RECIPE
 
-    recipe = tmp_path / "ppo.yaml"
-    run = tmp_path / "run"
-    data = {
-        **TINY_RECIPE,
-        "algorithm": "ppo",
-        "output_dir": str(run),
-        "lora": TINY_RECIPE["lora"] if lora else None,
-    }
-    data["trainer"] = {
+    trainer = {
         "learning_rate": 1e-3,
         "max_steps": 3,
         "per_device_train_batch_size": 4,
@@ -137,15 +129,13 @@ def test_two_process_ppo_run(tmp_path, lora):
         "save_steps": 2,
         "missing_eos_penalty": 0.5,
     }
-    recipe.write_text(yaml.safe_dump(data))
-    result = subprocess.run(
-        [sys.executable, "-m", "grpo_cli", "train", str(recipe), "--num-processes", "2"],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    data = {
+        **TINY_RECIPE,
+        "algorithm": "ppo",
+        "lora": TINY_RECIPE["lora"] if lora else None,
+        "trainer": trainer,
+    }
+    run, result = train_in_two_processes(tmp_path, data)
     assert result.stdout.count("done: 3 steps") == 1
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]

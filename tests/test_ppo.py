@@ -133,25 +133,12 @@ def test_reward_functions_end_to_end(cli, ppo_recipe):
 @pytest.fixture
 def reward_model_dir(tmp_path) -> Path:
     """A tiny randomly initialised sequence-classification model and its tokenizer, saved like a real one."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForSequenceClassification
-
     from grpo_cli.models import char_tokenizer
+    from tests.conftest import tiny_reward_model
 
     tokenizer = char_tokenizer("0123456789+=")
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(1)
     path = tmp_path / "judge"
-    Qwen2ForSequenceClassification(config).save_pretrained(path)
+    tiny_reward_model(tokenizer, seed=1).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

@@ -14,6 +14,7 @@ from trl.experimental.utils import get_reward
 
 from grpo_cli.algorithms.ppo_bridge import RewardFunctionModel, left_pad
 from grpo_cli.errors import UserError
+from tests.conftest import tiny_reward_model
 
 # "0" is token 0: get_reward overwrites pads with 0 in input_ids, so the bridge must tell them apart by the mask.
 CHARS = list("0123456789+=? abcdefghijklmnopqrstuvwxyz")
@@ -212,25 +213,15 @@ def test_mixes_in_a_reward_model(tokenizer):
 
 
 def test_reward_model_needs_a_pad_id(tokenizer):
-    from transformers import Qwen2Config, Qwen2ForSequenceClassification
-
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        num_labels=1,
-    )
-    config.pad_token_id = None
+    reward_model = tiny_reward_model(tokenizer)
+    reward_model.config.pad_token_id = None
     with pytest.raises(ValueError, match="no pad_token_id"):
         RewardFunctionModel(
             tokenizer,
             ROWS,
             queries_of(tokenizer, ROWS),
             None,
-            reward_model=Qwen2ForSequenceClassification(config),
+            reward_model=reward_model,
             reward_tokenizer=tokenizer,
         )
 
