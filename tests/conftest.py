@@ -67,7 +67,7 @@ def cli():
     return invoke
 
 
-def tiny_reward_model(tokenizer, seed: int = 0, **config):
+def tiny_reward_model(tokenizer, seed: int = 0):
     """A randomly initialised one-label Qwen2 sequence-classification model for `tokenizer` (a reward model)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForSequenceClassification
@@ -83,4 +83,4 @@ def tiny_reward_model(tokenizer, seed: int = 0, **config):
         "pad_token_id": tokenizer.pad_token_id,
     }
     torch.manual_seed(seed)
-    return Qwen2ForSequenceClassification(Qwen2Config(**{**settings, **config}))
+    return Qwen2ForSequenceClassification(Qwen2Config(**settings))

@@ -14,7 +14,6 @@ from trl.experimental.utils import get_reward
 
 from grpo_cli.algorithms.ppo_bridge import RewardFunctionModel, left_pad
 from grpo_cli.errors import UserError
-from tests.conftest import tiny_reward_model
 
 # "0" is token 0: get_reward overwrites pads with 0 in input_ids, so the bridge must tell them apart by the mask.
 CHARS = list("0123456789+=? abcdefghijklmnopqrstuvwxyz")
@@ -129,7 +128,6 @@ def test_duplicate_prompts_must_agree_on_columns(tokenizer):
     [
         ({"query_ids": [[1, 2], [1, 2, 3], [3]]}, "left-pad them all to one width"),
         ({"query_ids": [[1]]}, "3 rows but 1 queries"),
-        ({"score_fn": None}, "needs reward functions"),
     ],
 )
 def test_construction_checks(tokenizer, change, message):
@@ -167,63 +165,6 @@ def test_moves_with_to_and_is_never_trained(tokenizer):
 
     bridge.to("meta")
     assert bridge.backbone.device_anchor.device.type == "meta"
-
-
-def test_mixes_in_a_reward_model(tokenizer):
-    from transformers import Qwen2Config, Qwen2ForSequenceClassification
-
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    reward_model = Qwen2ForSequenceClassification(config).eval()
-    queries = queries_of(tokenizer, ROWS)
-    bridge = RewardFunctionModel(
-        tokenizer,
-        ROWS,
-        queries,
-        Recorder(),
-        reward_model=reward_model,
-        reward_tokenizer=tokenizer,
-        reward_model_weight=0.5,
-    )
-    assert not [p for p in bridge.parameters() if p.requires_grad]
-    assert not reward_model.training
-
-    responses = ["3<eos>", "15 ok<eos>", "nine"]
-    _, scores, _ = get_reward(bridge, rollouts(tokenizer, queries, responses), tokenizer.pad_token_id, 13)
-
-    completions = ["3", "15 ok", "nine"]
-    function_scores = [11.0, 5.0, 4.0]
-    with torch.no_grad():
-        model_scores = [
-            reward_model(**tokenizer(row["prompt"] + text, return_tensors="pt")).logits[0, 0].item()
-            for row, text in zip(ROWS, completions, strict=True)
-        ]
-    expected = [f + 0.5 * m for f, m in zip(function_scores, model_scores, strict=True)]
-    assert scores.tolist() == pytest.approx(expected, abs=1e-5)
-    assert len({round(m, 4) for m in model_scores}) == 3  # the model does contribute, differently per rollout
-
-
-def test_reward_model_needs_a_pad_id(tokenizer):
-    reward_model = tiny_reward_model(tokenizer)
-    reward_model.config.pad_token_id = None
-    with pytest.raises(ValueError, match="no pad_token_id"):
-        RewardFunctionModel(
-            tokenizer,
-            ROWS,
-            queries_of(tokenizer, ROWS),
-            None,
-            reward_model=reward_model,
-            reward_tokenizer=tokenizer,
-        )
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ TRL 1.12's `PPOTrainer` only accepts a reward *model*, and scores each rollout w
 `RewardFunctionModel` honours exactly that interface, but its backbone decodes each rollout, looks up the dataset
 row its query came from, calls the reward functions (the same contract as GRPO: `fn(prompts, completions,
 **columns)`), and writes the score at every position, so whichever position `get_reward` picks carries it.
-`score` is the identity. A real sequence-classification reward model can be mixed in.
+`score` is the identity. Reward models reach it as reward functions too (see `ppo.RewardModelScore`).
 
 Why the lookup works: every query is left-padded to ONE width for the whole dataset (train and eval), so the
 first `context_length` tokens of a rollout are exactly its query, and the query's token ids identify its row.
@@ -61,13 +61,8 @@ class RewardFunctionModel(nn.Module):
         query_ids: the token ids of each row's query exactly as they appear in the PPO batch, left-padded with
             the tokenizer's pad token to one width (see `left_pad`); that width is `context_length`.
         score_fn: `score_fn(prompts, completions, columns) -> list[float]`, one finite float per completion.
-            `columns` maps every column except the prompt to its values for the batch. May be None when
-            `reward_model` is given.
+            `columns` maps every column except the prompt to its values for the batch.
         prompt_key: the key of the prompt in each row.
-        reward_model: optional sequence-classification model with one label; its score on `prompt + completion`
-            (text, re-tokenized with `reward_tokenizer`) is added, times `reward_model_weight`.
-        reward_tokenizer: the reward model's tokenizer (needs a pad token).
-        reward_model_weight: the weight of the reward model's score in the sum.
 
     Identical queries must come from rows that agree on every column: otherwise which row a rollout belongs to
     is ambiguous and construction raises `UserError` naming the prompt.
@@ -80,24 +75,12 @@ class RewardFunctionModel(nn.Module):
         tokenizer: Any,
         rows: Sequence[Mapping[str, Any]],
         query_ids: Sequence[Sequence[int]],
-        score_fn: ScoreFn | None,
+        score_fn: ScoreFn,
         *,
         prompt_key: str = "prompt",
-        reward_model: nn.Module | None = None,
-        reward_tokenizer: Any = None,
-        reward_model_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        self.backbone = _RewardBackbone(
-            tokenizer,
-            rows,
-            query_ids,
-            score_fn,
-            prompt_key=prompt_key,
-            reward_model=reward_model,
-            reward_tokenizer=reward_tokenizer,
-            reward_model_weight=reward_model_weight,
-        )
+        self.backbone = _RewardBackbone(tokenizer, rows, query_ids, score_fn, prompt_key=prompt_key)
         # `prepare_deepspeed` reads `config.hidden_size(s)`; there is none to report.
         self.config = SimpleNamespace()
         self.requires_grad_(False)
@@ -112,7 +95,7 @@ class RewardFunctionModel(nn.Module):
         return hidden_states
 
     def train(self, mode: bool = True) -> RewardFunctionModel:
-        # Never trained: keep the mixed-in reward model (if any) in eval mode whatever the caller asks.
+        # Never trained: stay in eval mode whatever the caller asks.
         return super().train(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any):
@@ -127,18 +110,11 @@ class _RewardBackbone(nn.Module):
         tokenizer: Any,
         rows: Sequence[Mapping[str, Any]],
         query_ids: Sequence[Sequence[int]],
-        score_fn: ScoreFn | None,
+        score_fn: ScoreFn,
         *,
         prompt_key: str,
-        reward_model: nn.Module | None,
-        reward_tokenizer: Any,
-        reward_model_weight: float,
     ) -> None:
         super().__init__()
-        if score_fn is None and reward_model is None:
-            raise ValueError(
-                "RewardFunctionModel needs reward functions (score_fn), a reward model, or both."
-            )
         pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
         if pad_id is None:
             raise ValueError("The tokenizer has no pad token; PPO needs one, distinct from EOS.")
@@ -165,14 +141,8 @@ class _RewardBackbone(nn.Module):
         self.rows = [dict(row) for row in rows]
         self.row_index = _index_rows(self.rows, query_ids, prompt_key)
         self.columns = [key for key in self.rows[0] if key != prompt_key]
-
-        self.reward_model = reward_model
-        self.reward_tokenizer = reward_tokenizer
-        self.reward_model_weight = float(reward_model_weight)
-        if reward_model is not None:
-            _check_reward_model(reward_model, reward_tokenizer)
-        # A tensor for `.to()`, accelerate and DeepSpeed to handle like any model's, when no reward model is
-        # mixed in. Not saved with the state dict; not trainable (a buffer, not a parameter).
+        # A tensor for `.to()`, accelerate and DeepSpeed to handle like any model's. Not saved with the state
+        # dict; not trainable (a buffer, not a parameter).
         self.register_buffer("device_anchor", torch.zeros(()), persistent=False)
 
     def forward(
@@ -222,21 +192,13 @@ class _RewardBackbone(nn.Module):
 
     def _score(self, batch_rows: list[dict[str, Any]], completions: list[str]) -> list[float]:
         prompts = [row[self.prompt_key] for row in batch_rows]
-        total = [0.0] * len(completions)
-        if self.score_fn is not None:
-            # Conversational prompts (message lists) get completions as message lists, as in GRPO.
-            as_fed = [
-                [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
-                for prompt, text in zip(prompts, completions, strict=True)
-            ]
-            columns = {key: [row[key] for row in batch_rows] for key in self.columns}
-            total = self._checked(self.score_fn(prompts, as_fed, columns), prompts, "The reward functions")
-        if self.reward_model is not None:
-            model_scores = self._checked(
-                self._reward_model_scores(prompts, completions), prompts, "The reward model"
-            )
-            total = [a + self.reward_model_weight * b for a, b in zip(total, model_scores, strict=True)]
-        return total
+        # Conversational prompts (message lists) get completions as message lists, as in GRPO.
+        as_fed = [
+            [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
+            for prompt, text in zip(prompts, completions, strict=True)
+        ]
+        columns = {key: [row[key] for row in batch_rows] for key in self.columns}
+        return self._checked(self.score_fn(prompts, as_fed, columns), prompts, "The reward functions")
 
     @staticmethod
     def _checked(scores: Sequence[Any], prompts: list[Any], source: str) -> list[float]:
@@ -250,14 +212,6 @@ class _RewardBackbone(nn.Module):
                     "score for every completion."
                 )
         return [float(score) for score in scores]
-
-    @torch.no_grad()
-    def _reward_model_scores(self, prompts: list[Any], completions: list[str]) -> list[float]:
-        texts = [str(prompt) + completion for prompt, completion in zip(prompts, completions, strict=True)]
-        device = next(self.reward_model.parameters()).device
-        encoded = self.reward_tokenizer(texts, padding=True, return_tensors="pt").to(device)
-        logits = self.reward_model(**encoded).logits
-        return logits[:, 0].float().tolist()
 
 
 def _index_rows(
@@ -288,18 +242,3 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b)
     except (TypeError, ValueError):  # e.g. arrays, whose == is elementwise
         return False
-
-
-def _check_reward_model(reward_model: nn.Module, reward_tokenizer: Any) -> None:
-    if reward_tokenizer is None:
-        raise ValueError("A reward model needs its own tokenizer (reward_tokenizer).")
-    if reward_tokenizer.pad_token_id is None:
-        raise ValueError("The reward model's tokenizer has no pad token; set one (e.g. its EOS token).")
-    config = getattr(reward_model, "config", None)
-    if getattr(config, "num_labels", 1) != 1:
-        raise ValueError(f"The reward model must have one output label, not {config.num_labels}.")
-    if config is not None and getattr(config, "pad_token_id", None) is None:
-        raise ValueError(
-            "The reward model's config has no pad_token_id, so it cannot find the last token of a padded "
-            "batch; set model.config.pad_token_id to its tokenizer's pad token id."
-        )
