@@ -22,6 +22,7 @@ How this departs from generation in training, on purpose:
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from grpo_cli import data, models, plugins
+from grpo_cli import data, models, plugins, scoring
 from grpo_cli.errors import UserError, describe
 from grpo_cli.recipe import EvalSection, ModelSection, Recipe
 from grpo_cli.runs import atomic_write, last_checkpoint
@@ -457,9 +458,8 @@ def _tokenizer(source: ModelSource, recipe: Recipe) -> PreTrainedTokenizerBase:
 
 @dataclass
 class Rewards:
-    training: list[plugins.BoundReward]  # the recipe's reward functions
+    training: list[plugins.BoundReward]  # the recipe's rewards, reward models loaded
     eval_only: list[plugins.BoundReward]  # eval.rewards
-    skipped: list[str]  # reward models, not scored here
 
     @property
     def names(self) -> list[str]:
@@ -484,10 +484,11 @@ def bind_rewards(recipe: Recipe) -> Rewards:
         names.append(reward.name)
     if problems:
         raise UserError("\n".join(problems), problems)
-    skipped = [r.name for r in training + eval_only if r.fn is None]
-    return Rewards(
-        [r for r in training if r.fn is not None], [r for r in eval_only if r.fn is not None], skipped
+    kwargs = trainer_mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
+    load = functools.partial(
+        scoring.load_reward_models, dtype=recipe.model.dtype, chat_template_kwargs=kwargs
     )
+    return Rewards(load(training), load(eval_only))
 
 
 def held_out_rows(recipe: Recipe, limit: int | None):
@@ -506,7 +507,7 @@ def held_out_rows(recipe: Recipe, limit: int | None):
 def score(
     samples: list[list[Sample]], rows: list[dict], rewards: Rewards, chat: bool, batch_size: int
 ) -> None:
-    """Score every sample in place with plugins.score_table, `batch_size` completions per reward call."""
+    """Score every sample in place with scoring.score_table, `batch_size` completions per reward call."""
     flat = [s for group in samples for s in group]
     columns = [c for c in (rows[0] if rows else {}) if c != "prompt"]
     for start in range(0, len(flat), batch_size):
@@ -516,9 +517,9 @@ def score(
         completions = [[{"role": "assistant", "content": s.text}] if chat else s.text for s in part]
         kwargs = {c: [rows[s.prompt_index][c] for s in part] for c in columns}
         kwargs["completion_ids"] = [s.token_ids for s in part]
-        table = plugins.score_table(rewards.training, prompts, completions, kwargs)
-        totals = plugins.weighted_total(rewards.training, table) if table else [None] * len(part)
-        extra = plugins.score_table(rewards.eval_only, prompts, completions, kwargs)
+        table = scoring.score_table(rewards.training, prompts, completions, kwargs)
+        totals = scoring.weighted_total(rewards.training, table) if table else [None] * len(part)
+        extra = scoring.score_table(rewards.eval_only, prompts, completions, kwargs)
         names = [r.name for r in rewards.training + rewards.eval_only]
         for n, sample in enumerate(part):
             sample.scores = {name: scores[n] for name, scores in zip(names, table + extra, strict=True)}
@@ -609,8 +610,6 @@ def run(
             "--baseline compares a tuned model with its base: also give --adapter RUN_DIR or --model PATH"
         )
     rewards = bind_rewards(recipe)
-    if rewards.skipped:
-        tell(f"reward model(s) {', '.join(rewards.skipped)} not scored in eval (reward functions only)")
     if tuned is not None and tuned.run_dir is not None:
         _check_same_split(recipe, tuned.run_dir, tell)
     sampling = sampling_settings(recipe, num_samples)
@@ -665,7 +664,6 @@ def run(
         **sampling.describe(),
         "rewards": [{"name": r.name, "weight": r.entry.weight} for r in rewards.training],
         "eval_rewards": [r.name for r in rewards.eval_only],
-        "skipped_rewards": rewards.skipped,
         "device": _device_name(),
     }
     return EvalResult(settings, identities, metrics, samples, rows, timing, notes)

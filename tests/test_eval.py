@@ -223,7 +223,7 @@ def test_metrics_of_a_model_with_known_output(tmp_path, token, text, length, cli
 
     (tmp_path / "stub.py").write_text(STUB_REWARDS)
     entries = [RewardEntry(name=f"{tmp_path / 'stub.py'}:{name}") for name in ("length", "even_answer")]
-    rewards = evaluate.Rewards(plugins.bind_all(entries), [], [])
+    rewards = evaluate.Rewards(plugins.bind_all(entries), [])
     evaluate.score(samples, rows, rewards, chat=False, batch_size=4)
     metrics = summarize(samples, rewards.names, with_total=True)
     assert metrics["completion_length"] == length
@@ -490,13 +490,15 @@ def test_eval_command_imports_no_heavy_library():
     assert out.strip() == "[]"
 
 
-def test_bind_rewards_skips_reward_models(workdir, monkeypatch):
-    monkeypatch.setattr(plugins, "is_reward_model", lambda name: name.startswith("model:"))
+def test_bind_rewards_loads_reward_models(workdir, reward_model_dir):
+    """Reward models are scored in eval as in training (issue 14), not skipped: see also test_scoring.py."""
+    from grpo_cli.scoring import RewardModelScore
+
     recipe = load_recipe("recipe.yaml")
-    recipe.rewards.append(RewardEntry(name="model:some/reward-model"))
+    recipe.rewards.append(RewardEntry(name=f"model:{reward_model_dir}"))
     rewards = evaluate.bind_rewards(recipe)
-    assert rewards.skipped == ["reward-model"]
-    assert rewards.names == ["accuracy", "length"]
+    assert rewards.names == ["accuracy", "length", "judge"]
+    assert isinstance(rewards.training[-1].fn, RewardModelScore)
 
 
 def test_user_error_type_for_missing_held_out(workdir):
