@@ -78,6 +78,8 @@ def test_reward_functions_end_to_end(cli, ppo_recipe):
             row["rewards/accuracy"] + 0.5 * row["rewards/closeness"], abs=1e-5
         )
         assert row["rewards/accuracy/errors"] == 0
+        # Each reward's time in the step, as GRPO runs log it.
+        assert 0 <= row["rewards/accuracy/seconds"] < 5 and 0 <= row["rewards/closeness/seconds"] < 5
     assert rows[0]["kl"] == pytest.approx(
         0, abs=1e-4
     )  # step 1 samples from the untrained policy = the reference
@@ -114,6 +116,7 @@ def test_reward_model_mixed_with_a_function_end_to_end(cli, ppo_recipe, reward_m
     for row in rows:
         assert {"reward", "kl", "rewards/judge", "rewards/accuracy"} <= set(row)
         assert row["reward"] == pytest.approx(2.0 * row["rewards/judge"] + row["rewards/accuracy"], abs=1e-5)
+        assert row["rewards/judge/errors"] == 0 and 0 < row["rewards/judge/seconds"] < 5
     assert (
         len({round(row["rewards/judge"], 6) for row in rows}) > 1
     )  # the model does score, differently per batch

@@ -298,3 +298,81 @@ def test_ls_lists_every_builtin_with_origin_arguments_columns_and_description(cl
         "\nAlso: path/to/file.py:function (relative to the recipe), package.module:function, "
         "or model:<Hub id or dir> for a reward model.\n"
     )
+
+
+# ---- what rewards see: the same prompts and completions as in training ----
+
+SHAPES = '''
+def shape(prompts, completions, answer, **kwargs):
+    """Written as the README says for chat data: the last message's content."""
+    scores = []
+    for prompt, completion, expected in zip(prompts, completions, answer):
+        assert prompt[-1] == {"role": "user", "content": "Q: What is 2 + 3?"}, prompt
+        assert completion == [{"role": "assistant", "content": completion[-1]["content"]}], completion
+        scores.append(float(completion[-1]["content"] == expected) + 10 * (prompt[0]["role"] == "system"))
+    return scores
+
+
+def text(prompts, completions, **kwargs):
+    return [float(isinstance(p, str) and isinstance(c, str)) for p, c in zip(prompts, completions)]
+'''
+
+
+@pytest.fixture
+def chat_policy(tmp_path):
+    """A policy directory whose tokenizer has a chat template, as real chat models have (only the tokenizer is
+    read by `rewards test`)."""
+    from grpo_cli.models import char_tokenizer
+
+    tokenizer = char_tokenizer("0123456789+=")
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    tokenizer.save_pretrained(tmp_path / "policy")
+    return tmp_path / "policy"
+
+
+def test_chat_recipe_passes_message_lists_as_train_and_eval_do(cli, recipe, tmp_path, chat_policy):
+    (tmp_path / "shapes.py").write_text(SHAPES)
+    path = recipe(
+        {
+            "model": {"from_config": None, "name_or_path": str(chat_policy)},
+            "rewards": [{"name": "./shapes.py:shape"}],
+        }
+    )
+    result = cli("rewards", "test", "--recipe", path, "-c", "5", "-c", "6")
+    assert result.exit_code == 0, result.output
+    (table,) = tables(result.stdout)
+    title = " ".join(line.strip() for line in result.stdout.split("┏")[0].splitlines())  # wrapped: too wide
+    assert title == "prompt: [{'role': 'user', 'content': 'Q: What is 2 + 3?'}] (row 0)"
+    assert [row[:3] for row in table["rows"]] == [["'5'", "1", "1"], ["'6'", "0", "0"]]
+    # --prompt text is built into a prompt as data.py builds a row's, the recipe's system prompt first.
+    with_system = recipe(
+        {
+            "model": {"from_config": None, "name_or_path": str(chat_policy)},
+            "dataset": {"system_prompt": "Be brief."},
+            "rewards": [{"name": "./shapes.py:shape"}],
+        },
+    )
+    result = cli("rewards", "test", "--recipe", with_system, "--prompt", "Q: What is 2 + 3?", "-c", "5")
+    assert result.exit_code == 0, result.output
+    assert tables(result.stdout)[0]["rows"][0][:2] == ["'5'", "11"]
+
+
+def test_text_recipe_passes_strings(cli, recipe, tmp_path):
+    (tmp_path / "shapes.py").write_text(SHAPES)
+    result = cli(
+        "rewards", "test", "--recipe", recipe({"rewards": [{"name": "./shapes.py:text"}]}), "-c", "5"
+    )
+    assert tables(result.stdout)[0]["rows"] == [["'5'", "1", "1", "+0.000"]]
+
+
+def test_row_counts_rows_of_the_file_not_the_shuffled_training_split(cli, recipe, tmp_path):
+    rows = [{"question": f"What is {n} + 0?", "answer": str(n)} for n in range(10)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # eval_ratio shuffles before splitting: the training split's row 7 is some other row of the file.
+    path = recipe({"dataset": {"eval_ratio": 0.3}})
+    result = cli("rewards", "test", "--recipe", path, "--row", "7", "-c", "7")
+    (table,) = tables(result.stdout)
+    assert table["title"] == "prompt: 'Q: What is 7 + 0?' (row 7)"
+    assert table["rows"] == [["'7'", "1", "1", "1.5", "+0.000"]]
+    result = cli("rewards", "test", "--recipe", path, "--row", "10", "-c", "7")
+    assert result.stderr == "error: row 10: the dataset's rows are 0..9\n"
