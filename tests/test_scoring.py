@@ -255,13 +255,8 @@ def miscount(completions, **kwargs):
 '''
 
 
-@pytest.mark.slow
-def test_training_logs_each_rewards_mean_time_and_errors(cli, tiny_recipe, tmp_path):
-    write(tmp_path / "run_rewards.py", RUN_REWARDS)
-    rewards = [
-        {"name": "./run_rewards.py:half_nan", "on_error": "skip"},
-        {"name": "./run_rewards.py:slow", "on_error": "zero", "timeout": 0.05},
-    ]
+def train_two_steps(cli, tiny_recipe, rewards: list[dict], tmp_path: Path) -> list[dict]:
+    """Train the tiny GRPO recipe with `rewards` for two steps; metrics.jsonl's rows."""
     path = tiny_recipe({"rewards": rewards, "trainer": {"max_steps": 2, "save_steps": 100}})
     result = cli("train", path)
     assert result.exit_code == 0, result.output
@@ -269,6 +264,17 @@ def test_training_logs_each_rewards_mean_time_and_errors(cli, tiny_recipe, tmp_p
         json.loads(line) for line in (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()
     ]
     assert [r["step"] for r in rows] == [1, 2]
+    return rows
+
+
+@pytest.mark.slow
+def test_training_logs_each_rewards_mean_time_and_errors(cli, tiny_recipe, tmp_path):
+    write(tmp_path / "run_rewards.py", RUN_REWARDS)
+    rewards = [
+        {"name": "./run_rewards.py:half_nan", "on_error": "skip"},
+        {"name": "./run_rewards.py:slow", "on_error": "zero", "timeout": 0.05},
+    ]
+    rows = train_two_steps(cli, tiny_recipe, rewards, tmp_path)
     for row in rows:  # 8 completions a step: one NaN skipped; every slow call ran over its timeout
         assert (row["rewards/half_nan"], row["rewards/half_nan/errors"]) == (1.0, 1.0)
         assert (row["rewards/slow"], row["rewards/slow/errors"]) == (0.0, 8.0)
@@ -506,13 +512,7 @@ def test_eval_scores_a_reward_model_as_calling_it_directly(cli, tiny_recipe, rew
 @pytest.mark.slow
 def test_grpo_logs_errors_and_seconds_for_a_reward_model(cli, tiny_recipe, reward_model_dir, tmp_path):
     rewards = [{"name": "accuracy"}, {"name": f"model:{reward_model_dir}", "weight": 0.5}]
-    path = tiny_recipe({"rewards": rewards, "trainer": {"max_steps": 2, "save_steps": 100}})
-    result = cli("train", path)
-    assert result.exit_code == 0, result.output
-    rows = [
-        json.loads(line) for line in (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert [r["step"] for r in rows] == [1, 2]
+    rows = train_two_steps(cli, tiny_recipe, rewards, tmp_path)
     for row in rows:
         assert row["rewards/judge/errors"] == 0.0 and row["rewards/accuracy/errors"] == 0.0
         assert 0 < row["rewards/judge/seconds"] < 5 and 0 <= row["rewards/accuracy/seconds"] < 5
