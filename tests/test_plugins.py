@@ -593,3 +593,27 @@ def test_pip_installed_plugin_in_the_real_command(acme_installed, tmp_path):
         if line.startswith("│")
     ]
     assert rows == [["'HEY'", "1", "1", "+0.707"], ["'hey'", "0", "0", "-0.707"]]
+
+
+def test_plugins_installed_where_the_tests_run_stay_out_of_them(tmp_path):
+    """conftest's isolated_entry_points: with another reward plugin installed, the tests that list plugins pass."""
+    site = tmp_path / "environment"
+    make_dist(site, "aardvark-rewards", "1.0", {"aaa": "aardvark:aaa"}, {"aardvark": SHOUT})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), str(site)])}
+    listed = subprocess.run(
+        [sys.executable, "-c", "from grpo_cli import plugins; print(sorted(plugins.installed_plugins()))"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.stdout == "['aaa']\n", listed.stderr  # installed, as a user's environment would have it
+    test = f"{__file__}::test_unknown_name_lists_installed_plugins_too"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "1 passed" in result.stdout, result.stdout
