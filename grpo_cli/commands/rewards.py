@@ -175,7 +175,7 @@ def test(
     from rich.markup import escape
     from rich.table import Table
 
-    from grpo_cli import models, plugins, scoring
+    from grpo_cli import plugins, scoring
     from grpo_cli.recipe import RewardEntry
     from grpo_cli.trainer_fields import fields
 
@@ -193,8 +193,6 @@ def test(
     trainer, dtype, chat_template_kwargs = {}, "auto", {}
 
     if recipe is not None:
-        from grpo_cli import data
-        from grpo_cli.evaluate import trainer_mapping
         from grpo_cli.recipe import load_recipe
 
         loaded = load_recipe(recipe)
@@ -203,25 +201,10 @@ def test(
             raise UserError(f"{recipe} names no rewards; add some, or give --reward NAME")
         trainer, dtype = loaded.trainer, loaded.model.dtype
         if loaded.algorithm == "grpo":  # what GRPOTrainer passes to the chat template for reward models
-            chat_template_kwargs = trainer_mapping(loaded, "chat_template_kwargs")
-        import datasets
+            from grpo_cli.evaluate import trainer_mapping
 
-        datasets.disable_progress_bars()  # the table is the output
-        rows = _file_rows(loaded)
-        # Prompts as the trainer sees them: messages when the policy's tokenizer has a chat template.
-        chat = data.uses_chat(loaded.dataset, models.policy_tokenizer(loaded.model))
-        for item in items:
-            index = item["row"] if item["row"] is not None else (row or 0)
-            if not 0 <= index < len(rows):
-                raise UserError(f"row {index}: the dataset's rows are 0..{len(rows) - 1}")
-            record = dict(rows[index])
-            item["row"] = index
-            if item["prompt"] is None and prompt is None:
-                item["prompt"] = data.build_prompt(loaded.dataset, record, chat)
-            else:
-                given = item["prompt"] if item["prompt"] is not None else prompt
-                item["prompt"] = _as_prompt(loaded.dataset, given, chat)
-            item["columns"] = {**record, **given_columns, **item["columns"]}
+            chat_template_kwargs = trainer_mapping(loaded, "chat_template_kwargs")
+        _fill_from_rows(items, loaded, prompt, row, given_columns)
     else:
         if not entries:
             raise UserError(
@@ -280,6 +263,31 @@ def test(
             total = "None" if unscorable[i] else _fmt(totals[i])
             table.add_row(escape(repr(item["completion"])), *cells, total, f"{advantage[i]:+.3f}")
         console.print(table)
+
+
+def _fill_from_rows(items: list[dict], recipe, prompt: str | None, row: int | None, columns: dict) -> None:
+    """Give each item its dataset row (its own `row`, else --row, else 0), the prompt that row has in training
+    (or the given one, built the same way) and the row's columns, under the given `columns`."""
+    import datasets
+
+    from grpo_cli import data, models
+
+    datasets.disable_progress_bars()  # the table is the output
+    rows = _file_rows(recipe)
+    # Prompts as the trainer sees them: messages when the policy's tokenizer has a chat template.
+    chat = data.uses_chat(recipe.dataset, models.policy_tokenizer(recipe.model))
+    for item in items:
+        index = item["row"] if item["row"] is not None else (row or 0)
+        if not 0 <= index < len(rows):
+            raise UserError(f"row {index}: the dataset's rows are 0..{len(rows) - 1}")
+        record = dict(rows[index])
+        item["row"] = index
+        if item["prompt"] is None and prompt is None:
+            item["prompt"] = data.build_prompt(recipe.dataset, record, chat)
+        else:
+            given = item["prompt"] if item["prompt"] is not None else prompt
+            item["prompt"] = _as_prompt(recipe.dataset, given, chat)
+        item["columns"] = {**record, **columns, **item["columns"]}
 
 
 def _file_rows(recipe):
