@@ -319,7 +319,7 @@ class BoundReward:
     name: str  # the name metrics use: the entry's name for built-ins and plugins, the attribute otherwise
     entry: Any  # the RewardEntry
     spec: RewardSpec
-    fn: Callable | None  # None for a reward model
+    fn: Callable | None  # None for a reward model, until scoring.load_reward_models loads it
     model_path: str | None = None
 
     @property
