@@ -517,3 +517,20 @@ def test_grpo_logs_errors_and_seconds_for_a_reward_model(cli, tiny_recipe, rewar
         assert row["rewards/judge/errors"] == 0.0 and row["rewards/accuracy/errors"] == 0.0
         assert 0 < row["rewards/judge/seconds"] < 5 and 0 <= row["rewards/accuracy/seconds"] < 5
         assert row["reward"] == pytest.approx(row["rewards/accuracy"] + 0.5 * row["rewards/judge"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_a_reward_calling_sys_exit_in_training_follows_on_error(cli, tiny_recipe, tmp_path):
+    """It used to end the run silently with the reward's exit code (issue 10)."""
+    write(tmp_path / "quits.py", "import sys\n\n\ndef quits(completions, **kwargs):\n    sys.exit(3)\n")
+    rows = train_two_steps(
+        cli, tiny_recipe, [{"name": "accuracy"}, {"name": "./quits.py:quits", "on_error": "zero"}], tmp_path
+    )
+    assert [(row["rewards/quits"], row["rewards/quits/errors"]) for row in rows] == [(0.0, 8.0), (0.0, 8.0)]
+    path = tiny_recipe({"rewards": [{"name": "./quits.py:quits"}]}, name="fails.yaml")
+    result = cli("train", path)
+    assert result.exit_code == 2, result.output
+    assert (
+        f"error: reward 'quits' raised SystemExit: 3 at {tmp_path / 'quits.py'}:5"
+        in result.stderr.splitlines()
+    )
