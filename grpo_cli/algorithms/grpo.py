@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, plugins
+from grpo_cli import data, distributed, generation, models, plugins
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
@@ -30,7 +30,7 @@ def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokeni
     args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     if not args.get("use_vllm"):  # vLLM's sampling parameters have no suppress_tokens
         args["generation_kwargs"] = {
-            **models.suppressed_special_tokens(tokenizer, eos_ids),
+            **generation.suppressed_special_tokens(tokenizer, eos_ids),
             **(args.get("generation_kwargs") or {}),
         }
     try:
@@ -54,7 +54,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
 
     weights = [r.entry.weight for r in rewards]
     args = config(
-        recipe, output_dir, weights, tokenizer, models.generation_eos_ids(model)
+        recipe, output_dir, weights, tokenizer, generation.eos_ids(model, tokenizer)
     )  # sets up processes
     main_process = distributed.is_main_process()
     if main_process and resume_from is None:
