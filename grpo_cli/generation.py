@@ -1,7 +1,7 @@
 """Generation outside the trainers: a saved model loaded for generating, the recipe's sampling settings, and
 batched `generate` with the same stop and suppressed tokens as training.
 
-Used by `eval` (and the `generate` and `export` commands): GRPO training takes `eos_ids` and
+Used by `eval`, and meant for `generate` and `export` alike; GRPO training takes `eos_ids` and
 `suppressed_special_tokens` from here too, so training and evaluation agree on when a completion ends and which
 tokens it may not contain.
 
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from grpo_cli import models
 from grpo_cli.errors import UserError, describe
-from grpo_cli.recipe import ModelSection, Recipe
 from grpo_cli.validation import trainer_value
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+    from grpo_cli.recipe import ModelSection, Recipe
     from grpo_cli.runs import ModelSource
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
