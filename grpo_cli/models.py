@@ -182,23 +182,6 @@ def trainable_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def generation_eos_ids(model) -> list[int]:
-    """The ids that end a completion according to the model's generation config."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    return [i for i in (configured if isinstance(configured, list) else [configured]) if i is not None]
-
-
-def suppressed_special_tokens(tokenizer, eos_ids=()) -> dict:
-    """Generation settings that keep pad, unk and bos out of completions (never a token in `eos_ids`).
-
-    Decoding drops special tokens, so a completion like "7<pad>" reads as "7" to the rewards while never ending:
-    a policy trained from scratch learns to stop with such a token instead of EOS (seen with pad, then unk).
-    """
-    eos = {tokenizer.eos_token_id, *eos_ids}
-    ids = {tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.bos_token_id} - eos - {None}
-    return {"suppress_tokens": sorted(ids)} if ids else {}
-
-
 def quiet_progress_bars() -> None:
     """Our progress bars are the ones to watch: none per file from transformers (weights) and datasets."""
     import datasets

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, plugins, scoring
+from grpo_cli import data, distributed, generation, models, plugins, scoring
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
@@ -30,7 +30,7 @@ def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokeni
     args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     if not args.get("use_vllm"):  # vLLM's sampling parameters have no suppress_tokens
         args["generation_kwargs"] = {
-            **models.suppressed_special_tokens(tokenizer, eos_ids),
+            **generation.suppressed_special_tokens(tokenizer, eos_ids),
             **(args.get("generation_kwargs") or {}),
         }
     try:
@@ -53,7 +53,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
 
     weights = [r.entry.weight for r in rewards]
     args = config(
-        recipe, output_dir, weights, tokenizer, models.generation_eos_ids(model)
+        recipe, output_dir, weights, tokenizer, generation.eos_ids(model, tokenizer)
     )  # sets up processes
     # Reward models too go through scoring (not TRL's own reward-model path), so they log /errors and /seconds.
     rewards = scoring.load_reward_models(rewards, recipe.model.dtype, args.device, args.chat_template_kwargs)
