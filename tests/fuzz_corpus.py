@@ -122,24 +122,45 @@ def corpus() -> list[Case]:
         for path in _leaves(base):
             dotted = ".".join(map(str, path))
             for value in rng.sample(ODD_VALUES, 6):
-                cases.append(Case(f"{name}:{dotted}={value!r}", _with_data({"recipe.yaml": _dump(_set(base, path, value))})))
-            cases.append(Case(f"{name}:del {dotted}", _with_data({"recipe.yaml": _dump(_delete(base, path))})))
+                cases.append(
+                    Case(
+                        f"{name}:{dotted}={value!r}",
+                        _with_data({"recipe.yaml": _dump(_set(base, path, value))}),
+                    )
+                )
+            cases.append(
+                Case(f"{name}:del {dotted}", _with_data({"recipe.yaml": _dump(_delete(base, path))}))
+            )
 
     # Every section (and nested section): deleted, replaced by a scalar, a list, null, or given an unknown key.
     for name, base in bases.items():
         sections = [(k,) for k, v in base.items() if isinstance(v, dict | list)]
-        sections += [(k, k2) for k, v in base.items() if isinstance(v, dict) for k2, v2 in v.items() if isinstance(v2, dict)]
+        sections += [
+            (k, k2)
+            for k, v in base.items()
+            if isinstance(v, dict)
+            for k2, v2 in v.items()
+            if isinstance(v2, dict)
+        ]
         sections += [("distributed",), ("eval",), ("lora",)]
         for path in sections:
             dotted = ".".join(path)
             for value in (5, "text", [1, 2], None, {"bogus": 1}, [[[]]]):
-                cases.append(Case(f"{name}:section {dotted}={value!r}", _with_data({"recipe.yaml": _dump(_set(base, path, value))})))
+                cases.append(
+                    Case(
+                        f"{name}:section {dotted}={value!r}",
+                        _with_data({"recipe.yaml": _dump(_set(base, path, value))}),
+                    )
+                )
             node = base
             for part in path:
                 node = node.get(part) if isinstance(node, dict) else None
             if isinstance(node, dict):
                 cases.append(
-                    Case(f"{name}:unknown key in {dotted}", _with_data({"recipe.yaml": _dump(_set(base, (*path, "zzz_unknown"), 1))}))
+                    Case(
+                        f"{name}:unknown key in {dotted}",
+                        _with_data({"recipe.yaml": _dump(_set(base, (*path, "zzz_unknown"), 1))}),
+                    )
                 )
 
     qs = bases["quickstart"]
@@ -232,7 +253,10 @@ def corpus() -> list[Case]:
             "a.yaml": b"extends: b.yaml\ntrainer: {max_steps: 3}\n",
             "b.yaml": text,
         },
-        "parent latin1": {"recipe.yaml": b"extends: p.yaml\n", "p.yaml": "seed: 1 # \xe9\n".encode("latin-1")},
+        "parent latin1": {
+            "recipe.yaml": b"extends: p.yaml\n",
+            "p.yaml": "seed: 1 # \xe9\n".encode("latin-1"),
+        },
         "parent duplicate": {"recipe.yaml": b"extends: p.yaml\n", "p.yaml": text + b"seed: 5\n"},
         "parent deep": {"recipe.yaml": b"extends: p.yaml\n", "p.yaml": b"a: " + b"[" * 5000 + b"]" * 5000},
     }
@@ -275,7 +299,9 @@ def corpus() -> list[Case]:
         Case(
             "data:eval_split file",
             {
-                "recipe.yaml": _dump(_set(_delete(local, ("dataset", "eval_size")), ("dataset", "eval_split"), "eval.jsonl")),
+                "recipe.yaml": _dump(
+                    _set(_delete(local, ("dataset", "eval_size")), ("dataset", "eval_split"), "eval.jsonl")
+                ),
                 "data.jsonl": JSONL,
                 "eval.jsonl": JSONL,
             },
@@ -332,7 +358,7 @@ def run_case(case: Case, directory: Path, timeout: float = TIMEOUT_S) -> Outcome
 
 
 def classify(outcome: Outcome) -> str:
-    """"0", "2" or "other" (a crash, a hang, another exit code, or an exit 2 without a clean message)."""
+    """ "0", "2" or "other" (a crash, a hang, another exit code, or an exit 2 without a clean message)."""
     if outcome.code == 0:
         return "0"
     if outcome.code == 2 and outcome.stderr.startswith("error: ") and "Traceback" not in outcome.stderr:
@@ -356,7 +382,9 @@ def main() -> None:
         kind = classify(outcome)
         counts[kind] += 1
         if kind == "other" or verbose:
-            print(f"{kind:5} {outcome.code!s:5} {outcome.seconds:5.1f}s {case.id!r}: {outcome.stderr.strip()[:200]!r}")
+            print(
+                f"{kind:5} {outcome.code!s:5} {outcome.seconds:5.1f}s {case.id!r}: {outcome.stderr.strip()[:200]!r}"
+            )
         del i
     print(f"{sum(counts.values())} cases: {counts}")
 

@@ -50,9 +50,10 @@ def test_unknown_key_without_close_match_lists_valid_keys(tiny_recipe):
 
 def test_every_problem_is_reported_at_once(tiny_recipe):
     found = problems_of(tiny_recipe({"lora": {"r": -1}, "seed": "x", "trainer": {"learning_rat": 1e-5}}))
-    assert len(found) == 2  # schema errors stop before the trainer check; both schema errors are listed
+    assert len(found) == 3  # a schema error no longer hides the trainer check (issue 11)
     assert any(p.startswith("lora.r: Input should be greater than 0") for p in found)
     assert any(p.startswith("seed: Input should be a valid integer") for p in found)
+    assert "trainer.learning_rat: not a field of TRL's GRPOConfig (did you mean 'learning_rate'?)" in found
 
 
 def test_trainer_keys_are_checked_against_grpo_config(tiny_recipe):
