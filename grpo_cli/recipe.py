@@ -70,7 +70,7 @@ class FromConfig(_Strict):
 
 def _no_nul(value: str | None) -> str | None:
     if isinstance(value, str) and "\x00" in value:
-        raise ValueError(f"contains a NUL byte: {value!r}")
+        raise ValueError("contains a NUL byte")
     return value
 
 
