@@ -359,17 +359,17 @@ def _load_with_parents(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return deep_merge(_load_with_parents(parent_path.resolve(), (*seen, path)), data)
 
 
-def resolve_path(value: Any, base: Path) -> Any:
+def resolve_path(value: Any, base: Path, always: bool = False) -> Any:
     """A relative path written in a recipe in `base` -> an absolute path; anything else as it is.
 
-    A relative value is a path when it starts with `.` or names something that exists next to the recipe;
-    otherwise it stays as written (a Hub id such as `openai/gsm8k`, a split name such as `test`).
+    A relative value is a path when `always`, when it starts with `.` or when it names something that exists
+    next to the recipe; otherwise it stays as written (a Hub id such as `openai/gsm8k`, a split name `test`).
     """
     if not isinstance(value, str) or not value or "\x00" in value or value.startswith(("/", "~")):
         return value
     candidate = base / value
     try:
-        if value.startswith(".") or candidate.exists():
+        if always or value.startswith(".") or candidate.exists():
             return str(candidate.resolve())
     except (OSError, ValueError):
         pass
@@ -383,6 +383,8 @@ def absolutize_paths(data: dict, base: Path) -> None:
     distributed.config_file, and reward names of the forms `file.py:attr`, `model:<dir>` and `<dir>`
     (in rewards and eval.rewards). output_dir is not one: like `-o`, it is where the user runs the command.
     """
+    from grpo_cli.data import LOCAL_FORMATS
+
     sections = {name: data.get(name) for name in ("dataset", "model", "distributed")}
     for section, key in (
         ("dataset", "source"),
@@ -391,7 +393,15 @@ def absolutize_paths(data: dict, base: Path) -> None:
         ("distributed", "config_file"),
     ):
         if isinstance(sections[section], dict) and key in sections[section]:
-            sections[section][key] = resolve_path(sections[section][key], base)
+            value = sections[section][key]
+            # A data file (by its suffix) and an accelerate config are paths even when missing: the error then
+            # names the file next to the recipe, and a file of that name in the current directory is never used.
+            always = key == "config_file" or (
+                section == "dataset"
+                and isinstance(value, str)
+                and Path(value).suffix.lower() in LOCAL_FORMATS
+            )
+            sections[section][key] = resolve_path(value, base, always)
     evaluation = data.get("eval")
     entries = [*(data.get("rewards") if isinstance(data.get("rewards"), list) else [])]
     if isinstance(evaluation, dict) and isinstance(evaluation.get("rewards"), list):
