@@ -14,7 +14,7 @@ from pathlib import Path
 
 from grpo_cli import data, distributed, plugins, trainer_fields
 from grpo_cli.distributed import launched, world_size
-from grpo_cli.errors import ConfigError, UserError, did_you_mean
+from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
 from grpo_cli.recipe import Recipe, check_schema, finish, load_data
 
 # The old name of trainer_fields.value, until evaluate.py imports that.
@@ -339,3 +339,54 @@ def validate(name_or_path: str, overrides: list[str] | None = None, processes: i
 def raise_if_problems(recipe: Recipe, problems: list[str]) -> None:
     if problems:
         raise ConfigError(recipe.path.name if recipe.path else "recipe", problems)
+
+
+# ---- once the model is loaded ----
+
+
+def check_loaded(recipe: Recipe, model, tokenizer, rows=None) -> list[str]:
+    """What can only be checked with the model and tokenizer in hand: LoRA target modules that match no module,
+    and a chat template that fails on the first prompt. `train` calls it after loading the model and before it
+    touches the output directory; `rows` are the dataset rows (before `data.prepare`), when loaded."""
+    problems = []
+    if recipe.lora is not None and recipe.lora.target_modules != "all-linear":
+        problems += _check_lora_targets(
+            recipe.lora.target_modules, [name for name, _ in model.named_modules()]
+        )
+    if rows is not None and len(rows):
+        try:
+            chat = data.uses_chat(recipe.dataset, tokenizer)
+            if chat:
+                prompt = data.build_prompt(recipe.dataset, dict(rows[0]), chat=True)
+                data.tokenize_prompts(tokenizer, [prompt])
+        except UserError as err:
+            problems.append(str(err))
+        except Exception as err:  # a template is user code (Jinja): any error is the template's
+            problems.append(
+                f"dataset: the tokenizer's chat template fails on the first prompt ({describe(err)}); "
+                "fix the template or set dataset.chat_template: false"
+            )
+    return problems
+
+
+def _check_lora_targets(targets: str | list[str], module_names: list[str]) -> list[str]:
+    """peft's matching: a string is a regular expression over full module names, a list holds name suffixes."""
+    leaves = sorted({name.rsplit(".", 1)[-1] for name in module_names if name})
+    if isinstance(targets, str):
+        try:
+            pattern = re.compile(targets)
+        except re.error as err:
+            return [f"lora.target_modules: {targets!r} is not a regular expression: {err}"]
+        if not any(pattern.fullmatch(name) for name in module_names):
+            return [
+                f"lora.target_modules: {targets!r} matches no module of the model; its modules: {', '.join(leaves)}"
+            ]
+        return []
+    problems = []
+    for target in targets:
+        if not any(name == target or name.endswith(f".{target}") for name in module_names):
+            problems.append(
+                f"lora.target_modules: {target!r} matches no module of the model{did_you_mean(target, leaves)}; "
+                f"its modules: {', '.join(leaves)}"
+            )
+    return problems
