@@ -365,7 +365,13 @@ def uses_chat(spec: DatasetSection, tokenizer) -> bool:
 def build_prompt(spec: DatasetSection, row: dict[str, Any], chat: bool) -> str | list[dict]:
     """The prompt of one row, as the trainer will see it."""
     if spec.prompt is not None:
-        text = spec.prompt.format(**row)
+        try:
+            text = spec.prompt.format(**row)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+            shown = {k: v for k, v in row.items() if k in template_fields(spec.prompt)}
+            raise UserError(
+                f"dataset.prompt: cannot fill {spec.prompt!r} from the row {shown}: {describe(err)}"
+            ) from err
         messages = [{"role": "user", "content": text}]
     elif "messages" in row:
         messages = list(row["messages"])

@@ -582,6 +582,7 @@ def load_data(name_or_path: str | Path, overrides: list[str] | None = None) -> t
 
 
 def finish(recipe: Recipe, path: Path) -> Recipe:
+    """A parsed recipe, told where it came from (and given its default output_dir, runs/<file stem>)."""
     recipe._path = path
     if recipe.output_dir is None:
         recipe.output_dir = str(Path("runs") / path.stem)

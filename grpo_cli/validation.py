@@ -254,8 +254,8 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
         if not template and first is not None and all(c in first for c in data.prompt_columns(spec)):
             try:
                 data.build_prompt(spec, first, chat=False)
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
-                problems.append(f"dataset.prompt: cannot fill {spec.prompt!r} from the first row: {err}")
+            except UserError as err:
+                problems.append(str(err))
     return problems, columns, first
 
 

@@ -334,7 +334,8 @@ REFUSED = {
     ),
     "format spec the column cannot take": (
         _prompt("{question:d}"),
-        "dataset.prompt: cannot fill '{question:d}' from the first row: Unknown format code 'd' for object of type 'str'",
+        "dataset.prompt: cannot fill '{question:d}' from the row {'question': '3+2='}: "
+        "ValueError: Unknown format code 'd' for object of type 'str'",
     ),
     # held-out rows
     "eval_size that leaves no training rows": (
@@ -417,3 +418,63 @@ def test_json_lines_are_read_as_train_reads_them(tmp_path):
     path.write_text(json.dumps({"q": "1"}) + "\n\n" + json.dumps({"q": "2"}) + "\n")
     local = data.read_local(path)
     assert (local.columns, local.rows, local.first) == (["q"], 2, {"q": "1"})
+
+
+# ---- the other commands that read recipes: no traceback either ----
+
+FILE_CASES = [c for c in CORPUS if c.id.split(":")[0] in ("junk", "extends", "data", "override")]
+
+
+def _run_command(case: Case, tmp_path, argv: list[str]):
+    import os
+
+    from typer.testing import CliRunner
+
+    from grpo_cli.cli import app
+
+    for name, content in case.files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    previous = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        return CliRunner().invoke(app, argv)
+    finally:
+        os.chdir(previous)
+
+
+def _assert_clean(result, what: str) -> None:
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"{what}: {result.exception!r}"
+    )
+    assert result.exit_code in (0, 2), f"{what}: exit {result.exit_code}"
+    if result.exit_code == 2:
+        assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+
+
+FILE_SAMPLE = set(c.id for c in random.Random(SEED).sample(FILE_CASES, 30))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c if c.id in FILE_SAMPLE else pytest.param(c, marks=pytest.mark.slow) for c in FILE_CASES],
+    ids=lambda c: c.id[:80],
+)
+def test_train_and_recipes_show_refuse_what_validate_refuses(case, tmp_path):
+    validated = run_case(case, tmp_path)
+    _assert_clean(_run_command(case, tmp_path, ["recipes", "show", "recipe.yaml"]), "recipes show")
+    if validated.code == 2:  # train checks the same before loading anything: the same one line, exit 2
+        result = _run_command(case, tmp_path, ["train", "recipe.yaml", *case.overrides, "-o", "run"])
+        _assert_clean(result, "train")
+        assert result.exit_code == 2 and result.stderr == validated.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", FILE_CASES, ids=lambda c: c.id[:80])
+def test_rewards_test_with_a_broken_recipe_is_one_line(case, tmp_path):
+    if case.overrides:
+        pytest.skip("rewards test takes no overrides")
+    _assert_clean(
+        _run_command(case, tmp_path, ["rewards", "test", "--recipe", "recipe.yaml", "-c", "5"]),
+        "rewards test",
+    )
