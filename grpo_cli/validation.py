@@ -2,7 +2,7 @@
 
 `grpo-cli validate` reports all of it at once (`validate`); `train` runs the same checks (`check`) before anything
 heavy starts. No torch or trl import here: validate answers in well under a second. What can only be known once
-the model is loaded is checked by `check_loaded`, which `train` calls before it touches the output directory.
+the model is loaded is checked by `check_loaded`, for `train` to call before it touches the output directory.
 """
 
 from __future__ import annotations
