@@ -329,6 +329,9 @@ def load_splits(spec: DatasetSection, seed: int) -> tuple[Dataset, Dataset | Non
     train = _load_raw(spec, spec.source, spec.split)
     held_out = None
     if spec.eval_split is not None:
+        problem = eval_split_problem(spec)
+        if problem:
+            raise UserError(problem)
         held_out = _load_raw(
             spec, spec.eval_split if is_local(spec.eval_split) else spec.source, spec.eval_split
         )
@@ -342,6 +345,16 @@ def load_splits(spec: DatasetSection, seed: int) -> tuple[Dataset, Dataset | Non
     if spec.limit is not None:
         train = train.select(range(min(spec.limit, len(train))))
     return train, held_out
+
+
+def eval_split_problem(spec: DatasetSection) -> str | None:
+    """A split name for a local file: a file has no splits, and loading it would evaluate on the training rows."""
+    if spec.source and is_local(spec.source) and spec.eval_split and not is_local(spec.eval_split):
+        return (
+            f"dataset.eval_split: {spec.eval_split!r} is a split name, but a local file has no splits; "
+            "name a held-out file, or use eval_size or eval_ratio"
+        )
+    return None
 
 
 def held_out_problem(spec: DatasetSection, rows: int) -> str | None:

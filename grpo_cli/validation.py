@@ -241,6 +241,7 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
             f"dataset.source: {spec.source!r} is neither a local data file "
             f"({', '.join(data.LOCAL_FORMATS)}) nor a Hub dataset id (org/name)"
         )
+    problems += [p for p in [data.eval_split_problem(spec)] if p]
     if spec.eval_split is not None and data.is_local(spec.eval_split):
         try:
             data.read_local(Path(spec.eval_split))

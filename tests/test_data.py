@@ -188,3 +188,16 @@ def test_read_local_edge_cases(tmp_path, name, content, message):
     else:
         with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
             data.read_local(path)
+
+
+def test_a_split_name_for_a_local_file_is_refused_not_read_as_the_training_file(tmp_path):
+    path = write(tmp_path, "jsonl")
+    spec = DatasetSection(source=str(path), eval_split="test")
+    message = (
+        "dataset.eval_split: 'test' is a split name, but a local file has no splits; "
+        "name a held-out file, or use eval_size or eval_ratio"
+    )
+    assert data.eval_split_problem(spec) == message
+    with pytest.raises(UserError) as info:
+        data.load_splits(spec, seed=0)
+    assert str(info.value) == message
