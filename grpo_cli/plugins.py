@@ -18,7 +18,6 @@ Calling what is bound (timeouts, result checks, reward models, totals) is `grpo_
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import importlib
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli._paths import REWARDS_DIR
-from grpo_cli.errors import UserError, describe
+from grpo_cli.errors import UserError, describe, did_you_mean
 
 ENTRY_POINT_GROUP = "grpo_cli.rewards"
 MODEL_PREFIX = "model:"
@@ -259,8 +258,7 @@ def _attr(module, attr: str, where: str) -> Any:
 
 
 def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return did_you_mean(word, choices, n=3)
 
 
 def is_reward_model(name: str) -> bool:
