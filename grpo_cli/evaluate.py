@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import data, models, plugins, scoring
-from grpo_cli.errors import UserError
-from grpo_cli.generation import Sample, generate, load, sampling_settings, trainer_mapping
+from grpo_cli import data, models, plugins, scoring, trainer_fields
+from grpo_cli.errors import ConfigError, UserError
+from grpo_cli.generation import Sample, generate, load, sampling_settings
 from grpo_cli.metrics import difference, summarize
 from grpo_cli.recipe import EvalSection, Recipe
 from grpo_cli.runs import atomic_write, read_recipe, resolve_models
@@ -51,28 +51,17 @@ class Rewards:
 
 
 def bind_rewards(recipe: Recipe) -> Rewards:
-    training = plugins.bind_all(recipe.rewards)
-    eval_only, problems = [], []
-    for i, entry in enumerate((recipe.eval or EvalSection()).rewards):
-        try:
-            eval_only.append(plugins.bind(entry, f"eval.rewards[{i}]"))
-        except UserError as err:
-            problems.append(str(err))
-    names = [r.name for r in training]
-    for i, reward in enumerate(eval_only):
-        if reward.name in names:
-            problems.append(
-                f"eval.rewards[{i}] ({reward.name}) is already a training reward, whose metrics eval reports anyway: "
-                "remove it from eval.rewards"
-            )
-        names.append(reward.name)
-    if problems:
-        raise UserError("\n".join(problems), problems)
-    kwargs = trainer_mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
+    """The recipe's training and eval-only rewards, bound by the same rules as `validate`, reward models loaded."""
+    from grpo_cli import validation
+
+    binding = validation.bind_rewards(recipe)
+    if binding.problems:
+        raise ConfigError(recipe.path.name if recipe.path else "recipe", binding.problems)
+    kwargs = trainer_fields.mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
     load_models = functools.partial(
         scoring.load_reward_models, dtype=recipe.model.dtype, chat_template_kwargs=kwargs
     )
-    return Rewards(load_models(training), load_models(eval_only))
+    return Rewards(load_models(binding.training), load_models(binding.eval_only))
 
 
 def held_out_rows(recipe: Recipe, limit: int | None):
@@ -215,7 +204,7 @@ def run(
             rows = list(prepared)
             chat = data.uses_chat(recipe.dataset, tokenizer)
             template_kwargs = (
-                trainer_mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
+                trainer_fields.mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
             )
             prompt_ids = data.tokenize_prompts(tokenizer, [r["prompt"] for r in rows], template_kwargs)
         started = time.perf_counter()

@@ -14,8 +14,6 @@ How this departs from generation in training, on purpose:
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from grpo_cli import models
 from grpo_cli.errors import UserError, describe
-from grpo_cli.validation import trainer_value
+from grpo_cli.trainer_fields import mapping, value
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -120,32 +118,21 @@ def sampling_settings(recipe: Recipe, num_samples: int) -> Sampling:
         # TRL's PPOTrainer samples with its temperature and no top-k/top-p, up to response_length tokens.
         return Sampling(
             num_samples=num_samples,
-            max_new_tokens=trainer_value(recipe, "response_length"),
+            max_new_tokens=value(recipe, "response_length"),
             seed=recipe.seed,
-            temperature=trainer_value(recipe, "temperature"),
+            temperature=value(recipe, "temperature"),
         )
     return Sampling(
         num_samples=num_samples,
-        max_new_tokens=trainer_value(recipe, "max_completion_length") or 512,
+        max_new_tokens=value(recipe, "max_completion_length") or 512,
         seed=recipe.seed,
-        temperature=trainer_value(recipe, "temperature"),
-        top_p=trainer_value(recipe, "top_p"),
-        top_k=trainer_value(recipe, "top_k"),
-        min_p=trainer_value(recipe, "min_p"),
-        repetition_penalty=trainer_value(recipe, "repetition_penalty"),
-        generation_kwargs=trainer_mapping(recipe, "generation_kwargs"),
+        temperature=value(recipe, "temperature"),
+        top_p=value(recipe, "top_p"),
+        top_k=value(recipe, "top_k"),
+        min_p=value(recipe, "min_p"),
+        repetition_penalty=value(recipe, "repetition_penalty"),
+        generation_kwargs=mapping(recipe, "generation_kwargs"),
     )
-
-
-def trainer_mapping(recipe: Recipe, key: str) -> dict:
-    """A `trainer:` field that TRL types `dict | str | None` (the str holding JSON), as a dict."""
-    value = trainer_value(recipe, key) or {}
-    if isinstance(value, str):
-        with contextlib.suppress(json.JSONDecodeError):
-            value = json.loads(value)
-    if not isinstance(value, dict):
-        raise UserError(f"trainer.{key}: expected a mapping (or a JSON object), got {value!r}")
-    return dict(value)
 
 
 # ---- batched generation ----

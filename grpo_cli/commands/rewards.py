@@ -59,15 +59,13 @@ def _describe(name: str, spec) -> str:
 
 
 def _parse_args(pairs: list[str]) -> dict[str, object]:
-    """--arg NAME=VALUE, the value read as YAML, as it would be in a recipe's `args`."""
-    import yaml
+    """--arg NAME=VALUE, the value read as a recipe's `args` value is (`5e-1` a float); `NAME=` is empty text."""
+    from grpo_cli.recipe import parse_assignment
 
     parsed = {}
-    for key, value in _split_pairs(pairs, "--arg"):
-        try:
-            parsed[key] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            parsed[key] = value
+    for pair in pairs:
+        key, value = parse_assignment(pair, "--arg", "scale=2")
+        parsed[key] = "" if pair.endswith("=") else value
     return parsed
 
 
@@ -201,9 +199,9 @@ def test(
             raise UserError(f"{recipe} names no rewards; add some, or give --reward NAME")
         trainer, dtype = loaded.trainer, loaded.model.dtype
         if loaded.algorithm == "grpo":  # what GRPOTrainer passes to the chat template for reward models
-            from grpo_cli.evaluate import trainer_mapping
+            from grpo_cli.trainer_fields import mapping
 
-            chat_template_kwargs = trainer_mapping(loaded, "chat_template_kwargs")
+            chat_template_kwargs = mapping(loaded, "chat_template_kwargs")
         _fill_from_rows(items, loaded, prompt, row, given_columns)
     else:
         if not entries:
