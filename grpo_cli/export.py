@@ -174,6 +174,7 @@ def export(
             "recipe": source.recipe.model_dump(mode="json"),
         }
         (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        _readable_by_others(staging)
         _move_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -185,6 +186,15 @@ def export(
         if note is not None:
             note(message)
     return result
+
+
+def _readable_by_others(directory: Path) -> None:
+    """An export is made to be shared: safetensors writes its files private (0600); give them the umask's mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
