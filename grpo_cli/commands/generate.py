@@ -135,7 +135,7 @@ def generate(
         typer.echo(f">>> {playground.shown(row['prompt'])}")
         for sample in group:
             prefix = f"[{sample.sample_index + 1}] " if len(group) > 1 else ""
-            typer.echo(prefix + sample.text + (" [cut at the length limit]" if sample.clipped else ""))
+            typer.echo(prefix + sample.text)
 
 
 def _scores_table(tried):
