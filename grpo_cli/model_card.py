@@ -119,13 +119,14 @@ def render(
     return "\n".join(lines)
 
 
-def _base_description(model: dict) -> str:
+def _base_description(model: dict, standalone: bool) -> str:
     if model.get("from_config"):
         spec = model["from_config"]
+        where = "" if standalone else "; its initial weights are in the run's `base_model/`"
         return (
             f"a randomly initialised `{spec.get('model_type')}` built from a config (hidden size "
             f"{spec.get('hidden_size')}, layers: {spec.get('num_hidden_layers')}, a character-level tokenizer over "
-            f"`{spec.get('vocabulary')}`); its initial weights are in the run's `base_model/`"
+            f"`{spec.get('vocabulary')}`){where}"
         )
     name = model.get("name_or_path")
     return f"[{name}](https://huggingface.co/{name})" if hub_id(name) else f"`{name}`"
@@ -139,7 +140,7 @@ def _what_it_is(algorithm, model, lora, kind, source, exported) -> list[str]:
     }[kind]
     lines = [
         f"{what[0].upper() + what[1:]} trained with {algorithm.upper()} by "
-        f"grpo-cli (on TRL), from {_base_description(model)}.",
+        f"grpo-cli (on TRL), from {_base_description(model, exported and kind != 'adapter')}.",
         "",
     ]
     if source.name.startswith("checkpoint-"):
