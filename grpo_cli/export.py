@@ -33,6 +33,7 @@ from grpo_cli import __version__, data, models
 from grpo_cli.errors import UserError, describe
 from grpo_cli.evaluate import TOKENIZER_FILES, ModelSource, eos_ids, load, resolve_models
 from grpo_cli.recipe import Recipe, load_recipe
+from grpo_cli.runs import atomic_write, last_checkpoint
 
 MARKER = "grpo-cli-export.json"  # what says a directory holds an export that --overwrite may replace
 DTYPES = ("float32", "bfloat16", "float16")
@@ -85,7 +86,7 @@ class Exported:
     directory: Path
     kind: str  # "merged" (adapter merged into its base), "full" (a fully fine-tuned model) or "adapter"
     dtype: str
-    check: Check
+    check: Check | None  # None until an adapter-only export is checked, once in place
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -105,6 +106,12 @@ def find_source(path: Path) -> Source:
         raise UserError(
             f"{path} is not a grpo-cli run (no recipe.yaml in it or its parent); "
             "give a training run's output directory or a checkpoint-N inside one"
+        )
+    if not any((path / name).is_file() for name in ("adapter_config.json", "config.json")):
+        checkpoint = last_checkpoint(path)
+        hint = f"; is the run unfinished? export its last checkpoint: {checkpoint}" if checkpoint else ""
+        raise UserError(
+            f"{path} holds neither a LoRA adapter (adapter_config.json) nor a model (config.json){hint}"
         )
     recipe = load_recipe(run_dir / "recipe.yaml")
     tuned, _ = resolve_models(recipe, adapter=path, model=None)
@@ -182,6 +189,8 @@ def export(
     result.files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     if adapter_only:
         result.check = _check_adapter_export(source, out)
+        marker["check"] = result.check.to_json()
+        atomic_write(out / MARKER, json.dumps(marker, indent=2) + "\n")
     for message in result.notes:
         if note is not None:
             note(message)
@@ -277,21 +286,25 @@ def _has_tokenizer(directory: Path) -> bool:
 
 
 def _saved_dtype(source: Source) -> str:
-    """The dtype the base (or the full model) was saved in, as the default for the export; else float32."""
-    directory = source.tuned.base.path if source.is_adapter else source.tuned.path
+    """The dtype the base (or the full model) was saved in, the export's default; else float32."""
+    from transformers import AutoConfig
+
     spec = source.recipe.model
-    if directory is None and spec.name_or_path and Path(spec.name_or_path).is_dir():
-        directory = Path(spec.name_or_path)
+    if source.is_adapter and source.tuned.base.kind == "recipe":
+        where, revision = spec.name_or_path, spec.revision  # a Hub id or local directory, already loaded once
+    else:
+        where, revision = str(source.tuned.base.path if source.is_adapter else source.tuned.path), None
+    if not where or where == "None":
+        return "float32"
     try:
-        config = json.loads((directory / "config.json").read_text()) if directory else {}
-    except (OSError, json.JSONDecodeError):
-        config = {}
-    saved = config.get("dtype") or config.get("torch_dtype")
-    if saved in DTYPES:
-        return saved
-    if spec.dtype in DTYPES:
-        return spec.dtype
-    return "float32"
+        config = AutoConfig.from_pretrained(
+            where, revision=revision, trust_remote_code=spec.trust_remote_code
+        )
+    except (OSError, ValueError):
+        return "float32"
+    saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    saved = str(saved).removeprefix("torch.") if saved is not None else None
+    return saved if saved in DTYPES else "float32"
 
 
 def _from_pretrained(directory: Path):

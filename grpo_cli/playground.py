@@ -34,7 +34,7 @@ from grpo_cli.evaluate import (
     trainer_mapping,
 )
 from grpo_cli.export import MARKER
-from grpo_cli.recipe import ModelSection, Recipe, load_recipe, parse_recipe
+from grpo_cli.recipe import ModelSection, Recipe, apply_overrides, load_recipe, parse_recipe
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,8 @@ def resolve(
 ) -> Target:
     """The model named by `name` (run, checkpoint, export, model dir, adapter dir or Hub id) and its recipe."""
     path = Path(name)
-    given = load_recipe(recipe, overrides or []) if recipe is not None else None
-    if overrides and given is None:
-        raise UserError("KEY=VALUE overrides change a recipe: give it with --recipe")
+    overrides = overrides or []
+    given = load_recipe(recipe, overrides) if recipe is not None else None
     run_dir = _run_dir(path)
     if run_dir is None and (path / MARKER).is_file():
         marker = _read_json(path / MARKER) or {}
@@ -79,14 +78,22 @@ def resolve(
             path = exported_from
         else:
             saved = marker.get("recipe")
-            own = parse_recipe(saved, source=str(path / MARKER)) if isinstance(saved, dict) else None
+            own = None
+            if isinstance(saved, dict):
+                own = parse_recipe(apply_overrides(saved, overrides), source=str(path / MARKER))
+            elif overrides and given is None:
+                raise UserError(
+                    f"KEY=VALUE overrides change a recipe, and {path} keeps none: give one with --recipe"
+                )
             settings = given or own or default_recipe(str(path))
             return Target(_saved_model(path, settings), settings, given is not None or own is not None)
     if run_dir is not None:
-        own = load_recipe(run_dir / "recipe.yaml")
+        own = load_recipe(run_dir / "recipe.yaml", [] if given is not None else overrides)
         settings = given or own
         tuned, run_base = resolve_models(own, adapter=path, model=None)
         return Target(run_base if base else tuned, settings, True)
+    if overrides and given is None:
+        raise UserError(f"KEY=VALUE overrides change a recipe, and {name} has none: give one with --recipe")
     if base and not (path / "adapter_config.json").is_file():
         raise UserError(
             f"--base: {name} is not a training run, an export or an adapter, so it has no base to try"

@@ -192,11 +192,17 @@ def test_refuses_to_overwrite_and_never_deletes_what_is_not_an_export(cli, tmp_p
         (["empty", "-o", "out"], "is not a grpo-cli run"),
         (["run", "-o", "out", "--dtype", "int8"], "--dtype int8: give one of float32, bfloat16, float16"),
         (["run", "-o", "run/recipe.yaml"], "is a file, not a directory"),
+        (
+            ["unfinished", "-o", "out"],
+            "is the run unfinished? export its last checkpoint: unfinished/checkpoint-4",
+        ),
     ],
 )
 def test_user_errors(cli, tmp_path, monkeypatch, args, message):
     fake_run(tmp_path)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "unfinished" / "checkpoint-4").mkdir(parents=True)
+    (tmp_path / "unfinished" / "recipe.yaml").write_text((tmp_path / "run" / "recipe.yaml").read_text())
     monkeypatch.chdir(tmp_path)
     result = cli("export", *args)
     assert result.exit_code == 2, result.output

@@ -77,6 +77,10 @@ def test_base_export_and_model_dir_are_accepted(run, cli, tmp_path):
     assert answers(ok(tmp_path / "exported", "-p", question))[question] == tuned
     assert answers(ok(tmp_path / "exported", "--base", "-p", question))[question] == base
     assert answers(ok(run / "checkpoint-2", "-p", question))[question] == tuned
+    assert cli("export", run, "-o", tmp_path / "adapter", "--adapter-only").exit_code == 0
+    assert answers(ok(tmp_path / "adapter", "-p", question))[question] == tuned
+    # KEY=VALUE overrides change the run's own recipe: here its length limit.
+    assert len(answers(ok(run, "trainer.max_completion_length=5", "-p", question))[question][0]) > 2
 
 
 def test_sampling_is_seeded_and_greedy_by_default(run):
@@ -151,7 +155,8 @@ def test_scripted_chat_without_a_chat_template(run):
         (["run", "-f", "bad.jsonl"], "line 2 is not JSON"),
         (["run", "-f", "keys.jsonl"], "prompt 1 has none of the keys prompt, messages, question"),
         (["run", "-k", "2", "-t", "0", "-p", "1"], "give a --temperature above 0"),
-        (["run", "trainer.top_k=3", "-p", "1"], "give it with --recipe"),
+        (["run/base_model", "trainer.top_k=3", "-p", "1"], "has none: give one with --recipe"),
+        (["run", "trainer.top_kk=3", "-p", "1"], "did you mean 'top_k'"),
     ],
 )
 def test_user_errors(tmp_path, monkeypatch, args, message):
