@@ -249,6 +249,7 @@ def _export_merged(source: Source, staging: Path, dtype: str | None) -> Exported
         )
     model.config.eos_token_id = config.eos_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_cache = True  # training turns the KV cache off; inference wants it
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

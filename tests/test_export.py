@@ -80,6 +80,7 @@ def check_standalone(run: Path, exported: Path, max_new_tokens: int = 2, varied:
         mine.eos_token,
         mine.pad_token,
     )
+    assert json.loads((exported / "config.json").read_text())["use_cache"] is True
     generation = json.loads((exported / "generation_config.json").read_text())
     assert mine.eos_token_id in (
         generation["eos_token_id"]
