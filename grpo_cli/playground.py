@@ -52,7 +52,6 @@ class TrySampling(Sampling):
 class Target:
     source: ModelSource
     recipe: Recipe  # prompt preparation, decoding and (with --recipe) rewards
-    from_recipe: bool  # a recipe was given or found (else defaults)
 
 
 # ---- what is tried ----
@@ -86,12 +85,12 @@ def resolve(
                     f"KEY=VALUE overrides change a recipe, and {path} keeps none: give one with --recipe"
                 )
             settings = given or own or default_recipe(str(path))
-            return Target(_saved_model(path, settings), settings, given is not None or own is not None)
+            return Target(_saved_model(path, settings), settings)
     if run_dir is not None:
         own = load_recipe(run_dir / "recipe.yaml", [] if given is not None else overrides)
         settings = given or own
         tuned, run_base = resolve_models(own, adapter=path, model=None)
-        return Target(run_base if base else tuned, settings, True)
+        return Target(run_base if base else tuned, settings)
     if overrides and given is None:
         raise UserError(f"KEY=VALUE overrides change a recipe, and {name} has none: give one with --recipe")
     if base and not (path / "adapter_config.json").is_file():
@@ -105,16 +104,15 @@ def resolve(
         source = ModelSource("recipe", spec=ModelSection(name_or_path=name, dtype=settings.model.dtype))
     if base:
         source = source.base
-    return Target(source, settings, given is not None)
+    return Target(source, settings)
 
 
 def _run_dir(path: Path) -> Path | None:
+    """The run `path` is, or whose checkpoint-N it is."""
     if not str(path) or not path.is_dir():
         return None
-    for candidate in (path, path.parent):
-        if (candidate / "recipe.yaml").is_file() and path.name != "base_model":
-            return candidate
-    return None
+    candidates = [path, path.parent] if path.name.startswith("checkpoint-") else [path]
+    return next((c for c in candidates if (c / "recipe.yaml").is_file()), None)
 
 
 def _saved_model(path: Path, recipe: Recipe) -> ModelSource:
