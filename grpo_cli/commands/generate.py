@@ -7,8 +7,6 @@ from pathlib import Path
 
 import typer
 
-from grpo_cli.commands._common import OVERRIDES
-
 
 def generate(
     model: str = typer.Argument(
@@ -16,7 +14,11 @@ def generate(
         metavar="MODEL_OR_RUN",
         help="A training run (or checkpoint-N), an exported directory, a saved model or adapter, or a Hub id.",
     ),
-    overrides: list[str] | None = OVERRIDES,
+    overrides: list[str] | None = typer.Argument(
+        None,
+        help="KEY=VALUE changes to the recipe used (--recipe, else the run's own), e.g. trainer.temperature=0.7.",
+        show_default=False,
+    ),
     prompt: list[str] | None = typer.Option(
         None, "--prompt", "-p", help="A prompt (repeatable). Without --prompt or -f: a chat on stdin."
     ),
