@@ -261,16 +261,17 @@ def _how_to_load(kind, base_name, adapter_base, exported, algorithm, run_dir) ->
             f'With vLLM: `vllm serve {here}`, or `LLM(model="{here}")` in Python.',
             "",
         ]
-    else:
+    else:  # a run's own adapter_config.json may name no base (a model built from a config): name it here
         base = adapter_base or base_name or f"{run_dir}/base_model"
         lines += [
             "With peft, on its base model:",
             "",
             "```python",
-            "from peft import AutoPeftModelForCausalLM",
-            "from transformers import AutoTokenizer",
+            "from peft import PeftModel",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
             "",
-            f'model = AutoPeftModelForCausalLM.from_pretrained("{here}")  # loads the base: {base}',
+            f'base = AutoModelForCausalLM.from_pretrained("{base}")',
+            f'model = PeftModel.from_pretrained(base, "{here}")',
             f'tokenizer = AutoTokenizer.from_pretrained("{here}")',
             "```",
             "",

@@ -82,7 +82,7 @@ def test_run_card_of_a_lora_run_on_a_hub_model(tmp_path):
         "| rewards/accuracy/pass@1 | 0.650 | 0.325 | - |",
         "| reward | 0.700 | 0.350 | +0.350 |",
         "![mean reward per step](report/reward.png)",
-        "AutoPeftModelForCausalLM",
+        f'PeftModel.from_pretrained(base, "{run}")',
         f"vllm serve {HUB_MODEL} --enable-lora",
         f"grpo-cli export {run} -o EXPORTED_DIR",
         "hf upload YOUR_NAME/gsm8k EXPORTED_DIR",
@@ -111,6 +111,7 @@ def test_a_base_the_hub_does_not_know_stays_out_of_the_front_matter(tmp_path):
     assert "base_model" not in meta
     assert "a randomly initialised `qwen2` built from a config" in text
     assert "Steps: 4" in text and "## Evaluation" not in text and "reward.png" not in text
+    assert f'AutoModelForCausalLM.from_pretrained("{run}/base_model")' in text
 
     local = tmp_path / "local-model"
     local.mkdir()
