@@ -41,9 +41,10 @@ def held_out_questions(run: Path) -> list[str]:
     return list(evaluate.held_out_rows(run_recipe(run), None)["question"])
 
 
-@pytest.fixture
-def run(tmp_path):
-    return fake_run(tmp_path)
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One run for the module: no test writes into it."""
+    return fake_run(tmp_path_factory.mktemp("generate"))
 
 
 def test_prompts_complete_as_eval_does(run):
