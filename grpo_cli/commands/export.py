@@ -55,7 +55,9 @@ def export(
         adapter_only=adapter_only,
         dtype=dtype,
         overwrite=overwrite,
-        note=lambda message: err_console.print(f"note: {message}", style="yellow", highlight=False),
+        note=lambda message: err_console.print(
+            f"note: {message}", style="yellow", highlight=False, soft_wrap=True
+        ),
     )
     what = {
         "merged": "the LoRA adapter merged into its base",

@@ -89,7 +89,7 @@ def generate(
     err_console = Console(stderr=True)
 
     def note(message: str) -> None:
-        err_console.print(f"note: {message}", style="yellow", highlight=False)
+        err_console.print(f"note: {message}", style="yellow", highlight=False, soft_wrap=True)
 
     target = playground.resolve(model, base=base, recipe=recipe, overrides=overrides or [])
     settings = playground.sampling(
@@ -105,15 +105,13 @@ def generate(
     if (prompt or prompts_file is not None) and not items:
         raise UserError(f"-f {prompts_file}: no prompts in it")
     how = "greedy" if settings.greedy else f"sampled at temperature {settings.temperature:g}"
-    err_console.print(
-        f"{target.source.describe()}: {how}, up to {settings.max_new_tokens} new tokens", highlight=False
-    )
+    typer.echo(f"{target.source.describe()}: {how}, up to {settings.max_new_tokens} new tokens", err=True)
     loaded, tokenizer = playground.load_target(target)
 
     if not items:
         interactive = sys.stdin.isatty()
         if interactive:
-            err_console.print("chat: type a message; /reset clears the history, Ctrl-D ends", highlight=False)
+            typer.echo("chat: type a message; /reset clears the history, Ctrl-D ends", err=True)
 
         def read_line() -> str | None:
             try:
