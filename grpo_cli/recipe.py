@@ -249,8 +249,9 @@ def _absolutize_paths(data: dict, base: Path) -> None:
         return None
 
     dataset = data.get("dataset")
-    if isinstance(dataset, dict) and (path := local(dataset.get("source"))):
-        dataset["source"] = path
+    for key in ("source", "eval_split"):  # eval_split may be a file: "a file for local data"
+        if isinstance(dataset, dict) and (path := local(dataset.get(key))):
+            dataset[key] = path
     model = data.get("model")
     if isinstance(model, dict) and (path := local(model.get("name_or_path"))):
         model["name_or_path"] = path
