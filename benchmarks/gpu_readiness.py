@@ -215,6 +215,16 @@ def save_model(directory: Path, shape: dict, dtype_name: str, corpus: list[str])
     return sum(p.numel() for p in model.parameters())
 
 
+def prompt_length(model_dir: Path, system_prompt: str, row: dict) -> int:
+    """Tokens in one prompt as the trainers build it: system and user message through the chat template."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": row["question"]}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def word_problems(count: int, seed: int = 0) -> list[dict]:
     """GSM8K's columns: a two-step word problem and a worked answer ending in "#### N"."""
     rng = random.Random(seed)
@@ -253,14 +263,14 @@ def recipe(name: str, args, out: Path, model_dir: Path, data_file: Path) -> dict
     if grpo:
         trainer["max_completion_length"] = args.length
         if not args.cuda:  # a CPU: the shape's ratios, far fewer completions
-            trainer.update(num_generations=4, per_device_train_batch_size=8, gradient_accumulation_steps=1)
+            trainer.update(num_generations=4, per_device_train_batch_size=4, gradient_accumulation_steps=1)
         if name.endswith("vllm"):
             trainer.update(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3)
     else:
         trainer["response_length"] = args.length
         if not args.cuda:
-            trainer.update(per_device_train_batch_size=4, gradient_accumulation_steps=2)
-            trainer["local_rollout_forward_batch_size"] = 4
+            trainer.update(per_device_train_batch_size=2, gradient_accumulation_steps=2)
+            trainer["local_rollout_forward_batch_size"] = 2
     return data
 
 
@@ -315,10 +325,10 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--steps", type=int, default=None, help="steps per run (default: 10 on CUDA, 3 on a CPU)"
+        "--steps", type=int, default=None, help="steps per run (default: 10 on CUDA, 2 on a CPU)"
     )
     parser.add_argument(
-        "--length", type=int, default=None, help="completion tokens (default: the recipes' 512; 16 on a CPU)"
+        "--length", type=int, default=None, help="completion tokens (default: the recipes' 512; 8 on a CPU)"
     )
     parser.add_argument("--runs", default="grpo-lora,grpo-lora-vllm,ppo-lora,trl-grpo-lora")
     parser.add_argument(
@@ -326,9 +336,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.cuda = torch.cuda.is_available()
-    args.steps = args.steps or (10 if args.cuda else 3)
+    args.steps = args.steps or (10 if args.cuda else 2)
     args.length = args.length or (
-        shipped("gsm8k-grpo")["trainer"]["max_completion_length"] if args.cuda else 16
+        shipped("gsm8k-grpo")["trainer"]["max_completion_length"] if args.cuda else 8
     )
     out = args.out or Path(tempfile.mkdtemp(prefix="gpu_readiness-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -343,6 +353,7 @@ def main() -> None:
     parameters = save_model(out / "model", shape, "bfloat16" if bf16 else "float32", corpus)
     data_file = out / "gsm8k_like.jsonl"
     data_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    prompt_tokens = prompt_length(out / "model", corpus[0], rows[0])
     device = (
         torch.cuda.get_device_name() if args.cuda else f"CPU ({os.cpu_count()} cores), tiny fallback model"
     )
@@ -350,7 +361,8 @@ def main() -> None:
     print(
         f"model: Qwen2 {'Qwen2.5-0.5B shape' if args.cuda else 'tiny'} (hidden {shape['hidden_size']}, "
         f"{shape['num_hidden_layers']} layers, vocabulary {QWEN25_VOCAB}), {parameters / 1e6:.1f}M parameters, "
-        f"random weights, {'bf16' if bf16 else 'fp32'}; built and saved in {time.monotonic() - started:.0f} s"
+        f"random weights, {'bf16' if bf16 else 'fp32'}; built and saved in {time.monotonic() - started:.0f} s; "
+        f"a prompt is {prompt_tokens} tokens"
     )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
