@@ -249,9 +249,8 @@ def _absolutize_paths(data: dict, base: Path) -> None:
         return None
 
     dataset = data.get("dataset")
-    for key in ("source", "eval_split"):  # eval_split may be a file: "a file for local data"
-        if isinstance(dataset, dict) and (path := local(dataset.get(key))):
-            dataset[key] = path
+    if isinstance(dataset, dict) and (path := local(dataset.get("source"))):
+        dataset["source"] = path
     model = data.get("model")
     if isinstance(model, dict) and (path := local(model.get("name_or_path"))):
         model["name_or_path"] = path
