@@ -3,7 +3,7 @@
     python benchmarks/eval_generation.py                      # the quickstart's model size and a larger one
     python benchmarks/eval_generation.py --model runs/quickstart --prompts 128
 
-`grpo-cli eval` generates with `grpo_cli.evaluate.generate`, left-padding `--batch-size` completions into one
+`grpo-cli eval` generates with `grpo_cli.generation.generate`, left-padding `--batch-size` completions into one
 `model.generate` call. This runs that function twice on the same model, prompts and settings, once with the eval
 default batch size and once with a batch of one, and prints a markdown table (for BENCHMARKS.md).
 
@@ -20,7 +20,7 @@ import platform
 import statistics
 import time
 
-from grpo_cli import evaluate, models
+from grpo_cli import data, generation, models
 from grpo_cli.data import addition_task
 from grpo_cli.recipe import FromConfig
 
@@ -48,13 +48,13 @@ def measure(model, tokenizer, prompt_ids, sampling, batch_sizes: list[int], repe
     The batch sizes take turns within each repeat, so load from other processes falls on all of them alike.
     """
     for batch_size in batch_sizes:
-        evaluate.generate(model, tokenizer, prompt_ids[:batch_size], sampling, batch_size)  # warm-up
+        generation.generate(model, tokenizer, prompt_ids[:batch_size], sampling, batch_size)  # warm-up
     times = {batch_size: [] for batch_size in batch_sizes}
     tokens = {}
     for _ in range(repeats):
         for batch_size in batch_sizes:
             started = time.perf_counter()
-            samples = evaluate.generate(model, tokenizer, prompt_ids, sampling, batch_size)
+            samples = generation.generate(model, tokenizer, prompt_ids, sampling, batch_size)
             times[batch_size].append(time.perf_counter() - started)
             tokens[batch_size] = sum(s.length for group in samples for s in group)
     return {b: (statistics.median(times[b]), tokens[b]) for b in batch_sizes}
@@ -87,7 +87,7 @@ def main() -> None:
     )
     # Operands up to 99: prompts of 4 to 6 characters, so batches need padding as real ones do.
     prompts = [row["question"] for row in addition_task(args.prompts, seed=0, max_operand=99)]
-    sampling = evaluate.Sampling(num_samples=args.samples, max_new_tokens=args.max_new_tokens, seed=0)
+    sampling = generation.Sampling(num_samples=args.samples, max_new_tokens=args.max_new_tokens, seed=0)
     count = len(prompts) * args.samples
 
     print(
@@ -106,7 +106,7 @@ def main() -> None:
         model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
         parameters = sum(p.numel() for p in model.parameters())
         label = name if args.model else f"{name} ({parameters / 1e6:.2f}M params)"
-        prompt_ids = evaluate.tokenize_prompts(tokenizer, prompts)
+        prompt_ids = data.tokenize_prompts(tokenizer, prompts)
         timings = measure(model, tokenizer, prompt_ids, sampling, [1, args.batch_size], args.repeats)
         (single_s, single_tokens), (batched_s, batched_tokens) = timings[1], timings[args.batch_size]
         rows = [

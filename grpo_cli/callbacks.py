@@ -35,7 +35,7 @@ class RunLogger(TrainerCallback):
             return
         path = self.output_dir / "metrics.jsonl"
         if self.resume_from_step is not None:
-            previous = [r for r in read_metrics(path) if r.get("step", 0) <= self.resume_from_step]
+            previous = [r for r in read_metrics(self.output_dir) if r.get("step", 0) <= self.resume_from_step]
             self.elapsed_before = max((r.get("time") or 0.0 for r in previous), default=0.0)
         self.metrics = MetricsLog(path, resume_from_step=self.resume_from_step)
         self.started = time.monotonic()

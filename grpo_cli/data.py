@@ -6,24 +6,31 @@ the rewards. Also the held-out split used by `eval`.
 from __future__ import annotations
 
 import csv
+import inspect
+import io
 import json
+import math
 import random
 import string
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grpo_cli.errors import UserError
+from grpo_cli.errors import UserError, describe, did_you_mean
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from grpo_cli.recipe import DatasetSection
+    from grpo_cli.recipe import DatasetSection, GenerateSection
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 # ---- tasks generated in code ----
+
+MAX_OPERAND = 10**9  # operands are written out in prompts: beyond this nothing learns them
+_ENUMERATE_UP_TO = 100_000  # problems; more than this are sampled instead of listed
 
 
 def addition_task(
@@ -32,19 +39,103 @@ def addition_task(
     """Distinct problems `a+b=` with the sum in the `answer` column, shuffled with `seed`.
 
     At most `size` rows; fewer when there are fewer distinct problems ((max - min + 1) ** 2, less those whose sum
-    exceeds `max_sum` when it is given).
+    exceeds `max_sum` when it is given). Large ranges are sampled without listing every pair, so any range is fast.
     """
-    pairs = [
-        (a, b)
-        for a in range(min_operand, max_operand + 1)
-        for b in range(min_operand, max_operand + 1)
-        if max_sum is None or a + b <= max_sum
-    ]
-    random.Random(seed).shuffle(pairs)
-    return [{"question": f"{a}+{b}=", "answer": str(a + b)} for a, b in pairs[:size]]
+    problems = check_addition(min_operand=min_operand, max_operand=max_operand, max_sum=max_sum)
+    if problems:
+        raise ValueError("; ".join(problems))
+    total = addition_count(min_operand, max_operand, max_sum)
+    rng = random.Random(seed)
+    if total <= _ENUMERATE_UP_TO:
+        # In the order of all pairs a-major, filtered by max_sum: the ranges stop where the sums would exceed it.
+        top = max_operand if max_sum is None else min(max_operand, max_sum - min_operand)
+        pairs = [
+            (a, b)
+            for a in range(min_operand, top + 1)
+            for b in range(
+                min_operand, (max_operand if max_sum is None else min(max_operand, max_sum - a)) + 1
+            )
+        ]
+        rng.shuffle(pairs)
+        pairs = pairs[:size]
+    else:  # distinct pairs drawn at random: at least half of any draw is a valid pair (see addition_count)
+        top = max_operand if max_sum is None else min(max_operand, max_sum - min_operand)
+        chosen: dict[tuple[int, int], None] = {}
+        while len(chosen) < min(size, total):
+            a, b = rng.randint(min_operand, top), rng.randint(min_operand, max_operand)
+            if max_sum is None or a + b <= max_sum:
+                chosen.setdefault((a, b))
+        pairs = list(chosen)
+    return [{"question": f"{a}+{b}=", "answer": str(a + b)} for a, b in pairs]
+
+
+def addition_count(min_operand: int, max_operand: int, max_sum: int | None) -> int:
+    """How many distinct problems the addition task has."""
+    width = max_operand - min_operand + 1
+    if max_sum is None or max_sum >= 2 * max_operand:
+        return width * width
+    # For each a, b runs from min_operand to min(max_operand, max_sum - a): a sum of arithmetic runs.
+    total = 0
+    for a in range(min_operand, min(max_operand, max_sum - min_operand) + 1):
+        total += min(max_operand, max_sum - a) - min_operand + 1
+    return total
+
+
+def check_addition(**options: Any) -> list[str]:
+    """What is wrong with the addition task's options (their names are checked by `check_task`)."""
+    problems = []
+    for name in ("min_operand", "max_operand", "max_sum"):
+        value = options.get(name)
+        if value is None and name == "max_sum":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{name} must be a whole number, got {value!r}")
+        elif not 0 <= value <= MAX_OPERAND:
+            problems.append(f"{name} must be between 0 and {MAX_OPERAND}, got {value}")
+    if problems:
+        return problems
+    low, high, max_sum = options["min_operand"], options["max_operand"], options.get("max_sum")
+    if high < low:
+        problems.append(f"max_operand ({high}) is below min_operand ({low})")
+    elif max_sum is not None and max_sum < 2 * low:
+        problems.append(f"max_sum ({max_sum}) is below the smallest sum, {low}+{low}: no problem is left")
+    elif max_sum is not None and min(high, max_sum - low) - low > 10 * _ENUMERATE_UP_TO:
+        problems.append(
+            f"max_sum ({max_sum}) with operands up to {high}: use max_operand to bound the problems"
+        )
+    return problems
 
 
 TASKS: dict[str, Callable[..., list[dict]]] = {"addition": addition_task}
+TASK_CHECKS: dict[str, Callable[..., list[str]]] = {"addition": check_addition}
+
+
+def check_task(spec: GenerateSection) -> list[str]:
+    """Every problem with a generated dataset's task and options, each naming its recipe key."""
+    if spec.task not in TASKS:
+        return [f"dataset.generate.task: unknown task {spec.task!r}; available: {', '.join(TASKS)}"]
+    task = TASKS[spec.task]
+    parameters = {
+        name: p for name, p in inspect.signature(task).parameters.items() if name not in ("size", "seed")
+    }
+    problems = []
+    for key in spec.options:
+        if key not in parameters:
+            problems.append(
+                f"dataset.generate.options.{key}: not an option of the {spec.task} task"
+                f"{did_you_mean(str(key), parameters)}; its options: "
+                + ", ".join(f"{n}={p.default!r}" for n, p in parameters.items())
+            )
+    if problems:
+        return problems
+    given = {n: spec.options.get(n, p.default) for n, p in parameters.items()}
+    return [f"dataset.generate.options: {problem}" for problem in TASK_CHECKS[spec.task](**given)]
+
+
+def task_rows(spec: GenerateSection) -> int:
+    """How many rows a (checked) generated dataset has."""
+    options = {"min_operand": 0, "max_operand": 9, "max_sum": None, **spec.options}
+    return min(spec.size, addition_count(options["min_operand"], options["max_operand"], options["max_sum"]))
 
 
 # ---- columns, without loading anything heavy (for `validate`) ----
@@ -54,52 +145,150 @@ def is_local(source: str) -> bool:
     return Path(source).suffix.lower() in LOCAL_FORMATS or Path(source).exists()
 
 
-def local_columns(path: Path) -> list[str]:
-    """The column names of a local data file, read from its first record or its schema."""
+@dataclass
+class LocalData:
+    """What `validate` learns from reading a local data file: its columns, row count and first row."""
+
+    columns: list[str]
+    rows: int
+    first: dict[str, Any]
+
+
+def read_local(path: Path) -> LocalData:
+    """Read a local data file the way `train` will, and say in one line what would stop it.
+
+    Every JSON line is parsed (a single malformed line fails pyarrow in `train`), text must be UTF-8, and the
+    file must hold at least one row of columns.
+    """
     suffix = path.suffix.lower()
     if suffix not in LOCAL_FORMATS:
         raise UserError(f"dataset {path}: unsupported file type; use one of {', '.join(LOCAL_FORMATS)}")
     if not path.is_file():
-        raise UserError(f"dataset file not found: {path}")
+        what = "is a directory, not a file" if path.is_dir() else "not found"
+        raise UserError(f"dataset file {what}: {path}")
+    if suffix == ".parquet":
+        return _read_parquet(path)
     try:
-        if suffix == ".jsonl":
-            with path.open() as f:
-                first = next((line for line in f if line.strip()), None)
-            record = json.loads(first) if first else {}
+        raw = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"dataset {path}: cannot read it ({err.strerror or err})") from err
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"dataset {path}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}); save it as UTF-8"
+        ) from err
+    if suffix == ".jsonl":
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as err:
+                raise UserError(f"dataset {path}:{number}: invalid JSON: {getattr(err, 'msg', err)}") from err
             if not isinstance(record, dict):
                 raise UserError(
-                    f"dataset {path}: each line must be a JSON object of columns, not {first.strip()[:40]}"
+                    f"dataset {path}:{number}: each line must be a JSON object of columns, not {line.strip()[:40]}"
                 )
-            return list(record)
-        if suffix == ".json":
-            data = json.loads(path.read_text())
-            records = data if isinstance(data, list) else next(iter(data.values()), []) if data else []
-            return list(records[0]) if records and isinstance(records[0], dict) else list(data)
-        if suffix == ".csv":
-            with path.open(newline="") as f:
-                return next(csv.reader(f), [])
-        import pyarrow.parquet as pq
+            records.append(record)
+        return _records(path, records)
+    if suffix == ".json":
+        try:
+            loaded = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise UserError(f"dataset {path}: invalid JSON: {getattr(err, 'msg', err)}") from err
+        if isinstance(loaded, dict) and loaded and isinstance(next(iter(loaded.values())), list):
+            loaded = next(iter(loaded.values()))  # {"data": [records]}
+        if not isinstance(loaded, list) or not all(isinstance(r, dict) for r in loaded):
+            raise UserError(f"dataset {path}: must be a JSON list of objects (one per row) of columns")
+        return _records(path, loaded)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+        rows = list(reader)
+    except csv.Error as err:
+        raise UserError(f"dataset {path}: invalid CSV: {err}") from err
+    rows = [r for r in rows if r]
+    if not header or not rows:
+        raise UserError(f"dataset {path}: no rows (a header line, then one line per row)")
+    return LocalData(header, len(rows), dict(zip(header, rows[0], strict=False)))
 
-        return list(pq.read_schema(path).names)
-    except (json.JSONDecodeError, StopIteration, OSError) as err:
-        raise UserError(f"dataset {path}: cannot read it ({err})") from err
+
+def _records(path: Path, records: list[dict]) -> LocalData:
+    if not records or not records[0]:
+        raise UserError(f"dataset {path}: no rows")
+    return LocalData(list(records[0]), len(records), records[0])
+
+
+def _read_parquet(path: Path) -> LocalData:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        rows = parquet.metadata.num_rows
+        first = parquet.read_row_group(0).slice(0, 1).to_pylist()[0] if rows else {}
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError and others for a file it cannot read
+        raise UserError(f"dataset {path}: not a readable parquet file ({describe(err)})") from err
+    if not rows:
+        raise UserError(f"dataset {path}: no rows")
+    return LocalData(list(parquet.schema_arrow.names), rows, first)
+
+
+def local_columns(path: Path) -> list[str]:
+    """The column names of a local data file, read from its first record or its schema."""
+    return read_local(path).columns
 
 
 def known_columns(spec: DatasetSection) -> list[str] | None:
     """The dataset's columns when they can be known without downloading (local files, generated tasks)."""
     if spec.generate is not None:
-        task = _task(spec.generate.task)
+        problems = check_task(spec.generate)
+        if problems:
+            raise UserError("; ".join(problems))
+        task = TASKS[spec.generate.task]
         return list(task(size=1, seed=0, **spec.generate.options)[0])
     if spec.source is not None and is_local(spec.source):
         return local_columns(Path(spec.source))
     return None
 
 
+LITERAL_BRACES = "write {{ and }} for literal braces"
+
+
 def template_fields(template: str) -> list[str]:
     try:
         return [name for _, name, _, _ in string.Formatter().parse(template) if name]
     except ValueError as err:
-        raise UserError(f"dataset.prompt: bad template {template!r}: {err}") from err
+        raise UserError(f"dataset.prompt: bad template {template!r}: {err} ({LITERAL_BRACES})") from err
+
+
+def template_problems(template: str) -> list[str]:
+    """What in a prompt template `str.format(**row)` cannot fill from a row's columns by name."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as err:
+        return [f"dataset.prompt: bad template {template!r}: {err} ({LITERAL_BRACES})"]
+    problems = []
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if name == "" or name.isdigit():
+            problems.append(
+                f"dataset.prompt: {field} is positional; name a column, e.g. {{question}} ({LITERAL_BRACES})"
+            )
+        elif "." in name or "[" in name:
+            problems.append(
+                f"dataset.prompt: {field} reads an attribute or item; name a column only ({LITERAL_BRACES})"
+            )
+        elif conversion:
+            problems.append(
+                f"dataset.prompt: {field} has a conversion (!{conversion}); write {{{name}}} ({LITERAL_BRACES})"
+            )
+        elif spec and "{" in spec:
+            problems.append(f"dataset.prompt: {field} nests a field in its format spec ({LITERAL_BRACES})")
+    return problems
 
 
 def prompt_columns(spec: DatasetSection) -> list[str]:
@@ -107,12 +296,6 @@ def prompt_columns(spec: DatasetSection) -> list[str]:
     if spec.prompt is not None:
         return template_fields(spec.prompt)
     return []
-
-
-def _task(name: str):
-    if name not in TASKS:
-        raise UserError(f"dataset.generate.task: unknown task {name!r}; available: {', '.join(TASKS)}")
-    return TASKS[name]
 
 
 # ---- loading ----
@@ -123,14 +306,13 @@ def _load_raw(spec: DatasetSection, source: str | None, split: str | None) -> Da
 
     if spec.generate is not None:
         gen = spec.generate
-        try:
-            rows = _task(gen.task)(size=gen.size, seed=gen.seed, **gen.options)
-        except TypeError as err:
-            raise UserError(f"dataset.generate.options: {err}") from err
-        return Dataset.from_list(rows)
+        problems = check_task(gen)
+        if problems:
+            raise UserError("; ".join(problems))
+        return Dataset.from_list(TASKS[gen.task](size=gen.size, seed=gen.seed, **gen.options))
     if is_local(source):
         path = Path(source)
-        local_columns(path)  # clear errors for a missing or unreadable file
+        read_local(path)  # clear errors for a missing, unreadable or malformed file
         return load_dataset(LOCAL_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
     try:
         return load_dataset(source, spec.config, split=split)
@@ -147,20 +329,43 @@ def load_splits(spec: DatasetSection, seed: int) -> tuple[Dataset, Dataset | Non
     train = _load_raw(spec, spec.source, spec.split)
     held_out = None
     if spec.eval_split is not None:
+        problem = eval_split_problem(spec)
+        if problem:
+            raise UserError(problem)
         held_out = _load_raw(
             spec, spec.eval_split if is_local(spec.eval_split) else spec.source, spec.eval_split
         )
     elif spec.eval_ratio is not None or spec.eval_size is not None:
         test_size = spec.eval_ratio if spec.eval_ratio is not None else spec.eval_size
-        if spec.eval_size is not None and spec.eval_size >= len(train):
-            raise UserError(
-                f"dataset.eval_size={spec.eval_size} leaves no training rows (dataset has {len(train)})"
-            )
+        problem = held_out_problem(spec, len(train))
+        if problem:
+            raise UserError(problem)
         parts = train.train_test_split(test_size=test_size, seed=seed)
         train, held_out = parts["train"], parts["test"]
     if spec.limit is not None:
         train = train.select(range(min(spec.limit, len(train))))
     return train, held_out
+
+
+def eval_split_problem(spec: DatasetSection) -> str | None:
+    """A split name for a local file: a file has no splits, and loading it would evaluate on the training rows."""
+    if spec.source and is_local(spec.source) and spec.eval_split and not is_local(spec.eval_split):
+        return (
+            f"dataset.eval_split: {spec.eval_split!r} is a split name, but a local file has no splits; "
+            "name a held-out file, or use eval_size or eval_ratio"
+        )
+    return None
+
+
+def held_out_problem(spec: DatasetSection, rows: int) -> str | None:
+    """Why holding out eval_size or eval_ratio of `rows` rows leaves nothing to train on (or to evaluate), if so."""
+    if spec.eval_size is not None and spec.eval_size >= rows:
+        return f"dataset.eval_size={spec.eval_size} leaves no training rows (dataset has {rows})"
+    if spec.eval_ratio is not None:
+        held_out = math.ceil(spec.eval_ratio * rows)  # as datasets' train_test_split rounds
+        if held_out >= rows or math.floor((1 - spec.eval_ratio) * rows) < 1:
+            return f"dataset.eval_ratio={spec.eval_ratio} leaves no training rows (dataset has {rows})"
+    return None
 
 
 def uses_chat(spec: DatasetSection, tokenizer) -> bool:
@@ -173,7 +378,13 @@ def uses_chat(spec: DatasetSection, tokenizer) -> bool:
 def build_prompt(spec: DatasetSection, row: dict[str, Any], chat: bool) -> str | list[dict]:
     """The prompt of one row, as the trainer will see it."""
     if spec.prompt is not None:
-        text = spec.prompt.format(**row)
+        try:
+            text = spec.prompt.format(**row)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+            shown = {k: v for k, v in row.items() if k in template_fields(spec.prompt)}
+            raise UserError(
+                f"dataset.prompt: cannot fill {spec.prompt!r} from the row {shown}: {describe(err)}"
+            ) from err
         messages = [{"role": "user", "content": text}]
     elif "messages" in row:
         messages = list(row["messages"])

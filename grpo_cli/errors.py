@@ -1,10 +1,31 @@
-"""The one exception type that means "the user can fix this": the CLI prints it as one line and exits 2."""
+"""What a user's mistake looks like: `UserError` (the CLI prints it as one line and exits 2), `ConfigError` (a
+list of problems found at once, formatted in one place), and the one "did you mean" hint every message uses."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 def describe(err: BaseException) -> str:
     """An exception in one line: its type and the first line of its message."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def did_you_mean(word: str, choices: Iterable[str], n: int = 1) -> str:
+    """` (did you mean 'x'?)`, or with n > 1 ` (did you mean 'x' or 'y'?)`, for the (at most n) choices close to
+    `word`; '' when none is. Long lists of similar names (TRL's fields, recipe keys) take n=1; short ones
+    (reward names and arguments) show up to 3."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=n, cutoff=0.5)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def format_problems(source: str, problems: list[str]) -> str:
+    """`source: problem` for one problem; `source: N problems:` and one `  - problem` line each for several."""
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
 class UserError(Exception):
@@ -16,3 +37,11 @@ class UserError(Exception):
     def __init__(self, message: str, problems: list[str] | None = None):
         super().__init__(message)
         self.problems = problems or []
+
+
+class ConfigError(UserError):
+    """Every problem found in one input (a recipe, a file), formatted by `format_problems`."""
+
+    def __init__(self, source: str, problems: list[str]):
+        super().__init__(format_problems(source, problems), list(problems))
+        self.source = source

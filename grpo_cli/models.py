@@ -7,6 +7,7 @@ character-level tokenizer made in code, which needs no network (the quickstart a
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -116,9 +117,7 @@ def load_model(spec: ModelSection, seed: int) -> tuple[PreTrainedModel, PreTrain
         return build_from_config(spec.from_config, seed)
     from transformers import AutoModelForCausalLM
 
-    tokenizer = load_tokenizer(
-        spec.name_or_path, trust_remote_code=spec.trust_remote_code, revision=spec.revision
-    )
+    tokenizer = policy_tokenizer(spec)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             spec.name_or_path,
@@ -131,6 +130,13 @@ def load_model(spec: ModelSection, seed: int) -> tuple[PreTrainedModel, PreTrain
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def policy_tokenizer(spec: ModelSection) -> PreTrainedTokenizerBase:
+    """The tokenizer `load_model` returns, without loading the model (`rewards test` builds prompts with it)."""
+    if spec.from_config is not None:
+        return char_tokenizer(spec.from_config.vocabulary)
+    return load_tokenizer(spec.name_or_path, trust_remote_code=spec.trust_remote_code, revision=spec.revision)
 
 
 def _load_failure(what: str, name_or_path: str, err: Exception) -> str:
@@ -176,23 +182,6 @@ def trainable_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def generation_eos_ids(model) -> list[int]:
-    """The ids that end a completion according to the model's generation config."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    return [i for i in (configured if isinstance(configured, list) else [configured]) if i is not None]
-
-
-def suppressed_special_tokens(tokenizer, eos_ids=()) -> dict:
-    """Generation settings that keep pad, unk and bos out of completions (never a token in `eos_ids`).
-
-    Decoding drops special tokens, so a completion like "7<pad>" reads as "7" to the rewards while never ending:
-    a policy trained from scratch learns to stop with such a token instead of EOS (seen with pad, then unk).
-    """
-    eos = {tokenizer.eos_token_id, *eos_ids}
-    ids = {tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.bos_token_id} - eos - {None}
-    return {"suppress_tokens": sorted(ids)} if ids else {}
-
-
 def quiet_progress_bars() -> None:
     """Our progress bars are the ones to watch: none per file from transformers (weights) and datasets."""
     import datasets
@@ -200,3 +189,20 @@ def quiet_progress_bars() -> None:
 
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers' loading report and progress bar, silenced: for models whose fresh score head is expected
+    (PPO's critic, a reward model), with our own progress bar to follow."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()

@@ -13,25 +13,19 @@ The dataset columns a reward reads are its parameters without a default, the val
 parameters (a class's constructor ones included), and anything it lists in a `required_columns` attribute;
 `validate` checks them before training.
 
-`RewardCall` wraps each reward for the trainers: it checks every result (count, type, NaN), applies the entry's
-`on_error` policy and `timeout`, and reports its time and error count through TRL's `log_metric`. It pickles as
-the recipe entry it came from and binds that again when unpickled, so a reward defined in a file pickles too.
+Calling what is bound (timeouts, result checks, reward models, totals) is `grpo_cli.scoring`'s job.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
-import math
 import os
 import sys
-import threading
-import time
 import traceback
 import types
 from collections.abc import Callable
@@ -40,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli._paths import REWARDS_DIR
-from grpo_cli.errors import UserError, describe
+from grpo_cli.errors import UserError, describe, did_you_mean
 
 ENTRY_POINT_GROUP = "grpo_cli.rewards"
 MODEL_PREFIX = "model:"
@@ -264,8 +258,7 @@ def _attr(module, attr: str, where: str) -> Any:
 
 
 def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return did_you_mean(word, choices, n=3)
 
 
 def is_reward_model(name: str) -> bool:
@@ -324,7 +317,7 @@ class BoundReward:
     name: str  # the name metrics use: the entry's name for built-ins and plugins, the attribute otherwise
     entry: Any  # the RewardEntry
     spec: RewardSpec
-    fn: Callable | None  # None for a reward model
+    fn: Callable | None  # None for a reward model, until scoring.load_reward_models loads it
     model_path: str | None = None
 
     @property
@@ -367,7 +360,7 @@ def bind(entry, label: str) -> BoundReward:
         raise UserError(
             f"{label} ({entry.name}): an instance of {target.__name__} is not callable (no __call__)"
         )
-    accepts = _accepted_kwargs(fn)
+    accepts = accepted_kwargs(fn)
     if accepts is not None and "completions" not in accepts:
         raise UserError(
             f"{label} ({entry.name}): it takes no `completions` parameter; a reward is "
@@ -462,180 +455,7 @@ def required_columns(fn: Callable) -> list[str]:
     return list(dict.fromkeys(columns))
 
 
-# ---- calling rewards safely ----
-
-
-class RewardError(UserError):
-    """A reward misbehaved during a run (raised, timed out, returned a bad value) and its policy is `fail`."""
-
-
-class _Timeout(Exception):
-    pass
-
-
-class RewardCall:
-    """A bound reward as the trainers call it: TRL's contract, checked results, the entry's error policy."""
-
-    def __init__(self, bound: BoundReward):
-        self.fn = bound.fn
-        self.__name__ = bound.name  # TRL logs rewards/<__name__>/mean
-        self.on_error = bound.entry.on_error
-        self.timeout = bound.entry.timeout
-        self._accepts = _accepted_kwargs(bound.fn)
-        # Arguments bound from the recipe win over dataset columns of the same name.
-        self._bound_args = set(bound.fn.keywords) if isinstance(bound.fn, functools.partial) else set()
-        self._entry = (
-            None if bound.spec.ref is None else bound.entry.model_copy(update={"name": bound.spec.ref})
-        )
-
-    def __reduce_ex__(self, protocol):
-        if self._entry is None:  # e.g. a reward model wrapped by the PPO bridge: pickled as it is
-            return super().__reduce_ex__(protocol)
-        # As the recipe entry it came from, bound again on unpickling: a reward defined in a file has no module
-        # another process could import, and a class instance may hold what does not pickle (a client, a lock).
-        return _restore_call, (self._entry, self.__name__)
-
-    def __call__(self, prompts, completions, **kwargs) -> list[float | None]:
-        log_metric = kwargs.get("log_metric")
-        started = time.perf_counter()
-        scores, errors = self.score(prompts, completions, kwargs)
-        if log_metric is not None:
-            log_metric(f"rewards/{self.__name__}/seconds", time.perf_counter() - started)
-            log_metric(f"rewards/{self.__name__}/errors", float(errors))
-        return scores
-
-    def score(self, prompts, completions, kwargs: dict) -> tuple[list[float | None], int]:
-        """Scores for one batch and how many were errors (replaced as `on_error` says)."""
-        try:
-            raw = self._invoke(prompts, completions, kwargs)
-        except _Timeout as err:
-            return self._fail_all(str(err), prompts, completions)
-        except Exception as err:
-            if self.on_error == "fail":
-                self._raise_first_failing(err, prompts, completions, kwargs)
-            return self._fail_all(f"raised {describe(err)}", prompts, completions)
-        problem = _bad_result(raw, len(completions))
-        if problem is not None:
-            return self._fail_all(f"returned {problem}", prompts, completions)
-        scores, errors = [], 0
-        for i, value in enumerate(raw):
-            problem = _bad_value(value)
-            if problem is None:
-                scores.append(None if value is None else float(value))
-                continue
-            errors += 1
-            if self.on_error == "fail":
-                self._raise(f"returned {problem}", prompts[i], completions[i])
-            scores.append(0.0 if self.on_error == "zero" else None)
-        return scores, errors
-
-    def _invoke(self, prompts, completions, kwargs):
-        call = {
-            k: v
-            for k, v in {"prompts": prompts, **kwargs}.items()
-            if k not in self._bound_args and (self._accepts is None or k in self._accepts)
-        }
-        if self.timeout is None:
-            return self.fn(completions=completions, **call)
-        # A daemon thread, not a pool: a call that never returns must not keep the process from exiting.
-        outcome = {}
-
-        def run():
-            try:
-                outcome["value"] = self.fn(completions=completions, **call)
-            except BaseException as err:
-                outcome["error"] = err
-
-        thread = threading.Thread(target=run, name=f"reward-{self.__name__}", daemon=True)
-        thread.start()
-        thread.join(self.timeout)
-        if thread.is_alive():  # it cannot be stopped; it is abandoned and its result ignored
-            raise _Timeout(f"ran over its timeout of {self.timeout:g} s")
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
-
-    def _raise_first_failing(self, err: Exception, prompts, completions, kwargs):
-        """Stop the run naming the completion that made the reward raise: retried alone, the first that does."""
-        quiet = {"log_metric": lambda *a, **k: None, "log_extra": lambda *a, **k: None}
-        n = len(completions)
-        for i in range(n if n > 1 else 0):
-            one = {k: v[i : i + 1] if isinstance(v, list) and len(v) == n else v for k, v in kwargs.items()}
-            try:
-                self._invoke(prompts[i : i + 1], completions[i : i + 1], {**one, **quiet})
-            except _Timeout:
-                break
-            except Exception as alone:
-                self._raise(f"raised {describe(alone)}{_raised_at(alone)}", prompts[i], completions[i])
-        self._raise(
-            f"raised {describe(err)}{_raised_at(err)}",
-            prompts[0] if prompts else "",
-            completions[0] if completions else "",
-            batch=n,
-        )
-
-    def _fail_all(self, problem: str, prompts, completions):
-        if self.on_error == "fail":
-            first = (prompts[0] if prompts else "", completions[0] if completions else "")
-            self._raise(problem, *first, batch=len(completions))
-        value = 0.0 if self.on_error == "zero" else None
-        return [value] * len(completions), len(completions)
-
-    def _raise(self, problem: str, prompt, completion, batch: int = 1):
-        which = f" (the first of a batch of {batch})" if batch > 1 else ""
-        raise RewardError(
-            f"reward {self.__name__!r} {problem}\n  prompt: {shorten(prompt)}\n  completion: {shorten(completion)}"
-            f"{which}\n  (set on_error: zero or skip on this reward to score such cases 0 or None and go on)"
-        )
-
-
-def _restore_call(entry, name: str) -> RewardCall:
-    call = RewardCall(bind(entry, f"reward {name!r}"))
-    call.__name__ = name
-    return call
-
-
-def _raised_at(err: BaseException) -> str:
-    frames = traceback.extract_tb(err.__traceback__)
-    frames = [f for f in frames if Path(f.filename).resolve() != Path(__file__).resolve()]
-    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-
-
-def _bad_result(raw, count: int) -> str | None:
-    """What is wrong with a reward's return value as a whole, or None (a list, tuple or array of `count`)."""
-    if inspect.isawaitable(raw):
-        if inspect.iscoroutine(raw):
-            raw.close()
-        return "a coroutine: async rewards are not supported, make it a plain def"
-    if isinstance(raw, str | bytes | dict) or not hasattr(raw, "__len__") or not hasattr(raw, "__iter__"):
-        return f"a {type(raw).__name__}, not a list with one score per completion ({count})"
-    if len(raw) != count:
-        return f"{len(raw)} value{'' if len(raw) == 1 else 's'} for {count} completions"
-    return None
-
-
-def _bad_value(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str | bytes):
-        return f"a non-number {value!r}"
-    try:
-        number = float(value)  # int, float, bool, numpy and torch scalars
-    except (TypeError, ValueError):
-        return f"a non-number {value!r}"
-    if math.isnan(number):
-        return "NaN"
-    if math.isinf(number):
-        return f"an infinite score {number}"
-    return None
-
-
-def shorten(value, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _accepted_kwargs(fn: Callable) -> set[str] | None:
+def accepted_kwargs(fn: Callable) -> set[str] | None:
     """The keyword names `fn` accepts, or None when it takes **kwargs."""
     call = fn if inspect.isfunction(fn) or inspect.ismethod(fn) or isinstance(fn, functools.partial) else None
     if call is None:
@@ -670,19 +490,3 @@ def bind_all(entries) -> list[BoundReward]:
     if problems:
         raise UserError(problems[0] if len(problems) == 1 else "\n".join(problems), problems)
     return [b for _, b in bound]
-
-
-def score_table(
-    bound: list[BoundReward], prompts: list, completions: list, columns: dict[str, list]
-) -> list[list[float | None]]:
-    """Each function reward's scores (one list per reward) for a batch, through the same checks as training."""
-    return [RewardCall(b).score(prompts, completions, columns)[0] for b in bound if b.fn is not None]
-
-
-def weighted_total(bound: list[BoundReward], table: list[list[float | None]]) -> list[float]:
-    """The weighted sum per completion, skipping None (as TRL's nansum does)."""
-    weights = [b.entry.weight for b in bound if b.fn is not None]
-    return [
-        sum(w * s for w, s in zip(weights, col, strict=True) if s is not None)
-        for col in zip(*table, strict=True)
-    ]

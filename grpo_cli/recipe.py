@@ -1,26 +1,38 @@
 """Recipes: YAML -> a strict, typed `Recipe`.
 
-Loading goes: find the file (a path, or the name of a shipped recipe) -> `yaml.safe_load` -> merge the chain of
-`extends:` parents -> apply `KEY=VALUE` overrides -> validate against the schema (every unknown key is an error
-naming its dotted path and the closest valid key) -> check `trainer:` against the installed TRL config's fields
--> make relative paths absolute, so the resolved recipe saved in a run directory works from anywhere.
+Loading goes: find the file (a path, or the name of a shipped recipe) -> `load_yaml` (UTF-8, duplicate keys
+refused, `1e-5` read as a float) -> make its relative paths absolute against its own directory -> merge the chain
+of `extends:` parents -> apply `KEY=VALUE` overrides (`parse_assignment`) -> validate against the schema (every
+unknown key is an error naming its dotted path and the closest valid key) -> check `trainer:` against the
+installed TRL config's fields. The resolved recipe saved in a run directory holds absolute paths and means the
+same from anywhere.
 
 Deeper checks that need the dataset or the reward plugins live in `grpo_cli.validation`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import difflib
+import functools
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from grpo_cli import trainer_fields
 from grpo_cli._paths import RECIPES_DIR
-from grpo_cli.errors import UserError
+from grpo_cli.errors import ConfigError, UserError, did_you_mean
 
 
 class _Strict(BaseModel):
@@ -31,23 +43,45 @@ class FromConfig(_Strict):
     """Build a small randomly initialised model from a transformers config (no download)."""
 
     model_type: str = "qwen2"
-    vocabulary: str = Field(description="the characters of the character-level tokenizer")
-    hidden_size: int = Field(64, gt=0)
-    num_hidden_layers: int = Field(2, gt=0)
-    num_attention_heads: int = Field(4, gt=0)
-    num_key_value_heads: int | None = None
-    intermediate_size: int | None = None
-    max_position_embeddings: int = 512
+    vocabulary: str = Field(min_length=1, description="the characters of the character-level tokenizer")
+    # Upper bounds far above any model built from scratch here, far below what overflows memory or an int32.
+    hidden_size: int = Field(64, gt=0, le=65536)
+    num_hidden_layers: int = Field(2, gt=0, le=1024)
+    num_attention_heads: int = Field(4, gt=0, le=1024)
+    num_key_value_heads: int | None = Field(None, gt=0, le=1024)
+    intermediate_size: int | None = Field(None, gt=0, le=1 << 20)
+    max_position_embeddings: int = Field(512, gt=0, le=1 << 20)
     tie_word_embeddings: bool = True
     extra: dict[str, Any] = Field(default_factory=dict, description="other config keyword arguments")
 
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must divide hidden_size ({self.hidden_size})"
+            )
+        kv_heads = self.num_key_value_heads
+        if kv_heads is not None and self.num_attention_heads % kv_heads:
+            raise ValueError(
+                f"num_key_value_heads ({kv_heads}) must divide num_attention_heads ({self.num_attention_heads})"
+            )
+        return self
+
+
+def _no_nul(value: str | None) -> str | None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("contains a NUL byte")
+    return value
+
 
 class ModelSection(_Strict):
-    name_or_path: str | None = None
+    name_or_path: str | None = Field(None, min_length=1)
     from_config: FromConfig | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
     revision: str | None = None
+
+    _names = field_validator("name_or_path", "revision")(_no_nul)
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -70,23 +104,25 @@ class GenerateSection(_Strict):
     """A synthetic task dataset made in code (see `grpo_cli.data.TASKS`)."""
 
     task: str
-    size: int = Field(1000, gt=0)
-    seed: int = 0
+    size: int = Field(1000, gt=0, le=1_000_000)
+    seed: int = Field(0, ge=0, le=trainer_fields.SEED_MAX)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
 class DatasetSection(_Strict):
-    source: str | None = None
+    source: str | None = Field(None, min_length=1)
     generate: GenerateSection | None = None
     config: str | None = None
     split: str = "train"
-    prompt: str | None = None
+    prompt: str | None = Field(None, min_length=1)
     system_prompt: str | None = None
     chat_template: bool | None = None
     limit: int | None = Field(None, gt=0)
     eval_split: str | None = None
     eval_ratio: float | None = Field(None, gt=0, lt=1)
     eval_size: int | None = Field(None, gt=0)
+
+    _paths = field_validator("source", "eval_split", "split", "config")(_no_nul)
 
     @model_validator(mode="after")
     def _check(self):
@@ -101,11 +137,19 @@ class DatasetSection(_Strict):
 
 
 class RewardEntry(_Strict):
-    name: str
-    weight: float = 1.0
+    name: str = Field(min_length=1)
+    weight: float = Field(1.0, allow_inf_nan=False)
     args: dict[str, Any] = Field(default_factory=dict)
     on_error: Literal["fail", "zero", "skip"] = "fail"
-    timeout: float | None = Field(None, gt=0)
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        _no_nul(name)
+        if name.strip() == "model:":
+            raise ValueError("model: needs a Hub id or a local directory, e.g. model:./my-reward-model")
+        return name
 
 
 class EvalSection(_Strict):
@@ -130,7 +174,7 @@ class DistributedSection(_Strict):
     num_machines: int = Field(1, gt=0)
     machine_rank: int = Field(0, ge=0)
     main_process_ip: str | None = None
-    main_process_port: int | None = None
+    main_process_port: int | None = Field(None, ge=1, le=65535)
 
     @model_validator(mode="after")
     def _check(self):
@@ -147,8 +191,8 @@ class DistributedSection(_Strict):
 
 class Recipe(_Strict):
     algorithm: Literal["grpo", "ppo"] = "grpo"
-    seed: int = 42
-    output_dir: str | None = None
+    seed: int = Field(42, ge=0, le=trainer_fields.SEED_MAX, description="numpy's seeds: 0 .. 2**32 - 1")
+    output_dir: str | None = Field(None, min_length=1)
     model: ModelSection
     lora: LoraSection | None = None
     dataset: DatasetSection
@@ -177,30 +221,107 @@ def shipped_recipes() -> dict[str, Path]:
 
 
 def find_recipe(name_or_path: str) -> Path:
+    if "\x00" in name_or_path:
+        raise UserError(f"recipe name contains a NUL byte: {name_or_path!r}")
     path = Path(name_or_path)
     if path.is_file():
         return path.resolve()
     shipped = shipped_recipes()
     if name_or_path in shipped:
         return shipped[name_or_path]
+    if path.is_dir():
+        raise UserError(f"{name_or_path} is a directory; give a recipe file or a shipped recipe name")
     if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
         raise UserError(f"recipe file not found: {name_or_path}")
     raise UserError(
-        f"no recipe file or shipped recipe named {name_or_path!r}{_did_you_mean(name_or_path, shipped)}; "
+        f"no recipe file or shipped recipe named {name_or_path!r}{did_you_mean(name_or_path, shipped)}; "
         f"shipped: {', '.join(shipped)} (see `grpo-cli recipes ls`)"
     )
 
 
-def _read_yaml(path: Path) -> dict:
+# YAML 1.1 reads `1e-5` and `5e-1` (no dot, or no sign in the exponent) as strings; everyone means a number.
+_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+MAX_DEPTH = 64  # deeper than any recipe needs; far below what recursion in the parser and pydantic survives
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that reads `1e-5` as a float and refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: the base class explains that one
+                continue
+            if first != line:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (also on line {first}): give each key once",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+_RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def parse_yaml(text: str, source: str = "<text>") -> Any:
+    """YAML text -> Python data, as recipes read it everywhere; errors are one line naming `source:line`."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(text, Loader=_RecipeLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise UserError(f"{path}{where}: invalid YAML: {problem}") from err
+        raise UserError(f"{source}{where}: invalid YAML: {problem}") from err
+    except RecursionError as err:
+        raise UserError(f"{source}: nested too deeply to be a recipe") from err
+    except ValueError as err:  # e.g. an integer with thousands of digits
+        raise UserError(f"{source}: invalid YAML: {err}") from err
+    if _depth(data) > MAX_DEPTH:
+        raise UserError(f"{source}: nested more than {MAX_DEPTH} levels deep; that is no recipe")
+    return data
+
+
+def _depth(data: Any) -> int:
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def read_text(path: Path, what: str = "recipe") -> str:
+    """A text file that must be UTF-8 (a BOM is allowed); a one-line error otherwise."""
+    try:
+        raw = path.read_bytes()
     except OSError as err:
-        raise UserError(f"cannot read recipe {path}: {err.strerror}") from err
+        raise UserError(f"cannot read {what} {path}: {err.strerror or err}") from err
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}); save the {what} as UTF-8"
+        ) from err
+
+
+def load_yaml(path: Path, what: str = "recipe") -> Any:
+    """The one YAML loader for recipe files: UTF-8, duplicate keys refused, `1e-5` a float."""
+    return parse_yaml(read_text(path, what), str(path))
+
+
+def _read_recipe_file(path: Path) -> dict:
+    data = load_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -223,73 +344,111 @@ def _load_with_parents(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
         raise UserError(f"recipe extends itself in a loop: {chain}")
-    data = _read_yaml(path)
+    data = _read_recipe_file(path)
     parent = data.pop("extends", None)
-    _absolutize_paths(data, path.parent)
+    absolutize_paths(data, path.parent)
     if parent is None:
         return data
-    if not isinstance(parent, str):
+    if not isinstance(parent, str) or not parent or "\x00" in parent:
         raise UserError(f"{path}: extends must be a recipe path or shipped recipe name, got {parent!r}")
     parent_path = path.parent / parent
     if not parent_path.is_file() and "/" not in parent and Path(parent).stem in shipped_recipes():
         parent_path = shipped_recipes()[Path(parent).stem]  # a shipped recipe by name
     if not parent_path.is_file():
-        raise UserError(f"{path}: extends {parent!r}, but {parent_path} does not exist")
+        raise UserError(f"{path}: extends {parent!r}, but {parent_path} does not exist (or is not a file)")
     return deep_merge(_load_with_parents(parent_path.resolve(), (*seen, path)), data)
 
 
-def _absolutize_paths(data: dict, base: Path) -> None:
-    """Make the file paths a recipe names relative to its own directory absolute, in place."""
+def resolve_path(value: Any, base: Path, always: bool = False) -> Any:
+    """A relative path written in a recipe in `base` -> an absolute path; anything else as it is.
 
-    def local(value: Any) -> str | None:
-        if isinstance(value, str) and not value.startswith(("/", "~")):
-            candidate = base / value
-            if candidate.exists() or value.startswith("."):
-                return str(candidate.resolve())
-        return None
+    A relative value is a path when `always`, when it starts with `.` or when it names something that exists
+    next to the recipe; otherwise it stays as written (a Hub id such as `openai/gsm8k`, a split name `test`).
+    """
+    if not isinstance(value, str) or not value or "\x00" in value or value.startswith(("/", "~")):
+        return value
+    candidate = base / value
+    try:
+        if always or value.startswith(".") or candidate.exists():
+            return str(candidate.resolve())
+    except (OSError, ValueError):
+        pass
+    return value
 
-    dataset = data.get("dataset")
-    if isinstance(dataset, dict) and (path := local(dataset.get("source"))):
-        dataset["source"] = path
-    model = data.get("model")
-    if isinstance(model, dict) and (path := local(model.get("name_or_path"))):
-        model["name_or_path"] = path
-    dist = data.get("distributed")
-    if isinstance(dist, dict) and (path := local(dist.get("config_file"))):
-        dist["config_file"] = path
+
+def absolutize_paths(data: dict, base: Path) -> None:
+    """Make every file path a recipe names absolute against the recipe's own directory `base`, in place.
+
+    The path-valued fields: dataset.source, dataset.eval_split (when it names a file), model.name_or_path,
+    distributed.config_file, and reward names of the forms `file.py:attr`, `model:<dir>` and `<dir>`
+    (in rewards and eval.rewards). output_dir is not one: like `-o`, it is where the user runs the command.
+    """
+    from grpo_cli.data import LOCAL_FORMATS
+
+    sections = {name: data.get(name) for name in ("dataset", "model", "distributed")}
+    for section, key in (
+        ("dataset", "source"),
+        ("dataset", "eval_split"),
+        ("model", "name_or_path"),
+        ("distributed", "config_file"),
+    ):
+        if isinstance(sections[section], dict) and key in sections[section]:
+            value = sections[section][key]
+            # A data file (by its suffix) and an accelerate config are paths even when missing: the error then
+            # names the file next to the recipe, and a file of that name in the current directory is never used.
+            always = key == "config_file" or (
+                section == "dataset"
+                and isinstance(value, str)
+                and Path(value).suffix.lower() in LOCAL_FORMATS
+            )
+            sections[section][key] = resolve_path(value, base, always)
     evaluation = data.get("eval")
-    eval_rewards = (evaluation.get("rewards") or []) if isinstance(evaluation, dict) else []
-    for reward in [*(data.get("rewards") or []), *eval_rewards]:
+    entries = [*(data.get("rewards") if isinstance(data.get("rewards"), list) else [])]
+    if isinstance(evaluation, dict) and isinstance(evaluation.get("rewards"), list):
+        entries += evaluation["rewards"]
+    for reward in entries:
         name = reward.get("name") if isinstance(reward, dict) else None
-        if not isinstance(name, str):
+        if not isinstance(name, str) or "\x00" in name:
             continue
         if ".py:" in name:
             file, attr = name.rsplit(":", 1)
             if not Path(file).expanduser().is_absolute():
                 reward["name"] = f"{(base / file).resolve()}:{attr}"
-        elif name.startswith("model:") and (path := local(name.removeprefix("model:"))):
-            reward["name"] = f"model:{path}"
-        elif (base / name).is_dir() and (path := local(name)):
-            reward["name"] = path  # a reward model directory next to the recipe
+        elif name.startswith("model:"):
+            reward["name"] = "model:" + resolve_path(name.removeprefix("model:"), base)
+        elif (base / name).is_dir():
+            reward["name"] = resolve_path(name, base)  # a reward model directory next to the recipe
 
 
-# ---- overrides ----
+# ---- KEY=VALUE ----
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value as a recipe value: a YAML scalar or flow collection (`1e-5` a float, `[a, b]` a
+    list, `null` None), else the text as it is. `KEY=VALUE` overrides and `rewards test --arg` read values so."""
+    if raw == "":
+        return None
+    try:
+        return parse_yaml(raw)
+    except UserError:
+        return raw
+
+
+def parse_assignment(
+    item: str, what: str = "override", example: str = "trainer.max_steps=20"
+) -> tuple[str, Any]:
+    """`dotted.key=value` -> (key, parsed value), or a one-line error naming `what`."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key or "\x00" in key or any(not part for part in key.split(".")):
+        raise UserError(f"bad {what} {item!r}: write KEY=VALUE with a dotted key, e.g. {example}")
+    return key, parse_value(raw)
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `dotted.key=value` overrides; each value is parsed as a YAML scalar (`1e-5` is a float here too)."""
+    """Apply `dotted.key=value` overrides; each value is read by `parse_value` (`1e-5` is a float)."""
     data = copy.deepcopy(data)
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise UserError(
-                f"bad override {item!r}: write KEY=VALUE with a dotted key, e.g. trainer.max_steps=20"
-            )
-        try:
-            value = yaml.safe_load(raw) if raw else None
-        except yaml.YAMLError:
-            value = raw
-        value = _yaml_float(value)
+        key, value = parse_assignment(item)
         node = data
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -305,26 +464,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _yaml_float(value: Any) -> Any:
-    """YAML 1.1 reads `1e-5` (no dot) as a string; everyone means a number."""
-    if isinstance(value, str):
-        try:
-            return (
-                float(value)
-                if any(c in value.lower() for c in "e.") and value[:1] in "+-.0123456789"
-                else value
-            )
-        except ValueError:
-            return value
-    return value
-
-
 # ---- validation ----
-
-
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _schema_at(loc: tuple) -> type[BaseModel] | None:
@@ -355,77 +495,100 @@ def _format_error(err: dict) -> str:
     if err["type"] == "extra_forbidden":
         schema = _schema_at(loc)
         valid = list(schema.model_fields) if schema else []
-        hint = _did_you_mean(str(loc[-1]), valid)
+        hint = did_you_mean(str(loc[-1]), valid)
         listing = f"; valid keys: {', '.join(valid)}" if valid and not hint else ""
         return f"{dotted}: unknown key{hint}{listing}"
     if err["type"] == "missing":
         return f"{dotted}: required key is missing"
     message = err["msg"].removeprefix("Value error, ")
-    if err["type"] != "literal_error" and not isinstance(err.get("input", {}), dict | list):
-        message += f", got {err['input']!r}"
+    given = err.get("input", {})
+    if err["type"] != "literal_error" and not isinstance(given, dict | list):
+        shown = repr(given)
+        message += f", got {shown if len(shown) <= 80 else shown[:77] + '...'}"
     return f"{dotted}: {message}" if dotted else message
 
 
-def check_trainer_section(algorithm: str, trainer: dict) -> tuple[dict, list[str]]:
-    """Check `trainer:` keys and values against the installed TRL config class; return (coerced, problems)."""
-    known = trainer_fields.fields(algorithm)
-    managed = {
-        "output_dir": "set output_dir at the top level of the recipe",
-        "seed": "set seed at the top level of the recipe",
-        "reward_weights": "give each reward a `weight` in the rewards list",
-    }
-    if algorithm == "ppo":  # PPOConfig fields that TRL's PPOTrainer never reads (its example script does)
-        managed["reward_model_path"] = (
-            "TRL's PPOTrainer ignores it; name a reward model in `rewards:` as `model:<Hub id or dir>`"
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter:
+    field = Recipe.model_fields[name]
+    return TypeAdapter(Annotated[field.annotation, field])
+
+
+def _section_problems(data: dict) -> tuple[dict[str, Any], list[str]]:
+    """Each top-level section validated on its own: (the good ones, every schema problem)."""
+    good, problems = {}, []
+    for name, value in data.items():
+        field = Recipe.model_fields.get(name) if isinstance(name, str) else None
+        if field is None:
+            continue
+        with contextlib.suppress(ValidationError):
+            good[name] = _field_adapter(name).validate_python(value)
+    try:
+        Recipe.model_validate(data)
+    except ValidationError as err:
+        problems = list(dict.fromkeys(_format_error(e) for e in err.errors()))
+    return good, problems
+
+
+def check_schema(data: Any) -> tuple[Recipe, list[str], set[str]]:
+    """Validate a merged recipe mapping, collecting every problem: (recipe, problems, broken sections).
+
+    When a section is wrong the recipe still comes back, with that section at its default (or None), so that
+    the checks of the other sections can run too: `validate` lists every problem at once. The names of the
+    sections that could not be read are in `broken`; checks that need them must skip.
+    """
+    if not isinstance(data, dict):
+        return (
+            Recipe.model_construct(),
+            [f"a recipe is a mapping of keys to values, not {type(data).__name__}"],
+            {"*"},
         )
-        managed["sft_model_path"] = "TRL's PPOTrainer ignores it; set model.name_or_path"
-    coerced, problems = {}, []
-    config_name = "GRPOConfig" if algorithm == "grpo" else "PPOConfig"
-    for key, value in trainer.items():
-        if key in managed:
-            problems.append(f"trainer.{key}: {managed[key]}")
-        elif key not in known:
-            hint = _did_you_mean(key, known)
-            problems.append(f"trainer.{key}: not a field of TRL's {config_name}{hint}")
-        else:
-            coerced[key], problem = trainer_fields.check_value(known[key], value)
-            if problem:
-                problems.append(f"trainer.{key}: {problem}")
-    return coerced, problems
+    good, problems = _section_problems(data)
+    broken = {name for name in Recipe.model_fields if name in data and name not in good}
+    broken |= {name for name in ("model", "dataset") if name not in data}
+    recipe = Recipe.model_construct(**{k: v for k, v in good.items()})
+    for name, field in Recipe.model_fields.items():
+        if name not in good:
+            setattr(
+                recipe, name, None if field.is_required() else field.get_default(call_default_factory=True)
+            )
+    if "algorithm" not in broken and "trainer" not in broken:
+        recipe.trainer, trainer_problems = trainer_fields.check_section(recipe.algorithm, recipe.trainer)
+        problems += trainer_problems + trainer_fields.check_ranges(recipe.trainer)
+        if trainer_problems:
+            broken.add("trainer")  # a value of the wrong type: the batch rules cannot be checked
+    if "rewards" not in broken and not recipe.rewards and "algorithm" not in broken:
+        problems.append(
+            f"rewards: {recipe.algorithm.upper()} needs at least one reward (see `grpo-cli rewards ls`)"
+        )
+    return recipe, problems, broken
 
 
 def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
-    """Validate a merged recipe mapping; every problem goes into one UserError."""
-    problems: list[str] = []
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as err:
-        problems = [_format_error(e) for e in err.errors()]
-        recipe = None
-    if recipe is not None:
-        recipe.trainer, trainer_problems = check_trainer_section(recipe.algorithm, recipe.trainer)
-        problems += trainer_problems
-        if not recipe.rewards:
-            problems.append(
-                f"rewards: {recipe.algorithm.upper()} needs at least one reward (see `grpo-cli rewards ls`)"
-            )
+    """Validate a merged recipe mapping; every problem goes into one ConfigError."""
+    checked, problems, _broken = check_schema(data)
     if problems:
-        raise UserError(_problems_message(source, problems), problems)
+        raise ConfigError(source, problems)
+    recipe = Recipe.model_validate(data)
+    recipe.trainer = checked.trainer  # coerced to the types TRL declares
     return recipe
 
 
-def _problems_message(source: str, problems: list[str]) -> str:
-    if len(problems) == 1:
-        return f"{source}: {problems[0]}"
-    return f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
-
-
-def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
+def load_data(name_or_path: str | Path, overrides: list[str] | None = None) -> tuple[Path, dict]:
+    """Find a recipe, read it with its `extends:` parents, apply the overrides: (its path, the merged mapping)."""
     path = find_recipe(str(name_or_path))
     data = _load_with_parents(path)
-    data = apply_overrides(data, overrides or [])
-    recipe = parse_recipe(data, source=path.name)
+    return path, apply_overrides(data, overrides or [])
+
+
+def finish(recipe: Recipe, path: Path) -> Recipe:
+    """A parsed recipe, told where it came from (and given its default output_dir, runs/<file stem>)."""
     recipe._path = path
     if recipe.output_dir is None:
         recipe.output_dir = str(Path("runs") / path.stem)
     return recipe
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path, data = load_data(name_or_path, overrides)
+    return finish(parse_recipe(data, source=path.name), path)

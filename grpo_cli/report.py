@@ -1,32 +1,26 @@
 """Plots and a markdown summary from the metrics log of one or more runs (`grpo-cli report`).
 
 A run directory holds `metrics.jsonl` (one JSON object per logged step, appended while the run trains),
-`recipe.yaml` (the resolved recipe) and, once training has finished, `summary.json`. A report can be made of a
-run still in progress: a half-written last line of the log is skipped and a missing `summary.json` reads as
-"in progress".
+`recipe.yaml` (the resolved recipe) and, once training has finished, `summary.json`; `runs` reads them. A report
+can be made of a run still in progress: a half-written last line of the log is skipped and a missing
+`summary.json` reads as "in progress".
 
 matplotlib is imported inside `plot` only: `grpo-cli --help` must not pay for it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from grpo_cli.errors import UserError
-from grpo_cli.runs import atomic_write
+from grpo_cli.runs import METRICS_FILE, atomic_write, read_metrics, read_recipe, read_summary
 
-METRICS_FILE = "metrics.jsonl"
-RECIPE_FILE = "recipe.yaml"
-SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 REWARD_PREFIX = "rewards/"
 
@@ -118,50 +112,22 @@ class Report:
 
 
 def load_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The logged steps of a run, one dict per step, in step order.
-
-    The last line is skipped if it does not parse: a run appends to the log while it trains, so it may be cut
-    short. A resumed run logs again the steps after its last checkpoint; the later line of a step wins.
-    """
+    """The logged steps of a run (`runs.read_metrics`), or a UserError when `run_dir` is not a run's directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "is not a directory" if run_dir.exists() else "does not exist"
         raise UserError(f"run directory {run_dir} {what}: give the output_dir of a training run")
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
+    if not (run_dir / METRICS_FILE).is_file():
         raise UserError(f"{run_dir} has no {METRICS_FILE}: is it the output_dir of a grpo-cli training run?")
-    try:
-        # A cut-off last line may end inside a multi-byte character: replace it rather than fail.
-        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from e
-
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    by_step: dict[int, dict[str, Any]] = {}
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        step = row.get("step") if isinstance(row, dict) else None
-        if isinstance(step, bool) or not isinstance(step, int):
-            if i == last:
-                break
-            raise UserError(
-                f"{path}, line {i + 1}, is not a JSON object with an integer 'step': delete or repair that line"
-            )
-        by_step[step] = row
-    return [by_step[step] for step in sorted(by_step)]
+    return read_metrics(run_dir)
 
 
 def load_run(run_dir: Path) -> Run:
     """Read a run directory: its metrics log, and what recipe.yaml and summary.json say when present."""
     run_dir = Path(run_dir)
     metrics = load_metrics(run_dir)
-    recipe = _read_mapping(run_dir / RECIPE_FILE, yaml.safe_load, "YAML") or {}
-    summary = _read_mapping(run_dir / SUMMARY_FILE, json.loads, "JSON")
+    recipe = read_recipe(run_dir) or {}
+    summary = read_summary(run_dir)
     algorithm = recipe.get("algorithm") or (summary or {}).get("algorithm")
     trainer = recipe.get("trainer")
     max_steps = trainer.get("max_steps") if isinstance(trainer, dict) else None
@@ -362,17 +328,3 @@ def _file_name(key: str, taken: set[str]) -> str:
         name, n = f"{stem}_{n}.png", n + 1
     taken.add(name)
     return name
-
-
-def _read_mapping(path: Path, parse: Callable[[str], Any], kind: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = parse(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from e
-    except (ValueError, yaml.YAMLError) as e:
-        raise UserError(f"{path} is not valid {kind} ({e}): repair or delete it") from e
-    if not isinstance(data, dict):
-        raise UserError(f"{path} should hold a mapping of keys to values: repair or delete it")
-    return data

@@ -6,16 +6,27 @@ installed classes (`trainer_fields.json`, next to this file). Regenerate it afte
     python -m grpo_cli.trainer_fields
 
 `tests/test_trainer_fields.py` fails when the table drifts from the installed TRL.
+
+This module owns what grpo-cli knows about TRL's fields: their types and defaults (`value`), the keys a recipe
+may set (`check_section`), the values TRL and transformers refuse in `__post_init__` or crash on once training
+starts (`check_ranges`), and the names one algorithm uses for another's setting (`OTHER_NAMES`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from grpo_cli.errors import did_you_mean
+
+if TYPE_CHECKING:
+    from grpo_cli.recipe import Recipe
 
 TABLE_PATH = Path(__file__).with_name("trainer_fields.json")
 
@@ -35,6 +46,12 @@ def fields(algorithm: str) -> dict[str, TrainerField]:
 
 
 @cache
+def causal_lm_model_types() -> list[str]:
+    """The `model_type`s transformers can build a causal LM from (for `model.from_config`)."""
+    return json.loads(TABLE_PATH.read_text())["causal_lm_model_types"]
+
+
+@cache
 def _adapter(type_expr: str):
     from pydantic import TypeAdapter
 
@@ -45,10 +62,147 @@ def check_value(field: TrainerField, value: Any) -> tuple[Any, str | None]:
     """Return (the value coerced to the field's type, None) or (value, a short description of what is wrong)."""
     from pydantic import ValidationError
 
+    type_expr = field.type
+    if type_expr.startswith("Literal[") and type_expr.endswith("] | str"):
+        # transformers types its enum-backed fields (lr_scheduler_type, optim, *_strategy) as "these names, or a
+        # str", then refuses any other str in __post_init__: only the names are valid.
+        type_expr = type_expr.removesuffix(" | str")
     try:
-        return _adapter(field.type).validate_python(value), None
+        return _adapter(type_expr).validate_python(value), None
     except ValidationError as err:
-        return value, f"expected {field.type}, got {value!r} ({err.errors()[0]['msg'].lower()})"
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        return value, f"expected {type_expr}, got {shown} ({err.errors()[0]['msg'].lower()})"
+
+
+CONFIG_NAMES = {"grpo": "GRPOConfig", "ppo": "PPOConfig"}
+
+# TRL fields that the recipe sets elsewhere.
+MANAGED = {
+    "output_dir": "set output_dir at the top level of the recipe",
+    "seed": "set seed at the top level of the recipe",
+    "reward_weights": "give each reward a `weight` in the rewards list",
+}
+# PPOConfig fields that TRL's PPOTrainer never reads (its example script does).
+PPO_UNUSED = {
+    "reward_model_path": "TRL's PPOTrainer ignores it; name a reward model in `rewards:` as `model:<Hub id or dir>`",
+    "sft_model_path": "TRL's PPOTrainer ignores it; set model.name_or_path",
+}
+# A setting of one algorithm -> what the other calls it, or why it has none (a recipe switched between them).
+OTHER_NAMES = {
+    "ppo": {
+        "max_completion_length": "PPO's name for it is response_length",
+        "num_generations": "PPO samples one completion per prompt; remove it",
+        "beta": "PPO's KL coefficient is kl_coef",
+        "generation_batch_size": "PPO samples per_device_train_batch_size x gradient_accumulation_steps prompts",
+        "steps_per_generation": "PPO samples once per step; remove it",
+    },
+    "grpo": {
+        "response_length": "GRPO's name for it is max_completion_length",
+        "kl_coef": "GRPO's KL coefficient is beta",
+        "num_ppo_epochs": "GRPO's passes over each generation are num_iterations",
+    },
+}
+
+SEED_MAX = 2**32 - 1  # numpy's seeds: 0 .. 2**32 - 1
+INT_MAX = 2**63 - 1
+
+
+def value(recipe: Recipe, key: str) -> Any:
+    """A trainer setting as TRL will see it: the recipe's value, else TRL's default."""
+    if key in recipe.trainer:
+        return recipe.trainer[key]
+    return fields(recipe.algorithm)[key].default
+
+
+def mapping(recipe: Recipe, key: str) -> dict:
+    """A field that TRL types `dict | str | None` (the str holding JSON, e.g. generation_kwargs), as a dict."""
+    from grpo_cli.errors import UserError
+
+    found = value(recipe, key) or {}
+    if isinstance(found, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            found = json.loads(found)
+    if not isinstance(found, dict):
+        raise UserError(f"trainer.{key}: expected a mapping (or a JSON object), got {found!r}")
+    return dict(found)
+
+
+def check_section(algorithm: str, trainer: dict) -> tuple[dict, list[str]]:
+    """Check `trainer:` keys and values against the installed TRL config class; return (coerced, problems)."""
+    known = fields(algorithm)
+    managed = {**MANAGED, **(PPO_UNUSED if algorithm == "ppo" else {})}
+    coerced, problems = {}, []
+    for key, given in trainer.items():
+        if not isinstance(key, str):
+            problems.append(f"trainer.{key!r}: not a field name; keys are names like learning_rate")
+        elif key in managed:
+            problems.append(f"trainer.{key}: {managed[key]}")
+        elif key not in known:
+            other = OTHER_NAMES[algorithm].get(key)
+            hint = f" ({other})" if other else did_you_mean(key, known)
+            problems.append(f"trainer.{key}: not a field of TRL's {CONFIG_NAMES[algorithm]}{hint}")
+        else:
+            coerced[key], problem = check_value(known[key], given)
+            if problem:
+                problems.append(f"trainer.{key}: {problem}")
+    return coerced, problems
+
+
+# What TRL and transformers refuse (or crash on once training starts): field -> (lowest, lowest allowed?, highest).
+RANGES: dict[str, tuple[float, bool, float | None]] = {
+    "learning_rate": (0, True, None),
+    "per_device_train_batch_size": (1, True, None),
+    "per_device_eval_batch_size": (1, True, None),
+    "gradient_accumulation_steps": (1, True, None),
+    "logging_steps": (0, False, None),
+    "save_steps": (0, False, None),
+    "eval_steps": (0, False, None),
+    "temperature": (0, False, None),
+    "max_completion_length": (1, True, None),
+    "max_prompt_length": (1, True, None),
+    "response_length": (1, True, None),
+    "generation_batch_size": (1, True, None),
+    "steps_per_generation": (1, True, None),
+    "num_iterations": (1, True, None),
+    "top_p": (0, False, 1),
+    "warmup_steps": (0, True, None),
+    "warmup_ratio": (0, True, 1),
+    "num_train_epochs": (0, True, None),
+    "dataloader_num_workers": (0, True, None),
+    "data_seed": (0, True, SEED_MAX),
+    "max_grad_norm": (0, True, None),
+    "weight_decay": (0, True, None),
+    "adam_epsilon": (0, True, None),
+}
+# Step counts that transformers reads as a fraction of the run below 1 and refuses unless whole above it.
+STEP_COUNTS = ("logging_steps", "save_steps", "eval_steps")
+
+
+def check_ranges(trainer: dict) -> list[str]:
+    """Values of the right type that TRL or transformers would still refuse, or crash on, once training starts."""
+    problems = []
+    for key, given in trainer.items():
+        if isinstance(given, bool) or not isinstance(given, int | float):
+            continue
+        if isinstance(given, float) and not math.isfinite(given):
+            problems.append(f"trainer.{key}: must be a finite number, got {given}")
+            continue
+        if isinstance(given, int) and abs(given) > INT_MAX:
+            problems.append(f"trainer.{key}: {given} is too large (TRL and torch take 64-bit integers)")
+            continue
+        if key not in RANGES:
+            continue
+        low, inclusive, high = RANGES[key]
+        if given < low or (given == low and not inclusive):
+            bound = f"at least {low}" if inclusive else f"above {low}"
+            problems.append(f"trainer.{key}: must be {bound}, got {given}")
+        elif high is not None and given > high:
+            problems.append(f"trainer.{key}: must be at most {high}, got {given}")
+        elif key in STEP_COUNTS and given > 1 and given != int(given):
+            problems.append(
+                f"trainer.{key}: a whole number of steps above 1 (below 1: a fraction of the run), got {given}"
+            )
+    return problems
 
 
 # ---- generation (imports trl) ----
@@ -120,6 +274,9 @@ def generate() -> dict:
             }
         table[algorithm] = {"class": f"{cls.__module__}.{cls.__qualname__}", "fields": specs}
     table["trl_version"] = trl.__version__
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    table["causal_lm_model_types"] = sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
     return table
 
 

@@ -1,45 +1,68 @@
 """Everything that can be checked about a recipe without loading a model or downloading anything.
 
-`grpo-cli validate` reports all of it at once; `train` runs the same checks before anything heavy starts.
-No torch or trl import here: validate answers in well under a second.
+`grpo-cli validate` reports all of it at once (`validate`); `train` runs the same checks (`check`) before anything
+heavy starts. No torch or trl import here: validate answers in well under a second. What can only be known once
+the model is loaded is checked by `check_loaded`, for `train` to call before it touches the output directory.
 """
 
 from __future__ import annotations
 
-from grpo_cli import data, distributed, plugins
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grpo_cli import data, distributed, plugins, trainer_fields
 from grpo_cli.distributed import launched, world_size
-from grpo_cli.errors import UserError
-from grpo_cli.recipe import Recipe
-from grpo_cli.trainer_fields import fields
+from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
+from grpo_cli.recipe import Recipe, check_schema, finish, load_data
+
+# The old name of trainer_fields.value, until evaluate.py imports that.
+trainer_value = trainer_fields.value
 
 
-def trainer_value(recipe: Recipe, key: str):
-    """A trainer setting as TRL will see it: the recipe's value, else TRL's default."""
-    if key in recipe.trainer:
-        return recipe.trainer[key]
-    return fields(recipe.algorithm)[key].default
+def _divisors(n: int, start: int, limit: int = 12) -> list[int]:
+    """The first `limit` divisors of n from `start` (a large n is not scanned to its end)."""
+    found = []
+    for d in range(start, min(n, 100_000) + 1):
+        if n % d == 0:
+            found.append(d)
+            if len(found) == limit:
+                break
+    return found
 
 
 def check_batch_shape(recipe: Recipe, processes: int) -> list[str]:
     if recipe.algorithm != "grpo":
         return check_ppo_batch_shape(recipe, processes)
-    generations = trainer_value(recipe, "num_generations")
+    value = trainer_fields.value
+    generations = value(recipe, "num_generations")
     if generations is None or generations < 2:
         return [f"trainer.num_generations: GRPO needs at least 2 completions per prompt, got {generations}"]
     # TRL generates generation_batch_size completions at a time: by default processes x per-device batch x
     # steps_per_generation (itself gradient_accumulation_steps by default); each group must fit in it.
-    per_device = trainer_value(recipe, "per_device_train_batch_size")
-    generation_batch = trainer_value(recipe, "generation_batch_size")
-    steps = trainer_value(recipe, "steps_per_generation")
+    per_device = value(recipe, "per_device_train_batch_size")
+    generation_batch = value(recipe, "generation_batch_size")
+    steps = value(recipe, "steps_per_generation")
+    accumulation = value(recipe, "gradient_accumulation_steps")
+    if min(per_device, accumulation, generation_batch or 1, steps or 1) < 1:
+        return []  # check_ranges reports it
+    if generation_batch is not None and steps is not None:
+        return ["trainer: give generation_batch_size or steps_per_generation, not both"]
     if generation_batch is not None:
+        if generation_batch % (processes * per_device):
+            return [
+                f"trainer.generation_batch_size: {generation_batch} is not a multiple of processes ({processes}) x "
+                f"per_device_train_batch_size ({per_device}) = {processes * per_device}"
+            ]
         batch, how = generation_batch, f"generation_batch_size ({generation_batch})"
     else:
         name = "steps_per_generation" if steps is not None else "gradient_accumulation_steps"
-        steps = steps if steps is not None else trainer_value(recipe, "gradient_accumulation_steps")
+        steps = steps if steps is not None else accumulation
         batch = processes * per_device * steps
         how = f"processes ({processes}) x per_device_train_batch_size ({per_device}) x {name} ({steps}) = {batch}"
     if batch % generations:
-        options = sorted({d for d in range(2, batch + 1) if batch % d == 0})
+        options = _divisors(batch, 2)
         return [
             f"trainer: {how} completions per generation, which is not divisible by num_generations "
             f"({generations}); set num_generations to one of {options} or change the batch size"
@@ -61,7 +84,8 @@ PPO_COMPUTED = (
 
 def check_ppo_batch_shape(recipe: Recipe, processes: int) -> list[str]:
     """The rules TRL 1.12's PPOTrainer enforces (or trips over) when it sizes its batches, checked up front."""
-    problems = []
+    value = trainer_fields.value
+    problems, stop = [], False
     for key in PPO_COMPUTED:
         if key in recipe.trainer:
             problems.append(
@@ -76,27 +100,29 @@ def check_ppo_batch_shape(recipe: Recipe, processes: int) -> list[str]:
         "response_length",
         "local_rollout_forward_batch_size",
     ):
-        if trainer_value(recipe, key) < 1:
-            problems.append(f"trainer.{key}: must be at least 1, got {trainer_value(recipe, key)}")
-    if problems:
+        if value(recipe, key) < 1:
+            if key not in trainer_fields.RANGES:  # else check_ranges reports it
+                problems.append(f"trainer.{key}: must be at least 1, got {value(recipe, key)}")
+            stop = True
+    if problems or stop:
         return problems
-    per_device = trainer_value(recipe, "per_device_train_batch_size")
-    accumulation = trainer_value(recipe, "gradient_accumulation_steps")
-    mini_batches = trainer_value(recipe, "num_mini_batches")
+    per_device = value(recipe, "per_device_train_batch_size")
+    accumulation = value(recipe, "gradient_accumulation_steps")
+    mini_batches = value(recipe, "num_mini_batches")
     local_batch = per_device * accumulation
     if local_batch % mini_batches:
-        options = [d for d in range(1, local_batch + 1) if local_batch % d == 0]
+        options = _divisors(local_batch, 1)
         problems.append(
             f"trainer: per_device_train_batch_size ({per_device}) x gradient_accumulation_steps ({accumulation}) = "
             f"{local_batch} prompts per process and step, which is not divisible by num_mini_batches "
             f"({mini_batches}); set num_mini_batches to one of {options} or change the batch size"
         )
-    elif trainer_value(recipe, "whiten_rewards") and local_batch // mini_batches < 8:
+    elif value(recipe, "whiten_rewards") and local_batch // mini_batches < 8:
         problems.append(
             f"trainer.whiten_rewards: needs at least 8 prompts per minibatch and process, got {local_batch} / "
             f"{mini_batches} = {local_batch // mini_batches}; raise the batch, lower num_mini_batches, or turn it off"
         )
-    max_steps, episodes = trainer_value(recipe, "max_steps"), trainer_value(recipe, "total_episodes")
+    max_steps, episodes = value(recipe, "max_steps"), value(recipe, "total_episodes")
     if max_steps > 0 and episodes is not None:
         problems.append(
             f"trainer: give max_steps ({max_steps}) or total_episodes ({episodes}), not both "
@@ -104,36 +130,150 @@ def check_ppo_batch_shape(recipe: Recipe, processes: int) -> list[str]:
         )
     elif episodes is not None and episodes < 1:
         problems.append(f"trainer.total_episodes: must be at least 1, got {episodes}")
-    if trainer_value(recipe, "stop_token") is not None and trainer_value(recipe, "stop_token_id") is not None:
+    if value(recipe, "stop_token") is not None and value(recipe, "stop_token_id") is not None:
         problems.append("trainer: give stop_token or stop_token_id, not both")
     return problems
 
 
-def check_rewards_and_columns(recipe: Recipe) -> list[str]:
+# ---- rewards ----
+
+
+@dataclass
+class RewardBinding:
+    """A recipe's rewards bound: the training ones, the eval-only ones (`eval.rewards`), every problem found."""
+
+    training: list[plugins.BoundReward] = field(default_factory=list)
+    eval_only: list[plugins.BoundReward] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    labels: list[str] = field(
+        default_factory=list
+    )  # "rewards[0]", "eval.rewards[1]", ... for each bound reward
+
+
+def bind_rewards(recipe: Recipe) -> RewardBinding:
+    """Bind `rewards` and `eval.rewards` as `train` and `eval` will, with every rule both apply.
+
+    `validate` and `eval` both call this, so what one accepts the other does: an eval-only reward must not
+    repeat a training reward (eval reports those anyway). Reward models are bound (never loaded) too.
+    """
     bound, problems = plugins.bind_each(recipe.rewards)
-    labelled = [(f"rewards[{i}]", reward) for i, reward in bound]
+    binding = RewardBinding(problems=list(problems))
+    for i, reward in bound:
+        binding.training.append(reward)
+        binding.labels.append(f"rewards[{i}]")
+    names = [r.name for r in binding.training]
     for i, entry in enumerate(recipe.eval.rewards if recipe.eval else []):
+        label = f"eval.rewards[{i}]"
         try:
-            labelled.append((f"eval.rewards[{i}]", plugins.bind(entry, f"eval.rewards[{i}]")))
+            reward = plugins.bind(entry, label)
+        except UserError as err:
+            binding.problems.append(str(err))
+            continue
+        if reward.name in names:
+            binding.problems.append(
+                f"{label} ({reward.name}) is already a training reward, whose metrics eval reports anyway: "
+                "remove it from eval.rewards"
+            )
+            continue
+        names.append(reward.name)
+        binding.eval_only.append(reward)
+        binding.labels.append(label)
+    return binding
+
+
+# ---- model and dataset ----
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # `name` or `org/name`, as the Hub allows
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether a model or dataset name is meant as a local path rather than a Hub id (`org/name`)."""
+    return (
+        value.startswith(("/", "./", "../", "~", ".\\"))
+        or value.count("/") > 1
+        or (os.sep != "/" and os.sep in value)
+    )
+
+
+def check_model(recipe: Recipe) -> list[str]:
+    if recipe.model.from_config is not None:
+        model_type = recipe.model.from_config.model_type
+        known = trainer_fields.causal_lm_model_types()
+        if model_type not in known:
+            return [
+                f"model.from_config.model_type: transformers has no causal LM of type {model_type!r}"
+                f"{did_you_mean(model_type, known)}; e.g. qwen2, llama, gpt2"
+            ]
+    name = recipe.model.name_or_path
+    if name is None:
+        return []
+    path = Path(name).expanduser()
+    if path.exists() and not path.is_dir():
+        return [f"model.name_or_path: {name} is a file; give the directory of a saved model (or a Hub id)"]
+    if not path.exists() and looks_like_path(name):
+        return [f"model.name_or_path: no such directory: {name} (a Hub id looks like org/name)"]
+    if not path.exists() and not HUB_ID.match(name):
+        return [f"model.name_or_path: {name!r} is neither a local directory nor a Hub id (org/name)"]
+    return []
+
+
+def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | None]:
+    """Problems with the dataset section and its data: (problems, the columns if known, a first row if known)."""
+    spec = recipe.dataset
+    problems = []
+    columns, first, rows = None, None, None
+    if spec.generate is not None:
+        problems = data.check_task(spec.generate)
+        if not problems:
+            generated = data.TASKS[spec.generate.task](size=1, seed=0, **spec.generate.options)
+            first, columns, rows = generated[0], list(generated[0]), data.task_rows(spec.generate)
+    elif data.is_local(spec.source):
+        try:
+            local = data.read_local(Path(spec.source))
+            columns, first, rows = local.columns, local.first, local.rows
         except UserError as err:
             problems.append(str(err))
-    try:
-        columns = data.known_columns(recipe.dataset)
-    except UserError as err:
-        return [*problems, str(err)]
-    if columns is None:
-        return problems  # a Hub dataset: its columns are known once it loads
+    elif looks_like_path(spec.source):
+        problems.append(f"dataset.source: no such file: {spec.source}")
+    elif not HUB_ID.match(spec.source):
+        problems.append(
+            f"dataset.source: {spec.source!r} is neither a local data file "
+            f"({', '.join(data.LOCAL_FORMATS)}) nor a Hub dataset id (org/name)"
+        )
+    problems += [p for p in [data.eval_split_problem(spec)] if p]
+    if spec.eval_split is not None and data.is_local(spec.eval_split):
+        try:
+            data.read_local(Path(spec.eval_split))
+        except UserError as err:
+            problems.append(f"dataset.eval_split: {err}")
+    if rows is not None:
+        problems += [p for p in [data.held_out_problem(spec, rows)] if p]
+    if spec.prompt is not None:
+        template = data.template_problems(spec.prompt)
+        problems += template
+        if not template and first is not None and all(c in first for c in data.prompt_columns(spec)):
+            try:
+                data.build_prompt(spec, first, chat=False)
+            except UserError as err:
+                problems.append(str(err))
+    return problems, columns, first
+
+
+def check_columns(recipe: Recipe, columns: list[str], binding: RewardBinding) -> list[str]:
+    problems = []
     if recipe.dataset.prompt is None and not {"prompt", "messages"} & set(columns):
         problems.append(
             f"dataset: no prompt: set dataset.prompt to a template over the columns ({', '.join(columns)}), "
             'e.g. prompt: "{' + columns[0] + '}", or provide a `prompt` or `messages` column'
         )
-    for column in data.prompt_columns(recipe.dataset):
-        if column not in columns:
-            problems.append(
-                f"dataset.prompt uses column {column!r}, which the dataset does not have; columns: {', '.join(columns)}"
-            )
-    for label, reward in labelled:
+    if recipe.dataset.prompt is not None and not data.template_problems(recipe.dataset.prompt):
+        for column in data.prompt_columns(recipe.dataset):
+            if column not in columns:
+                problems.append(
+                    f"dataset.prompt uses column {column!r}, which the dataset does not have; columns: {', '.join(columns)}"
+                )
+    for label, reward in zip(binding.labels, binding.training + binding.eval_only, strict=True):
         for column in reward.columns:
             if column not in columns and column != "prompt":
                 problems.append(
@@ -143,19 +283,111 @@ def check_rewards_and_columns(recipe: Recipe) -> list[str]:
     return problems
 
 
-def check(recipe: Recipe, processes: int | None = None) -> list[str]:
-    """Every problem found, as one line each; empty when the recipe is good to run."""
+def check_rewards_and_columns(recipe: Recipe) -> list[str]:
+    binding = bind_rewards(recipe)
+    problems, columns, _first = check_dataset(recipe)
+    problems = binding.problems + problems
+    if columns is None:
+        return problems  # a Hub dataset: its columns are known once it loads
+    return problems + check_columns(recipe, columns, binding)
+
+
+def check(
+    recipe: Recipe, processes: int | None = None, broken: set[str] | frozenset = frozenset()
+) -> list[str]:
+    """Every problem found, as one line each; empty when the recipe is good to run.
+
+    `broken` names sections the schema could not read (see recipe.check_schema): their checks are skipped.
+    """
     spec = recipe.distributed
     if processes is None:
         processes = world_size() if launched() else spec.num_processes * spec.num_machines
-    problems = check_batch_shape(recipe, processes)
-    problems += distributed.check(spec)
-    problems += check_rewards_and_columns(recipe)
+    problems = []
+    if not {"algorithm", "trainer"} & broken:
+        problems += check_batch_shape(recipe, processes)
+    if "distributed" not in broken:
+        problems += distributed.check(spec)
+    if "model" not in broken:
+        problems += check_model(recipe)
+    if not {"rewards", "eval"} & broken:
+        binding = bind_rewards(recipe)
+        problems += binding.problems
+    if "dataset" not in broken:
+        dataset_problems, columns, _first = check_dataset(recipe)
+        problems += dataset_problems
+        if columns is not None and not {"rewards", "eval"} & broken:
+            problems += check_columns(recipe, columns, binding)
     return problems
+
+
+def validate(name_or_path: str, overrides: list[str] | None = None, processes: int | None = None) -> Recipe:
+    """Load a recipe and check everything about it; raise one ConfigError listing every problem found.
+
+    A file that cannot be read at all (not found, not UTF-8, not YAML, a bad `extends:` or override) is one
+    problem on its own; otherwise the schema, trainer, reward, dataset and batch problems come together.
+    """
+    path, merged = load_data(name_or_path, overrides)
+    recipe, problems, broken = check_schema(merged)
+    if processes is not None and "distributed" not in broken:
+        recipe.distributed.num_processes = processes
+    if "*" not in broken:
+        problems += check(recipe, broken=broken)
+    if problems:
+        raise ConfigError(path.name, list(dict.fromkeys(problems)))
+    return finish(recipe, path)
 
 
 def raise_if_problems(recipe: Recipe, problems: list[str]) -> None:
     if problems:
-        name = recipe.path.name if recipe.path else "recipe"
-        head = f"{name}: {len(problems)} problem{'s' if len(problems) > 1 else ''}"
-        raise UserError(head + ":\n" + "\n".join(f"  - {p}" for p in problems), problems)
+        raise ConfigError(recipe.path.name if recipe.path else "recipe", problems)
+
+
+# ---- once the model is loaded ----
+
+
+def check_loaded(recipe: Recipe, model, tokenizer, rows=None) -> list[str]:
+    """What can only be checked with the model and tokenizer in hand: LoRA target modules that match no module,
+    and a chat template that fails on the first prompt. `train` calls it after loading the model and before it
+    touches the output directory; `rows` are the dataset rows (before `data.prepare`), when loaded."""
+    problems = []
+    if recipe.lora is not None and recipe.lora.target_modules != "all-linear":
+        problems += _check_lora_targets(
+            recipe.lora.target_modules, [name for name, _ in model.named_modules()]
+        )
+    if rows is not None and len(rows):
+        try:
+            chat = data.uses_chat(recipe.dataset, tokenizer)
+            if chat:
+                prompt = data.build_prompt(recipe.dataset, dict(rows[0]), chat=True)
+                data.tokenize_prompts(tokenizer, [prompt])
+        except UserError as err:
+            problems.append(str(err))
+        except Exception as err:  # a template is user code (Jinja): any error is the template's
+            problems.append(
+                f"dataset: the tokenizer's chat template fails on the first prompt ({describe(err)}); "
+                "fix the template or set dataset.chat_template: false"
+            )
+    return problems
+
+
+def _check_lora_targets(targets: str | list[str], module_names: list[str]) -> list[str]:
+    """peft's matching: a string is a regular expression over full module names, a list holds name suffixes."""
+    leaves = sorted({name.rsplit(".", 1)[-1] for name in module_names if name})
+    if isinstance(targets, str):
+        try:
+            pattern = re.compile(targets)
+        except re.error as err:
+            return [f"lora.target_modules: {targets!r} is not a regular expression: {err}"]
+        if not any(pattern.fullmatch(name) for name in module_names):
+            return [
+                f"lora.target_modules: {targets!r} matches no module of the model; its modules: {', '.join(leaves)}"
+            ]
+        return []
+    problems = []
+    for target in targets:
+        if not any(name == target or name.endswith(f".{target}") for name in module_names):
+            problems.append(
+                f"lora.target_modules: {target!r} matches no module of the model{did_you_mean(target, leaves)}; "
+                f"its modules: {', '.join(leaves)}"
+            )
+    return problems

@@ -39,19 +39,73 @@ TINY_RECIPE = {
 }
 
 
-@pytest.fixture
-def tiny_recipe(tmp_path):
-    """Write a tiny GRPO recipe (with optional deep-merged changes) into tmp_path; return its path."""
+# TINY_RECIPE as PPO: one completion per prompt, so PPO's own trainer settings instead of GRPO's.
+PPO_RECIPE = {
+    **TINY_RECIPE,
+    "algorithm": "ppo",
+    "trainer": {
+        "learning_rate": 0.05,
+        "max_steps": 4,
+        "per_device_train_batch_size": 8,
+        "response_length": 2,
+        "num_ppo_epochs": 2,
+        "save_steps": 2,
+    },
+}
+
+
+def _recipe_writer(tmp_path: Path, base: dict, default_name: str):
+    """`write(changes, name)`: `base` with `changes` deep-merged (mappings merge key by key, anything else,
+    None and lists included, replaces), written into tmp_path with an output_dir under tmp_path/runs."""
     from grpo_cli.recipe import deep_merge
 
-    def write(changes: dict | None = None, name: str = "tiny.yaml") -> Path:
-        data = deep_merge(TINY_RECIPE, changes or {})
+    def write(changes: dict | None = None, name: str = default_name) -> Path:
+        data = deep_merge(base, changes or {})
         data.setdefault("output_dir", str(tmp_path / "runs" / Path(name).stem))
         path = tmp_path / name
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
 
     return write
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path):
+    """Write a tiny GRPO recipe (with optional deep-merged changes) into tmp_path; return its path."""
+    return _recipe_writer(tmp_path, TINY_RECIPE, "tiny.yaml")
+
+
+@pytest.fixture
+def ppo_recipe(tmp_path):
+    """Write PPO_RECIPE (with optional deep-merged changes, as tiny_recipe) into tmp_path; return its path."""
+    return _recipe_writer(tmp_path, PPO_RECIPE, "ppo.yaml")
+
+
+@pytest.fixture(autouse=True)
+def isolated_entry_points(monkeypatch):
+    """Reward plugins installed where the tests run stay out of them: the `grpo_cli.rewards` entry points are
+    those of distributions on sys.path entries a test adds itself (fake_plugin, acme), never the environment's."""
+    import importlib.metadata
+    import sys
+
+    from grpo_cli.plugins import ENTRY_POINT_GROUP
+
+    real = importlib.metadata.entry_points
+    environment = set(sys.path)
+
+    def entry_points(**params):
+        if params.get("group") != ENTRY_POINT_GROUP:
+            return real(**params)
+        added = [p for p in sys.path if p not in environment]
+        found = [
+            ep
+            for dist in importlib.metadata.distributions(path=added)
+            for ep in dist.entry_points
+            if ep.group == ENTRY_POINT_GROUP
+        ]
+        return importlib.metadata.EntryPoints(found)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
 
 
 @pytest.fixture
@@ -84,3 +138,15 @@ def tiny_reward_model(tokenizer, seed: int = 0):
     }
     torch.manual_seed(seed)
     return Qwen2ForSequenceClassification(Qwen2Config(**settings))
+
+
+@pytest.fixture
+def reward_model_dir(tmp_path) -> Path:
+    """A tiny randomly initialised sequence-classification model and its tokenizer, saved like a real one."""
+    from grpo_cli.models import char_tokenizer
+
+    tokenizer = char_tokenizer("0123456789+=")
+    path = tmp_path / "judge"
+    tiny_reward_model(tokenizer, seed=1).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

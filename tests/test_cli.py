@@ -66,7 +66,8 @@ def test_validate_reports_every_problem_with_exit_2(cli, tiny_recipe, tmp_path):
     (tmp_path / "d.jsonl").write_text('{"q": "1+1=", "solution": "2"}\n')
     path = tiny_recipe(
         {
-            "dataset": {"generate": None, "source": "d.jsonl", "prompt": "{question}"},
+            # eval_size: None, or holding out 8 of its 1 row would be a fifth problem
+            "dataset": {"generate": None, "source": "d.jsonl", "prompt": "{question}", "eval_size": None},
             "rewards": [{"name": "accuracy"}, {"name": "acuracy"}],
             "trainer": {"num_generations": 3},
         }
@@ -95,8 +96,13 @@ def test_validate_batch_rule_follows_steps_per_generation(cli, tiny_recipe):
     assert cli("validate", path).exit_code == 0  # 1 x 8 x 2 = 16 completions per generation
     result = cli("validate", path, "trainer.steps_per_generation=3")
     assert "per_device_train_batch_size (8) x steps_per_generation (3) = 24 completions" in result.stderr
-    result = cli("validate", path, "trainer.generation_batch_size=24")
+    result = cli("validate", path, "trainer.generation_batch_size=24", "trainer.steps_per_generation=null")
     assert "trainer: generation_batch_size (24) completions per generation" in result.stderr
+    result = cli("validate", path, "trainer.generation_batch_size=24")  # TRL refuses both at once
+    assert (
+        result.stderr
+        == "error: tiny.yaml: trainer: give generation_batch_size or steps_per_generation, not both\n"
+    )
 
 
 def test_validate_batch_rule_counts_processes(cli, tiny_recipe):

@@ -136,3 +136,68 @@ def test_jsonl_lines_must_be_objects(tmp_path):
     path.write_text("5\n")
     with pytest.raises(UserError, match="each line must be a JSON object of columns, not 5"):
         data.local_columns(path)
+
+
+def test_generate_options_are_checked_by_name_type_and_range():
+    from grpo_cli.recipe import GenerateSection
+
+    assert data.check_task(GenerateSection(task="addition", options={"max_operand": 99})) == []
+    assert data.check_task(GenerateSection(task="addition", options={"max_operand": True})) == [
+        "dataset.generate.options: max_operand must be a whole number, got True"
+    ]
+    assert data.check_task(
+        GenerateSection(task="addition", options={"min_operand": 5, "max_operand": 2})
+    ) == ["dataset.generate.options: max_operand (2) is below min_operand (5)"]
+    assert data.task_rows(GenerateSection(task="addition", size=1000, options={"max_sum": 9})) == 55
+    assert data.task_rows(GenerateSection(task="addition", size=10)) == 10
+
+
+def test_held_out_parts_that_leave_no_training_rows():
+    generate = {"task": "addition", "size": 10}
+    assert data.held_out_problem(DatasetSection(generate=generate, eval_size=9), 10) is None
+    assert data.held_out_problem(DatasetSection(generate=generate, eval_ratio=0.95), 10) == (
+        "dataset.eval_ratio=0.95 leaves no training rows (dataset has 10)"
+    )
+    with pytest.raises(
+        UserError, match=r"^dataset.eval_ratio=0.95 leaves no training rows \(dataset has 10\)$"
+    ):
+        data.load_splits(DatasetSection(generate=generate, eval_ratio=0.95), seed=0)
+
+
+def test_template_problems_name_what_format_cannot_fill_by_column():
+    assert data.template_problems("Q: {question} {{literal}}") == []
+    assert data.template_problems("{x[0]}") == [
+        "dataset.prompt: {x[0]} reads an attribute or item; name a column only (write {{ and }} for literal braces)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("d.json", b'{"rows": [{"q": 1}]}', None),
+        ("d.json", b"[]", "no rows"),
+        ("d.csv", b"q,a\n1,2\n", None),
+        ("d.jsonl", b'{"q": 1}\n[2]\n', "d.jsonl:2: each line must be a JSON object of columns, not [2]"),
+    ],
+)
+def test_read_local_edge_cases(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    if message is None:
+        assert data.read_local(path).rows == 1
+    else:
+        with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            data.read_local(path)
+
+
+def test_a_split_name_for_a_local_file_is_refused_not_read_as_the_training_file(tmp_path):
+    path = write(tmp_path, "jsonl")
+    spec = DatasetSection(source=str(path), eval_split="test")
+    message = (
+        "dataset.eval_split: 'test' is a split name, but a local file has no splits; "
+        "name a held-out file, or use eval_size or eval_ratio"
+    )
+    assert data.eval_split_problem(spec) == message
+    with pytest.raises(UserError) as info:
+        data.load_splits(spec, seed=0)
+    assert str(info.value) == message

@@ -16,11 +16,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from grpo_cli import data, evaluate, models, plugins
+from grpo_cli import data, evaluate, generation, models, plugins
 from grpo_cli.cli import handle_errors
 from grpo_cli.commands.eval import evaluate as eval_command
 from grpo_cli.errors import UserError
-from grpo_cli.evaluate import Sample, pass_at_k, summarize
+from grpo_cli.generation import Sample
+from grpo_cli.metrics import difference, pass_at_k, summarize
 from grpo_cli.recipe import FromConfig, LoraSection, RewardEntry, load_recipe
 
 VOCABULARY = "0123456789+="
@@ -186,7 +187,7 @@ def test_summarize_skips_none_scores_and_prompts_scored_too_rarely():
 
 
 def test_difference_is_tuned_minus_base():
-    delta = evaluate.difference({"a": 0.5, "b": None, "c": 1.0}, {"a": 0.25, "b": 1.0})
+    delta = difference({"a": 0.5, "b": None, "c": 1.0}, {"a": 0.25, "b": 1.0})
     assert delta == {"a": 0.25, "b": None}
 
 
@@ -216,14 +217,14 @@ def test_metrics_of_a_model_with_known_output(tmp_path, token, text, length, cli
     rows = [
         {"prompt": f"{a}+{b}=", "answer": str(a + b)} for a, b in [(1, 1), (2, 3), (4, 4), (3, 4), (0, 2)]
     ]
-    sampling = evaluate.Sampling(num_samples=3, max_new_tokens=3, seed=0)
+    sampling = generation.Sampling(num_samples=3, max_new_tokens=3, seed=0)
     prompt_ids = data.tokenize_prompts(tokenizer, [r["prompt"] for r in rows])
-    samples = evaluate.generate(model, tokenizer, prompt_ids, sampling, batch_size=4)
+    samples = generation.generate(model, tokenizer, prompt_ids, sampling, batch_size=4)
     assert [[s.text for s in group] for group in samples] == [[text] * 3] * 5
 
     (tmp_path / "stub.py").write_text(STUB_REWARDS)
     entries = [RewardEntry(name=f"{tmp_path / 'stub.py'}:{name}") for name in ("length", "even_answer")]
-    rewards = evaluate.Rewards(plugins.bind_all(entries), [], [])
+    rewards = evaluate.Rewards(plugins.bind_all(entries), [])
     evaluate.score(samples, rows, rewards, chat=False, batch_size=4)
     metrics = summarize(samples, rewards.names, with_total=True)
     assert metrics["completion_length"] == length
@@ -241,9 +242,9 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time():
     model, tokenizer = varied_model()
     prompts = ["1+2=", "12+7=", "3+45=", "9=", "100+200=", "5+5="]  # different lengths: left padding matters
     ids = data.tokenize_prompts(tokenizer, prompts)
-    sampling = evaluate.Sampling(num_samples=1, max_new_tokens=5, seed=0)
-    batched = evaluate.generate(model, tokenizer, ids, sampling, batch_size=6)
-    single = evaluate.generate(model, tokenizer, ids, sampling, batch_size=1)
+    sampling = generation.Sampling(num_samples=1, max_new_tokens=5, seed=0)
+    batched = generation.generate(model, tokenizer, ids, sampling, batch_size=6)
+    single = generation.generate(model, tokenizer, ids, sampling, batch_size=1)
     assert [g[0].token_ids for g in batched] == [g[0].token_ids for g in single]
     assert len({g[0].text for g in batched}) > 1  # the prompts matter: not a constant output
 
@@ -254,7 +255,7 @@ def test_sampling_is_seeded():
     runs = [
         [
             s.text
-            for g in evaluate.generate(model, tokenizer, ids, evaluate.Sampling(4, 4, seed), 3)
+            for g in generation.generate(model, tokenizer, ids, generation.Sampling(4, 4, seed), 3)
             for s in g
         ]
         for seed in (0, 0, 1)
@@ -265,13 +266,13 @@ def test_sampling_is_seeded():
 
 def test_sampling_settings_come_from_the_trainer_section(workdir):
     recipe = load_recipe("recipe.yaml", ["trainer.temperature=0.5", "trainer.top_p=0.9"])
-    sampling = evaluate.sampling_settings(recipe, 4)
+    sampling = generation.sampling_settings(recipe, 4)
     assert (sampling.temperature, sampling.top_p, sampling.top_k, sampling.max_new_tokens) == (0.5, 0.9, 0, 3)
     assert not sampling.greedy
     ppo = load_recipe("recipe.yaml", ["algorithm=ppo", "trainer={}", "trainer.response_length=7"])
     assert (
-        evaluate.sampling_settings(ppo, 2).max_new_tokens,
-        evaluate.sampling_settings(ppo, 2).temperature,
+        generation.sampling_settings(ppo, 2).max_new_tokens,
+        generation.sampling_settings(ppo, 2).temperature,
     ) == (7, 0.7)
 
 
@@ -490,13 +491,15 @@ def test_eval_command_imports_no_heavy_library():
     assert out.strip() == "[]"
 
 
-def test_bind_rewards_skips_reward_models(workdir, monkeypatch):
-    monkeypatch.setattr(plugins, "is_reward_model", lambda name: name.startswith("model:"))
+def test_bind_rewards_loads_reward_models(workdir, reward_model_dir):
+    """Reward models are scored in eval as in training (issue 14), not skipped: see also test_scoring.py."""
+    from grpo_cli.scoring import RewardModelScore
+
     recipe = load_recipe("recipe.yaml")
-    recipe.rewards.append(RewardEntry(name="model:some/reward-model"))
+    recipe.rewards.append(RewardEntry(name=f"model:{reward_model_dir}"))
     rewards = evaluate.bind_rewards(recipe)
-    assert rewards.skipped == ["reward-model"]
-    assert rewards.names == ["accuracy", "length"]
+    assert rewards.names == ["accuracy", "length", "judge"]
+    assert isinstance(rewards.training[-1].fn, RewardModelScore)
 
 
 def test_user_error_type_for_missing_held_out(workdir):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grpo_cli import models
+from grpo_cli import generation, models
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import FromConfig, LoraSection, ModelSection
 
@@ -92,17 +92,19 @@ def test_precision_follows_hardware_unless_set():
 
 def test_pad_and_unk_are_kept_out_of_generation_unless_they_end_it():
     tok = models.char_tokenizer("0123456789")
-    assert models.suppressed_special_tokens(tok) == {"suppress_tokens": [tok.pad_token_id, tok.unk_token_id]}
+    assert generation.suppressed_special_tokens(tok) == {
+        "suppress_tokens": [tok.pad_token_id, tok.unk_token_id]
+    }
     tok.pad_token = tok.eos_token
-    assert models.suppressed_special_tokens(tok) == {"suppress_tokens": [tok.unk_token_id]}
+    assert generation.suppressed_special_tokens(tok) == {"suppress_tokens": [tok.unk_token_id]}
 
     from types import SimpleNamespace
 
     model = SimpleNamespace(
         generation_config=SimpleNamespace(eos_token_id=[tok.eos_token_id, tok.unk_token_id])
     )
-    assert models.generation_eos_ids(model) == [tok.eos_token_id, tok.unk_token_id]
-    assert models.suppressed_special_tokens(tok, models.generation_eos_ids(model)) == {}
+    assert generation.eos_ids(model, tok) == [tok.eos_token_id, tok.unk_token_id]
+    assert generation.suppressed_special_tokens(tok, generation.eos_ids(model, tok)) == {}
 
 
 def test_grpo_config_suppresses_pad_and_keeps_the_recipes_generation_kwargs(tiny_recipe, tmp_path):

@@ -1,27 +1,24 @@
-"""The reward registry: every way to name a reward, the contract, the errors users see, pickling, run-time checks.
+"""The reward registry: every way to name a reward, the contract, the errors users see before training.
+
+Calling rewards (run-time checks, on_error, timeouts, pickling, reward models) is tested in test_scoring.py.
 
 The built-ins' own values are tested in test_builtin_rewards.py; here they only stand in for "a built-in".
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
-import json
 import os
-import pickle
-import re
 import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from grpo_cli import plugins
+from grpo_cli import plugins, scoring
 from grpo_cli._paths import REWARDS_DIR
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import RewardEntry, load_recipe
@@ -48,10 +45,10 @@ def bind_error(name: str, **fields) -> str:
 
 
 def call(name: str, completions, prompts=None, **fields):
-    """Score through RewardCall.score, as training does; returns (scores, errors)."""
+    """Score through scoring.RewardCall.score, as training does; returns (scores, errors)."""
     prompts = prompts if prompts is not None else ["P"] * len(completions)
     columns = fields.pop("columns", {})
-    return plugins.RewardCall(bind(name, **fields)).score(prompts, completions, columns)
+    return scoring.RewardCall(bind(name, **fields)).score(prompts, completions, columns)
 
 
 def make_dist(
@@ -99,7 +96,7 @@ def fake_plugin(tmp_path, monkeypatch):
 def test_builtin_resolves_first_with_its_args_and_columns():
     bound = bind("accuracy", args={"answer_column": "solution"})
     assert (bound.name, bound.spec.origin, bound.columns) == ("accuracy", "built-in", ["solution"])
-    assert plugins.RewardCall(bound).score(["Q"], ["7"], {"solution": ["7"]}) == ([1.0], 0)
+    assert scoring.RewardCall(bound).score(["Q"], ["7"], {"solution": ["7"]}) == ([1.0], 0)
 
 
 def test_installed_entry_point_resolves_with_its_distribution(fake_plugin):
@@ -141,7 +138,7 @@ def test_file_plugin_relative_to_the_recipe(tiny_recipe, tmp_path):
     assert (bound.name, bound.spec.origin, bound.columns) == ("brevity", "file", [])
     # A function that takes neither prompts nor **kwargs still gets called as TRL calls rewards.
     trl_kwargs = {"completion_ids": [[1], [2]], "trainer_state": None, "log_extra": print}
-    assert plugins.RewardCall(bound)(["Q", "Q"], ["12", "123"], **trl_kwargs) == [1.0, 0.0]
+    assert scoring.RewardCall(bound)(["Q", "Q"], ["12", "123"], **trl_kwargs) == [1.0, 0.0]
 
 
 def test_module_plugin_with_a_dotted_attribute(tmp_path, monkeypatch):
@@ -158,7 +155,7 @@ def test_module_plugin_with_a_dotted_attribute(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     bound = bind("acme_pkg.scoring:Tone.polite")
     assert (bound.name, bound.spec.origin) == ("Tone.polite", "module")
-    assert plugins.RewardCall(bound).score(["Q"] * 2, ["please", "now"], {}) == ([1.0, 0.0], 0)
+    assert scoring.RewardCall(bound).score(["Q"] * 2, ["please", "now"], {}) == ([1.0, 0.0], 0)
 
 
 def test_module_in_the_current_directory_resolves_as_with_python_m(tmp_path, monkeypatch):
@@ -230,8 +227,8 @@ def test_a_users_own_rewards_module_and_the_builtins_both_resolve(
         ("accuracy", "built-in"),
         ("closeness", "built-in"),
     ]
-    assert plugins.RewardCall(bound[0]).score(["Q"], ["x"], {}) == ([0.5], 0)
-    assert plugins.RewardCall(bound[1]).score(["Q"], ["4"], {"answer": ["4"]}) == ([1.0], 0)
+    assert scoring.RewardCall(bound[0]).score(["Q"], ["x"], {}) == ([0.5], 0)
+    assert scoring.RewardCall(bound[1]).score(["Q"], ["4"], {"answer": ["4"]}) == ([1.0], 0)
     assert Path(importlib.import_module("rewards").__file__) == project / layout
     accuracy_module = sys.modules[bound[1].fn.__module__]
     assert Path(accuracy_module.__file__) == REWARDS_DIR / "accuracy.py"
@@ -503,201 +500,6 @@ def test_bind_all_reports_every_problem_and_duplicate_names():
     assert info.value.problems[1] == "rewards: format listed twice; metrics need distinct names"
 
 
-# ---- mistakes at run time -----------------------------------------------------------------------------
-
-FLAKY = """
-import math
-import time
-
-
-def wrong_count(completions, **kwargs):
-    return [1.0] * (len(completions) + 1)
-
-
-def not_a_list(completions, **kwargs):
-    return 1.0
-
-
-def word(completions, **kwargs):
-    return [0.5 if c != "bad" else "high" for c in completions]
-
-
-def nan(completions, **kwargs):
-    return [math.nan if c == "bad" else 0.5 for c in completions]
-
-
-def infinite(completions, **kwargs):
-    return [math.inf if c == "bad" else 0.5 for c in completions]
-
-
-def raises(completions, **kwargs):
-    return [len(c) / (c != "bad") for c in completions]
-
-
-def sleeps(completions, **kwargs):
-    time.sleep(30 if "bad" in completions else 0)
-    return [0.5] * len(completions)
-"""
-
-PROMPTS = ["What is 1 + 1?", "What is 2 + 2?"]
-COMPLETIONS = ["ok", "bad"]
-HINT = "  (set on_error: zero or skip on this reward to score such cases 0 or None and go on)"
-
-
-@pytest.fixture
-def flaky(tmp_path):
-    return write(tmp_path / "flaky.py", FLAKY)
-
-
-@pytest.mark.parametrize(
-    ("attr", "problem", "offender"),
-    [
-        ("wrong_count", "returned 3 values for 2 completions", 0),
-        ("not_a_list", "returned a float, not a list with one score per completion (2)", 0),
-        ("word", "returned a non-number 'high'", 1),
-        ("nan", "returned NaN", 1),
-        ("infinite", "returned an infinite score inf", 1),
-        ("raises", "raised ZeroDivisionError: division by zero at {flaky}:26", 1),
-        ("sleeps", "ran over its timeout of 0.2 s", 0),
-    ],
-)
-def test_a_bad_result_stops_the_run_naming_reward_prompt_and_completion(flaky, attr, problem, offender):
-    started = time.perf_counter()
-    with pytest.raises(plugins.RewardError) as info:
-        call(f"{flaky}:{attr}", COMPLETIONS, PROMPTS, timeout=0.2 if attr == "sleeps" else None)
-    batch = " (the first of a batch of 2)" if offender == 0 and attr != "raises" else ""
-    assert str(info.value).splitlines() == [
-        f"reward {attr!r} {problem.format(flaky=flaky)}",
-        f"  prompt: {PROMPTS[offender]!r}",
-        f"  completion: {COMPLETIONS[offender]!r}{batch}",
-        HINT,
-    ]
-    assert time.perf_counter() - started < 5
-
-
-@pytest.mark.parametrize("attr", ["wrong_count", "not_a_list", "word", "nan", "infinite", "raises", "sleeps"])
-@pytest.mark.parametrize(("on_error", "value"), [("zero", 0.0), ("skip", None)])
-def test_on_error_scores_zero_or_none_and_counts_the_errors(flaky, attr, on_error, value):
-    timeout = 0.2 if attr == "sleeps" else None
-    scores, errors = call(f"{flaky}:{attr}", COMPLETIONS, PROMPTS, on_error=on_error, timeout=timeout)
-    whole_batch = attr in ("wrong_count", "not_a_list", "raises", "sleeps")
-    assert scores == ([value, value] if whole_batch else [0.5, value])
-    assert errors == (2 if whole_batch else 1)
-
-
-def test_the_call_logs_time_and_error_count_through_trl(flaky):
-    reward = plugins.RewardCall(bind(f"{flaky}:nan", on_error="skip"))
-    logged = {}
-    scores = reward(PROMPTS, COMPLETIONS, completion_ids=[[1], [2]], log_metric=logged.__setitem__)
-    assert scores == [0.5, None]
-    assert reward.__name__ == "nan"  # TRL names the reward's metrics after it: rewards/nan/mean
-    assert sorted(logged) == ["rewards/nan/errors", "rewards/nan/seconds"]
-    assert logged["rewards/nan/errors"] == 1.0
-    assert 0 <= logged["rewards/nan/seconds"] < 1
-
-
-def test_arguments_from_the_recipe_win_over_a_column_of_the_same_name(tmp_path):
-    path = write(
-        tmp_path / "ref.py",
-        "def same(completions, answer, **kw):\n    return [float(c == answer) for c in completions]\n",
-    )
-    assert call(f"{path}:same", ["5", "6"], args={"answer": "6"}, columns={"answer": ["5", "5"]}) == (
-        [0.0, 1.0],
-        0,
-    )
-
-
-def test_a_reward_that_never_returns_does_not_keep_the_process_alive(flaky):
-    code = textwrap.dedent(f"""
-        from grpo_cli import plugins
-        from grpo_cli.recipe import RewardEntry
-        entry = RewardEntry(name={str(flaky) + ":sleeps"!r}, timeout=0.1, on_error="zero")
-        print(plugins.RewardCall(plugins.bind(entry, "r")).score(["p"], ["bad"], {{}}))
-    """)
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=25)
-    assert result.stdout == "([0.0], 1)\n", result.stderr
-    assert time.perf_counter() - started < 20  # the stuck call sleeps 30 s
-
-
-# ---- pickling -----------------------------------------------------------------------------------------
-
-
-KINDS = '''
-import threading
-
-
-def brevity(completions, limit=3, **kwargs):
-    return [float(len(c) <= limit) for c in completions]
-
-
-class Locked:
-    """Holds what does not pickle."""
-
-    def __init__(self, limit=3):
-        self.lock = threading.Lock()
-        self.limit = limit
-
-    def __call__(self, prompts, completions, **kwargs):
-        with self.lock:
-            return [float(len(c) <= self.limit) for c in completions]
-'''
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["builtin", "file", "file class", "module", "timed file"],
-)
-def test_reward_calls_pickle_and_still_score(name, tmp_path, monkeypatch):
-    path = write(tmp_path / "kinds_mod.py", KINDS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    entry = {
-        "builtin": RewardEntry(name="length", args={"target": 3}),
-        "file": RewardEntry(name=f"{path}:brevity", args={"limit": 2}),
-        "file class": RewardEntry(name=f"{path}:Locked", args={"limit": 2}),
-        "module": RewardEntry(name="kinds_mod:brevity", args={"limit": 2}),
-        "timed file": RewardEntry(name=f"{path}:brevity", args={"limit": 2}, timeout=5, on_error="zero"),
-    }[name]
-    reward = plugins.RewardCall(plugins.bind(entry, "rewards[0]"))
-    before = reward(["Q"] * 2, ["ab", "abcdef"], log_metric=lambda *a: None)  # a timed call ran its thread
-    copy = pickle.loads(pickle.dumps(reward))
-    assert copy is not reward and copy.__name__ == reward.__name__
-    assert (copy.on_error, copy.timeout) == (entry.on_error, entry.timeout)
-    assert copy(["Q"] * 2, ["ab", "abcdef"]) == before
-    assert before == ([1.0, 0.0] if name != "builtin" else [pytest.approx(2 / 3), 0.0])
-    sys.modules.pop("kinds_mod", None)
-
-
-def test_a_file_reward_unpickles_in_another_process(tmp_path):
-    path = write(tmp_path / "kinds.py", KINDS)
-    reward = plugins.RewardCall(bind(f"{path}:brevity", args={"limit": 2}))
-    code = "import pickle, sys\nprint(pickle.loads(sys.stdin.buffer.read()).score(['Q'], ['ab', 'abc'], {}))"
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        input=pickle.dumps(reward),
-        capture_output=True,
-        cwd=elsewhere,
-        timeout=60,
-    )
-    assert result.stdout.decode() == "([1.0, 0.0], 0)\n", result.stderr.decode()
-
-
-def test_a_call_around_a_reward_model_pickles_as_it_is():
-    """The PPO bridge wraps a reward model in a scorer of its own; there is no recipe entry to bind again."""
-    import dataclasses
-
-    bound = dataclasses.replace(bind("model:acme/rm"), fn=functools.partial(sorted, reverse=True))
-    copy = pickle.loads(pickle.dumps(plugins.RewardCall(bound)))
-    assert (copy.__name__, copy.fn([1, 3, 2])) == ("rm", [3, 2, 1])
-
-
-def test_file_functions_pickle_by_reference_in_process(tmp_path):
-    bound = bind(f"{write(tmp_path / 'kinds.py', KINDS)}:brevity")
-    assert pickle.loads(pickle.dumps(bound.fn)) is bound.fn
-
-
 # ---- a real plugin distribution, installed with pip ---------------------------------------------------
 
 
@@ -730,7 +532,7 @@ def test_pip_installed_plugin_is_found_through_its_entry_points(acme):
     assert call("shouting", ["HELLO", "Hello", "hello"], args={"min_ratio": 0.5}) == ([1.0, 0.0, 0.0], 0)
     on_topic = bind("on_topic", args={"topic_column": "subject", "bonus": 0.5})
     assert on_topic.columns == ["subject"]
-    assert plugins.RewardCall(on_topic).score(
+    assert scoring.RewardCall(on_topic).score(
         ["Q"] * 2, ["I like Cats", "dogs"], {"subject": ["cats"] * 2}
     ) == (
         [1.5, 0.0],
@@ -793,57 +595,25 @@ def test_pip_installed_plugin_in_the_real_command(acme_installed, tmp_path):
     assert rows == [["'HEY'", "1", "1", "+0.707"], ["'hey'", "0", "0", "-0.707"]]
 
 
-# ---- a real run: per-reward metrics and errors in metrics.jsonl ---------------------------------------
-
-RUN_REWARDS = '''
-import math
-import time
-
-
-def half_nan(completions, **kwargs):
-    """NaN for the first completion of each batch, 1.0 for the rest."""
-    return [math.nan] + [1.0] * (len(completions) - 1)
-
-
-def slow(completions, **kwargs):
-    time.sleep(0.5)
-    return [1.0] * len(completions)
-
-
-def miscount(completions, **kwargs):
-    return [1.0]
-'''
-
-
-@pytest.mark.slow
-def test_training_logs_each_rewards_mean_time_and_errors(cli, tiny_recipe, tmp_path):
-    write(tmp_path / "run_rewards.py", RUN_REWARDS)
-    rewards = [
-        {"name": "./run_rewards.py:half_nan", "on_error": "skip"},
-        {"name": "./run_rewards.py:slow", "on_error": "zero", "timeout": 0.05},
-    ]
-    path = tiny_recipe({"rewards": rewards, "trainer": {"max_steps": 2, "save_steps": 100}})
-    result = cli("train", path)
-    assert result.exit_code == 0, result.output
-    rows = [
-        json.loads(line) for line in (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert [r["step"] for r in rows] == [1, 2]
-    for row in rows:  # 8 completions a step: one NaN skipped; every slow call ran over its timeout
-        assert (row["rewards/half_nan"], row["rewards/half_nan/errors"]) == (1.0, 1.0)
-        assert (row["rewards/slow"], row["rewards/slow/errors"]) == (0.0, 8.0)
-        assert 0 <= row["rewards/half_nan/seconds"] < 0.05
-        assert 0.05 <= row["rewards/slow/seconds"] < 0.4
-
-
-@pytest.mark.slow
-def test_training_stops_on_a_bad_reward_with_its_message(cli, tiny_recipe, tmp_path):
-    write(tmp_path / "run_rewards.py", RUN_REWARDS)
-    path = tiny_recipe({"rewards": [{"name": "./run_rewards.py:miscount"}], "trainer": {"max_steps": 2}})
-    result = cli("train", path)
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    lines = lines[lines.index("error: reward 'miscount' returned 1 value for 8 completions") :]
-    assert re.fullmatch(r"  prompt: '\d\+\d='", lines[1]), lines[1]  # the addition task's prompts
-    assert re.fullmatch(r"  completion: '.*' \(the first of a batch of 8\)", lines[2]), lines[2]
-    assert lines[3:] == [HINT]
+def test_plugins_installed_where_the_tests_run_stay_out_of_them(tmp_path):
+    """conftest's isolated_entry_points: with another reward plugin installed, the tests that list plugins pass."""
+    site = tmp_path / "environment"
+    make_dist(site, "aardvark-rewards", "1.0", {"aaa": "aardvark:aaa"}, {"aardvark": SHOUT})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), str(site)])}
+    listed = subprocess.run(
+        [sys.executable, "-c", "from grpo_cli import plugins; print(sorted(plugins.installed_plugins()))"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.stdout == "['aaa']\n", listed.stderr  # installed, as a user's environment would have it
+    test = f"{__file__}::test_unknown_name_lists_installed_plugins_too"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "1 passed" in result.stdout, result.stdout

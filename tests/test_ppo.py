@@ -10,37 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grpo_cli.errors import UserError
-from tests.conftest import TINY_RECIPE
-
-PPO_RECIPE = {
-    **TINY_RECIPE,
-    "algorithm": "ppo",
-    "trainer": {
-        "learning_rate": 0.05,
-        "max_steps": 4,
-        "per_device_train_batch_size": 8,
-        "response_length": 2,
-        "num_ppo_epochs": 2,
-        "save_steps": 2,
-    },
-}
-
-
-@pytest.fixture
-def ppo_recipe(tmp_path):
-    """Write PPO_RECIPE with `changes` (top-level sections replaced, `trainer` merged) into tmp_path."""
-
-    def write(changes: dict | None = None, name: str = "ppo.yaml") -> Path:
-        data = copy.deepcopy(PPO_RECIPE)
-        for key, value in (changes or {}).items():
-            data[key] = {**data["trainer"], **value} if key == "trainer" else value
-        data.setdefault("output_dir", str(tmp_path / "runs" / Path(name).stem))
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        return path
-
-    return write
+from tests.conftest import PPO_RECIPE
 
 
 def output_of(recipe_path: Path) -> Path:
@@ -108,6 +78,8 @@ def test_reward_functions_end_to_end(cli, ppo_recipe):
             row["rewards/accuracy"] + 0.5 * row["rewards/closeness"], abs=1e-5
         )
         assert row["rewards/accuracy/errors"] == 0
+        # Each reward's time in the step, as GRPO runs log it.
+        assert 0 <= row["rewards/accuracy/seconds"] < 5 and 0 <= row["rewards/closeness/seconds"] < 5
     assert rows[0]["kl"] == pytest.approx(
         0, abs=1e-4
     )  # step 1 samples from the untrained policy = the reference
@@ -130,19 +102,6 @@ def test_reward_functions_end_to_end(cli, ppo_recipe):
     assert yaml.safe_load((run / "recipe.yaml").read_text())["algorithm"] == "ppo"
 
 
-@pytest.fixture
-def reward_model_dir(tmp_path) -> Path:
-    """A tiny randomly initialised sequence-classification model and its tokenizer, saved like a real one."""
-    from grpo_cli.models import char_tokenizer
-    from tests.conftest import tiny_reward_model
-
-    tokenizer = char_tokenizer("0123456789+=")
-    path = tmp_path / "judge"
-    tiny_reward_model(tokenizer, seed=1).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.mark.slow
 def test_reward_model_mixed_with_a_function_end_to_end(cli, ppo_recipe, reward_model_dir):
     path = ppo_recipe(
@@ -157,6 +116,7 @@ def test_reward_model_mixed_with_a_function_end_to_end(cli, ppo_recipe, reward_m
     for row in rows:
         assert {"reward", "kl", "rewards/judge", "rewards/accuracy"} <= set(row)
         assert row["reward"] == pytest.approx(2.0 * row["rewards/judge"] + row["rewards/accuracy"], abs=1e-5)
+        assert row["rewards/judge/errors"] == 0 and 0 < row["rewards/judge/seconds"] < 5
     assert (
         len({round(row["rewards/judge"], 6) for row in rows}) > 1
     )  # the model does score, differently per batch
@@ -331,57 +291,6 @@ def test_resume_without_a_saved_critic_is_refused(cli, ppo_recipe):
 # ---- the pieces ----
 
 
-def test_rollout_rewards_weigh_sum_and_log_each_reward():
-    from grpo_cli.algorithms.ppo import RolloutRewards
-    from grpo_cli.plugins import bind_all
-    from grpo_cli.recipe import RewardEntry
-
-    def shouting(completions, **_):
-        return [None if c == "" else float(c.isupper()) for c in completions]
-
-    def broken(completions, **_):
-        raise RuntimeError("no")
-
-    rewards = bind_all([RewardEntry(name="accuracy", weight=2.0), RewardEntry(name="closeness", weight=0.5)])
-    for reward, fn, on_error in ((rewards[0], shouting, "skip"), (rewards[1], broken, "zero")):
-        reward.name, reward.fn, reward.entry = (
-            fn.__name__,
-            fn,
-            reward.entry.model_copy(update={"on_error": on_error}),
-        )
-    scorer = RolloutRewards(rewards)
-
-    assert scorer(["p"] * 3, ["A", "b", ""], {}) == [2.0, 0.0, 0.0]
-    assert scorer(["p"], ["C"], {}) == [2.0]
-    logs = {"objective/scores": 1.0}
-    scorer.on_log(None, None, None, logs=logs)
-    assert logs["rewards/shouting/mean"] == pytest.approx(
-        2 / 3
-    )  # None (skipped) scores are left out of the mean
-    assert logs["rewards/broken/mean"] == 0.0 and logs["rewards/broken/errors"] == 4
-    assert logs["rewards/shouting/errors"] == 0
-
-    with pytest.raises(UserError, match="reward 'broken' raised RuntimeError: no"):
-        scorer.rewards[1].entry = scorer.rewards[1].entry.model_copy(update={"on_error": "fail"})
-        RolloutRewards(scorer.rewards)(["p"], ["x"], {})
-
-
-def test_reward_model_score_is_the_models_logit_on_prompt_plus_completion(reward_model_dir):
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    from grpo_cli.algorithms.ppo import RewardModelScore
-
-    score = RewardModelScore(str(reward_model_dir), torch.float32)
-    model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir)
-    got = score(["1+2=", "9+9="], ["3", "18"])
-    with torch.no_grad():
-        expected = [
-            model(**score.tokenizer(t, return_tensors="pt")).logits[0, 0].item() for t in ("1+2=3", "9+9=18")
-        ]
-    assert got == pytest.approx(expected, abs=1e-5)
-
-
 def test_max_steps_becomes_total_episodes(ppo_recipe, tmp_path):
     from grpo_cli.algorithms.ppo import config
     from grpo_cli.recipe import load_recipe
@@ -413,7 +322,9 @@ def saved_policy(tmp_path) -> Path:
 
 @pytest.mark.slow
 def test_a_saved_model_by_path(cli, ppo_recipe, saved_policy):
-    path = ppo_recipe({"model": {"name_or_path": str(saved_policy)}, "trainer": {"max_steps": 2}})
+    path = ppo_recipe(
+        {"model": {"from_config": None, "name_or_path": str(saved_policy)}, "trainer": {"max_steps": 2}}
+    )
     ok(cli("train", path))
     run = output_of(path)
     assert_adapter_trained(run)
@@ -429,7 +340,9 @@ def test_the_critic_starts_from_the_policys_weights_with_a_new_head(ppo_recipe, 
     from grpo_cli.models import load_model
     from grpo_cli.recipe import load_recipe
 
-    model_section = {"name_or_path": str(saved_policy)} if source == "name_or_path" else PPO_RECIPE["model"]
+    model_section = (
+        {"from_config": None, "name_or_path": str(saved_policy)} if source == "name_or_path" else {}
+    )
     recipe = load_recipe(ppo_recipe({"model": model_section}))
     policy, tokenizer = load_model(recipe.model, recipe.seed)
     critic = load_value_model(recipe, policy, tokenizer, resume_from=None)
@@ -471,8 +384,8 @@ def test_chat_prompts_end_to_end(cli, ppo_recipe, saved_policy, reward_model_dir
         tokenizer.save_pretrained(directory)
     path = ppo_recipe(
         {
-            "model": {"name_or_path": str(saved_policy)},
-            "dataset": {**PPO_RECIPE["dataset"], "prompt": "{question}", "chat_template": True},
+            "model": {"from_config": None, "name_or_path": str(saved_policy)},
+            "dataset": {"prompt": "{question}", "chat_template": True},
             "rewards": [{"name": "accuracy"}, {"name": f"model:{reward_model_dir}", "weight": 0.1}],
             "trainer": {"max_steps": 2},
         }

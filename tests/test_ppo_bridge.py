@@ -140,7 +140,7 @@ def test_pad_must_differ_from_eos(tokenizer):
     same_pad = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer.backend_tokenizer, pad_token="<eos>", eos_token="<eos>"
     )
-    with pytest.raises(ValueError, match="must differ from EOS"):
+    with pytest.raises(UserError, match="must differ from EOS"):
         RewardFunctionModel(same_pad, ROWS, queries_of(tokenizer, ROWS), Recorder())
 
 
@@ -245,3 +245,43 @@ def test_drives_a_real_ppo_run(tokenizer, tmp_path):
     logged = [entry["objective/scores"] for entry in trainer.state.log_history]
     expected = [sum(map(len, completions)) / len(completions) for _, completions, _ in train_calls]
     assert logged == pytest.approx(expected)
+
+
+# ---- the score function grpo-cli gives the bridge ----
+
+
+def test_rollout_rewards_weigh_sum_and_log_each_reward():
+    from grpo_cli.algorithms.ppo_bridge import RolloutRewards
+    from grpo_cli.plugins import bind_all
+    from grpo_cli.recipe import RewardEntry
+
+    def shouting(completions, **_):
+        return [None if c == "" else float(c.isupper()) for c in completions]
+
+    def broken(completions, **_):
+        raise RuntimeError("no")
+
+    rewards = bind_all([RewardEntry(name="accuracy", weight=2.0), RewardEntry(name="closeness", weight=0.5)])
+    for reward, fn, on_error in ((rewards[0], shouting, "skip"), (rewards[1], broken, "zero")):
+        reward.name, reward.fn, reward.entry = (
+            fn.__name__,
+            fn,
+            reward.entry.model_copy(update={"on_error": on_error}),
+        )
+    scorer = RolloutRewards(rewards)
+
+    assert scorer(["p"] * 3, ["A", "b", ""], {}) == [2.0, 0.0, 0.0]
+    assert scorer(["p"], ["C"], {}) == [2.0]
+    logs = {"objective/scores": 1.0}
+    scorer.on_log(None, None, None, logs=logs)
+    assert logs["rewards/shouting/mean"] == pytest.approx(
+        2 / 3
+    )  # None (skipped) scores are left out of the mean
+    assert logs["rewards/broken/mean"] == 0.0 and logs["rewards/broken/errors"] == 4
+    assert logs["rewards/shouting/errors"] == 0
+    # Seconds too, for every reward, as GRPO runs log them: the time spent in it during the step.
+    assert 0 <= logs["rewards/shouting/seconds"] < 1 and 0 <= logs["rewards/broken/seconds"] < 1
+
+    with pytest.raises(UserError, match="reward 'broken' raised RuntimeError: no"):
+        scorer.rewards[1].entry = scorer.rewards[1].entry.model_copy(update={"on_error": "fail"})
+        RolloutRewards(scorer.rewards)(["p"], ["x"], {})

@@ -50,9 +50,10 @@ def test_unknown_key_without_close_match_lists_valid_keys(tiny_recipe):
 
 def test_every_problem_is_reported_at_once(tiny_recipe):
     found = problems_of(tiny_recipe({"lora": {"r": -1}, "seed": "x", "trainer": {"learning_rat": 1e-5}}))
-    assert len(found) == 2  # schema errors stop before the trainer check; both schema errors are listed
+    assert len(found) == 3  # a schema error no longer hides the trainer check (issue 11)
     assert any(p.startswith("lora.r: Input should be greater than 0") for p in found)
     assert any(p.startswith("seed: Input should be a valid integer") for p in found)
+    assert "trainer.learning_rat: not a field of TRL's GRPOConfig (did you mean 'learning_rate'?)" in found
 
 
 def test_trainer_keys_are_checked_against_grpo_config(tiny_recipe):
@@ -209,3 +210,159 @@ def test_default_output_dir_is_named_after_the_recipe(tiny_recipe):
 def test_shipped_recipes_are_found_by_name():
     assert "quickstart" in shipped_recipes()
     assert load_recipe("quickstart").path == shipped_recipes()["quickstart"]
+
+
+# ---- every path resolves against the recipe's directory (issue 10, item 8) ----
+
+
+def _recipe_elsewhere(tmp_path, monkeypatch, changes: dict):
+    """A recipe in tmp_path/project, loaded from tmp_path/elsewhere (the current directory)."""
+    from grpo_cli.recipe import deep_merge
+    from tests.conftest import TINY_RECIPE
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    path = project / "r.yaml"
+    path.write_text(yaml.safe_dump(deep_merge(TINY_RECIPE, changes)))
+    monkeypatch.chdir(elsewhere)
+    return project, elsewhere, path
+
+
+def _rows(path: Path, count: int) -> None:
+    path.write_text("".join(f'{{"question": "{i}+0=", "answer": "{i}"}}\n' for i in range(count)))
+
+
+def test_eval_split_file_resolves_against_the_recipe_not_the_cwd(tmp_path, monkeypatch):
+    from grpo_cli import data
+
+    changes = {
+        "dataset": {"generate": None, "source": "train.jsonl", "eval_split": "eval.jsonl", "eval_size": None}
+    }
+    project, elsewhere, path = _recipe_elsewhere(tmp_path, monkeypatch, changes)
+    _rows(project / "train.jsonl", 10)
+    _rows(project / "eval.jsonl", 8)
+    _rows(elsewhere / "eval.jsonl", 3)  # an unrelated file of the same name in the current directory
+    recipe = load_recipe(path)
+    assert recipe.dataset.eval_split == str(project / "eval.jsonl")
+    _train, held_out = data.load_splits(recipe.dataset, recipe.seed)
+    assert len(held_out) == 8
+    (project / "eval.jsonl").unlink()
+    assert problems_of_validate(path) == [
+        f"dataset.eval_split: dataset file not found: {project / 'eval.jsonl'}"
+    ]
+
+
+def problems_of_validate(path) -> list[str]:
+    from grpo_cli import validation
+
+    with pytest.raises(UserError) as info:
+        validation.validate(str(path))
+    return info.value.problems or [str(info.value)]
+
+
+def test_a_missing_data_file_is_looked_for_next_to_the_recipe(tmp_path, monkeypatch):
+    changes = {"dataset": {"generate": None, "source": "data.jsonl", "eval_size": None}}
+    project, elsewhere, path = _recipe_elsewhere(tmp_path, monkeypatch, changes)
+    _rows(elsewhere / "data.jsonl", 5)  # never read: the recipe's data.jsonl is the one in its own directory
+    assert load_recipe(path).dataset.source == str(project / "data.jsonl")
+    assert problems_of_validate(path) == [f"dataset file not found: {project / 'data.jsonl'}"]
+
+
+def test_local_model_and_reward_model_dirs_and_reward_files_resolve_against_the_recipe(tmp_path, monkeypatch):
+    changes = {
+        "model": {"from_config": None, "name_or_path": "./base"},
+        "rewards": [{"name": "./mine.py:brevity"}, {"name": "model:./judge"}, {"name": "judge2"}],
+        "eval": {"rewards": [{"name": "sub/more.py:extra"}]},
+    }
+    project, _elsewhere, path = _recipe_elsewhere(tmp_path, monkeypatch, changes)
+    (project / "judge2").mkdir()
+    recipe = load_recipe(path)
+    assert recipe.model.name_or_path == str(project / "base")
+    assert [r.name for r in recipe.rewards] == [
+        f"{project / 'mine.py'}:brevity",
+        f"model:{project / 'judge'}",
+        str(project / "judge2"),
+    ]
+    assert recipe.eval.rewards[0].name == f"{project / 'sub' / 'more.py'}:extra"
+
+
+def test_distributed_config_file_resolves_against_the_recipe(tmp_path, monkeypatch):
+    project, _elsewhere, path = _recipe_elsewhere(
+        tmp_path, monkeypatch, {"distributed": {"config_file": "acc.yaml"}}
+    )
+    assert load_recipe(path).distributed.config_file == str(project / "acc.yaml")
+
+
+def test_hub_ids_split_names_and_output_dir_stay_as_written(tmp_path, monkeypatch):
+    changes = {
+        "model": {"from_config": None, "name_or_path": "Qwen/Qwen2.5-0.5B"},
+        "dataset": {"generate": None, "source": "openai/gsm8k", "eval_split": "test", "eval_size": None},
+        "output_dir": "runs/mine",
+    }
+    _project, _elsewhere, path = _recipe_elsewhere(tmp_path, monkeypatch, changes)
+    recipe = load_recipe(path)
+    assert recipe.model.name_or_path == "Qwen/Qwen2.5-0.5B"
+    assert (recipe.dataset.source, recipe.dataset.eval_split) == ("openai/gsm8k", "test")
+    assert recipe.output_dir == "runs/mine"  # like -o: relative to where the command runs
+
+
+def test_saved_recipe_holds_absolute_paths_and_means_the_same_from_anywhere(tmp_path, monkeypatch):
+    changes = {
+        "dataset": {"generate": None, "source": "train.jsonl", "eval_split": "eval.jsonl", "eval_size": None}
+    }
+    project, elsewhere, path = _recipe_elsewhere(tmp_path, monkeypatch, changes)
+    recipe = load_recipe(path)
+    saved = yaml.safe_load(recipe.to_yaml())
+    assert saved["dataset"]["source"] == str(project / "train.jsonl")
+    assert saved["dataset"]["eval_split"] == str(project / "eval.jsonl")
+    (elsewhere / "run").mkdir()
+    (elsewhere / "run" / "recipe.yaml").write_text(recipe.to_yaml())
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe(elsewhere / "run" / "recipe.yaml").model_dump() == recipe.model_dump()
+
+
+# ---- one YAML reader, one KEY=VALUE parser ----
+
+
+def test_duplicate_keys_are_refused_naming_both_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("trainer:\n  learning_rate: 1.0e-3\n  max_steps: 3\n  learning_rate: 1.0e-4\n")
+    with pytest.raises(UserError) as info:
+        load_recipe(path)
+    assert str(info.value) == (
+        f"{path}:4: invalid YAML: duplicate key 'learning_rate' (also on line 2): give each key once"
+    )
+
+
+def test_exponent_floats_are_floats_in_files_and_overrides(tiny_recipe):
+    from grpo_cli.recipe import parse_value
+
+    path = tiny_recipe({"rewards": [{"name": "closeness", "args": {"scale": "PLACEHOLDER"}}]})
+    path.write_text(
+        path.read_text().replace("PLACEHOLDER", "5e-1").replace("learning_rate: 0.05", "learning_rate: 1e-5")
+    )
+    recipe = load_recipe(path)
+    assert recipe.rewards[0].args == {"scale": 0.5}  # a float, not the string "5e-1"
+    assert recipe.trainer["learning_rate"] == 1e-5
+    assert [parse_value(v) for v in ("1e-5", "5E+1", ".5e1", "7", "x", "", "[1, 2]", "1e")] == [
+        1e-5,
+        50.0,
+        5.0,
+        7,
+        "x",
+        None,
+        [1, 2],
+        "1e",
+    ]
+
+
+def test_parse_assignment_is_the_one_key_value_parser():
+    from grpo_cli.recipe import parse_assignment
+
+    assert parse_assignment("trainer.learning_rate=3e-4") == ("trainer.learning_rate", 3e-4)
+    assert parse_assignment("scale=5e-1", what="--arg", example="scale=2") == ("scale", 0.5)
+    with pytest.raises(
+        UserError, match=r"^bad --arg 'scale': write KEY=VALUE with a dotted key, e.g. scale=2$"
+    ):
+        parse_assignment("scale", what="--arg", example="scale=2")

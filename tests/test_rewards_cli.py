@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 import textwrap
 
 import pytest
 
 from grpo_cli import plugins
-from grpo_cli.commands.rewards import advantages
 
 WORKED_EXAMPLE = ["-r", "reasoned_accuracy", "--prompt", "What is 2 + 3?", "--column", "answer=5"]
 
@@ -225,8 +223,9 @@ def test_a_file_plugin_with_a_weight_from_a_recipe(cli, recipe, tmp_path):
             "rewards[0] (length): unknown argument 'tagret' (did you mean 'target'?); its arguments: target=None, max_length=None, soft_fraction=0.8",
         ),
         (
+            # Scored now, as in training (issue 14): a model that cannot be loaded (offline) is the error.
             ["-r", "model:acme/rm", "-c", "5"],
-            "rewards test scores reward functions; reward models are scored in training only",
+            "cannot load tokenizer 'acme/rm'",
         ),
         (
             ["-r", "accuracy", "-c", "5"],
@@ -277,68 +276,6 @@ def test_a_reward_that_fails_shows_the_offending_completion(cli, tmp_path):
     ]
 
 
-# ---- the advantage arithmetic itself ----
-
-
-def test_advantages_follow_trl():
-    assert advantages([[[1.0, 0.0, 2.0]]], [1.0]) == [
-        [0.0, pytest.approx(-1 / 1.0001), pytest.approx(1 / 1.0001)]
-    ]
-    assert advantages([[[1.0, 0.0, 2.0]]], [1.0], "none") == [[0.0, -1.0, 1.0]]
-    assert advantages([[[3.0]]], [1.0]) == [[0.0]]  # a group of one has no std
-    assert advantages([[[1.0, 1.0]]], [1.0]) == [[0.0, 0.0]]  # std 0: divided by 1e-4, still 0
-    # normalize_then_sum: each reward normalised in its group (1, 0, 1, 0 -> +-a; 2, 2, 2 -> 0), weighted and
-    # summed, then normalised over the batch (+-a -> +-a / (std of +-a, a * sqrt(4/3), + 1e-4)).
-    table = [[1.0, 0.0, 1.0, 0.0], [2.0, 2.0, 2.0, None]]
-    a = 0.5 / ((1 / 3) ** 0.5 + 1e-4)
-    expected = a / (a * (4 / 3) ** 0.5 + 1e-4)
-    got = advantages([table], [1.0, 1.0], aggregation="normalize_then_sum")
-    assert got == [pytest.approx([expected, -expected, expected, -expected])]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("scale", "aggregation"),
-    [
-        ("group", "sum_then_normalize"),
-        ("batch", "sum_then_normalize"),
-        ("none", "sum_then_normalize"),
-        ("group", "normalize_then_sum"),
-    ],
-)
-def test_advantages_equal_trls_own_arithmetic(scale, aggregation):
-    """The same numbers as GRPOTrainer's code (copied from TRL 1.12), on two groups of four with None scores."""
-    import torch
-    from trl.trainer.utils import nanstd
-
-    nan = float("nan")
-    scores = torch.tensor([[1, 2], [0, 2], [1, 2], [0, nan], [3, 1], [1, nan], [nan, nan], [2, 2]])
-    weights, generations = torch.tensor([1.0, 0.5]), 4
-    unscorable = torch.isnan(scores).all(dim=1)
-    if aggregation == "sum_then_normalize":
-        rewards = (scores * weights).nansum(dim=1)
-        rewards[unscorable] = nan
-        mean = torch.nanmean(rewards.view(-1, generations), dim=1).repeat_interleave(generations)
-        std = nanstd(rewards.view(-1, generations), dim=1).repeat_interleave(generations)
-        std = nanstd(rewards).expand_as(rewards) if scale == "batch" else std
-        expected = rewards - mean if scale == "none" else (rewards - mean) / (std + 1e-4)
-    else:
-        grouped = scores.view(-1, generations, 2)
-        mean_k = torch.nanmean(grouped, dim=1, keepdim=True)
-        normalised = ((grouped - mean_k) / (nanstd(grouped, dim=1, keepdim=True) + 1e-4)).view(-1, 2)
-        rewards = (normalised * weights).nansum(dim=1)
-        rewards[unscorable] = nan
-        expected = (rewards - torch.nanmean(rewards)) / (nanstd(rewards) + 1e-4)
-    expected = torch.nan_to_num(expected, nan=0.0).tolist()
-
-    def score(value):
-        return None if math.isnan(value) else value
-
-    tables = [[[score(scores[g * 4 + i, k].item()) for i in range(4)] for k in range(2)] for g in range(2)]
-    got = advantages(tables, weights.tolist(), scale, aggregation)
-    assert got[0] + got[1] == pytest.approx(expected, abs=1e-5)
-
-
 # ---- rewards ls ----
 
 
@@ -361,3 +298,81 @@ def test_ls_lists_every_builtin_with_origin_arguments_columns_and_description(cl
         "\nAlso: path/to/file.py:function (relative to the recipe), package.module:function, "
         "or model:<Hub id or dir> for a reward model.\n"
     )
+
+
+# ---- what rewards see: the same prompts and completions as in training ----
+
+SHAPES = '''
+def shape(prompts, completions, answer, **kwargs):
+    """Written as the README says for chat data: the last message's content."""
+    scores = []
+    for prompt, completion, expected in zip(prompts, completions, answer):
+        assert prompt[-1] == {"role": "user", "content": "Q: What is 2 + 3?"}, prompt
+        assert completion == [{"role": "assistant", "content": completion[-1]["content"]}], completion
+        scores.append(float(completion[-1]["content"] == expected) + 10 * (prompt[0]["role"] == "system"))
+    return scores
+
+
+def text(prompts, completions, **kwargs):
+    return [float(isinstance(p, str) and isinstance(c, str)) for p, c in zip(prompts, completions)]
+'''
+
+
+@pytest.fixture
+def chat_policy(tmp_path):
+    """A policy directory whose tokenizer has a chat template, as real chat models have (only the tokenizer is
+    read by `rewards test`)."""
+    from grpo_cli.models import char_tokenizer
+
+    tokenizer = char_tokenizer("0123456789+=")
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    tokenizer.save_pretrained(tmp_path / "policy")
+    return tmp_path / "policy"
+
+
+def test_chat_recipe_passes_message_lists_as_train_and_eval_do(cli, recipe, tmp_path, chat_policy):
+    (tmp_path / "shapes.py").write_text(SHAPES)
+    path = recipe(
+        {
+            "model": {"from_config": None, "name_or_path": str(chat_policy)},
+            "rewards": [{"name": "./shapes.py:shape"}],
+        }
+    )
+    result = cli("rewards", "test", "--recipe", path, "-c", "5", "-c", "6")
+    assert result.exit_code == 0, result.output
+    (table,) = tables(result.stdout)
+    title = " ".join(line.strip() for line in result.stdout.split("┏")[0].splitlines())  # wrapped: too wide
+    assert title == "prompt: [{'role': 'user', 'content': 'Q: What is 2 + 3?'}] (row 0)"
+    assert [row[:3] for row in table["rows"]] == [["'5'", "1", "1"], ["'6'", "0", "0"]]
+    # --prompt text is built into a prompt as data.py builds a row's, the recipe's system prompt first.
+    with_system = recipe(
+        {
+            "model": {"from_config": None, "name_or_path": str(chat_policy)},
+            "dataset": {"system_prompt": "Be brief."},
+            "rewards": [{"name": "./shapes.py:shape"}],
+        },
+    )
+    result = cli("rewards", "test", "--recipe", with_system, "--prompt", "Q: What is 2 + 3?", "-c", "5")
+    assert result.exit_code == 0, result.output
+    assert tables(result.stdout)[0]["rows"][0][:2] == ["'5'", "11"]
+
+
+def test_text_recipe_passes_strings(cli, recipe, tmp_path):
+    (tmp_path / "shapes.py").write_text(SHAPES)
+    result = cli(
+        "rewards", "test", "--recipe", recipe({"rewards": [{"name": "./shapes.py:text"}]}), "-c", "5"
+    )
+    assert tables(result.stdout)[0]["rows"] == [["'5'", "1", "1", "+0.000"]]
+
+
+def test_row_counts_rows_of_the_file_not_the_shuffled_training_split(cli, recipe, tmp_path):
+    rows = [{"question": f"What is {n} + 0?", "answer": str(n)} for n in range(10)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # eval_ratio shuffles before splitting: the training split's row 7 is some other row of the file.
+    path = recipe({"dataset": {"eval_ratio": 0.3}})
+    result = cli("rewards", "test", "--recipe", path, "--row", "7", "-c", "7")
+    (table,) = tables(result.stdout)
+    assert table["title"] == "prompt: 'Q: What is 7 + 0?' (row 7)"
+    assert table["rows"] == [["'7'", "1", "1", "1.5", "+0.000"]]
+    result = cli("rewards", "test", "--recipe", path, "--row", "10", "-c", "7")
+    assert result.stderr == "error: row 10: the dataset's rows are 0..9\n"

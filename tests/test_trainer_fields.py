@@ -19,3 +19,60 @@ def test_check_value_coerces_and_explains():
     _value, problem = trainer_fields.check_value(fields["max_steps"], 1.5)
     assert problem.startswith("expected int, got 1.5")
     assert trainer_fields.check_value(fields["lr_scheduler_type"], "cosine")[1] is None
+
+
+def test_value_gives_the_recipe_value_or_trls_default(tiny_recipe):
+    from grpo_cli.recipe import load_recipe
+
+    recipe = load_recipe(tiny_recipe({"trainer": {"generation_kwargs": '{"top_k": 3}'}}))
+    assert trainer_fields.value(recipe, "max_steps") == 4  # the recipe's
+    assert trainer_fields.value(recipe, "temperature") == 1.0  # GRPOConfig's default
+    assert trainer_fields.mapping(recipe, "generation_kwargs") == {"top_k": 3}  # JSON text read as a mapping
+    recipe.algorithm = "ppo"
+    assert trainer_fields.value(recipe, "temperature") == 0.7  # PPOConfig's default
+
+
+def test_check_section_names_the_other_algorithms_name():
+    _coerced, problems = trainer_fields.check_section("ppo", {"max_completion_length": 8, "beta": 0.1})
+    assert problems == [
+        "trainer.max_completion_length: not a field of TRL's PPOConfig (PPO's name for it is response_length)",
+        "trainer.beta: not a field of TRL's PPOConfig (PPO's KL coefficient is kl_coef)",
+    ]
+    _coerced, problems = trainer_fields.check_section("grpo", {"response_length": 8})
+    assert problems == [
+        "trainer.response_length: not a field of TRL's GRPOConfig (GRPO's name for it is max_completion_length)"
+    ]
+
+
+def test_enum_backed_fields_take_only_their_names():
+    fields = trainer_fields.fields("grpo")
+    assert trainer_fields.check_value(fields["lr_scheduler_type"], "cosine") == ("cosine", None)
+    _value, problem = trainer_fields.check_value(fields["optim"], "adam")
+    assert problem.startswith("expected Literal['adamw_torch', ")
+
+
+def test_check_ranges_refuses_what_trl_refuses_or_crashes_on():
+    assert trainer_fields.check_ranges(
+        {
+            "learning_rate": float("nan"),
+            "per_device_train_batch_size": 0,
+            "save_steps": 0.5,  # a fraction of the run: fine
+            "logging_steps": 2.5,
+            "top_p": 1.5,
+            "max_steps": 2**70,
+            "temperature": 0.0,
+            "num_generations": 4,
+        }
+    ) == [
+        "trainer.learning_rate: must be a finite number, got nan",
+        "trainer.per_device_train_batch_size: must be at least 1, got 0",
+        "trainer.logging_steps: a whole number of steps above 1 (below 1: a fraction of the run), got 2.5",
+        "trainer.top_p: must be at most 1, got 1.5",
+        f"trainer.max_steps: {2**70} is too large (TRL and torch take 64-bit integers)",
+        "trainer.temperature: must be above 0, got 0.0",
+    ]
+
+
+def test_causal_lm_model_types_come_from_the_table():
+    types = trainer_fields.causal_lm_model_types()
+    assert {"qwen2", "llama", "gpt2"} <= set(types) and "bert-base" not in types

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, plugins
+from grpo_cli import data, distributed, generation, models, plugins, scoring
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
@@ -30,7 +30,7 @@ def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokeni
     args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     if not args.get("use_vllm"):  # vLLM's sampling parameters have no suppress_tokens
         args["generation_kwargs"] = {
-            **models.suppressed_special_tokens(tokenizer, eos_ids),
+            **generation.suppressed_special_tokens(tokenizer, eos_ids),
             **(args.get("generation_kwargs") or {}),
         }
     try:
@@ -46,7 +46,6 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
 
     # Rewards first: a bad reward should fail before a model loads.
     rewards = plugins.bind_all(recipe.rewards)
-    reward_funcs = [plugins.RewardCall(r) if r.fn is not None else r.model_path for r in rewards]
 
     model, tokenizer = models.load_model(recipe.model, recipe.seed)
     train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
@@ -54,8 +53,11 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
 
     weights = [r.entry.weight for r in rewards]
     args = config(
-        recipe, output_dir, weights, tokenizer, models.generation_eos_ids(model)
+        recipe, output_dir, weights, tokenizer, generation.eos_ids(model, tokenizer)
     )  # sets up processes
+    # Reward models too go through scoring (not TRL's own reward-model path), so they log /errors and /seconds.
+    rewards = scoring.load_reward_models(rewards, recipe.model.dtype, args.device, args.chat_template_kwargs)
+    reward_funcs = [scoring.RewardCall(r) for r in rewards]
     main_process = distributed.is_main_process()
     if main_process and resume_from is None:
         clear_previous_run(output_dir)  # only now: a mistake found while loading leaves the old run as it was

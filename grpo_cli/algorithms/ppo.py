@@ -14,13 +14,14 @@ How PPO differs from GRPO, and what this module adds around TRL's trainer:
   trained in full, not with LoRA, as TRL does: with LoRA it is most of what PPO trains and keeps in memory. Only this default exists so far; a recipe key naming another critic would
   plug in at `load_value_model`.
 - Rewards: TRL's PPOTrainer only takes a reward *model*. `ppo_bridge.RewardFunctionModel` stands in for one and
-  calls `RolloutRewards`, which scores each rollout with every reward of the recipe (functions and `model:`
-  reward models alike, with their weights, args and on_error, and the dataset columns of the rollout's own row)
-  and adds each reward's mean to the logs, so metrics.jsonl has `rewards/<name>` as in a GRPO run.
+  calls `ppo_bridge.RolloutRewards`, which scores each rollout with every reward of the recipe through
+  `grpo_cli.scoring` (functions and `model:` reward models alike, with their weights, args and on_error, and the
+  dataset columns of the rollout's own row) and adds each reward's mean, errors and seconds to the logs, so
+  metrics.jsonl has `rewards/<name>` as in a GRPO run.
 - Length: TRL counts `total_episodes` (prompts sampled) and ignores `max_steps`. A recipe's `trainer.max_steps`
   is translated to `total_episodes = max_steps x the batch`, so one step is one PPO update, as in GRPO.
 - `--resume`: TRL's `train()` takes no checkpoint and restarts its counters, and its checkpoints lack the value
-  model. `CheckpointExtras` saves the value model into every checkpoint; resuming is a warm start that restores
+  model (the workarounds are in `ppo_compat`). `CheckpointExtras` saves the value model into every checkpoint; resuming is a warm start that restores
   the policy (adapter or full weights), the value model, the optimizer state (AdamW moments of both), the
   learning-rate schedule's position and the step and episode counters, then runs the remaining steps. It does not
   restore the random state or the data order: the resumed run samples fresh batches, so it is not identical to an
@@ -29,17 +30,13 @@ How PPO differs from GRPO, and what this module adds around TRL's trainer:
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
 import math
 import warnings
 from pathlib import Path
-from typing import Any
 
-from transformers import TrainerCallback
-
-from grpo_cli import data, distributed, models, plugins
+from grpo_cli import data, distributed, models, plugins, scoring
+from grpo_cli.algorithms import ppo_compat
 from grpo_cli.errors import UserError, describe
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
@@ -81,24 +78,22 @@ def episodes_per_step(args) -> int:
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
     from trl.experimental.ppo import PPOTrainer
 
-    from grpo_cli.algorithms.ppo_bridge import RewardFunctionModel, left_pad
+    from grpo_cli.algorithms.ppo_bridge import RewardFunctionModel, RolloutRewards, check_pad_token, left_pad
     from grpo_cli.callbacks import RunLogger, quiet_trainer
 
     # Rewards first: a bad reward should fail before the policy loads.
     rewards = plugins.bind_all(recipe.rewards)
-    dtype = models.torch_dtype(recipe.model.dtype)
-    scorer = RolloutRewards(
-        [r if r.fn else dataclasses.replace(r, fn=RewardModelScore(r.model_path, dtype)) for r in rewards]
-    )
 
     model, tokenizer = models.load_model(recipe.model, recipe.seed)
-    _check_pad_token(tokenizer)
+    check_pad_token(tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
     train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
     args = config(recipe, output_dir, len(train_rows))
     per_step = episodes_per_step(args)
     _check_enough_rows(len(train_rows), per_step)
+    # Reward models load only now, beside the policy on the device the trainer uses (args.device).
+    scorer = RolloutRewards(scoring.load_reward_models(rewards, recipe.model.dtype, device=args.device))
     # TRL's sample tables (num_sample_generations > 0) generate on the held-out prompts: the bridge must know them.
     eval_rows = []
     if held_out is not None and args.num_sample_generations:
@@ -125,13 +120,15 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         peft_config = models.lora_config(recipe.lora) if recipe.lora else None
         steps_done = 0
     else:
-        policy, ref_model = _resumed_policy(recipe, model, resume_from)
+        policy, ref_model = ppo_compat.resumed_policy(recipe, model, resume_from)
         peft_config = None  # the checkpoint's adapter is already on the policy
         steps_done = checkpoint_step(resume_from)
 
     total_steps = math.ceil(args.total_episodes / per_step)
     args.total_episodes -= steps_done * per_step  # TRL counts from step 0, whatever ran before
-    extras = CheckpointExtras(value_model, steps_done=steps_done, total_steps=total_steps, per_step=per_step)
+    extras = ppo_compat.CheckpointExtras(
+        value_model, steps_done=steps_done, total_steps=total_steps, per_step=per_step
+    )
     logger = RunLogger(output_dir, resume_from_step=steps_done if resume_from else None)
     trainer = PPOTrainer(
         args=args,
@@ -147,12 +144,11 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     )
     quiet_trainer(trainer)
     if distributed.world_size() > 1:
-        _unwrap_for_ddp(trainer)
-    scorer.to(trainer.accelerator.device)
+        ppo_compat.unwrap_for_ddp(trainer)
     if args.num_sample_generations:
         trainer.generate_completions = scorer.unlogged(trainer.generate_completions)
     if resume_from is not None:
-        _restore_optimizer_and_schedule(trainer, resume_from, total_steps)
+        ppo_compat.restore_optimizer_and_schedule(trainer, resume_from, total_steps)
     if main_process:
         atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
     _run(trainer, tokenizer)
@@ -192,23 +188,6 @@ def _run(trainer, tokenizer) -> None:
             ) from err
 
 
-def _unwrap_for_ddp(trainer) -> None:
-    """Make TRL 1.12's PPOTrainer work in several processes.
-
-    It reaches into `self.model` as if it were never wrapped (`model.policy` for the reference's forward pass under
-    LoRA and when saving, `model.config` for the model card), but with several processes accelerate wraps it in
-    DistributedDataParallel, and each of those fails with AttributeError. The wrapper gets the two as plain
-    attributes; `policy` is only used there without gradients (training goes through the wrapper).
-    Transformers' save also reads an attribute PPOTrainer never sets.
-    """
-    inner = trainer.accelerator.unwrap_model(trainer.model)
-    object.__setattr__(
-        trainer.model, "policy", inner.policy
-    )  # plain attributes: not registered as submodules
-    object.__setattr__(trainer.model, "config", inner.config)
-    trainer.is_distributed_loading_by_transformers = False
-
-
 def _check_enough_rows(rows: int, per_step: int) -> None:
     if rows < per_step:
         raise UserError(
@@ -218,128 +197,13 @@ def _check_enough_rows(rows: int, per_step: int) -> None:
         )
 
 
-# ---- rewards ----
-
-
-class RolloutRewards(TrainerCallback):
-    """The bridge's score function: every reward of the recipe on a batch of rollouts, weighted and summed.
-
-    Also a callback, because PPOTrainer logs only the total (`objective/scores`): each logged training step gets
-    `rewards/<name>/mean`, the mean over that step's rollouts of the scores the reward gave (None scores left
-    out), and `rewards/<name>/errors`, how many scores its `on_error` policy replaced. RunLogger writes the means
-    to metrics.jsonl as `rewards/<name>`, the names GRPO runs use.
-    """
-
-    def __init__(self, rewards: list[plugins.BoundReward]):
-        self.rewards = rewards  # each with a callable `fn`: reward models come wrapped in RewardModelScore
-        self.calls = [plugins.RewardCall(r) for r in rewards]
-        self.logging = True
-        self._reset()
-
-    def __call__(self, prompts: list, completions: list, columns: dict[str, list]) -> list[float]:
-        table = []
-        for reward, call in zip(self.rewards, self.calls, strict=True):
-            scores, errors = call.score(prompts, completions, columns)
-            table.append(scores)
-            if self.logging:
-                valid = [s for s in scores if s is not None]
-                self._sums[reward.name] += sum(valid)
-                self._counts[reward.name] += len(valid)
-                self._errors[reward.name] += errors
-        return plugins.weighted_total(self.rewards, table)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None or "objective/scores" not in logs:
-            return
-        for reward in self.rewards:
-            count = self._counts[reward.name]
-            logs[f"rewards/{reward.name}/mean"] = self._sums[reward.name] / count if count else None
-            logs[f"rewards/{reward.name}/errors"] = self._errors[reward.name]
-        self._reset()
-
-    def _reset(self) -> None:
-        names = [r.name for r in self.rewards]
-        self._sums = dict.fromkeys(names, 0.0)
-        self._counts = dict.fromkeys(names, 0)
-        self._errors = dict.fromkeys(names, 0)
-
-    def unlogged(self, method):
-        """`method` with scoring left out of the logged means (TRL's sample tables score held-out prompts)."""
-
-        def wrapped(*args, **kwargs):
-            self.logging = False
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self.logging = True
-
-        return wrapped
-
-    def to(self, device) -> None:
-        for reward in self.rewards:
-            if isinstance(reward.fn, RewardModelScore):
-                reward.fn.model.to(device)
-
-
-class RewardModelScore:
-    """A sequence-classification reward model as a reward function: its score of prompt + completion.
-
-    The text is built as TRL's GRPOTrainer builds it: concatenated for text prompts, through the reward tokenizer's
-    chat template for chat prompts; right-padded, no special tokens added.
-    """
-
-    def __init__(self, path: str, dtype):
-        from transformers import AutoModelForSequenceClassification
-
-        self.tokenizer = models.load_tokenizer(path)
-        if self.tokenizer.pad_token_id is None:
-            raise UserError(
-                f"reward model {path}: its tokenizer has no pad token, nor an unk or EOS token to pad with"
-            )
-        try:
-            with _quiet_loading():
-                self.model = AutoModelForSequenceClassification.from_pretrained(
-                    path, num_labels=1, dtype=dtype
-                )
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot load reward model {path!r}: {describe(err)}") from err
-        # The model scores the last token that is not padding; it must know which id pads.
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model.requires_grad_(False).eval()
-
-    def __call__(self, prompts: list, completions: list, **_columns: Any) -> list[float]:
-        import torch
-        from trl.data_utils import apply_chat_template
-
-        if prompts and isinstance(prompts[0], list):
-            texts = [
-                apply_chat_template({"messages": p + c}, self.tokenizer)["text"]
-                for p, c in zip(prompts, completions, strict=True)
-            ]
-        else:
-            texts = [p + c for p, c in zip(prompts, completions, strict=True)]
-        inputs = self.tokenizer(
-            text=texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False
-        ).to(self.model.device)
-        with torch.inference_mode():
-            return self.model(**inputs).logits[:, 0].float().tolist()
-
-
-# ---- prompts, value model, checkpoints ----
+# ---- prompts and the value model ----
 
 
 def _token_dataset(queries: list[list[int]]):
     from datasets import Dataset
 
     return Dataset.from_dict({"input_ids": queries})
-
-
-def _check_pad_token(tokenizer) -> None:
-    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        raise UserError(
-            f"the tokenizer pads with its EOS token ({tokenizer.eos_token!r}); TRL's PPO tells padding from text by "
-            "the pad id, so it needs a distinct pad token. Use a tokenizer with a pad or unk token, or add one."
-        )
 
 
 def load_value_model(recipe: Recipe, initial_model, tokenizer, resume_from: Path | None):
@@ -352,12 +216,12 @@ def load_value_model(recipe: Recipe, initial_model, tokenizer, resume_from: Path
 
     torch.manual_seed(recipe.seed)  # the same recipe starts from the same score head
     dtype = initial_model.dtype
-    with _quiet_loading():  # the freshly initialised score head is expected, not news
+    with models.quiet_loading():  # the freshly initialised score head is expected, not news
         if resume_from is not None:
-            saved = resume_from / CheckpointExtras.VALUE_MODEL_DIR
+            saved = resume_from / ppo_compat.CheckpointExtras.VALUE_MODEL_DIR
             if not (saved / "config.json").is_file():
                 raise UserError(
-                    f"--resume: {resume_from} has no {CheckpointExtras.VALUE_MODEL_DIR}/ (the PPO critic), so the "
+                    f"--resume: {resume_from} has no {ppo_compat.CheckpointExtras.VALUE_MODEL_DIR}/ (the PPO critic), so the "
                     "run cannot continue where it stopped; use --overwrite to start again"
                 )
             model = AutoModelForSequenceClassification.from_pretrained(saved, dtype=dtype)
@@ -389,78 +253,3 @@ def load_value_model(recipe: Recipe, initial_model, tokenizer, resume_from: Path
                 ) from err
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
-
-
-@contextlib.contextmanager
-def _quiet_loading():
-    """transformers' loading report and progress bar, silenced: our own progress bar follows."""
-    from transformers.utils import logging
-
-    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
-
-
-class CheckpointExtras(TrainerCallback):
-    """What TRL's PPO checkpoints and counters lack: the value model, and (on resume) the step count.
-
-    Each `checkpoint-N/` gets the critic in `value_model/`. When resuming from step N, TRL's `train()` has just
-    reset its counters to 0: they are set back to N (and N x the batch for episodes), so metrics.jsonl, the
-    progress bar and the next checkpoints continue the run's numbering.
-    """
-
-    VALUE_MODEL_DIR = "value_model"
-
-    def __init__(self, value_model, *, steps_done: int, total_steps: int, per_step: int):
-        self.value_model = value_model
-        self.steps_done = steps_done
-        self.total_steps = total_steps
-        self.per_step = per_step
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if self.steps_done:
-            state.global_step = self.steps_done
-            state.episode = self.steps_done * self.per_step
-            state.max_steps = self.total_steps
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            self.value_model.save_pretrained(checkpoint / self.VALUE_MODEL_DIR)
-
-
-def _resumed_policy(recipe: Recipe, initial_model, checkpoint: Path):
-    """(policy, reference) for resuming: the checkpoint's policy; the reference stays the initial model."""
-    if recipe.lora:
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(initial_model, str(checkpoint), is_trainable=True), None
-    from transformers import AutoModelForCausalLM
-
-    policy = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=initial_model.dtype)
-    policy.generation_config.pad_token_id = initial_model.generation_config.pad_token_id
-    return policy, initial_model
-
-
-def _restore_optimizer_and_schedule(trainer, checkpoint: Path, total_steps: int) -> None:
-    """The checkpoint's AdamW state, and a learning-rate schedule over the whole run at the checkpoint's step.
-
-    TRL built its schedule for the remaining steps only; rebuild it for all of them, then load the optimizer (which
-    brings back each group's current learning rate) and the schedule's position, in that order.
-    """
-    import torch
-
-    trainer.lr_scheduler = None
-    trainer.create_scheduler(num_training_steps=total_steps, optimizer=trainer.optimizer.optimizer)
-    trainer.callback_handler.lr_scheduler = trainer.lr_scheduler
-    device = trainer.accelerator.device
-    trainer.optimizer.load_state_dict(
-        torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True)
-    )
-    trainer.lr_scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))

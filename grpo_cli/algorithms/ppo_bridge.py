@@ -12,7 +12,8 @@ TRL 1.12's `PPOTrainer` only accepts a reward *model*, and scores each rollout w
 `RewardFunctionModel` honours exactly that interface, but its backbone decodes each rollout, looks up the dataset
 row its query came from, calls the reward functions (the same contract as GRPO: `fn(prompts, completions,
 **columns)`), and writes the score at every position, so whichever position `get_reward` picks carries it.
-`score` is the identity. Reward models reach it as reward functions too (see `ppo.RewardModelScore`).
+`score` is the identity. `RolloutRewards` is the score function grpo-cli gives it: every reward of the recipe
+through `grpo_cli.scoring` (reward models reach it as reward functions too, see `scoring.RewardModelScore`).
 
 Why the lookup works: every query is left-padded to ONE width for the whole dataset (train and eval), so the
 first `context_length` tokens of a rollout are exactly its query, and the query's token ids identify its row.
@@ -23,18 +24,32 @@ are restored before the lookup.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
 from transformers.modeling_outputs import BaseModelOutput
 
+from grpo_cli import plugins, scoring
 from grpo_cli.errors import UserError
 
 ScoreFn = Callable[[list[Any], list[Any], dict[str, list[Any]]], Sequence[float]]
 """`score_fn(prompts, completions, columns) -> one float per completion` (weights and error policy applied)."""
+
+
+def check_pad_token(tokenizer) -> None:
+    """TRL's PPO tells padding from text by the pad id (attention masks, where a response ends): it needs a pad
+    token, and one distinct from EOS, or every EOS would read as padding."""
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        what = "has no pad token" if tokenizer.pad_token_id is None else "pads with its EOS token"
+        raise UserError(
+            f"the tokenizer {what} ({tokenizer.eos_token!r} is EOS); TRL's PPO tells padding from text by the pad "
+            "id, so its pad token must differ from EOS. Use a tokenizer with a pad or unk token, or add one."
+        )
 
 
 def left_pad(
@@ -115,14 +130,8 @@ class _RewardBackbone(nn.Module):
         prompt_key: str,
     ) -> None:
         super().__init__()
-        pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-        if pad_id is None:
-            raise ValueError("The tokenizer has no pad token; PPO needs one, distinct from EOS.")
-        if pad_id == eos_id:
-            raise ValueError(
-                f"The tokenizer's pad token is its EOS token (id {pad_id}); PPO derives attention masks from the "
-                "pad id, so it must differ from EOS."
-            )
+        check_pad_token(tokenizer)
+        pad_id = tokenizer.pad_token_id
         if len(rows) != len(query_ids):
             raise ValueError(f"Got {len(rows)} rows but {len(query_ids)} queries; pass one query per row.")
         if not rows:
@@ -242,3 +251,63 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b)
     except (TypeError, ValueError):  # e.g. arrays, whose == is elementwise
         return False
+
+
+class RolloutRewards(TrainerCallback):
+    """The bridge's score function: every reward of the recipe on a batch of rollouts, weighted and summed.
+
+    Also a callback, because PPOTrainer logs only the total (`objective/scores`): each logged training step gets,
+    for every reward, `rewards/<name>/mean` (the mean over that step's rollouts of the scores it gave, None scores
+    left out), `rewards/<name>/errors` (how many scores its `on_error` policy replaced) and
+    `rewards/<name>/seconds` (the time spent in it during the step). RunLogger writes them to metrics.jsonl with
+    the mean as `rewards/<name>`, the names GRPO runs use.
+    """
+
+    def __init__(self, rewards: list[plugins.BoundReward]):
+        self.rewards = rewards  # each with a callable `fn`: see scoring.load_reward_models
+        self.calls = [scoring.RewardCall(r) for r in rewards]
+        self.logging = True
+        self._reset()
+
+    def __call__(self, prompts: list, completions: list, columns: dict[str, list]) -> list[float]:
+        table = []
+        for reward, call in zip(self.rewards, self.calls, strict=True):
+            started = time.perf_counter()
+            scores, errors = call.score(prompts, completions, columns)
+            table.append(scores)
+            if self.logging:
+                valid = [s for s in scores if s is not None]
+                self._sums[reward.name] += sum(valid)
+                self._counts[reward.name] += len(valid)
+                self._errors[reward.name] += errors
+                self._seconds[reward.name] += time.perf_counter() - started
+        return scoring.weighted_total(self.rewards, table)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "objective/scores" not in logs:
+            return
+        for reward in self.rewards:
+            count = self._counts[reward.name]
+            logs[f"rewards/{reward.name}/mean"] = self._sums[reward.name] / count if count else None
+            logs[f"rewards/{reward.name}/errors"] = self._errors[reward.name]
+            logs[f"rewards/{reward.name}/seconds"] = self._seconds[reward.name]
+        self._reset()
+
+    def _reset(self) -> None:
+        names = [r.name for r in self.rewards]
+        self._sums = dict.fromkeys(names, 0.0)
+        self._counts = dict.fromkeys(names, 0)
+        self._errors = dict.fromkeys(names, 0)
+        self._seconds = dict.fromkeys(names, 0.0)
+
+    def unlogged(self, method):
+        """`method` with scoring left out of the logged means (TRL's sample tables score held-out prompts)."""
+
+        def wrapped(*args, **kwargs):
+            self.logging = False
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.logging = True
+
+        return wrapped

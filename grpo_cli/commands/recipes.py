@@ -11,7 +11,9 @@ from grpo_cli.errors import UserError
 
 def _description(path: Path) -> str:
     """A recipe's description: its first comment line that is not the command running it."""
-    for line in path.read_text().splitlines():
+    from grpo_cli.recipe import read_text
+
+    for line in read_text(path).splitlines():
         if not line.startswith("#"):
             break
         text = line.lstrip("# ").strip()
@@ -25,22 +27,21 @@ def ls() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from grpo_cli.recipe import shipped_recipes
+    from grpo_cli.recipe import load_yaml, shipped_recipes
 
     table = Table("name", "algorithm", "description", box=None)
-    import yaml
-
     for name, path in shipped_recipes().items():
-        algorithm = (yaml.safe_load(path.read_text()) or {}).get("algorithm", "grpo")
+        data = load_yaml(path)
+        algorithm = data.get("algorithm", "grpo") if isinstance(data, dict) else "?"
         table.add_row(name, algorithm, _description(path))
     Console().print(table)
 
 
 def show(name: str = typer.Argument(..., help="A shipped recipe name or a recipe file.")) -> None:
     """Print a recipe's YAML as written."""
-    from grpo_cli.recipe import find_recipe
+    from grpo_cli.recipe import find_recipe, read_text
 
-    typer.echo(find_recipe(name).read_text(), nl=False)
+    typer.echo(read_text(find_recipe(name)), nl=False)
 
 
 def cp(
@@ -51,17 +52,21 @@ def cp(
     """Copy a shipped recipe to edit it; relative paths in it are made absolute so the copy runs anywhere."""
     import yaml
 
-    from grpo_cli.recipe import _absolutize_paths, find_recipe
+    from grpo_cli.recipe import absolutize_paths, find_recipe, parse_yaml, read_text
     from grpo_cli.runs import atomic_write
 
     source = find_recipe(name)
     target = dest / source.name if dest.is_dir() else dest
     if target.exists() and not force:
         raise UserError(f"{target} exists; pass --force to replace it")
-    text = source.read_text()
-    data = yaml.safe_load(text) or {}
+    text = read_text(source)
+    data = parse_yaml(text, str(source)) or {}
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{source}: a recipe must be a mapping of keys to values, not a {type(data).__name__}"
+        )
     before = yaml.safe_dump(data)
-    _absolutize_paths(data, source.parent)
+    absolutize_paths(data, source.parent)
     if yaml.safe_dump(data) != before:  # keep the comments when nothing needed rewriting
         header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
         text = header + yaml.safe_dump(data, sort_keys=False)

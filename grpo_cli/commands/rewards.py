@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from pathlib import Path
 
 import typer
@@ -60,15 +59,13 @@ def _describe(name: str, spec) -> str:
 
 
 def _parse_args(pairs: list[str]) -> dict[str, object]:
-    """--arg NAME=VALUE, the value read as YAML, as it would be in a recipe's `args`."""
-    import yaml
+    """--arg NAME=VALUE, the value read as a recipe's `args` value is (`5e-1` a float); `NAME=` is empty text."""
+    from grpo_cli.recipe import parse_assignment
 
     parsed = {}
-    for key, value in _split_pairs(pairs, "--arg"):
-        try:
-            parsed[key] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            parsed[key] = value
+    for pair in pairs:
+        key, value = parse_assignment(pair, "--arg", "scale=2")
+        parsed[key] = "" if pair.endswith("=") else value
     return parsed
 
 
@@ -130,78 +127,6 @@ def _read_completions(path: Path) -> list[dict]:
     return items
 
 
-def _std(values: list[float | None]) -> float:
-    """The unbiased standard deviation of the values that are not None, NaN for fewer than two (TRL's nanstd)."""
-    valid = [v for v in values if v is not None]
-    if len(valid) < 2:
-        return math.nan
-    mean = sum(valid) / len(valid)
-    return (sum((v - mean) ** 2 for v in valid) / (len(valid) - 1)) ** 0.5
-
-
-def _mean(values: list[float | None]) -> float:
-    valid = [v for v in values if v is not None]
-    return sum(valid) / len(valid) if valid else math.nan
-
-
-def _normalise(values: list[float | None], mean: float, std: float | None) -> list[float | None]:
-    """(v - mean) / (std + 1e-4), or v - mean when std is None; None stays None."""
-    if std is None:
-        return [None if v is None else v - mean for v in values]
-    return [None if v is None else (v - mean) / (std + 1e-4) for v in values]  # NaN when std is NaN
-
-
-def advantages(
-    tables: list[list[list[float | None]]],
-    weights: list[float],
-    scale: str = "group",
-    aggregation: str = "sum_then_normalize",
-) -> list[list[float]]:
-    """GRPO's advantage of every completion, computed as TRL 1.12's GRPOTrainer does.
-
-    `tables[g][k][i]` is reward k's score of completion i in group g (the completions of one prompt), None where
-    the reward does not apply. `scale` is the recipe's `trainer.scale_rewards`: "group" divides by the group's
-    std, "batch" by the std over all groups, "none" not at all (std unbiased, plus 1e-4). A completion that every
-    reward gave None is left out of its group's statistics and gets 0, as does anything divided by the std of
-    fewer than two values.
-    """
-
-    def weighted(scores) -> float | None:  # TRL's nansum over the rewards; None when no reward applies
-        valid = [(w, s) for w, s in zip(weights, scores, strict=True) if s is not None and not math.isnan(s)]
-        return sum(w * s for w, s in valid) if valid else None
-
-    unscorable = [[all(s is None for s in column) for column in zip(*table, strict=True)] for table in tables]
-    if aggregation == "sum_then_normalize":
-        totals = [[weighted(column) for column in zip(*table, strict=True)] for table in tables]
-        batch_std = _std([t for group in totals for t in group])
-        result = []
-        for group in totals:
-            std = {"group": _std(group), "batch": batch_std, "none": None}[scale]
-            result.append(_normalise(group, _mean(group), std))
-    elif aggregation == "normalize_then_sum":
-        # Each reward normalised within its group, then weighted and summed, then the sums over the whole batch.
-        totals = []
-        for table, skip in zip(tables, unscorable, strict=True):
-            normalised = [_normalise(scores, _mean(scores), _std(scores)) for scores in table]
-            sums = [weighted(column) for column in zip(*normalised, strict=True)]
-            totals.append([None if s else (t or 0.0) for t, s in zip(sums, skip, strict=True)])
-        everything = [t for group in totals for t in group]
-        result = [_normalise(group, _mean(everything), _std(everything)) for group in totals]
-    else:
-        raise UserError(
-            f"trainer.multi_objective_aggregation: {aggregation!r} is not sum_then_normalize or normalize_then_sum"
-        )
-    return [[0.0 if a is None or math.isnan(a) else a for a in group] for group in result]
-
-
-def _scale_mode(value) -> str:
-    """A recipe's trainer.scale_rewards as TRL reads it (True and False are its older spellings)."""
-    mode = {True: "group", False: "none"}.get(value, value) if isinstance(value, bool) else value
-    if mode not in ("group", "batch", "none"):
-        raise UserError(f"trainer.scale_rewards: {value!r} is not group, batch or none")
-    return mode
-
-
 def test(
     completions: list[str] = typer.Option(
         [], "--completion", "-c", help="A completion to score (repeat for a group)."
@@ -229,7 +154,10 @@ def test(
         help="Completions: one per line, or a .jsonl file of {completion, row, prompt, <column>: value} objects.",
     ),
     row: int | None = typer.Option(
-        None, "--row", help="With --recipe: the dataset row the completions answer (default 0)."
+        None,
+        "--row",
+        help="With --recipe: the row of the dataset file the completions answer, counted from 0 before any "
+        "shuffle or held-out split (default 0).",
     ),
     scale: bool | None = typer.Option(
         None,
@@ -245,8 +173,9 @@ def test(
     from rich.markup import escape
     from rich.table import Table
 
-    from grpo_cli import plugins
+    from grpo_cli import plugins, scoring
     from grpo_cli.recipe import RewardEntry
+    from grpo_cli.trainer_fields import fields
 
     items = [{"completion": c, "row": None, "prompt": None, "columns": {}} for c in completions]
     if completions_file is not None:
@@ -257,33 +186,23 @@ def test(
         raise UserError("--arg applies to a single --reward; use a recipe to give several rewards arguments")
     entries = [RewardEntry(name=name, args=_parse_args(arg)) for name in reward]
     given_columns = _parse_columns(column)
-    aggregation = "sum_then_normalize"
+    # The advantage shown is GRPO's, so TRL's GRPOConfig defaults apply where the recipe sets nothing.
+    grpo_defaults = fields("grpo")
+    trainer, dtype, chat_template_kwargs = {}, "auto", {}
 
     if recipe is not None:
-        from grpo_cli import data
         from grpo_cli.recipe import load_recipe
 
         loaded = load_recipe(recipe)
         entries = entries or loaded.rewards
         if not entries:
             raise UserError(f"{recipe} names no rewards; add some, or give --reward NAME")
-        mode = _scale_mode(loaded.trainer.get("scale_rewards", "group"))
-        aggregation = loaded.trainer.get("multi_objective_aggregation", aggregation)
-        import datasets
+        trainer, dtype = loaded.trainer, loaded.model.dtype
+        if loaded.algorithm == "grpo":  # what GRPOTrainer passes to the chat template for reward models
+            from grpo_cli.trainer_fields import mapping
 
-        datasets.disable_progress_bars()  # the table is the output
-        rows, _ = data.load_splits(loaded.dataset, loaded.seed)
-        for item in items:
-            index = item["row"] if item["row"] is not None else (row or 0)
-            if not 0 <= index < len(rows):
-                raise UserError(f"row {index}: the dataset's rows are 0..{len(rows) - 1}")
-            record = dict(rows[index])
-            item["row"] = index
-            if item["prompt"] is None:
-                item["prompt"] = (
-                    prompt if prompt is not None else data.build_prompt(loaded.dataset, record, chat=False)
-                )
-            item["columns"] = {**record, **given_columns, **item["columns"]}
+            chat_template_kwargs = mapping(loaded, "chat_template_kwargs")
+        _fill_from_rows(items, loaded, prompt, row, given_columns)
     else:
         if not entries:
             raise UserError(
@@ -291,16 +210,17 @@ def test(
             )
         if row is not None or any(item["row"] is not None for item in items):
             raise UserError("a row number needs --recipe: the row of its dataset the completions answer")
-        mode = "group"
         for item in items:
             item.update(row=0, prompt=item["prompt"] if item["prompt"] is not None else (prompt or ""))
             item["columns"] = {**given_columns, **item["columns"]}
+    mode = scoring.scale_mode(trainer.get("scale_rewards", grpo_defaults["scale_rewards"].default))
+    aggregation = trainer.get(
+        "multi_objective_aggregation", grpo_defaults["multi_objective_aggregation"].default
+    )
     if scale is not None:
         mode = "group" if scale else "none"
 
     bound = plugins.bind_all(entries)
-    if any(b.fn is None for b in bound):
-        raise UserError("rewards test scores reward functions; reward models are scored in training only")
     known = {name for item in items for name in item["columns"]}
     for i, b in enumerate(bound):
         for name in b.columns:
@@ -311,22 +231,23 @@ def test(
                     else f"give its value with --column {name}=VALUE"
                 )
                 raise UserError(f"rewards[{i}] ({b.entry.name}) reads column {name!r}, {how}")
+    bound = scoring.load_reward_models(bound, dtype, chat_template_kwargs=chat_template_kwargs)
 
     groups: dict[int, list[dict]] = {}
     for item in items:
         groups.setdefault(item["row"], []).append(item)
     tables = [_score_group(bound, group) for group in groups.values()]
     weights = [b.entry.weight for b in bound]
-    group_advantages = advantages(tables, weights, mode, aggregation)
+    group_advantages = scoring.advantages(tables, weights, mode, aggregation)
 
     console = Console()
     header = {"group": "advantage (/std)", "batch": "advantage (/batch std)", "none": "advantage"}[mode]
     if aggregation == "normalize_then_sum":
         header = "advantage (normalize_then_sum)"
     for (index, group), table_scores, advantage in zip(groups.items(), tables, group_advantages, strict=True):
-        totals = plugins.weighted_total(bound, table_scores)
+        totals = scoring.weighted_total(bound, table_scores)
         unscorable = [all(scores[i] is None for scores in table_scores) for i in range(len(group))]
-        title = f"prompt: {plugins.shorten(group[0]['prompt'])}" + (f" (row {index})" if recipe else "")
+        title = f"prompt: {scoring.shorten(group[0]['prompt'])}" + (f" (row {index})" if recipe else "")
         no_prompt = recipe is None and not any(item["prompt"] for item in group)
         table = Table(title=None if no_prompt else escape(title), title_justify="left")
         table.add_column("completion")
@@ -342,17 +263,69 @@ def test(
         console.print(table)
 
 
+def _fill_from_rows(items: list[dict], recipe, prompt: str | None, row: int | None, columns: dict) -> None:
+    """Give each item its dataset row (its own `row`, else --row, else 0), the prompt that row has in training
+    (or the given one, built the same way) and the row's columns, under the given `columns`."""
+    import datasets
+
+    from grpo_cli import data, models
+
+    datasets.disable_progress_bars()  # the table is the output
+    rows = _file_rows(recipe)
+    # Prompts as the trainer sees them: messages when the policy's tokenizer has a chat template.
+    chat = data.uses_chat(recipe.dataset, models.policy_tokenizer(recipe.model))
+    for item in items:
+        index = item["row"] if item["row"] is not None else (row or 0)
+        if not 0 <= index < len(rows):
+            raise UserError(f"row {index}: the dataset's rows are 0..{len(rows) - 1}")
+        record = dict(rows[index])
+        item["row"] = index
+        if item["prompt"] is None and prompt is None:
+            item["prompt"] = data.build_prompt(recipe.dataset, record, chat)
+        else:
+            given = item["prompt"] if item["prompt"] is not None else prompt
+            item["prompt"] = _as_prompt(recipe.dataset, given, chat)
+        item["columns"] = {**record, **columns, **item["columns"]}
+
+
+def _file_rows(recipe):
+    """The dataset as loaded, in the file's order: `--row N` counts these, before any shuffle or held-out split."""
+    from grpo_cli import data
+
+    whole = recipe.dataset.model_copy(
+        update={"eval_split": None, "eval_ratio": None, "eval_size": None, "limit": None}
+    )
+    return data.load_splits(whole, recipe.seed)[0]
+
+
+def _as_prompt(spec, text, chat: bool):
+    """A prompt given as text (--prompt, or a .jsonl `prompt`), built as data.py builds a row's: as the user's
+    message, after the recipe's system prompt, for chat data. A message list is taken as it is."""
+    from grpo_cli import data
+
+    if not isinstance(text, str):
+        return text
+    # Through build_prompt itself, with the text as the whole template's value: one way to build prompts.
+    return data.build_prompt(spec.model_copy(update={"prompt": "{text}"}), {"text": text}, chat)
+
+
 def _score_group(bound, group: list[dict]) -> list[list[float | None]]:
-    """Each reward's scores of one group's completions, with columns as TRL passes them (all but the prompt)."""
-    from grpo_cli import plugins
+    """Each reward's scores of one group's completions, as TRL passes them: a completion is text for a text
+    prompt and an assistant message for a chat prompt; the columns are all but the prompt."""
+    from grpo_cli import scoring
 
     names = list(dict.fromkeys(k for item in group for k in item["columns"]))
     columns = {
         k: [item["columns"].get(k) for item in group] for k in names if k not in ("prompt", "completion")
     }
-    return plugins.score_table(
-        bound, [item["prompt"] for item in group], [item["completion"] for item in group], columns
-    )
+    prompts = [item["prompt"] for item in group]
+    completions = [
+        [{"role": "assistant", "content": item["completion"]}]
+        if isinstance(p, list) and isinstance(item["completion"], str)
+        else item["completion"]
+        for p, item in zip(prompts, group, strict=True)
+    ]
+    return scoring.score_table(bound, prompts, completions, columns)
 
 
 def _fmt(value) -> str:

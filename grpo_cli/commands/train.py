@@ -67,7 +67,5 @@ def train(
     summary = algorithm.train(loaded, out, resume_from=checkpoint)
     if summary:
         first, last = summary["first_reward"], summary["last_reward"]
-        rewards = f"reward {first:.3f} -> {last:.3f}" if first is not None and last is not None else ""
-        typer.echo(
-            f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s, {rewards}; wrote {out}"
-        )
+        rewards = f", reward {first:.3f} -> {last:.3f}" if first is not None and last is not None else ""
+        typer.echo(f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s{rewards}; wrote {out}")

@@ -20,10 +20,6 @@ def validate(
     Reports every problem at once; exit code 0 when the recipe is good, 2 otherwise.
     """
     from grpo_cli import validation
-    from grpo_cli.recipe import load_recipe
 
-    loaded = load_recipe(recipe, overrides or [])
-    if num_processes is not None:
-        loaded.distributed.num_processes = num_processes
-    validation.raise_if_problems(loaded, validation.check(loaded))
+    loaded = validation.validate(recipe, overrides or [], num_processes)
     typer.echo(f"{loaded.path.name}: ok ({loaded.algorithm}, {len(loaded.rewards)} rewards)")

@@ -1,0 +1,259 @@
+"""Generation outside the trainers: a saved model loaded for generating, the recipe's sampling settings, and
+batched `generate` with the same stop and suppressed tokens as training.
+
+Used by `eval`, and meant for `generate` and `export` alike; GRPO training takes `eos_ids` and
+`suppressed_special_tokens` from here too, so training and evaluation agree on when a completion ends and which
+tokens it may not contain.
+
+How this departs from generation in training, on purpose:
+- K=1 decodes greedily, so a one-sample evaluation is deterministic; K>1 samples with the recipe's `trainer:`
+  settings. Each generation batch is seeded with `seed + batch index`, and the batches depend only on the
+  prompts, so two models given the same prompts draw with the same seeds.
+- Prompts go longest first, so a batch wastes little on padding; results come back in the prompts' order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from grpo_cli import models
+from grpo_cli.errors import UserError, describe
+from grpo_cli.trainer_fields import mapping, value
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+    from grpo_cli.recipe import ModelSection, Recipe
+    from grpo_cli.runs import ModelSource
+
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+
+
+# ---- stop and suppressed tokens (shared with GRPO training) ----
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """Every token that ends a completion: the tokenizer's EOS and the model's generation-config EOS ids."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = configured if isinstance(configured, list) else [configured]
+    return sorted({i for i in [tokenizer.eos_token_id, *ids] if i is not None})
+
+
+def suppressed_special_tokens(tokenizer, eos_ids=()) -> dict:
+    """Generation settings that keep pad, unk and bos out of completions (never a token in `eos_ids`).
+
+    Decoding drops special tokens, so a completion like "7<pad>" reads as "7" to the rewards while never ending:
+    a policy trained from scratch learns to stop with such a token instead of EOS (seen with pad, then unk).
+    """
+    eos = {tokenizer.eos_token_id, *eos_ids}
+    ids = {tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.bos_token_id} - eos - {None}
+    return {"suppress_tokens": sorted(ids)} if ids else {}
+
+
+# ---- sampling settings ----
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How completions are generated: greedy for one sample per prompt, else the recipe's sampling settings."""
+
+    num_samples: int
+    max_new_tokens: int
+    seed: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    generation_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def greedy(self) -> bool:
+        return self.num_samples == 1
+
+    def describe(self) -> dict[str, Any]:
+        if self.greedy:
+            return {"decoding": "greedy", "max_completion_length": self.max_new_tokens}
+        return {
+            "decoding": "sampling",
+            "max_completion_length": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+            "generation_kwargs": self.generation_kwargs,
+            "seed": self.seed,
+        }
+
+    def generation_config(self, tokenizer, eos_ids: list[int]) -> GenerationConfig:
+        from transformers import GenerationConfig
+
+        common = {
+            "max_new_tokens": self.max_new_tokens,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": eos_ids,
+            "bos_token_id": tokenizer.bos_token_id,
+            **suppressed_special_tokens(tokenizer, eos_ids),  # as GRPO training generates
+        }
+        if self.greedy:
+            return GenerationConfig(do_sample=False, **common)
+        return GenerationConfig(
+            do_sample=True,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            **{**common, **self.generation_kwargs},
+        )
+
+
+def sampling_settings(recipe: Recipe, num_samples: int) -> Sampling:
+    """The recipe's `trainer:` generation settings, TRL's defaults where it sets none."""
+    if recipe.algorithm == "ppo":
+        # TRL's PPOTrainer samples with its temperature and no top-k/top-p, up to response_length tokens.
+        return Sampling(
+            num_samples=num_samples,
+            max_new_tokens=value(recipe, "response_length"),
+            seed=recipe.seed,
+            temperature=value(recipe, "temperature"),
+        )
+    return Sampling(
+        num_samples=num_samples,
+        max_new_tokens=value(recipe, "max_completion_length") or 512,
+        seed=recipe.seed,
+        temperature=value(recipe, "temperature"),
+        top_p=value(recipe, "top_p"),
+        top_k=value(recipe, "top_k"),
+        min_p=value(recipe, "min_p"),
+        repetition_penalty=value(recipe, "repetition_penalty"),
+        generation_kwargs=mapping(recipe, "generation_kwargs"),
+    )
+
+
+# ---- batched generation ----
+
+
+@dataclass
+class Sample:
+    """One completion of one prompt, and (once scored) how it scored."""
+
+    prompt_index: int
+    sample_index: int
+    text: str
+    token_ids: list[int]
+    clipped: bool  # no EOS within max_completion_length
+    scores: dict[str, float | None] = field(default_factory=dict)  # reward name -> score
+    total: float | None = None  # the weighted total of the recipe's rewards, as training sees it
+
+    @property
+    def length(self) -> int:
+        return len(self.token_ids)
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: list[list[int]],
+    sampling: Sampling,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[Sample]]:
+    """`sampling.num_samples` completions of each prompt, `batch_size` sequences per left-padded batch;
+    `on_batch(n)` is called after each batch with the number of completions it made."""
+    import torch
+
+    stops = eos_ids(model, tokenizer)
+    config = sampling.generation_config(tokenizer, stops)
+    # Longest prompts first: each batch pads little. The order depends on the prompts alone, so two models given
+    # the same prompts get the same batches and the same per-batch seeds.
+    items = [(i, j) for i in range(len(prompt_ids)) for j in range(sampling.num_samples)]
+    items.sort(key=lambda item: -len(prompt_ids[item[0]]))
+    results: list[list[Sample | None]] = [[None] * sampling.num_samples for _ in prompt_ids]
+    pad = tokenizer.pad_token_id
+    model.eval()
+    for number, start in enumerate(range(0, len(items), batch_size)):
+        batch = items[start : start + batch_size]
+        rows = [prompt_ids[i] for i, _ in batch]
+        width = max(len(row) for row in rows)
+        input_ids = torch.tensor([[pad] * (width - len(row)) + row for row in rows], device=model.device)
+        attention_mask = torch.tensor(
+            [[0] * (width - len(row)) + [1] * len(row) for row in rows], device=model.device
+        )
+        if not sampling.greedy:
+            torch.manual_seed(sampling.seed + number)
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+            )
+        for (i, j), ids in zip(batch, output[:, width:].tolist(), strict=True):
+            end = next((n for n, token in enumerate(ids) if token in stops), None)
+            kept = ids if end is None else ids[: end + 1]  # as TRL: the EOS counts, what follows it does not
+            text = tokenizer.decode(kept, skip_special_tokens=True)
+            results[i][j] = Sample(i, j, text, kept, clipped=end is None)
+        if on_batch is not None:
+            on_batch(len(batch))
+    return results
+
+
+# ---- loading a model to generate with ----
+
+
+def load(source: ModelSource, recipe: Recipe) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model of a `runs.ModelSource` (an adapter merged into its base, for speed), in eval mode, on the GPU
+    when there is one, and its tokenizer."""
+    import torch
+
+    spec = recipe.model
+    if source.kind == "recipe":
+        model, tokenizer = models.load_model(source.spec, source.seed)
+    elif source.kind == "model":
+        model = _from_pretrained(source.path, spec)
+        tokenizer = _tokenizer(source, recipe)
+    else:
+        from peft import PeftModel
+
+        base_model, base_tokenizer = load(source.base, recipe)
+        try:
+            model = PeftModel.from_pretrained(base_model, str(source.path)).merge_and_unload()
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            raise UserError(
+                f"cannot load the adapter in {source.path} on {source.base.describe()}: {describe(err)} "
+                "(was it trained from this base model?)"
+            ) from err
+        tokenizer = models.load_tokenizer(str(source.path)) if _has_tokenizer(source.path) else base_tokenizer
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval(), tokenizer
+
+
+def _has_tokenizer(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _from_pretrained(path: Path, spec: ModelSection) -> PreTrainedModel:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=models.torch_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(models._load_failure("model", str(path), err)) from err
+
+
+def _tokenizer(source: ModelSource, recipe: Recipe) -> PreTrainedTokenizerBase:
+    """A saved model's own tokenizer, else its base's."""
+    if _has_tokenizer(source.path):
+        return models.load_tokenizer(str(source.path), trust_remote_code=recipe.model.trust_remote_code)
+    base = source.base
+    if base.kind == "recipe" and base.spec.from_config is not None:
+        return models.char_tokenizer(base.spec.from_config.vocabulary)
+    if base.kind == "recipe":
+        return models.load_tokenizer(
+            base.spec.name_or_path, trust_remote_code=base.spec.trust_remote_code, revision=base.spec.revision
+        )
+    return _tokenizer(base, recipe)

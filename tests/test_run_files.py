@@ -1,0 +1,113 @@
+"""Reading a run directory back (`runs.read_*`, the one reader of each file) and writing summary.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from grpo_cli import runs
+from grpo_cli.errors import UserError
+
+
+def write_metrics(run, rewards):
+    run.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"step": i + 1, "reward": r}) for i, r in enumerate(rewards)]
+    (run / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+
+
+def test_summary_keys_are_the_same_for_a_short_and_a_long_run(tmp_path):
+    write_metrics(tmp_path / "short", [0.5])
+    write_metrics(tmp_path / "long", [float(i) for i in range(60)])
+    short = runs.write_summary(tmp_path / "short", algorithm="grpo", wall_time_s=1.0)
+    long = runs.write_summary(tmp_path / "long", algorithm="grpo", wall_time_s=2.0)
+
+    assert short.keys() == long.keys()
+    assert json.loads((tmp_path / "long" / "summary.json").read_text()).keys() == long.keys()
+    assert (short["first_mean_reward"], short["last_mean_reward"], short["mean_reward_window"]) == (
+        0.5,
+        0.5,
+        1,
+    )
+    # 60 rewards: a window of 10 steps, the means of 0..9 and 50..59.
+    assert (long["first_mean_reward"], long["last_mean_reward"], long["mean_reward_window"]) == (
+        4.5,
+        54.5,
+        10,
+    )
+    assert (long["first_reward"], long["last_reward"], long["steps"]) == (0.0, 59.0, 60)
+
+
+def test_summary_without_a_logged_reward_has_the_keys_with_no_values(tmp_path):
+    write_metrics(tmp_path, [])
+    summary = runs.write_summary(tmp_path, algorithm="ppo", wall_time_s=0.0)
+    assert [summary[k] for k in ("first_mean_reward", "last_mean_reward", "mean_reward_window")] == [None] * 3
+
+
+def test_train_says_nothing_about_rewards_when_none_was_logged(tiny_recipe, tmp_path, cli, monkeypatch):
+    from grpo_cli.algorithms import grpo
+
+    summary = {"steps": 5, "wall_time_s": 5.0, "first_reward": None, "last_reward": None}
+    monkeypatch.setattr(grpo, "train", lambda recipe, out, resume_from=None: summary)
+    result = cli("train", tiny_recipe(), "-o", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == f"done: 5 steps in 5 s; wrote {tmp_path / 'run'}"
+
+    summary.update(first_reward=0.25, last_reward=1.5)
+    result = cli("train", tiny_recipe(), "-o", tmp_path / "run2")
+    assert (
+        result.stdout.splitlines()[-1]
+        == f"done: 5 steps in 5 s, reward 0.250 -> 1.500; wrote {tmp_path / 'run2'}"
+    )
+
+
+def test_absent_files_read_as_nothing(tmp_path):
+    assert runs.read_recipe(tmp_path) is None
+    assert runs.read_summary(tmp_path) is None
+    assert runs.read_metrics(tmp_path) == []
+
+
+def test_metrics_skip_a_cut_last_line_and_keep_the_later_line_of_a_step(tmp_path):
+    lines = [
+        '{"step": 1, "reward": 0.1}',
+        '{"step": 2, "reward": 0.2}',
+        '{"step": 2, "reward": 0.3}',
+        '{"step": 3, "re',
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
+    assert runs.read_metrics(tmp_path) == [{"step": 1, "reward": 0.1}, {"step": 2, "reward": 0.3}]
+
+    (tmp_path / "metrics.jsonl").write_text("\n".join([lines[0], "garbage", lines[1]]))
+    with pytest.raises(UserError, match=r"metrics.jsonl, line 2, is not a JSON object"):
+        runs.read_metrics(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("model: [unclosed", "is not valid YAML"), ("- a list\n", "should hold a mapping")],
+)
+def test_a_broken_recipe_yaml_is_one_error_for_every_reader(tmp_path, tiny_recipe, text, message):
+    """eval's base-model lookup, report and --resume all read recipe.yaml through runs.read_recipe."""
+    from grpo_cli.recipe import load_recipe
+
+    (tmp_path / "recipe.yaml").write_text(text)
+    with pytest.raises(UserError, match=message):
+        runs.read_recipe(tmp_path)
+    with pytest.raises(UserError, match=message):  # used to be a yaml traceback
+        runs.check_resume_matches(load_recipe(tiny_recipe()), tmp_path)
+    recipe = load_recipe(tiny_recipe())
+    base = runs.ModelSource("recipe", spec=recipe.model, seed=recipe.seed)
+    with pytest.raises(UserError, match=message):  # used to fall back silently to the given recipe's model
+        runs.run_base(tmp_path, base)
+
+
+def test_a_runs_own_recipe_names_its_base_model(tmp_path, tiny_recipe):
+    from grpo_cli.recipe import load_recipe
+
+    recipe = load_recipe(tiny_recipe())
+    (tmp_path / "recipe.yaml").write_text("model: {name_or_path: some/model}\nseed: 7\n")
+    base = runs.run_base(tmp_path, runs.ModelSource("recipe", spec=recipe.model, seed=recipe.seed))
+    assert (base.kind, base.spec.name_or_path, base.seed) == ("recipe", "some/model", 7)
+    checkpoint = tmp_path / "checkpoint-4"
+    checkpoint.mkdir()
+    assert runs.run_root(checkpoint) == tmp_path and runs.run_root(tmp_path) == tmp_path
