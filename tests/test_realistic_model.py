@@ -4,7 +4,8 @@ directories through `model.name_or_path` and `model:<dir>`, trained on a chat da
 
 The training runs are slow (a few steps each); the tokenizer and reward-model checks are fast. Tests marked
 `xfail(strict=True)` describe the correct behaviour of issue 14's defects that other branches fix: when the fix
-lands they pass, strict xfail turns that into a failure, and the marker comes off.
+lands they pass, strict xfail turns that into a failure, and the marker comes off. (Items 1 and 2, chat
+completions and reward models in `rewards test` and eval, were fixed on main while these tests were written.)
 """
 
 from __future__ import annotations
@@ -178,11 +179,11 @@ def test_loading_through_grpo_cli_pads_left_and_keeps_the_pad_token(realistic):
     assert 100_000 < sum(p.numel() for p in model.parameters()) < 500_000
 
 
-def test_ppo_reward_model_scores_the_chat_template_text(realistic):
-    """PPO's `model:` reward gives, for a chat prompt and its completion, the model's score of the templated text."""
+def test_reward_model_scores_the_chat_template_text(realistic):
+    """A `model:` reward (PPO's bridge, eval and rewards test score with it) gives, for a chat prompt and its completion, the model's score of the templated text."""
     import torch
 
-    from grpo_cli.algorithms.ppo import RewardModelScore
+    from grpo_cli.scoring import RewardModelScore
 
     rows = realistic_model.chat_rows(48, 10)  # the training file's rows
     prompts = [row["messages"][:-1] for row in rows[:3]]
@@ -190,7 +191,7 @@ def test_ppo_reward_model_scores_the_chat_template_text(realistic):
     expected = realistic_model.reward_model_scores(
         realistic.reward_model, [p + c for p, c in zip(prompts, completions, strict=True)]
     )
-    scores = RewardModelScore(str(realistic.reward_model), torch.float32)(prompts, completions)
+    scores = RewardModelScore(str(realistic.reward_model), torch.float32, "cpu")(prompts, completions)
     assert scores == pytest.approx(expected, abs=1e-5)
     assert len(set(scores)) == 3  # the completions are told apart
 
@@ -246,7 +247,6 @@ def test_grpo_metrics_with_chat_rewards_and_a_reward_model(grpo_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 14 item 2, fixed on branch h1-scoring")
 def test_grpo_logs_errors_and_seconds_for_the_reward_model(grpo_run):
     _, run, _ = grpo_run
     for row in metric_rows(run):
@@ -279,7 +279,6 @@ def test_eval_uses_the_chat_prompts_and_hands_rewards_messages(evaluated, realis
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 14 item 2, fixed on branch h1-scoring")
 def test_eval_scores_the_reward_model_as_training_does(evaluated, realistic):
     eval_json, samples = evaluated
     expected = realistic_model.reward_model_scores(
@@ -327,7 +326,6 @@ def test_rewards_test_scores_a_builtin_against_a_chat_row(grpo_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 14 item 1, fixed on branch h1-scoring")
 def test_rewards_test_hands_chat_rewards_messages_as_training_does(grpo_run, realistic):
     path, _, _ = grpo_run
     answer = train_row(0)["answer"]
@@ -354,7 +352,6 @@ def test_rewards_test_hands_chat_rewards_messages_as_training_does(grpo_run, rea
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 14 item 2, fixed on branch h1-scoring")
 def test_rewards_test_scores_the_reward_model_on_the_templated_chat(grpo_run, realistic):
     path, _, _ = grpo_run
     completions = ["#### 7", "It is 12."]
@@ -417,7 +414,7 @@ def test_ppo_metrics_with_chat_rewards_and_a_reward_model(ppo_run):
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    strict=True, reason="issue 14 item 3: PPO's completion metrics, being fixed on another branch"
+    strict=True, reason="issue 14 item 3: PPO's metrics.jsonl has no completion_length or clipped_ratio yet"
 )
 def test_ppo_logs_completion_length_and_clipped_ratio_as_grpo_does(ppo_run):
     _, run, _ = ppo_run
@@ -427,7 +424,6 @@ def test_ppo_logs_completion_length_and_clipped_ratio_as_grpo_does(ppo_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 14 item 2, fixed on branch h1-scoring")
 def test_ppo_logs_seconds_for_every_reward(ppo_run):
     _, run, _ = ppo_run
     for row in metric_rows(run):
