@@ -16,7 +16,8 @@ Each run is the shipped recipe with only the model, the data, the step count and
 batch and length shrunk), each in its own subprocess, one after the other:
 
   grpo-lora        `grpo-cli train` of gsm8k-grpo: GRPO + LoRA, transformers generation
-  grpo-lora-vllm   the same with `use_vllm: true, vllm_mode: colocate` (only when vLLM imports and CUDA is there)
+  grpo-lora-vllm   the same with `use_vllm: true, vllm_mode: colocate` (only when vLLM imports and CUDA is there;
+                   TRL sets the one-process torch.distributed variables vLLM needs)
   ppo-lora         `grpo-cli train` of gsm8k-ppo: PPO + LoRA, the critic trained in full
   trl-grpo-lora    a plain TRL script: GRPOTrainer with the same config, model, data and reward functions,
                    without grpo-cli, to tell grpo-cli's overhead from TRL's
@@ -274,7 +275,7 @@ def recipe(name: str, args, out: Path, model_dir: Path, data_file: Path) -> dict
     return data
 
 
-def run_child(code: str, recipe_path: Path, extra_args: list[str], env: dict) -> dict:
+def run_child(code: str, recipe_path: Path, extra_args: list[str]) -> dict:
     """Run one child; its own peak RSS (MiB), wall time and what it reported."""
     report = recipe_path.with_suffix(".result.json")
     started = time.monotonic()
@@ -284,7 +285,6 @@ def run_child(code: str, recipe_path: Path, extra_args: list[str], env: dict) ->
             **os.environ,
             "TRL_EXPERIMENTAL_SILENCE": "1",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            **env,
         },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -382,21 +382,11 @@ def main() -> None:
         data = recipe(name, args, out, out / "model", data_file)
         path = out / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
-        env = {}
-        if name.endswith("vllm"):
-            # vLLM colocated in one process joins a torch.distributed group of one, as TRL's docs set it up.
-            env = {
-                "RANK": "0",
-                "LOCAL_RANK": "0",
-                "WORLD_SIZE": "1",
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": "29533",
-            }
         if name.startswith("trl-"):
             (out / name).mkdir(exist_ok=True)
-            result = run_child(TRL_CHILD, path, [str(out / name)], env)
+            result = run_child(TRL_CHILD, path, [str(out / name)])
         else:
-            result = run_child(CHILD, path, [], env)
+            result = run_child(CHILD, path, [])
         if "failed" in result:
             print(f"| {name} | failed: {result['failed'][:200]} | | | | | |", flush=True)
             continue
