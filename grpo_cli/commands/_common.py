@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 _RECIPE_HELP = "A recipe file, or the name of a shipped recipe (see `grpo-cli recipes ls`)."
-_OVERRIDES_HELP = "KEY=VALUE overrides of recipe fields by dotted path, e.g. trainer.max_steps=20 lora.r=8."
+_OVERRIDES_HELP = "Overrides of recipe fields by dotted path, e.g. trainer.max_steps=20 lora.r=8."
 
 Recipe = Annotated[str, typer.Argument(metavar="RECIPE", help=_RECIPE_HELP, show_default=False)]
 Overrides = Annotated[
@@ -30,7 +30,7 @@ RECIPE = typer.Argument(..., metavar="RECIPE", help=_RECIPE_HELP, show_default=F
 OVERRIDES = typer.Argument(None, metavar="KEY=VALUE", help=_OVERRIDES_HELP, show_default=False)
 
 
-def output_dir(given: Path | None, legacy: Path | None) -> Path | None:
+def pick_output_dir(given: Path | None, legacy: Path | None) -> Path | None:
     """--output-dir, or --output (its old name) with a note saying so; both at once is an error."""
     if legacy is None:
         return given

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.commands._common import LegacyOutput, Overrides, Recipe, output_dir
+from grpo_cli.commands._common import LegacyOutput, Overrides, Recipe, pick_output_dir
 
 
 def evaluate(
@@ -60,7 +60,7 @@ def evaluate(
     batch_size: Annotated[
         int, typer.Option("--batch-size", metavar="N", min=1, help="Completions generated per batch.")
     ] = 64,
-    output: Annotated[
+    output_dir: Annotated[
         Path | None,
         typer.Option(
             "--output-dir",
@@ -91,7 +91,7 @@ def evaluate(
     from grpo_cli import evaluate as evaluation
     from grpo_cli.recipe import load_recipe
 
-    output = output_dir(output, legacy_output)
+    output_dir = pick_output_dir(output_dir, legacy_output)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     loaded = load_recipe(recipe, overrides or [])
     err_console = Console(stderr=True)
@@ -105,9 +105,9 @@ def evaluate(
         batch_size=batch_size,
         note=lambda message: err_console.print(f"note: {message}", style="yellow", highlight=False),
     )
-    if output is None:
-        output = adapter / "eval" if adapter is not None else Path("runs") / f"eval-{loaded.path.stem}"
-    eval_path, samples_path = result.write(output)
+    if output_dir is None:
+        output_dir = adapter / "eval" if adapter is not None else Path("runs") / f"eval-{loaded.path.stem}"
+    eval_path, samples_path = result.write(output_dir)
     Console().print(metrics_table(result))
     typer.echo(f"wrote {eval_path} and {samples_path}")
 

@@ -23,8 +23,7 @@ def generate(
         list[str] | None,
         typer.Argument(
             metavar="KEY=VALUE",
-            help="KEY=VALUE changes to the recipe used (--recipe, else the run's own), "
-            "e.g. trainer.temperature=0.7.",
+            help="Changes to the recipe used (--recipe, else the run's own), e.g. trainer.temperature=0.7.",
             show_default=False,
         ),
     ] = None,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.commands._common import LegacyOutput, output_dir
+from grpo_cli.commands._common import LegacyOutput, pick_output_dir
 
 
 def report(
@@ -19,7 +19,7 @@ def report(
             show_default=False,
         ),
     ],
-    output: Annotated[
+    output_dir: Annotated[
         Path | None,
         typer.Option(
             "--output-dir",
@@ -45,7 +45,7 @@ def report(
 
     from grpo_cli.report import write_report
 
-    written = write_report(run_dirs, output_dir(output, legacy_output))
+    written = write_report(run_dirs, pick_output_dir(output_dir, legacy_output))
     typer.echo(f"wrote {written.path} and {len(written.plots)} plots beside it")
 
     # One column per run: two or three runs compared side by side fit a terminal's width.
