@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -25,7 +26,9 @@ app = typer.Typer(
     help="Fine-tune language models with reinforcement learning (GRPO, PPO) on your own rewards, from a YAML recipe.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    # Plain Click help, which rewraps paragraphs to the terminal: "markdown" swallowed `<recipe name>`-style
+    # placeholders as HTML tags, and "rich" breaks every docstring line where the source does.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -47,6 +50,42 @@ def handle_errors(command):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def version_line() -> str:
+    """`grpo-cli 0.1.0 (trl 1.12.0, transformers ..., torch ...)`, read from package metadata: no torch import."""
+    from importlib import metadata
+
+    from grpo_cli import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            return f"{name} not installed"
+
+    return f"grpo-cli {__version__} ({', '.join(installed(n) for n in ('trl', 'transformers', 'torch'))})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the versions of grpo-cli, trl, transformers and torch, and exit.",
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 def _register(typer_app: typer.Typer, command, name: str | None = None) -> None:

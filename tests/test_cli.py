@@ -16,6 +16,8 @@ COMMANDS = [
     ["validate"],
     ["eval"],
     ["report"],
+    ["export"],
+    ["generate"],
     ["recipes"],
     ["recipes", "ls"],
     ["recipes", "show"],

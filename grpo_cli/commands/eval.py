@@ -3,56 +3,75 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from grpo_cli.commands._common import OVERRIDES, RECIPE
+from grpo_cli.commands._common import LegacyOutput, Overrides, Recipe, pick_output_dir
 
 
 def evaluate(
-    recipe: str = RECIPE,
-    overrides: list[str] | None = OVERRIDES,
-    adapter: Path | None = typer.Option(
-        None,
-        "--adapter",
-        "-a",
-        metavar="RUN_DIR",
-        help="A training run's output directory (adapter or full model).",
-    ),
-    model: Path | None = typer.Option(
-        None, "--model", "-m", metavar="PATH", help="Any saved model directory."
-    ),
-    baseline: bool = typer.Option(
-        False,
-        "--baseline",
-        help="Also evaluate the base model on the same prompts and seeds; show the difference.",
-    ),
-    num_samples: int | None = typer.Option(
-        None,
-        "--num-samples",
-        "-k",
-        min=1,
-        help="Completions per prompt: 1 decodes greedily; more sample with the recipe's trainer settings and "
-        "give pass@K. Default: eval.num_samples, else 1.",
-        show_default=False,
-    ),
-    limit: int | None = typer.Option(
-        None,
-        "--limit",
-        "-n",
-        min=1,
-        help="Evaluate the first N held-out prompts. Default: eval.limit, else all.",
-        show_default=False,
-    ),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Completions generated per batch."),
-    output: Path | None = typer.Option(
-        None,
-        "--output",
-        "-o",
-        help="Directory for eval.json and eval_samples.jsonl. Default: RUN_DIR/eval with --adapter, "
-        "else runs/eval-<recipe name>.",
-        show_default=False,
-    ),
+    recipe: Recipe,
+    overrides: Overrides = None,
+    adapter: Annotated[
+        Path | None,
+        typer.Option(
+            "--adapter",
+            "-a",
+            metavar="RUN_DIR",
+            help="A training run's output directory (adapter or full model).",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", metavar="PATH", help="Any saved model directory.", show_default=False),
+    ] = None,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline",
+            help="Also evaluate the base model on the same prompts and seeds; show the difference.",
+        ),
+    ] = False,
+    num_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--num-samples",
+            "-k",
+            metavar="K",
+            min=1,
+            help="Completions per prompt: 1 decodes greedily; more sample with the recipe's trainer settings "
+            "and give pass@K. Default: eval.num_samples, else 1.",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            "-n",
+            metavar="N",
+            min=1,
+            help="Evaluate the first N held-out prompts. Default: eval.limit, else all.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", metavar="N", min=1, help="Completions generated per batch.")
+    ] = 64,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            metavar="DIR",
+            help="Directory for eval.json and eval_samples.jsonl. Default: RUN_DIR/eval with --adapter, "
+            "else runs/eval-<recipe name>.",
+            show_default=False,
+        ),
+    ] = None,
+    legacy_output: LegacyOutput = None,
 ) -> None:
     """Generate completions for the recipe's held-out prompts and score them with its rewards.
 
@@ -72,6 +91,7 @@ def evaluate(
     from grpo_cli import evaluate as evaluation
     from grpo_cli.recipe import load_recipe
 
+    output_dir = pick_output_dir(output_dir, legacy_output)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     loaded = load_recipe(recipe, overrides or [])
     err_console = Console(stderr=True)
@@ -85,9 +105,9 @@ def evaluate(
         batch_size=batch_size,
         note=lambda message: err_console.print(f"note: {message}", style="yellow", highlight=False),
     )
-    if output is None:
-        output = adapter / "eval" if adapter is not None else Path("runs") / f"eval-{loaded.path.stem}"
-    eval_path, samples_path = result.write(output)
+    if output_dir is None:
+        output_dir = adapter / "eval" if adapter is not None else Path("runs") / f"eval-{loaded.path.stem}"
+    eval_path, samples_path = result.write(output_dir)
     Console().print(metrics_table(result))
     typer.echo(f"wrote {eval_path} and {samples_path}")
 

@@ -3,30 +3,49 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def export(
-    run_dir: Path = typer.Argument(
-        ..., metavar="RUN_DIR", help="A training run's output directory, or a checkpoint-N inside one."
-    ),
-    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Where to write the exported model."),
-    adapter_only: bool = typer.Option(
-        False,
-        "--adapter-only",
-        help="Write the LoRA adapter alone (loads with peft on its base) instead of merging it.",
-    ),
-    dtype: str | None = typer.Option(
-        None,
-        "--dtype",
-        help="float32, bfloat16 or float16. Default: the dtype the base model was saved in (float32 for a "
-        "model built from a config); with --adapter-only, the adapter's own.",
-        show_default=False,
-    ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace a previous export in the output directory (never anything else)."
-    ),
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN_DIR",
+            help="A training run's output directory, or a checkpoint-N inside one.",
+            show_default=False,
+        ),
+    ],
+    output_dir: Annotated[
+        Path,
+        typer.Option(
+            "--output-dir", "-o", metavar="DIR", help="Where to write the exported model.", show_default=False
+        ),
+    ],
+    adapter_only: Annotated[
+        bool,
+        typer.Option(
+            "--adapter-only",
+            help="Write the LoRA adapter alone (loads with peft on its base) instead of merging it.",
+        ),
+    ] = False,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--dtype",
+            metavar="DTYPE",
+            help="float32, bfloat16 or float16. Default: the dtype the base model was saved in (float32 for "
+            "a model built from a config); with --adapter-only, the adapter's own.",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace a previous export in the output directory (never anything else)."
+        ),
+    ] = False,
 ) -> None:
     """Export a run as a model that loads with transformers alone: the adapter merged into its base, the
     tokenizer with its chat template, and a generation config that stops where training stopped.

@@ -4,66 +4,103 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def generate(
-    model: str = typer.Argument(
-        ...,
-        metavar="MODEL_OR_RUN",
-        help="A training run (or checkpoint-N), an exported directory, a saved model or adapter, or a Hub id.",
-    ),
-    overrides: list[str] | None = typer.Argument(
-        None,
-        help="KEY=VALUE changes to the recipe used (--recipe, else the run's own), e.g. trainer.temperature=0.7.",
-        show_default=False,
-    ),
-    prompt: list[str] | None = typer.Option(
-        None, "--prompt", "-p", help="A prompt (repeatable). Without --prompt or -f: a chat on stdin."
-    ),
-    prompts_file: Path | None = typer.Option(
-        None,
-        "--file",
-        "-f",
-        help='Prompts: a .txt file (one per line) or a .jsonl file ({"prompt": ...}, {"messages": [...]}, or '
-        "the columns of the recipe's prompt template, plus columns the rewards read).",
-    ),
-    base: bool = typer.Option(False, "--base", help="Try the base model the run (or export) started from."),
-    recipe: str | None = typer.Option(
-        None,
-        "--recipe",
-        "-r",
-        help="Prepare prompts and decode with this recipe, and score the outputs with its rewards. "
-        "Default: the run's own recipe, without scoring.",
-        show_default=False,
-    ),
-    num_samples: int = typer.Option(
-        1,
-        "--num-samples",
-        "-k",
-        min=1,
-        help="Completions per prompt: 1 is greedy unless --temperature is given.",
-    ),
-    temperature: float | None = typer.Option(
-        None,
-        "--temperature",
-        "-t",
-        min=0,
-        help="Sample at this temperature (0: greedy). Default: greedy for one sample, the recipe's for more.",
-        show_default=False,
-    ),
-    max_new_tokens: int | None = typer.Option(
-        None,
-        "--max-new-tokens",
-        min=1,
-        help="Default: the recipe's max_completion_length (PPO: response_length).",
-        show_default=False,
-    ),
-    seed: int | None = typer.Option(
-        None, "--seed", help="Sampling seed. Default: the recipe's.", show_default=False
-    ),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Completions generated per batch."),
+    model: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL_OR_RUN",
+            help="A training run (or checkpoint-N), an exported directory, a saved model or adapter, "
+            "or a Hub id.",
+            show_default=False,
+        ),
+    ],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="KEY=VALUE",
+            help="Changes to the recipe used (--recipe, else the run's own), e.g. trainer.temperature=0.7.",
+            show_default=False,
+        ),
+    ] = None,
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--prompt",
+            "-p",
+            metavar="TEXT",
+            help="A prompt (repeatable). Without --prompt or -f: a chat on stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    prompts_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            metavar="FILE",
+            help='Prompts: a .txt file (one per line) or a .jsonl file ({"prompt": ...}, {"messages": [...]}, '
+            "or the columns of the recipe's prompt template, plus columns the rewards read).",
+            show_default=False,
+        ),
+    ] = None,
+    base: Annotated[
+        bool, typer.Option("--base", help="Try the base model the run (or export) started from.")
+    ] = False,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            "-r",
+            metavar="RECIPE",
+            help="Prepare prompts and decode with this recipe, and score the outputs with its rewards. "
+            "Default: the run's own recipe, without scoring.",
+            show_default=False,
+        ),
+    ] = None,
+    num_samples: Annotated[
+        int,
+        typer.Option(
+            "--num-samples",
+            "-k",
+            metavar="K",
+            min=1,
+            help="Completions per prompt: 1 is greedy unless --temperature is given.",
+        ),
+    ] = 1,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            "--temperature",
+            "-t",
+            metavar="T",
+            min=0,
+            help="Sample at this temperature (0: greedy). Default: greedy for one sample, the recipe's for "
+            "more.",
+            show_default=False,
+        ),
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-new-tokens",
+            metavar="N",
+            min=1,
+            help="Default: the recipe's max_completion_length (PPO: response_length).",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", metavar="N", help="Sampling seed. Default: the recipe's.", show_default=False),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", metavar="N", min=1, help="Completions generated per batch.")
+    ] = 64,
 ) -> None:
     """Generate completions with a model, preparing prompts and decoding exactly as `eval` does.
 

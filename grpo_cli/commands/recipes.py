@@ -1,8 +1,10 @@
-"""`grpo-cli recipes ls | show NAME | cp NAME DEST`."""
+"""`grpo-cli recipes ls | show RECIPE | cp NAME DEST`."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -37,7 +39,12 @@ def ls() -> None:
     Console().print(table)
 
 
-def show(name: str = typer.Argument(..., help="A shipped recipe name or a recipe file.")) -> None:
+def show(
+    name: Annotated[
+        str,
+        typer.Argument(metavar="RECIPE", help="A shipped recipe name or a recipe file.", show_default=False),
+    ],
+) -> None:
     """Print a recipe's YAML as written."""
     from grpo_cli.recipe import find_recipe, read_text
 
@@ -45,9 +52,18 @@ def show(name: str = typer.Argument(..., help="A shipped recipe name or a recipe
 
 
 def cp(
-    name: str = typer.Argument(..., help="A shipped recipe name."),
-    dest: Path = typer.Argument(..., help="Where to write the copy (a file, or a directory)."),
-    force: bool = typer.Option(False, "--force", help="Replace DEST if it exists."),
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A shipped recipe name.", show_default=False)],
+    # Text, not a Path: Path("newdir/") drops the slash that says "a directory".
+    dest: Annotated[
+        str,
+        typer.Argument(
+            metavar="DEST",
+            help="Where to write the copy: a file, or a directory (an existing one, or a new one when DEST "
+            "ends with /).",
+            show_default=False,
+        ),
+    ],
+    force: Annotated[bool, typer.Option("--force", help="Replace the copy if it exists.")] = False,
 ) -> None:
     """Copy a shipped recipe to edit it; relative paths in it are made absolute so the copy runs anywhere."""
     import yaml
@@ -56,7 +72,8 @@ def cp(
     from grpo_cli.runs import atomic_write
 
     source = find_recipe(name)
-    target = dest / source.name if dest.is_dir() else dest
+    into = Path(dest)
+    target = into / source.name if dest.endswith(("/", os.sep)) or into.is_dir() else into
     if target.exists() and not force:
         raise UserError(f"{target} exists; pass --force to replace it")
     text = read_text(source)

@@ -1,9 +1,13 @@
 """`grpo-cli report`: plots and a markdown summary of one or more training runs."""
 
+from __future__ import annotations
+
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from grpo_cli.commands._common import LegacyOutput, pick_output_dir
 
 
 def report(
@@ -15,15 +19,17 @@ def report(
             show_default=False,
         ),
     ],
-    output: Annotated[
+    output_dir: Annotated[
         Path | None,
         typer.Option(
-            "--output",
+            "--output-dir",
             "-o",
+            metavar="DIR",
             help="Directory for report.md and the PNG plots. Default: RUN_DIR/report of the first run.",
             show_default=False,
         ),
     ] = None,
+    legacy_output: LegacyOutput = None,
 ) -> None:
     """Plot and summarise training runs: reward, each reward function, KL, loss, completion length, learning rate.
 
@@ -39,8 +45,8 @@ def report(
 
     from grpo_cli.report import write_report
 
-    written = write_report(run_dirs, output)
-    typer.echo(f"Wrote {written.path} and {len(written.plots)} plots beside it.")
+    written = write_report(run_dirs, pick_output_dir(output_dir, legacy_output))
+    typer.echo(f"wrote {written.path} and {len(written.plots)} plots beside it")
 
     # One column per run: two or three runs compared side by side fit a terminal's width.
     table = Table()

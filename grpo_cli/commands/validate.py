@@ -1,19 +1,27 @@
+"""`grpo-cli validate`: every problem in a recipe, found without loading a model."""
+
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
-from grpo_cli.commands._common import OVERRIDES, RECIPE
+from grpo_cli.commands._common import Overrides, Recipe
 
 
 def validate(
-    recipe: str = RECIPE,
-    overrides: list[str] | None = OVERRIDES,
-    num_processes: int | None = typer.Option(
-        None,
-        "--num-processes",
-        min=1,
-        help="Processes the run will use, for the batch rule (default: the recipe's distributed section).",
-    ),
+    recipe: Recipe,
+    overrides: Overrides = None,
+    num_processes: Annotated[
+        int | None,
+        typer.Option(
+            "--num-processes",
+            metavar="N",
+            min=1,
+            help="Processes the run will use, for the batch rule (default: the recipe's distributed section).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Check a recipe without loading a model: schema, trainer fields, rewards, dataset columns, batch shape.
 
