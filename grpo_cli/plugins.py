@@ -380,7 +380,11 @@ def bind(entry, label: str) -> BoundReward:
         )
     missing = missing_optional_modules(target if factory else fn)
     if missing:
-        modules = f"module {missing[0]!r}, which is" if len(missing) == 1 else f"modules {', '.join(missing)}, which are"
+        modules = (
+            f"module {missing[0]!r}, which is"
+            if len(missing) == 1
+            else f"modules {', '.join(missing)}, which are"
+        )
         raise UserError(
             f"{label} ({entry.name}) needs the {modules} not installed: "
             f"pip install {' '.join(m.replace('_', '-') for m in missing)}"
@@ -389,7 +393,9 @@ def bind(entry, label: str) -> BoundReward:
         _check_builtin_args(fn, entry, label)
     name = _registry_name_for(entry, spec)
     if factory and isinstance(getattr(fn, "__name__", None), str):
-        name = fn.__name__  # the name TRL logs it under: what the factory made, e.g. repetition_penalty_reward
+        name = (
+            fn.__name__
+        )  # the name TRL logs it under: what the factory made, e.g. repetition_penalty_reward
     return BoundReward(name, entry, spec, fn, factory=factory)
 
 
@@ -493,7 +499,9 @@ def _names_used(target: Any, module) -> set[str]:
             codes += [c for c in code.co_consts if inspect.iscode(c)]
             for name in code.co_names:
                 value = getattr(module, name, None)
-                if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == module.__name__:
+                if (
+                    inspect.isfunction(value) or inspect.isclass(value)
+                ) and value.__module__ == module.__name__:
                     todo.append(value)
     return used
 

@@ -348,7 +348,9 @@ def run_state(global_step: int = 0, max_steps: int = 0, **fields: Any) -> Simple
     reads (`global_step`, `max_steps`, `epoch`, ... and any `fields`, e.g. those of a checkpoint's
     trainer_state.json), without importing transformers."""
     state = {"epoch": None, "num_train_epochs": 0, "log_history": [], "is_world_process_zero": True}
-    return SimpleNamespace(**{**state, **fields, "global_step": int(global_step), "max_steps": int(max_steps)})
+    return SimpleNamespace(
+        **{**state, **fields, "global_step": int(global_step), "max_steps": int(max_steps)}
+    )
 
 
 def text_ids(texts: list, tokenizer=None) -> list[list[int]]:
