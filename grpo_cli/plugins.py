@@ -457,7 +457,7 @@ def _guarded_imports_of(filename: str) -> dict[str, str]:
         called_name = getattr(called, "id", None) or getattr(called, "attr", None) or ""
         if not (called_name.startswith("is_") and called_name.endswith("_available")):
             continue
-        for statement in ast.walk(node):
+        for statement in (inner for part in node.body for inner in ast.walk(part)):  # not the `else:`
             if isinstance(statement, ast.Import):
                 for alias in statement.names:
                     names[alias.asname or alias.name.split(".")[0]] = alias.name.split(".")[0]

@@ -400,7 +400,7 @@ def score_table(
     """Each reward's scores (one list per reward) for a batch, through the same checks as training, called with
     what GRPOTrainer passes (see `reward_kwargs`; `completion_ids` default: `text_ids` of the completions)."""
     if completion_ids is None:
-        completion_ids = columns.get("completion_ids") or text_ids(completions)
+        completion_ids = text_ids(completions)
     kwargs = reward_kwargs(columns, completion_ids, trainer_state, log)
     return [RewardCall(b).score(prompts, completions, kwargs)[0] for b in bound]
 

@@ -191,6 +191,30 @@ def test_a_factory_is_called_once_with_its_args_and_checked_like_a_reward(tmp_pa
     )
 
 
+def test_rewards_ls_describes_a_factory_by_its_arguments():
+    from grpo_cli.commands.rewards import _describe
+
+    spec = plugins.RewardSpec("rep", "built-in", lambda: trl_rewards.get_repetition_penalty_reward)
+    lines = _describe("rep", spec).splitlines()
+    assert lines[2] == "    args: ngram_size=3, max_penalty=-1.0"
+    assert len(lines) == 3  # no columns: the reward it returns reads none it could name before being called
+
+
+def test_an_optional_import_guard_reaches_only_the_rewards_that_use_it(tmp_path, monkeypatch):
+    (tmp_path / "guarded.py").write_text(
+        "def is_acme_sympy_available():\n    return False\n"
+        "if is_acme_sympy_available():\n    from acme_sympy import simplify\nelse:\n    from json import dumps\n"
+        "def _check(text):\n    return simplify(text)\n"
+        "def symbolic(completions, **kwargs):\n    return [float(bool(_check(c))) for c in completions]\n"
+        "def plain(completions, **kwargs):\n    return [dumps(c) and 1.0 for c in completions]\n"
+    )
+    with pytest.raises(
+        UserError, match=r"needs the module 'acme_sympy', which is not installed: pip install acme-sympy$"
+    ):
+        plugins.bind(RewardEntry(name=f"{tmp_path}/guarded.py:symbolic"), "rewards[0]")
+    assert plugins.bind(RewardEntry(name=f"{tmp_path}/guarded.py:plain"), "rewards[0]").name == "plain"
+
+
 def test_a_missing_optional_dependency_is_found_at_binding(monkeypatch):
     import importlib.util
 
@@ -365,6 +389,25 @@ def test_rewards_test_chat_gives_message_lists(cli, monkeypatch):
         assert [number(r[column]) for r in rows] == pytest.approx(expected, abs=5e-6)
     # What accuracy_reward logs with log_extra is shown as columns.
     assert rows[0][-1] == "[3, '3']" and rows[-1][-1] == "[unparseable]"
+
+
+def test_rewards_test_completion_ids_are_code_points_or_the_given_tokenizer(cli, tmp_path, monkeypatch):
+    from grpo_cli.models import char_tokenizer
+
+    monkeypatch.setenv("COLUMNS", "400")
+    char_tokenizer("ab").save_pretrained(tmp_path / "ab")  # "é" is one unknown token to it
+    penalty = ["-r", "trl.rewards:get_soft_overlong_punishment", "--arg", "max_completion_len=4"]
+    penalty += ["--arg", "soft_punish_cache=2"]
+    texts = ["ab", "abé", "abab"]  # 2, 3 and 4 characters; "é" is 2 bytes in UTF-8, one code point
+    result = cli("rewards", "test", *penalty, *[a for t in texts for a in ("-c", t)])
+    assert result.exit_code == 0, result.output
+    assert [number(r[1]) for r in table_rows(result.stdout)] == [0.0, -0.5, -1.0]
+    texts = ["abé", "aaaa"]
+    result = cli(
+        "rewards", "test", *penalty, "--tokenizer", tmp_path / "ab", *[a for t in texts for a in ("-c", t)]
+    )
+    assert result.exit_code == 0, result.output
+    assert [number(r[1]) for r in table_rows(result.stdout)] == [-0.5, -1.0]
 
 
 def test_rewards_test_chat_with_a_recipe_is_refused(cli, tiny_recipe):

@@ -42,10 +42,13 @@ def _describe(name: str, spec) -> str:
     try:
         target = spec.target
         params = spec.parameters()
-        if not inspect.isclass(target):  # a function's parameters without a default are columns
+        factory = plugins.is_factory(target)  # its parameters are all arguments; its reward's, unknown here
+        if (
+            not inspect.isclass(target) and not factory
+        ):  # a function's parameters without a default are columns
             params = {n: p for n, p in params.items() if p.default is not p.empty}
         arguments = ", ".join(n if p.default is p.empty else f"{n}={p.default!r}" for n, p in params.items())
-        columns = ", ".join(plugins.required_columns(target))
+        columns = "" if factory else ", ".join(plugins.required_columns(target))
         lines.append(f"    {spec.description or '(no docstring)'}")
         lines.append(f"    args: {arguments or 'none'}")
         if columns:
