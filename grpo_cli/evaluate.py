@@ -104,11 +104,7 @@ def score(
         totals = scoring.weighted_total(rewards.training, table) if table else [None] * len(part)
         eval_only = scoring.score_table(rewards.eval_only, prompts, completions, kwargs, **given)
         names = [r.name for r in rewards.training + rewards.eval_only]
-        logged = {  # one value per completion; a column logged by several rewards keeps the last one's
-            column: values[-len(part) :]
-            for column, values in log.take_extra().items()
-            if values and len(values) % len(part) == 0
-        }
+        logged = log.take_extra(len(part))
         for n, sample in enumerate(part):
             sample.scores = {name: scores[n] for name, scores in zip(names, table + eval_only, strict=True)}
             sample.total = totals[n]
@@ -118,12 +114,12 @@ def score(
 
 
 def evaluated_state(source, recipe: Recipe):
-    """The `trainer_state` eval gives rewards: the state of training at the evaluated model.
+    """The `trainer_state` eval gives rewards scoring `source` (None: the recipe's base model).
 
     A checkpoint: its trainer_state.json. A run directory: `global_step` the run's steps (summary.json, else its
-    last checkpoint's step) and `max_steps` its last checkpoint's (else its steps). The base model, or a model
-    that is not a run's: the start of training, `global_step` 0 and `max_steps` the recipe's `trainer.max_steps`
-    (0 when it sets none).
+    last checkpoint's step) and `max_steps` its last checkpoint's (else its steps). No model, or a model that is
+    not a run's: the start of training, `global_step` 0 and `max_steps` the recipe's `trainer.max_steps` (0 when
+    it sets none). `run` gives the base model `global_step` 0 and the evaluated run's `max_steps`.
     """
     from grpo_cli.runs import checkpoint_step, last_checkpoint, read_summary
 
@@ -243,6 +239,7 @@ def run(
         _check_same_split(recipe, tuned.run_dir, tell)
     sampling = sampling_settings(recipe, num_samples)
     raw_rows = held_out_rows(recipe, limit)
+    final = evaluated_state(tuned, recipe)  # the trainer_state rewards get
 
     models.quiet_progress_bars()
     roles = [("tuned", tuned)] if tuned is not None else []
@@ -273,9 +270,7 @@ def run(
         del loaded
         gc.collect()
         log = scoring.RewardLog()
-        state = evaluated_state(source if role == "tuned" else None, recipe)
-        if role == "base" and tuned is not None:  # the start of the same run
-            state = scoring.run_state(0, evaluated_state(tuned, recipe).max_steps)
+        state = final if role == "tuned" else scoring.run_state(0, final.max_steps)  # base: the run's start
         extra[role] = score(samples[role], rows, rewards, chat, batch_size, state, log)
         logged[role] = log.take_metrics()
 
@@ -300,6 +295,7 @@ def run(
         **sampling.describe(),
         "rewards": [{"name": r.name, "weight": r.entry.weight} for r in rewards.training],
         "eval_rewards": [r.name for r in rewards.eval_only],
+        "trainer_state": {"global_step": final.global_step, "max_steps": final.max_steps},  # rewards get
         "device": _device_name(),
     }
     return EvalResult(settings, identities, metrics, samples, rows, timing, notes, extra)

@@ -336,11 +336,15 @@ class RewardLog:
         self.metrics.clear()
         return means
 
-    def take_extra(self) -> dict[str, list]:
-        """The values of each extra column logged since the last call."""
+    def take_extra(self, count: int | None = None) -> dict[str, list]:
+        """The values of each extra column logged since the last call. With `count` (the completions scored),
+        one value per completion: a column logged by several rewards keeps the last one's values, and a column
+        whose values do not come in runs of `count` is left out."""
         extra = dict(self.extra)
         self.extra.clear()
-        return extra
+        if count is None:
+            return extra
+        return {c: v[-count:] for c, v in extra.items() if count and v and len(v) % count == 0}
 
 
 def run_state(global_step: int = 0, max_steps: int = 0, **fields: Any) -> SimpleNamespace:

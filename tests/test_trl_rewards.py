@@ -534,3 +534,4 @@ def test_training_and_eval_score_trl_rewards_as_trl_does(cli, tmp_path, chat_mod
     assert [s["extra"]["ids_length"] for s in samples] == [len(ids) for ids in call["completion_ids"]]
     report = json.loads((run / "eval" / "eval.json").read_text())
     assert report["metrics"]["tuned"]["recorded_completions"] == len(samples)
+    assert report["settings"]["trainer_state"] == {"global_step": 2, "max_steps": 2}

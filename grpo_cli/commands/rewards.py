@@ -301,7 +301,7 @@ def test(
             table.add_column(escape(f"{b.name}{weight}"), justify="right")
         table.add_column("total", justify="right")
         table.add_column(header, justify="right")
-        extra = {c: v[-len(group) :] for c, v in log.take_extra().items() if v and len(v) % len(group) == 0}
+        extra = log.take_extra(len(group))
         for column in extra:
             table.add_column(escape(column))
         for i, item in enumerate(group):
