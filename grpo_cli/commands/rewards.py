@@ -42,10 +42,10 @@ def _describe(name: str, spec) -> str:
     try:
         target = spec.target
         params = spec.parameters()
-        factory = plugins.is_factory(target)  # its parameters are all arguments; its reward's, unknown here
-        if (
-            not inspect.isclass(target) and not factory
-        ):  # a function's parameters without a default are columns
+        # A function's parameters without a default are columns; a factory's are all arguments (the columns of
+        # the reward it returns are known once it is called).
+        factory = plugins.is_factory(target)
+        if not inspect.isclass(target) and not factory:
             params = {n: p for n, p in params.items() if p.default is not p.empty}
         arguments = ", ".join(n if p.default is p.empty else f"{n}={p.default!r}" for n, p in params.items())
         columns = "" if factory else ", ".join(plugins.required_columns(target))
