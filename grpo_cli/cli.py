@@ -13,6 +13,8 @@ import typer
 
 from grpo_cli.commands import recipes, rewards
 from grpo_cli.commands.eval import evaluate
+from grpo_cli.commands.export import export
+from grpo_cli.commands.generate import generate
 from grpo_cli.commands.report import report
 from grpo_cli.commands.train import train
 from grpo_cli.commands.validate import validate
@@ -55,6 +57,8 @@ _register(app, train)
 _register(app, validate)
 _register(app, evaluate, "eval")
 _register(app, report)
+_register(app, export)
+_register(app, generate)
 
 recipes_app = typer.Typer(help="List, show and copy the shipped recipes.", no_args_is_help=True)
 _register(recipes_app, recipes.ls, "ls")

@@ -69,10 +69,12 @@ class Sampling:
     min_p: float | None = None
     repetition_penalty: float = 1.0
     generation_kwargs: dict = field(default_factory=dict)
+    # eval decodes one sample greedily; `generate` may ask for one sample drawn at a temperature instead.
+    sample_one: bool = False
 
     @property
     def greedy(self) -> bool:
-        return self.num_samples == 1
+        return self.num_samples == 1 and not self.sample_one
 
     def describe(self) -> dict[str, Any]:
         if self.greedy:

@@ -20,6 +20,10 @@ def _accepted_sample(tmp_path_factory) -> list:
     for case in corpus():
         if case.id.startswith(("junk:", "data:directory")):
             continue
+        if case.id.startswith(
+            "gsm8k-"
+        ):  # the real-model recipes load Qwen from the Hub: nothing to train offline
+            continue
         if classify(run_case(case, tmp_path_factory.mktemp("probe"))) == "0":
             accepted.append(case)
     return random.Random(SEED).sample(accepted, SAMPLE_SIZE)

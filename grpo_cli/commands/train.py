@@ -66,6 +66,9 @@ def train(
         from grpo_cli.algorithms import ppo as algorithm
     summary = algorithm.train(loaded, out, resume_from=checkpoint)
     if summary:
+        from grpo_cli.model_card import write_run_card
+
+        write_run_card(out)  # README.md, the model card: after summary.json, which it reads
         first, last = summary["first_reward"], summary["last_reward"]
         rewards = f", reward {first:.3f} -> {last:.3f}" if first is not None and last is not None else ""
         typer.echo(f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s{rewards}; wrote {out}")

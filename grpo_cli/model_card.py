@@ -1,0 +1,309 @@
+"""A model card (`README.md`) for a run directory, written by `train`, and for an export, written by `export`.
+
+It is the Hub's model-card format: YAML front matter (base_model, library_name, tags, pipeline_tag) and markdown
+saying what the model is (algorithm, base model, LoRA settings), what it was trained on (dataset, rewards with
+weights), how training went (summary.json), how it scored (the latest RUN/eval/eval.json), the reward curve
+(RUN/report/reward.png from `grpo-cli report`) and how to load and upload it.
+
+Everything is read from the run's files (recipe.yaml, summary.json, eval/eval.json), never from a live trainer,
+so the card can be written again at any time from what is on disk. `base_model` goes into the front matter only
+when it is a Hub id: the Hub rejects a README whose base_model is not a model on the Hub (a local path, a model
+built from a config); the text names such a base instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from grpo_cli import __version__
+from grpo_cli.runs import atomic_write
+
+REWARD_PLOT = Path("report") / "reward.png"  # where `grpo-cli report RUN` draws the reward curve
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def write_run_card(run_dir: Path) -> Path:
+    """RUN/README.md for a training run (the adapter or model in the run directory itself)."""
+    kind = "adapter" if (run_dir / "adapter_config.json").is_file() else "full"
+    text = render(
+        run_dir, run_dir, kind=kind, plot=REWARD_PLOT if (run_dir / REWARD_PLOT).is_file() else None
+    )
+    path = run_dir / "README.md"
+    atomic_write(path, text)
+    return path
+
+
+def write_export_card(directory: Path, source: Path, *, kind: str, base: str | None = None) -> Path:
+    """README.md for an export of `source` (a run or checkpoint) into `directory`; the reward curve is copied in."""
+    run_dir = source if (source / "recipe.yaml").is_file() else source.parent
+    plot = None
+    if (run_dir / REWARD_PLOT).is_file():
+        plot = Path("reward.png")
+        shutil.copy2(run_dir / REWARD_PLOT, directory / plot)
+    text = render(run_dir, source, kind=kind, plot=plot, adapter_base=base, exported=True)
+    path = directory / "README.md"
+    atomic_write(path, text)
+    return path
+
+
+def hub_id(name: str | None) -> str | None:
+    """`name` when it looks like a Hub model id rather than a local path."""
+    if not name or Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+        return None
+    return name if HUB_ID.match(name) else None
+
+
+def render(
+    run_dir: Path,
+    source: Path,
+    *,
+    kind: str,
+    plot: Path | None = None,
+    adapter_base: str | None = None,
+    exported: bool = False,
+) -> str:
+    """The card's text. `kind`: "adapter" (a peft adapter), "merged" (adapter merged into its base) or "full"."""
+    recipe = _read_yaml(run_dir / "recipe.yaml") or {}
+    summary = _read_json(run_dir / "summary.json") or {}
+    evaluation = _read_json(run_dir / "eval" / "eval.json")
+    algorithm = str(recipe.get("algorithm", summary.get("algorithm", "grpo")))
+    model = recipe.get("model") or {}
+    lora = recipe.get("lora")
+    base_name = model.get("name_or_path")
+    name = f"{run_dir.name}-{source.name}" if source.name.startswith("checkpoint-") else source.name
+
+    front: dict[str, Any] = {}
+    if hub_id(base_name):
+        front["base_model"] = base_name
+    front["library_name"] = "peft" if kind == "adapter" else "transformers"
+    tags = ["grpo-cli", "trl", algorithm, "reinforcement-learning"]
+    if lora:
+        tags.append("lora")
+    if kind == "adapter":
+        tags.append("peft")
+    front["tags"] = tags
+    front["pipeline_tag"] = "text-generation"
+
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# {name}", ""]
+    lines += _what_it_is(algorithm, model, lora, kind, source, exported)
+    lines += _data_and_rewards(recipe)
+    lines += _training(summary, recipe, source)
+    if evaluation:
+        lines += _eval_table(evaluation)
+    if plot is not None:
+        lines += ["## Reward during training", "", f"![mean reward per step]({plot.as_posix()})", ""]
+    lines += _how_to_load(kind, base_name, adapter_base, exported, algorithm, run_dir)
+    lines += ["## Upload to the Hugging Face Hub", ""]
+    if not exported:
+        lines += [
+            f"Export first (`grpo-cli export {run_dir} -o EXPORTED_DIR`): a run directory also holds "
+            "checkpoints and logs.",
+            "",
+        ]
+    lines += [
+        "With the Hub's own CLI (`pip install -U huggingface_hub`):",
+        "",
+        "```bash",
+        "hf auth login",
+        f"hf upload YOUR_NAME/{name} {'.' if exported else 'EXPORTED_DIR'}",
+        "```",
+        "",
+    ]
+    lines += [f"Written by grpo-cli {__version__}.", ""]
+    return "\n".join(lines)
+
+
+def _base_description(model: dict, standalone: bool) -> str:
+    if model.get("from_config"):
+        spec = model["from_config"]
+        where = "" if standalone else "; its initial weights are in the run's `base_model/`"
+        return (
+            f"a randomly initialised `{spec.get('model_type')}` built from a config (hidden size "
+            f"{spec.get('hidden_size')}, layers: {spec.get('num_hidden_layers')}, a character-level tokenizer over "
+            f"`{spec.get('vocabulary')}`){where}"
+        )
+    name = model.get("name_or_path")
+    return f"[{name}](https://huggingface.co/{name})" if hub_id(name) else f"`{name}`"
+
+
+def _what_it_is(algorithm, model, lora, kind, source, exported) -> list[str]:
+    what = {
+        "adapter": "a LoRA adapter",
+        "merged": "a standalone model (the LoRA adapter merged into its base)",
+        "full": "a fully fine-tuned model",
+    }[kind]
+    lines = [
+        f"{what[0].upper() + what[1:]} trained with {algorithm.upper()} by "
+        f"grpo-cli (on TRL), from {_base_description(model, exported and kind != 'adapter')}.",
+        "",
+    ]
+    if source.name.startswith("checkpoint-"):
+        lines += [f"This is the run's `{source.name}`, saved during training.", ""]
+    if lora:
+        targets = lora.get("target_modules")
+        targets = ", ".join(targets) if isinstance(targets, list) else targets
+        lines += [
+            f"- LoRA: r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')}, "
+            f"target modules: {targets}",
+        ]
+    else:
+        lines += ["- Full fine-tuning (no LoRA)"]
+    lines += [
+        f"- Algorithm: {algorithm.upper()} ({'TRL GRPOTrainer' if algorithm == 'grpo' else 'TRL PPOTrainer, with a critic'})",
+        "",
+    ]
+    return lines
+
+
+def _data_and_rewards(recipe: dict) -> list[str]:
+    dataset = recipe.get("dataset") or {}
+    if dataset.get("generate"):
+        gen = dataset["generate"]
+        where = f"the `{gen.get('task')}` task generated in code ({gen.get('size')} rows, options {gen.get('options') or {}})"
+    else:
+        where = f"`{dataset.get('source')}`" + (
+            f" (config `{dataset['config']}`)" if dataset.get("config") else ""
+        )
+        where += f", split `{dataset.get('split', 'train')}`"
+    held = {k: dataset[k] for k in ("eval_split", "eval_ratio", "eval_size") if dataset.get(k) is not None}
+    lines = ["## Data and rewards", "", f"- Dataset: {where}"]
+    if dataset.get("prompt"):
+        lines.append(f"- Prompt template: `{dataset['prompt']}`")
+    if dataset.get("system_prompt"):
+        lines.append(f"- System prompt: `{dataset['system_prompt']}`")
+    if held:
+        lines.append("- Held out for eval: " + ", ".join(f"{k}={v}" for k, v in held.items()))
+    lines += ["", "| reward | weight | args |", "|---|---|---|"]
+    for entry in recipe.get("rewards") or []:
+        args = json.dumps(entry.get("args") or {}) if entry.get("args") else ""
+        lines.append(f"| `{entry.get('name')}` | {entry.get('weight', 1.0):g} | {args} |")
+    lines.append("")
+    return lines
+
+
+def _training(summary: dict, recipe: dict, source: Path) -> list[str]:
+    lines = ["## Training", ""]
+    if summary:
+        first, last = summary.get("first_reward"), summary.get("last_reward")
+        lines.append(f"- Steps: {summary.get('steps')}, wall time {_duration(summary.get('wall_time_s'))}")
+        if first is not None and last is not None:
+            lines.append(f"- Mean reward: {first:.3f} (first step) -> {last:.3f} (last step)")
+        means = {k: v for k, v in summary.items() if k.endswith("_steps_mean_reward") and v is not None}
+        if means:
+            lines.append("- " + ", ".join(f"{k.replace('_', ' ')}: {v:.3f}" for k, v in means.items()))
+        if summary.get("trainable_parameters"):
+            lines.append(f"- Trainable parameters: {summary['trainable_parameters']:,}")
+    else:
+        lines.append("- No summary.json: the run did not finish.")
+    trainer = recipe.get("trainer") or {}
+    if trainer:
+        lines.append("- Trainer settings: " + ", ".join(f"`{k}={v}`" for k, v in trainer.items()))
+    lines += [f"- Seed: {recipe.get('seed')}", ""]
+    return lines
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = float(seconds)
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _eval_table(evaluation: dict) -> list[str]:
+    metrics = evaluation.get("metrics") or {}
+    roles = [role for role in ("tuned", "base", "delta") if role in metrics]
+    if not roles:
+        return []
+    settings = evaluation.get("settings") or {}
+    how = settings.get("decoding", "greedy")
+    lines = [
+        "## Evaluation",
+        "",
+        f"`grpo-cli eval` on {settings.get('num_prompts')} held-out prompts x {settings.get('num_samples')} "
+        f"({how}), {evaluation.get('created_at', '')}:",
+        "",
+        "| metric | " + " | ".join(roles) + " |",
+        "|---|" + "---|" * len(roles),
+    ]
+    for key in metrics[roles[0]]:
+        cells = []
+        for role in roles:
+            value = metrics[role].get(key)
+            cells.append("-" if value is None else (f"{value:+.3f}" if role == "delta" else f"{value:.3f}"))
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _how_to_load(kind, base_name, adapter_base, exported, algorithm, run_dir) -> list[str]:
+    here = "." if exported else str(run_dir)
+    lines = ["## How to use it", ""]
+    if kind in ("merged", "full"):
+        lines += [
+            "With transformers alone:",
+            "",
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'model = AutoModelForCausalLM.from_pretrained("{here}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{here}")',
+            'inputs = tokenizer("YOUR PROMPT", return_tensors="pt")',
+            "output = model.generate(**inputs)  # stops at the EOS used in training (generation_config.json)",
+            "print(tokenizer.decode(output[0, inputs.input_ids.shape[1]:], skip_special_tokens=True))",
+            "```",
+            "",
+            f'With vLLM: `vllm serve {here}`, or `LLM(model="{here}")` in Python.',
+            "",
+        ]
+    else:  # a run's own adapter_config.json may name no base (a model built from a config): name it here
+        base = adapter_base or base_name or f"{run_dir}/base_model"
+        lines += [
+            "With peft, on its base model:",
+            "",
+            "```python",
+            "from peft import PeftModel",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'base = AutoModelForCausalLM.from_pretrained("{base}")',
+            f'model = PeftModel.from_pretrained(base, "{here}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{here}")',
+            "```",
+            "",
+            f"With vLLM: `vllm serve {base} --enable-lora --lora-modules tuned={here}`.",
+            "",
+        ]
+        if not exported:
+            lines += [
+                f"For a standalone model (no peft needed): `grpo-cli export {run_dir} -o EXPORTED_DIR`.",
+                "",
+            ]
+    lines += [
+        "With grpo-cli, prompts prepared and decoded as in `eval`:",
+        "",
+        "```bash",
+        f'grpo-cli generate {here} --prompt "YOUR PROMPT"',
+        "```",
+        "",
+    ]
+    return lines
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return loaded if isinstance(loaded, dict) else None

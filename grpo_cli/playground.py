@@ -1,0 +1,335 @@
+"""`grpo-cli generate`: try a model on prompts, a file of prompts, or in a chat, so tuned and base can be compared
+by eye; with a recipe, its rewards score what comes out.
+
+What you see is what `eval` scored: prompts are prepared with the recipe's `dataset:` section (its system prompt,
+the chat template when the tokenizer has one, and a one-field prompt template filled with the typed text), and
+decoded by `generation.generate` with `generation.sampling_settings` (greedy for one sample, the recipe's trainer
+settings otherwise). The recipe is `--recipe`, else the run's own recipe.yaml (an export keeps it in its marker
+file), else defaults (TRL's generation settings, no system prompt).
+
+The model: a run directory (or a checkpoint in it), its base (`--base`), an exported directory, any saved model
+directory or peft adapter, or a Hub id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from grpo_cli import data, models
+from grpo_cli.errors import UserError
+from grpo_cli.evaluate import bind_rewards, score
+from grpo_cli.export import MARKER
+from grpo_cli.generation import Sample, Sampling, generate, load, sampling_settings
+from grpo_cli.recipe import ModelSection, Recipe, apply_overrides, load_recipe, parse_recipe
+from grpo_cli.runs import ModelSource, resolve_models
+from grpo_cli.trainer_fields import mapping
+
+
+@dataclass
+class Target:
+    source: ModelSource
+    recipe: Recipe  # prompt preparation, decoding and (with --recipe) rewards
+
+
+# ---- what is tried ----
+
+
+def resolve(
+    name: str, *, base: bool = False, recipe: str | None = None, overrides: list[str] | None = None
+) -> Target:
+    """The model named by `name` (run, checkpoint, export, model dir, adapter dir or Hub id) and its recipe."""
+    path = Path(name)
+    overrides = overrides or []
+    given = load_recipe(recipe, overrides) if recipe is not None else None
+    run_dir = _run_dir(path)
+    if run_dir is None and (path / MARKER).is_file():
+        marker = _read_json(path / MARKER) or {}
+        exported_from = Path(marker.get("source") or "")
+        if base:
+            run_dir = _run_dir(exported_from)
+            if run_dir is None:
+                raise UserError(
+                    f"--base: the run {path} was exported from ({exported_from}) is gone; name its base model instead"
+                )
+            path = exported_from
+        else:
+            saved = marker.get("recipe")
+            own = None
+            if isinstance(saved, dict):
+                own = parse_recipe(apply_overrides(saved, overrides), source=str(path / MARKER))
+            elif overrides and given is None:
+                raise UserError(
+                    f"KEY=VALUE overrides change a recipe, and {path} keeps none: give one with --recipe"
+                )
+            settings = given or own or default_recipe(str(path))
+            return Target(_saved_model(path, settings), settings)
+    if run_dir is not None:
+        own = load_recipe(run_dir / "recipe.yaml", [] if given is not None else overrides)
+        settings = given or own
+        tuned, run_base = resolve_models(own, adapter=path, model=None)
+        return Target(run_base if base else tuned, settings)
+    if overrides and given is None:
+        raise UserError(f"KEY=VALUE overrides change a recipe, and {name} has none: give one with --recipe")
+    if base and not (path / "adapter_config.json").is_file():
+        raise UserError(
+            f"--base: {name} is not a training run, an export or an adapter, so it has no base to try"
+        )
+    settings = given or default_recipe(name)
+    if path.is_dir():
+        source = _saved_model(path, settings)
+    else:  # a Hub id, loaded as the recipe's model would be
+        source = ModelSource("recipe", spec=ModelSection(name_or_path=name, dtype=settings.model.dtype))
+    if base:
+        source = source.base
+    return Target(source, settings)
+
+
+def _run_dir(path: Path) -> Path | None:
+    """The run `path` is, or whose checkpoint-N it is."""
+    if not str(path) or not path.is_dir():
+        return None
+    candidates = [path, path.parent] if path.name.startswith("checkpoint-") else [path]
+    return next((c for c in candidates if (c / "recipe.yaml").is_file()), None)
+
+
+def _saved_model(path: Path, recipe: Recipe) -> ModelSource:
+    """A model directory (config.json) or a peft adapter (adapter_config.json) on the base it names."""
+    if (path / "adapter_config.json").is_file():
+        config = _read_json(path / "adapter_config.json") or {}
+        base_name = config.get("base_model_name_or_path")
+        if not base_name:
+            raise UserError(f"{path}/adapter_config.json names no base model (base_model_name_or_path)")
+        spec = ModelSection(name_or_path=base_name, dtype=recipe.model.dtype)
+        return ModelSource("adapter", path=path.resolve(), base=ModelSource("recipe", spec=spec))
+    if (path / "config.json").is_file():
+        spec = ModelSection(name_or_path=str(path), dtype=recipe.model.dtype)
+        return ModelSource("model", path=path.resolve(), base=ModelSource("recipe", spec=spec))
+    raise UserError(
+        f"{path} holds no model: give a training run, an exported directory, a model saved with save_pretrained "
+        "(config.json) or a peft adapter (adapter_config.json)"
+    )
+
+
+def default_recipe(model: str) -> Recipe:
+    """Settings for a model that comes with no recipe: TRL's GRPO generation defaults, prompts as typed."""
+    return Recipe.model_validate(
+        {"model": {"name_or_path": model}, "dataset": {"source": "(prompts given to generate)"}}
+    )
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def sampling(
+    recipe: Recipe,
+    *,
+    num_samples: int = 1,
+    temperature: float | None = None,
+    max_new_tokens: int | None = None,
+    seed: int | None = None,
+) -> Sampling:
+    """eval's settings for the recipe, with the command line's changes: greedy unless sampling is asked for."""
+    if num_samples < 1:
+        raise UserError("--num-samples must be at least 1")
+    if temperature is not None and temperature < 0:
+        raise UserError("--temperature must be 0 (greedy) or more")
+    if num_samples > 1 and temperature == 0:
+        raise UserError("--num-samples above 1 samples: give a --temperature above 0 (0 is greedy)")
+    settings = sampling_settings(recipe, num_samples)
+    changes = {}
+    if temperature:
+        changes["temperature"] = temperature
+    if max_new_tokens is not None:
+        changes["max_new_tokens"] = max_new_tokens
+    if seed is not None:
+        changes["seed"] = seed
+    return dataclasses.replace(settings, **changes, sample_one=num_samples == 1 and bool(temperature))
+
+
+# ---- prompts ----
+
+
+def free_prompt(recipe: Recipe, text: str, chat: bool):
+    """A typed prompt, prepared as training prepares a dataset row: a one-field template takes the text."""
+    spec = recipe.dataset
+    fields = data.template_fields(spec.prompt) if spec.prompt else []
+    if len(set(fields)) == 1:
+        return data.build_prompt(spec, {fields[0]: text}, chat)
+    return data.build_prompt(spec.model_copy(update={"prompt": None}), {"prompt": text}, chat)
+
+
+def read_prompt_file(path: Path) -> list[dict]:
+    """`.jsonl`: one object per line (a `prompt` or `messages`, or the columns of the recipe's template, plus any
+    columns the rewards read); any other file: one prompt per non-empty line."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise UserError(f"-f {path}: cannot read it ({err.strerror or err})") from err
+    if path.suffix.lower() != ".jsonl":
+        return [{"text": line} for line in text.splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"-f {path}: line {number} is not JSON ({err.msg})") from err
+        if not isinstance(row, dict):
+            raise UserError(f'-f {path}: line {number} must be a JSON object, like {{"prompt": "..."}}')
+        rows.append(row)
+    return rows
+
+
+def prepare_rows(recipe: Recipe, items: list[dict], chat: bool) -> list[dict]:
+    """Rows with the `prompt` the model sees plus their other columns: `{"text": ...}` items are typed prompts,
+    other items are dataset-like rows (built with the recipe's template when they have its columns)."""
+    spec = recipe.dataset
+    fields = data.template_fields(spec.prompt) if spec.prompt else []
+    rows = []
+    for number, item in enumerate(items, 1):
+        if set(item) == {"text"}:
+            rows.append({"prompt": free_prompt(recipe, item["text"], chat)})
+            continue
+        if fields and all(f in item for f in fields):
+            prompt = data.build_prompt(spec, item, chat)
+        elif "prompt" in item or "messages" in item:
+            prompt = data.build_prompt(spec.model_copy(update={"prompt": None}), item, chat)
+        else:
+            wanted = ", ".join(["prompt", "messages", *fields])
+            raise UserError(f"prompt {number} has none of the keys {wanted}: give one")
+        rows.append({**{k: v for k, v in item.items() if k not in ("prompt", "messages")}, "prompt": prompt})
+    return rows
+
+
+def attach_columns(recipe: Recipe, rows: list[dict], needed: list[str], tokenizer) -> None:
+    """Give rows without the columns the rewards read those of the dataset row with the same prompt (so a typed
+    `3+4=` is scored against the recipe's answer); a prompt not in the dataset is an error naming the column."""
+    missing = [row for row in rows if any(c not in row for c in needed)]
+    if not missing:
+        return
+    try:
+        train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
+    except UserError:
+        train_rows, held_out = None, None
+    known = {}
+    for part in (train_rows, held_out):
+        if part is not None and len(part):
+            for row in data.prepare(part, recipe.dataset, tokenizer):
+                known.setdefault(json.dumps(row["prompt"], sort_keys=True), row)
+    for row in missing:
+        match = known.get(json.dumps(row["prompt"], sort_keys=True))
+        if match is None:
+            absent = [c for c in needed if c not in row]
+            raise UserError(
+                f"prompt {shown(row['prompt'])!r} is not in the recipe's dataset, and its rewards read column(s) "
+                f"{', '.join(absent)}: give prompts in a .jsonl file with those columns"
+            )
+        for column in needed:
+            row.setdefault(column, match[column])
+
+
+def shown(prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return prompt[-1]["content"] if prompt else ""
+
+
+# ---- running ----
+
+
+@dataclass
+class Tried:
+    rows: list[dict]
+    samples: list[list[Sample]]
+    reward_names: list[str]
+
+
+def run(
+    target: Target,
+    model,
+    tokenizer,
+    items: list[dict],
+    settings: Sampling,
+    *,
+    rewards: bool = False,
+    batch_size: int = 64,
+) -> Tried:
+    """Generate for every item (see prepare_rows) and, with `rewards`, score with the recipe's rewards."""
+    recipe = target.recipe
+    chat = data.uses_chat(recipe.dataset, tokenizer)
+    rows = prepare_rows(recipe, items, chat)
+    bound = bind_rewards(recipe) if rewards else None
+    if bound is not None:
+        needed = sorted({c for r in bound.training + bound.eval_only for c in r.columns})
+        attach_columns(recipe, rows, needed, tokenizer)
+        columns = {c for row in rows for c in row}
+        for row in rows:  # one set of columns for every row, as a dataset batch has
+            for column in columns - set(row):
+                row[column] = None
+    prompt_ids = data.tokenize_prompts(tokenizer, [r["prompt"] for r in rows], _template_kwargs(recipe))
+    samples = generate(model, tokenizer, prompt_ids, settings, batch_size)
+    if bound is not None:
+        score(samples, rows, bound, chat, batch_size)
+    return Tried(rows, samples, bound.names if bound is not None else [])
+
+
+def _template_kwargs(recipe: Recipe) -> dict:
+    return mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
+
+
+def chat(
+    target: Target,
+    model,
+    tokenizer,
+    settings: Sampling,
+    read_line: Callable[[], str | None],
+    write: Callable[[str], None],
+    note: Callable[[str], None],
+) -> int:
+    """A chat: each line read is a user turn, answered with the history kept when the tokenizer has a chat
+    template (else each line is a prompt on its own). `/reset` clears the history; end of input (Ctrl-D) ends.
+    Returns the number of turns answered."""
+    recipe = target.recipe
+    with_history = data.uses_chat(recipe.dataset, tokenizer)
+    if not with_history:
+        note("the tokenizer has no chat template: each line is a prompt of its own, with no history")
+    one = dataclasses.replace(settings, num_samples=1)
+    history: list[dict] = []
+    turns = 0
+    while True:
+        line = read_line()
+        if line is None:
+            return turns
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/reset":
+            history.clear()
+            note("history cleared")
+            continue
+        if with_history:
+            messages = [*history, {"role": "user", "content": text}]
+            spec = recipe.dataset.model_copy(update={"prompt": None})
+            prompt = data.build_prompt(spec, {"messages": messages}, True)
+        else:
+            prompt = free_prompt(recipe, text, False)
+        ids = data.tokenize_prompts(tokenizer, [prompt], _template_kwargs(recipe))
+        (sample,) = generate(model, tokenizer, ids, one, 1)[0]
+        write(sample.text)
+        turns += 1
+        if with_history:
+            history += [{"role": "user", "content": text}, {"role": "assistant", "content": sample.text}]
+
+
+def load_target(target: Target):
+    models.quiet_progress_bars()
+    return load(target.source, target.recipe)

@@ -1,0 +1,158 @@
+"""The model card (README.md) of a run and of an export: Hub front matter that parses as YAML and names the base
+model when the Hub knows it, and what the run was (LoRA, data, rewards with weights, summary, eval, reward curve,
+how to load and upload it). `train` writing it is covered by the slow tests in test_export.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grpo_cli import model_card
+from tests.tiny_runs import fake_run
+
+HUB_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    _, header, body = text.split("---\n", 2)
+    assert body.strip()
+    return yaml.safe_load(header)
+
+
+def hub_run(directory: Path, *, lora: bool = True) -> Path:
+    """A run directory's files as the card reads them, for a Hub model (nothing is loaded)."""
+    run = directory / "gsm8k"
+    (run / "eval").mkdir(parents=True)
+    (run / "report").mkdir()
+    recipe = {
+        "algorithm": "ppo",
+        "seed": 3,
+        "model": {"name_or_path": HUB_MODEL, "dtype": "auto"},
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"} if lora else None,
+        "dataset": {"source": "openai/gsm8k", "config": "main", "split": "train", "prompt": "{question}"},
+        "rewards": [
+            {"name": "accuracy", "weight": 1.0},
+            {"name": "format", "weight": 0.2, "args": {"tag": "x"}},
+        ],
+        "trainer": {"learning_rate": 1e-5, "max_steps": 500},
+    }
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    if lora:
+        (run / "adapter_config.json").write_text("{}")
+    (run / "summary.json").write_text(
+        json.dumps(
+            {"algorithm": "ppo", "steps": 500, "wall_time_s": 3600, "first_reward": 0.12, "last_reward": 0.71}
+        )
+    )
+    metrics = {"reward": 0.7, "rewards/accuracy": 0.65, "rewards/accuracy/pass@1": 0.65}
+    evaluation = {
+        "settings": {"num_prompts": 200, "num_samples": 1, "decoding": "greedy"},
+        "metrics": {
+            "tuned": metrics,
+            "base": {k: v / 2 for k, v in metrics.items()},
+            "delta": {"reward": 0.35},
+        },
+        "created_at": "2026-11-21T09:00:00+0000",
+    }
+    (run / "eval" / "eval.json").write_text(json.dumps(evaluation))
+    (run / "report" / "reward.png").write_bytes(b"\x89PNG fake")
+    return run
+
+
+def test_run_card_of_a_lora_run_on_a_hub_model(tmp_path):
+    run = hub_run(tmp_path)
+    text = model_card.write_run_card(run).read_text()
+    meta = front_matter(text)
+    assert meta["base_model"] == HUB_MODEL
+    assert (meta["library_name"], meta["pipeline_tag"]) == ("peft", "text-generation")
+    assert {"grpo-cli", "trl", "ppo", "lora", "peft"} <= set(meta["tags"])
+    for expected in [
+        "LoRA: r=16, alpha=32, dropout=0.05, target modules: all-linear",
+        "Algorithm: PPO",
+        "`openai/gsm8k` (config `main`), split `train`",
+        "| `accuracy` | 1 |  |",
+        '| `format` | 0.2 | {"tag": "x"} |',
+        "Steps: 500, wall time 60.0 min",
+        "Mean reward: 0.120 (first step) -> 0.710 (last step)",
+        "| metric | tuned | base | delta |",
+        "| rewards/accuracy/pass@1 | 0.650 | 0.325 | - |",
+        "| reward | 0.700 | 0.350 | +0.350 |",
+        "![mean reward per step](report/reward.png)",
+        f'PeftModel.from_pretrained(base, "{run}")',
+        f"vllm serve {HUB_MODEL} --enable-lora",
+        f"grpo-cli export {run} -o EXPORTED_DIR",
+        "hf upload YOUR_NAME/gsm8k EXPORTED_DIR",
+    ]:
+        assert expected in text, expected
+
+
+def test_export_card_copies_the_reward_curve(tmp_path):
+    run = hub_run(tmp_path, lora=False)
+    out = tmp_path / "exported"
+    out.mkdir()
+    text = model_card.write_export_card(out, run, kind="full").read_text()
+    meta = front_matter(text)
+    assert (meta["base_model"], meta["library_name"]) == (HUB_MODEL, "transformers")
+    assert "lora" not in meta["tags"] and "Full fine-tuning (no LoRA)" in text
+    assert (out / "reward.png").read_bytes() == b"\x89PNG fake"
+    assert "![mean reward per step](reward.png)" in text
+    assert 'AutoModelForCausalLM.from_pretrained(".")' in text and "vllm serve ." in text
+    assert "hf upload YOUR_NAME/gsm8k ." in text
+
+
+def test_a_base_the_hub_does_not_know_stays_out_of_the_front_matter(tmp_path):
+    run = fake_run(tmp_path)  # built from a config
+    text = model_card.write_run_card(run).read_text()
+    meta = front_matter(text)
+    assert "base_model" not in meta
+    assert "a randomly initialised `qwen2` built from a config" in text
+    assert "Steps: 4" in text and "## Evaluation" not in text and "reward.png" not in text
+    assert f'AutoModelForCausalLM.from_pretrained("{run}/base_model")' in text
+
+    local = tmp_path / "local-model"
+    local.mkdir()
+    assert model_card.hub_id(str(local)) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (HUB_MODEL, HUB_MODEL),
+        ("gpt2", "gpt2"),
+        ("./models/x", None),
+        ("/abs/path", None),
+        ("a/b/c", None),
+        (None, None),
+    ],
+)
+def test_hub_id(name, expected):
+    assert model_card.hub_id(name) == expected
+
+
+def test_train_writes_the_card(cli, tiny_recipe, monkeypatch):
+    """`train` calls write_run_card once the run is saved (the algorithm itself is stubbed: no training here)."""
+    from grpo_cli.algorithms import grpo
+
+    def fake_train(recipe, out, resume_from=None):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.yaml").write_text(recipe.to_yaml())
+        summary = {
+            "algorithm": "grpo",
+            "steps": 4,
+            "wall_time_s": 1.0,
+            "first_reward": 0.0,
+            "last_reward": 1.0,
+        }
+        (out / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+    monkeypatch.setattr(grpo, "train", fake_train)
+    path = tiny_recipe()
+    result = cli("train", path)
+    assert result.exit_code == 0, result.output
+    out = Path(yaml.safe_load(path.read_text())["output_dir"])
+    assert "Mean reward: 0.000 (first step) -> 1.000 (last step)" in (out / "README.md").read_text()

@@ -1,0 +1,431 @@
+"""grpo-cli on a model shaped like the ones users bring (see tests/realistic_model.py): a byte-level BPE tokenizer
+with a ChatML template, EOS `<|im_end|>` and a separate pad, a small Qwen2 and a reward model, all loaded from
+directories through `model.name_or_path` and `model:<dir>`, trained on a chat dataset with a `messages` column.
+
+The training runs are slow (a few steps each); the tokenizer and reward-model checks are fast. Tests marked
+`xfail(strict=True)` describe the correct behaviour of issue 14's defects that other branches fix: when the fix
+lands they pass, strict xfail turns that into a failure, and the marker comes off. (Items 1 and 2, chat
+completions and reward models in `rewards test` and eval, were fixed on main while these tests were written.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests import realistic_model
+from tests.realistic_model import DEFAULT_SYSTEM, ENDOFTEXT, IM_END
+
+# Rewards in a file next to the recipe, written as the README says a chat reward is written.
+CHAT_REWARDS = '''\
+def answer_in_reply(completions, answer, **kwargs):
+    """1.0 when the reply contains the row's answer; `c[-1]["content"]` fails unless completions are messages."""
+    return [float(a in c[-1]["content"]) for c, a in zip(completions, answer)]
+
+
+def chat_shape(prompts, completions, **kwargs):
+    """1.0 when the prompt is the row's messages (system first) and the completion one assistant message."""
+    return [
+        float(
+            isinstance(p, list)
+            and p[0]["role"] == "system"
+            and p[-1]["role"] == "user"
+            and isinstance(c, list)
+            and [m["role"] for m in c] == ["assistant"]
+        )
+        for p, c in zip(prompts, completions)
+    ]
+'''
+
+REWARDS = [
+    {"name": "accuracy"},
+    {"name": "./chat_rewards.py:answer_in_reply"},
+    {"name": "./chat_rewards.py:chat_shape"},
+    {"name": "model:reward_model", "weight": 0.1},
+]
+WEIGHTS = {"accuracy": 1.0, "answer_in_reply": 1.0, "chat_shape": 1.0, "reward_model": 0.1}
+
+GRPO = {
+    "algorithm": "grpo",
+    "seed": 0,
+    "model": {"name_or_path": "policy"},
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+    # The test file as eval_split: the training split is then the file as it is, in its order (no shuffle).
+    "dataset": {"source": "train.jsonl", "eval_split": "test.jsonl"},
+    "rewards": REWARDS,
+    "trainer": {
+        "learning_rate": 0.01,
+        "max_steps": 3,
+        "num_generations": 4,
+        "per_device_train_batch_size": 8,
+        "max_completion_length": 12,
+        "save_steps": 2,
+    },
+}
+PPO = {
+    **GRPO,
+    "algorithm": "ppo",
+    "trainer": {
+        "learning_rate": 0.01,
+        "max_steps": 2,
+        "per_device_train_batch_size": 8,
+        "response_length": 12,
+        "num_ppo_epochs": 1,
+        "save_steps": 2,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def realistic(tmp_path_factory) -> realistic_model.RealisticModel:
+    """The policy, reward model and chat data, built once, with the reward file beside them."""
+    directory = tmp_path_factory.mktemp("realistic")
+    built = realistic_model.build(directory)
+    (directory / "chat_rewards.py").write_text(CHAT_REWARDS)
+    return built
+
+
+def write_recipe(realistic, data: dict, name: str) -> Path:
+    """A recipe in the model's directory (its relative paths resolve there), output under runs/NAME."""
+    directory = realistic.policy.parent
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**data, "output_dir": str(directory / "runs" / name)}, sort_keys=False))
+    return path
+
+
+def invoke(*args):
+    """`grpo-cli ARGS` in-process, wide enough that rich never wraps a table cell."""
+    from grpo_cli.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output + (repr(result.exception) if result.exception else "")
+    return result
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The body rows of the rich tables in `output`, as stripped cell texts."""
+    return [
+        [cell.strip() for cell in line.strip().strip("│").split("│")]
+        for line in output.splitlines()
+        if "│" in line
+    ]
+
+
+def metric_rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def adapter(directory: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(directory / "adapter_model.safetensors")
+
+
+def assert_weighted_total(row: dict) -> None:
+    expected = sum(weight * row[f"rewards/{name}"] for name, weight in WEIGHTS.items())
+    assert row["reward"] == pytest.approx(expected, abs=1e-5)
+
+
+# ---- the model itself (fast) ----
+
+
+def test_tokenizer_loads_like_qwen25(realistic):
+    tokenizer = realistic.tokenizer()
+    assert type(tokenizer).__name__ == "Qwen2Tokenizer"
+    assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.unk_token, tokenizer.bos_token) == (
+        IM_END,
+        ENDOFTEXT,
+        None,
+        None,
+    )
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    text = "Ben has 12 + 7 = 19 pens.\n#### 19"
+    ids = tokenizer(text)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert len(ids) < len(text)  # merges: fewer tokens than characters
+    assert "Ġhas" in tokenizer.convert_ids_to_tokens(ids)  # byte-level: the space belongs to the next word
+
+
+def test_chat_template_renders_chatml_with_a_default_system_message(realistic):
+    tokenizer = realistic.tokenizer()
+    user = [{"role": "user", "content": "Hi"}]
+    assert tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True) == (
+        f"<|im_start|>system\n{DEFAULT_SYSTEM}<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_model_config_and_generation_config_as_in_qwen25(realistic):
+    from transformers import AutoConfig, GenerationConfig
+
+    tokenizer = realistic.tokenizer()
+    config = AutoConfig.from_pretrained(realistic.policy)
+    generation = GenerationConfig.from_pretrained(realistic.policy)
+    assert config.model_type == "qwen2" and config.vocab_size == len(tokenizer)
+    assert config.eos_token_id == tokenizer.eos_token_id and config.pad_token_id is None
+    assert generation.eos_token_id == [tokenizer.eos_token_id, tokenizer.pad_token_id]
+
+
+def test_loading_through_grpo_cli_pads_left_and_keeps_the_pad_token(realistic):
+    from grpo_cli import models
+    from grpo_cli.recipe import ModelSection
+
+    model, tokenizer = models.load_model(ModelSection(name_or_path=str(realistic.policy)), seed=0)
+    assert tokenizer.padding_side == "left"
+    assert tokenizer.pad_token == ENDOFTEXT  # not replaced: it has one
+    assert 100_000 < sum(p.numel() for p in model.parameters()) < 500_000
+
+
+def test_reward_model_scores_the_chat_template_text(realistic):
+    """A `model:` reward (PPO's bridge, eval and rewards test score with it) gives, for a chat prompt and its completion, the model's score of the templated text."""
+    import torch
+
+    from grpo_cli.scoring import RewardModelScore
+
+    rows = realistic_model.chat_rows(48, 10)  # the training file's rows
+    prompts = [row["messages"][:-1] for row in rows[:3]]
+    completions = [[{"role": "assistant", "content": text}] for text in ["#### 7", "It is 12.", "no idea"]]
+    expected = realistic_model.reward_model_scores(
+        realistic.reward_model, [p + c for p, c in zip(prompts, completions, strict=True)]
+    )
+    scores = RewardModelScore(str(realistic.reward_model), torch.float32, "cpu")(prompts, completions)
+    assert scores == pytest.approx(expected, abs=1e-5)
+    assert len(set(scores)) == 3  # the completions are told apart
+
+
+def test_a_local_eval_split_resolves_against_the_recipe(realistic, tmp_path, monkeypatch):
+    from grpo_cli.recipe import load_recipe
+
+    monkeypatch.chdir(tmp_path)  # anywhere but the recipe's directory
+    recipe = load_recipe(write_recipe(realistic, GRPO, "paths"))
+    assert recipe.dataset.eval_split == str(realistic.eval_data)
+    assert recipe.dataset.source == str(realistic.train_data)
+
+
+# ---- GRPO with LoRA on the chat dataset ----
+
+
+@pytest.fixture(scope="module")
+def grpo_run(realistic):
+    path = write_recipe(realistic, GRPO, "grpo")
+    result = invoke("train", path)
+    return path, realistic.policy.parent / "runs" / "grpo", result
+
+
+@pytest.mark.slow
+def test_grpo_trains_every_adapter_weight(grpo_run):
+    _, run, result = grpo_run
+    assert "done: 3 steps" in result.stdout
+    final, halfway = adapter(run), adapter(run / "checkpoint-2")
+    assert final.keys() == halfway.keys() and len(final) > 0
+    for name, tensor in final.items():
+        assert not tensor.eq(halfway[name]).all(), f"{name} did not change between step 2 and step 3"
+    assert (
+        run / "chat_template.jinja"
+    ).read_text() == realistic_model.CHAT_TEMPLATE  # the run can serve chat
+
+
+@pytest.mark.slow
+def test_grpo_metrics_with_chat_rewards_and_a_reward_model(grpo_run):
+    _, run, _ = grpo_run
+    rows = metric_rows(run)
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        for key in ["loss", "learning_rate", "completion_length", "clipped_ratio", "time"]:  # beta 0: no kl
+            assert key in row, key
+        assert_weighted_total(row)
+        # Prompts reach the rewards as the row's messages, completions as one assistant message: the README's
+        # `c[-1]["content"]` works (answer_in_reply would have raised on a string).
+        assert row["rewards/chat_shape"] == 1.0
+        assert row["rewards/reward_model"] != 0.0
+        assert 1 <= row["completion_length"] <= 12
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["algorithm"] == "grpo"
+
+
+@pytest.mark.slow
+def test_grpo_logs_errors_and_seconds_for_the_reward_model(grpo_run):
+    _, run, _ = grpo_run
+    for row in metric_rows(run):
+        assert row["rewards/reward_model/errors"] == 0
+        assert row["rewards/reward_model/seconds"] > 0
+
+
+# ---- eval of the GRPO run ----
+
+
+@pytest.fixture(scope="module")
+def evaluated(grpo_run):
+    path, run, _ = grpo_run
+    invoke("eval", path, "--adapter", run)
+    eval_json = json.loads((run / "eval" / "eval.json").read_text())
+    samples = [json.loads(line) for line in (run / "eval" / "eval_samples.jsonl").read_text().splitlines()]
+    return eval_json, samples
+
+
+@pytest.mark.slow
+def test_eval_uses_the_chat_prompts_and_hands_rewards_messages(evaluated, realistic):
+    eval_json, samples = evaluated
+    held_out = [json.loads(line) for line in realistic.eval_data.read_text().splitlines()]
+    assert [s["prompt"] for s in samples] == [row["messages"][:-1] for row in held_out]
+    metrics = eval_json["metrics"]["tuned"]
+    assert metrics["rewards/chat_shape"] == 1.0
+    for sample, row in zip(samples, held_out, strict=True):
+        assert sample["rewards"]["accuracy"] == float(row["answer"] in sample["completion"].split("####")[-1])
+        assert sample["completion_length"] <= 12
+
+
+@pytest.mark.slow
+def test_eval_scores_the_reward_model_as_training_does(evaluated, realistic):
+    eval_json, samples = evaluated
+    expected = realistic_model.reward_model_scores(
+        realistic.reward_model,
+        [s["prompt"] + [{"role": "assistant", "content": s["completion"]}] for s in samples],
+    )
+    assert [s["rewards"]["reward_model"] for s in samples] == pytest.approx(expected, abs=1e-4)
+    mean = sum(expected) / len(expected)
+    assert eval_json["metrics"]["tuned"]["rewards/reward_model"] == pytest.approx(mean, abs=1e-4)
+
+
+# ---- rewards test --recipe on the chat dataset ----
+
+
+def train_row(index: int) -> dict:
+    return realistic_model.chat_rows(48, 10)[index]
+
+
+@pytest.mark.slow
+def test_rewards_test_scores_a_builtin_against_a_chat_row(grpo_run):
+    path, _, _ = grpo_run
+    answer = train_row(3)["answer"]
+    result = invoke(
+        "rewards",
+        "test",
+        "--recipe",
+        path,
+        "-r",
+        "accuracy",
+        "--row",
+        3,
+        "-c",
+        f"#### {answer}",
+        "-c",
+        "#### 0",
+    )
+    assert table_rows(result.stdout) == [
+        [repr(f"#### {answer}"), "1", "1", "+0.707"],
+        ["'#### 0'", "0", "0", "-0.707"],
+    ]
+    question = train_row(3)["messages"][1]["content"]
+    assert question[:25] in " ".join(
+        result.stdout.split()
+    )  # the row's question is the prompt (rich wraps it)
+
+
+@pytest.mark.slow
+def test_rewards_test_hands_chat_rewards_messages_as_training_does(grpo_run, realistic):
+    path, _, _ = grpo_run
+    answer = train_row(0)["answer"]
+    result = invoke(
+        "rewards",
+        "test",
+        "--recipe",
+        path,
+        "-r",
+        f"{realistic.policy.parent}/chat_rewards.py:answer_in_reply",  # -r paths are relative to the cwd
+        "-r",
+        f"{realistic.policy.parent}/chat_rewards.py:chat_shape",
+        "--row",
+        0,
+        "-c",
+        f"It is {answer}.",
+        "-c",
+        "I do not know.",
+    )
+    assert [row[:4] for row in table_rows(result.stdout)] == [
+        [repr(f"It is {answer}."), "1", "1", "2"],
+        ["'I do not know.'", "0", "1", "1"],
+    ]
+
+
+@pytest.mark.slow
+def test_rewards_test_scores_the_reward_model_on_the_templated_chat(grpo_run, realistic):
+    path, _, _ = grpo_run
+    completions = ["#### 7", "It is 12."]
+    result = invoke(
+        "rewards",
+        "test",
+        "--recipe",
+        path,
+        "-r",
+        f"model:{realistic.reward_model}",  # -r paths are relative to the cwd
+        "--row",
+        1,
+        *[arg for c in completions for arg in ("-c", c)],
+    )
+    expected = realistic_model.reward_model_scores(
+        realistic.reward_model,
+        [[*train_row(1)["messages"][:-1], {"role": "assistant", "content": c}] for c in completions],
+    )
+    scores = [float(row[1]) for row in table_rows(result.stdout)]
+    assert scores == pytest.approx(expected, rel=1e-4)  # the table shows 6 significant digits
+
+
+# ---- PPO with LoRA on the chat dataset ----
+
+
+@pytest.fixture(scope="module")
+def ppo_run(realistic):
+    path = write_recipe(realistic, PPO, "ppo")
+    result = invoke("train", path)
+    return path, realistic.policy.parent / "runs" / "ppo", result
+
+
+@pytest.mark.slow
+def test_ppo_trains_the_adapter_and_the_critic(ppo_run, realistic):
+    from safetensors.torch import load_file
+
+    _, run, result = ppo_run
+    assert "done: 2 steps" in result.stdout
+    lora_b = {name: t for name, t in adapter(run).items() if "lora_B" in name}
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b.values())  # peft starts every lora_B at zero
+    policy = load_file(realistic.policy / "model.safetensors")
+    critic = load_file(run / "checkpoint-2" / "value_model" / "model.safetensors")
+    shared = [name for name in critic if name in policy]
+    assert shared and "score.weight" in critic  # the critic starts from the policy's own weights
+    assert any(not critic[name].eq(policy[name]).all() for name in shared)
+
+
+@pytest.mark.slow
+def test_ppo_metrics_with_chat_rewards_and_a_reward_model(ppo_run):
+    _, run, _ = ppo_run
+    rows = metric_rows(run)
+    assert [row["step"] for row in rows] == [1, 2]
+    for row in rows:
+        for key in ["loss", "kl", "entropy", "learning_rate", "time"]:
+            assert key in row, key
+        assert_weighted_total(row)
+        assert row["rewards/chat_shape"] == 1.0  # the bridge hands chat rewards messages too
+        assert row["rewards/reward_model/errors"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True, reason="issue 14 item 3: PPO's metrics.jsonl has no completion_length or clipped_ratio yet"
+)
+def test_ppo_logs_completion_length_and_clipped_ratio_as_grpo_does(ppo_run):
+    _, run, _ = ppo_run
+    for row in metric_rows(run):
+        assert 1 <= row["completion_length"] <= 12
+        assert 0 <= row["clipped_ratio"] <= 1
+
+
+@pytest.mark.slow
+def test_ppo_logs_seconds_for_every_reward(ppo_run):
+    _, run, _ = ppo_run
+    for row in metric_rows(run):
+        for name in WEIGHTS:
+            assert row[f"rewards/{name}/seconds"] > 0

@@ -1,0 +1,117 @@
+"""Run directories as `grpo-cli train` leaves them, made in a second without training (for export, generate and
+model-card tests), and a tiny model with a BPE tokenizer and a chat template saved locally (what real users bring).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import TINY_RECIPE
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}={% else %}{{ m['content'] }}+"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}={% endif %}"
+)
+
+
+def write_recipe(directory: Path, changes: dict | None = None) -> Path:
+    from grpo_cli.recipe import deep_merge
+
+    data = deep_merge(copy.deepcopy(TINY_RECIPE), changes or {})
+    data.setdefault("output_dir", str(directory / "runs" / "tiny"))
+    path = directory / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def fake_run(directory: Path, *, lora: bool = True, chat_template: str | None = None, changes=None) -> Path:
+    """A finished run in `directory/run`: base_model/, the tuned adapter (or full model), tokenizer, recipe.yaml,
+    summary.json, metrics.jsonl and a checkpoint-2/. Weights are moved well away from a fresh initialisation, so
+    greedy completions depend on the prompt and the adapter changes them."""
+    import torch
+    from peft import get_peft_model
+
+    from grpo_cli import models
+    from grpo_cli.recipe import load_recipe
+
+    recipe = load_recipe(write_recipe(directory, {**(changes or {}), **({} if lora else {"lora": None})}))
+    run = directory / "run"
+    model, tokenizer = models.build_from_config(recipe.model.from_config, recipe.seed)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param))
+    model.save_pretrained(run / "base_model")
+    for place in (run / "base_model", run, run / "checkpoint-2"):
+        tokenizer.save_pretrained(place)
+    if lora:
+        peft_model = get_peft_model(model, models.lora_config(recipe.lora))
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(std=1.0)
+        peft_model.save_pretrained(run)
+        peft_model.save_pretrained(run / "checkpoint-2")
+    else:
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(0.5 * torch.randn_like(param))
+        model.save_pretrained(run)
+        model.save_pretrained(run / "checkpoint-2")
+    (run / "recipe.yaml").write_text(recipe.to_yaml())
+    (run / "summary.json").write_text(
+        json.dumps(
+            {"algorithm": "grpo", "steps": 4, "wall_time_s": 3.2, "first_reward": 0.1, "last_reward": 0.9}
+        )
+    )
+    (run / "metrics.jsonl").write_text('{"step": 1, "reward": 0.1}\n{"step": 4, "reward": 0.9}\n')
+    return run
+
+
+def bpe_model(directory: Path) -> Path:
+    """A tiny Qwen2 with a byte-level BPE tokenizer, chat template and EOS `<|im_end|>`, saved in `directory`."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    corpus = [f"{a}+{b}={a + b}" for a in range(10) for b in range(10)] + ["user assistant system hello"]
+    backend.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        chat_template=(
+            "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+        ),
+    )
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
