@@ -535,3 +535,34 @@ def test_training_and_eval_score_trl_rewards_as_trl_does(cli, tmp_path, chat_mod
     report = json.loads((run / "eval" / "eval.json").read_text())
     assert report["metrics"]["tuned"]["recorded_completions"] == len(samples)
     assert report["settings"]["trainer_state"] == {"global_step": 2, "max_steps": 2}
+
+
+@pytest.mark.slow  # building the BPE model takes most of 10 s
+def test_rewards_test_with_a_bpe_chat_model_gives_its_token_ids(cli, tmp_path, monkeypatch):
+    """A tokenizer as users bring (byte-level BPE, ChatML, see tests/realistic_model.py): a token spans several
+    characters, so `completion_ids` differ from the characters, and the length rewards see the token count."""
+    from tests import realistic_model
+
+    monkeypatch.setenv("COLUMNS", "400")
+    built = realistic_model.build(tmp_path / "realistic")
+    names = ["think_format_reward", "get_repetition_penalty_reward", "get_soft_overlong_punishment"]
+    recipe = {
+        "model": {"name_or_path": str(built.policy)},
+        "dataset": {"source": str(built.train_data)},
+        "rewards": [{"name": f"trl.rewards:{n}", "args": TRL_REWARDS[n]} for n in names],
+        "trainer": {"num_generations": 2, "per_device_train_batch_size": 2},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    texts = ["<think>\nthe the the\n</think>\n#### 12", "#### 12", "the the the the the the"]
+    result = cli(
+        "rewards", "test", "--recipe", tmp_path / "recipe.yaml", *[a for t in texts for a in ("-c", t)]
+    )
+    assert result.exit_code == 0, result.output
+    tokenizer = built.tokenizer()
+    ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    assert [len(i) for i in ids] != [len(t) for t in texts]  # not one token per character
+    rows = table_rows(result.stdout)
+    for column, name in enumerate(names, start=1):
+        expected = direct_scores(name, [chat(t) for t in texts], ["12"] * 3, ids)
+        assert [number(r[column]) for r in rows] == pytest.approx(expected, abs=5e-6), name
+    assert [number(r[1]) for r in rows] == [1.0, 0.0, 0.0]  # think_format_reward got chat messages
