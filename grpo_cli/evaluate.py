@@ -26,7 +26,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +78,19 @@ def held_out_rows(recipe: Recipe, limit: int | None):
 
 
 def score(
-    samples: list[list[Sample]], rows: list[dict], rewards: Rewards, chat: bool, batch_size: int
-) -> None:
-    """Score every sample in place with scoring.score_table, `batch_size` completions per reward call."""
+    samples: list[list[Sample]],
+    rows: list[dict],
+    rewards: Rewards,
+    chat: bool,
+    batch_size: int,
+    trainer_state: Any = None,
+    log: scoring.RewardLog | None = None,
+) -> dict[tuple[int, int], dict]:
+    """Score every sample in place with scoring.score_table, `batch_size` completions per reward call, with the
+    arguments GRPO gives rewards (`trainer_state`; `log` gets what they log). Returns the `log_extra` values of
+    each sample, by (prompt_index, sample_index)."""
+    log = log if log is not None else scoring.RewardLog()
+    extra: dict[tuple[int, int], dict] = {}
     flat = [s for group in samples for s in group]
     columns = [c for c in (rows[0] if rows else {}) if c != "prompt"]
     for start in range(0, len(flat), batch_size):
@@ -89,14 +99,51 @@ def score(
         # Completions as TRL hands them to rewards: text, or an assistant message for chat prompts.
         completions = [[{"role": "assistant", "content": s.text}] if chat else s.text for s in part]
         kwargs = {c: [rows[s.prompt_index][c] for s in part] for c in columns}
-        kwargs["completion_ids"] = [s.token_ids for s in part]
-        table = scoring.score_table(rewards.training, prompts, completions, kwargs)
+        given = {"completion_ids": [s.token_ids for s in part], "trainer_state": trainer_state, "log": log}
+        table = scoring.score_table(rewards.training, prompts, completions, kwargs, **given)
         totals = scoring.weighted_total(rewards.training, table) if table else [None] * len(part)
-        extra = scoring.score_table(rewards.eval_only, prompts, completions, kwargs)
+        eval_only = scoring.score_table(rewards.eval_only, prompts, completions, kwargs, **given)
         names = [r.name for r in rewards.training + rewards.eval_only]
+        logged = log.take_extra(len(part))
         for n, sample in enumerate(part):
-            sample.scores = {name: scores[n] for name, scores in zip(names, table + extra, strict=True)}
+            sample.scores = {name: scores[n] for name, scores in zip(names, table + eval_only, strict=True)}
             sample.total = totals[n]
+            if logged:
+                extra[(sample.prompt_index, sample.sample_index)] = {c: v[n] for c, v in logged.items()}
+    return extra
+
+
+def evaluated_state(source, recipe: Recipe):
+    """The `trainer_state` eval gives rewards scoring `source` (None: the recipe's base model).
+
+    A checkpoint: its trainer_state.json. A run directory: `global_step` the run's steps (summary.json, else its
+    last checkpoint's step) and `max_steps` its last checkpoint's (else its steps). No model, or a model that is
+    not a run's: the start of training, `global_step` 0 and `max_steps` the recipe's `trainer.max_steps` (0 when
+    it sets none). `run` gives the base model `global_step` 0 and the evaluated run's `max_steps`.
+    """
+    from grpo_cli.runs import checkpoint_step, last_checkpoint, read_summary
+
+    planned = trainer_fields.value(recipe, "max_steps")
+    start = scoring.run_state(0, planned if isinstance(planned, int) and planned > 0 else 0)
+    path = getattr(source, "path", None)
+    if path is None or source.run_dir is None:
+        return start
+    if (path / "trainer_state.json").is_file():
+        return scoring.run_state(**_read_state(path / "trainer_state.json"))
+    checkpoint = last_checkpoint(path)
+    saved = _read_state(checkpoint / "trainer_state.json") if checkpoint else {}
+    steps = (read_summary(source.run_dir) or {}).get("steps")
+    if not isinstance(steps, int):
+        steps = checkpoint_step(checkpoint) if checkpoint else 0
+    return scoring.run_state(**{**saved, "global_step": steps, "max_steps": saved.get("max_steps", steps)})
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 # ---- the whole evaluation ----
@@ -111,6 +158,8 @@ class EvalResult:
     rows: list[dict]
     timing: dict[str, dict]
     notes: list[str]
+    # "tuned" / "base" -> (prompt_index, sample_index) -> what rewards passed to `log_extra` for that sample
+    extra: dict[str, dict[tuple[int, int], dict]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,6 +189,9 @@ class EvalResult:
                         "rewards": s.scores,
                         "columns": {k: v for k, v in row.items() if k != "prompt"},
                     }
+                    logged = self.extra.get(role, {}).get((s.prompt_index, s.sample_index))
+                    if logged:
+                        record["extra"] = logged
                     lines.append(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         return "".join(lines)
 
@@ -187,12 +239,13 @@ def run(
         _check_same_split(recipe, tuned.run_dir, tell)
     sampling = sampling_settings(recipe, num_samples)
     raw_rows = held_out_rows(recipe, limit)
+    final = evaluated_state(tuned, recipe)  # the trainer_state rewards get
 
     models.quiet_progress_bars()
     roles = [("tuned", tuned)] if tuned is not None else []
     if baseline or tuned is None:
         roles.append(("base", base))
-    samples, timing, identities = {}, {}, {}
+    samples, timing, identities, extra, logged = {}, {}, {}, {}, {}
     tokenizer = rows = prompt_ids = chat = None
     for role, source in roles:
         with warnings.catch_warnings():
@@ -216,12 +269,17 @@ def run(
         identities[role] = source.identity()
         del loaded
         gc.collect()
-        score(samples[role], rows, rewards, chat, batch_size)
+        log = scoring.RewardLog()
+        state = final if role == "tuned" else scoring.run_state(0, final.max_steps)  # base: the run's start
+        extra[role] = score(samples[role], rows, rewards, chat, batch_size, state, log)
+        logged[role] = log.take_metrics()
 
     with_total = bool(rewards.training)
     metrics = {
         role: summarize(groups, rewards.names, with_total=with_total) for role, groups in samples.items()
     }
+    for role, values in logged.items():  # what rewards passed to log_metric, averaged; never over eval's own
+        metrics[role].update({name: value for name, value in values.items() if name not in metrics[role]})
     if "tuned" in metrics and "base" in metrics:
         metrics["delta"] = difference(metrics["tuned"], metrics["base"])
     settings = {
@@ -237,9 +295,10 @@ def run(
         **sampling.describe(),
         "rewards": [{"name": r.name, "weight": r.entry.weight} for r in rewards.training],
         "eval_rewards": [r.name for r in rewards.eval_only],
+        "trainer_state": {"global_step": final.global_step, "max_steps": final.max_steps},  # rewards get
         "device": _device_name(),
     }
-    return EvalResult(settings, identities, metrics, samples, rows, timing, notes)
+    return EvalResult(settings, identities, metrics, samples, rows, timing, notes, extra)
 
 
 def _held_out_spec(recipe: Recipe) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from grpo_cli import data, models
 from grpo_cli.errors import UserError
-from grpo_cli.evaluate import bind_rewards, score
+from grpo_cli.evaluate import bind_rewards, evaluated_state, score
 from grpo_cli.export import MARKER
 from grpo_cli.generation import Sample, Sampling, generate, load, sampling_settings
 from grpo_cli.recipe import ModelSection, Recipe, apply_overrides, load_recipe, parse_recipe
@@ -278,7 +278,7 @@ def run(
     prompt_ids = data.tokenize_prompts(tokenizer, [r["prompt"] for r in rows], _template_kwargs(recipe))
     samples = generate(model, tokenizer, prompt_ids, settings, batch_size)
     if bound is not None:
-        score(samples, rows, bound, chat, batch_size)
+        score(samples, rows, bound, chat, batch_size, evaluated_state(target.source, recipe))
     return Tried(rows, samples, bound.names if bound is not None else [])
 
 

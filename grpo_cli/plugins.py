@@ -8,7 +8,10 @@ A recipe's reward `name` resolves, in this order, as:
   5. a reward model: `model:<Hub id or dir>`, or a local directory holding a sequence-classification model.
 
 A reward follows TRL's contract, `fn(prompts, completions, **columns) -> list[float | None]`. A function gets the
-recipe's `args` bound as keyword arguments; a class gets them in its constructor and the instance is called.
+recipe's `args` bound as keyword arguments; a class gets them in its constructor and the instance is called; a
+factory (a function without a `completions` parameter, like TRL's `get_repetition_penalty_reward`) is called once
+with them and what it returns is the reward. A reward whose module imports an optional dependency only when it is
+installed (TRL's `accuracy_reward` and `math_verify`) is refused at binding when that dependency is missing.
 The dataset columns a reward reads are its parameters without a default, the values of its `*_column`
 parameters (a class's constructor ones included), and anything it lists in a `required_columns` attribute;
 `validate` checks them before training.
@@ -319,6 +322,7 @@ class BoundReward:
     spec: RewardSpec
     fn: Callable | None  # None for a reward model, until scoring.load_reward_models loads it
     model_path: str | None = None
+    factory: bool = False  # `fn` is what a factory returned when called with the entry's args
 
     @property
     def columns(self) -> list[str]:
@@ -326,7 +330,7 @@ class BoundReward:
         if self.fn is None:
             return []
         columns = required_columns(self.fn)
-        if inspect.isclass(self.spec.target):  # the constructor's *_column arguments, given or default
+        if inspect.isclass(self.spec.target) or self.factory:  # its *_column arguments, given or default
             for name, p in self.spec.parameters().items():
                 value = self.entry.args.get(name, p.default)
                 if name.endswith("_column") and isinstance(value, str):
@@ -349,26 +353,157 @@ def bind(entry, label: str) -> BoundReward:
         raise UserError(
             f"{label} ({entry.name}): {target!r} is not callable; a reward is a function or a class"
         )
-    _check_args(spec, entry.args, label, entry.name)
+    factory = is_factory(target)
+    _check_args(spec, entry.args, label, entry.name, constructor=inspect.isclass(target) or factory)
     try:
-        fn = target(**entry.args) if inspect.isclass(target) else _bind_function(target, entry.args)
+        if inspect.isclass(target) or factory:
+            fn = target(**entry.args)
+        else:
+            fn = _bind_function(target, entry.args)
     except UserError:
         raise
     except Exception as err:
         raise UserError(f"{label} ({entry.name}): args {entry.args} rejected: {describe(err)}") from err
     if not callable(fn):
-        raise UserError(
-            f"{label} ({entry.name}): an instance of {target.__name__} is not callable (no __call__)"
+        what = (
+            f"calling it with its args returned {shorten(fn)}, not a reward"
+            if factory
+            else f"an instance of {target.__name__} is not callable (no __call__)"
         )
+        raise UserError(f"{label} ({entry.name}): {what}")
     accepts = accepted_kwargs(fn)
     if accepts is not None and "completions" not in accepts:
+        made = " (nor does what it returns when called with its args)" if factory else ""
         raise UserError(
-            f"{label} ({entry.name}): it takes no `completions` parameter; a reward is "
+            f"{label} ({entry.name}): it takes no `completions` parameter{made}; a reward is "
             "fn(prompts, completions, **columns) -> list[float | None]"
+        )
+    missing = missing_optional_modules(target if factory else fn)
+    if missing:
+        modules = (
+            f"module {missing[0]!r}, which is"
+            if len(missing) == 1
+            else f"modules {', '.join(missing)}, which are"
+        )
+        raise UserError(
+            f"{label} ({entry.name}) needs the {modules} not installed: "
+            f"pip install {' '.join(m.replace('_', '-') for m in missing)}"
         )
     if spec.origin == "built-in":
         _check_builtin_args(fn, entry, label)
-    return BoundReward(_registry_name_for(entry, spec), entry, spec, fn)
+    name = _registry_name_for(entry, spec)
+    if factory and isinstance(getattr(fn, "__name__", None), str):
+        name = (
+            fn.__name__
+        )  # the name TRL logs it under: what the factory made, e.g. repetition_penalty_reward
+    return BoundReward(name, entry, spec, fn, factory=factory)
+
+
+def is_factory(target: Any) -> bool:
+    """A reward factory: a function that takes none of the trainer's arguments (`completions`, `prompts`, ...) nor
+    **kwargs, and returns a reward when called with the recipe entry's `args`, as TRL's
+    `get_repetition_penalty_reward(ngram_size, max_penalty)` does."""
+    if not (inspect.isfunction(target) or isinstance(target, functools.partial)):
+        return False
+    accepts = accepted_kwargs(target)
+    # One that takes what the trainer passes (prompts, completion_ids, ...) is a reward missing `completions`.
+    return accepts is not None and not accepts & TRAINER_KWARGS
+
+
+def shorten(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ---- optional dependencies a reward's module imports only when they are installed ----
+
+
+def missing_optional_modules(reward: Any) -> list[str]:
+    """Modules a reward needs but its module imported only if installed, and which are not installed.
+
+    TRL's `trl.rewards.accuracy_rewards` imports `math_verify` under `if is_math_verify_available():` and raises
+    on the first call without it. Found without calling anything: the module's source is read for imports under
+    an `if` whose test calls an `is_..._available` function, and the reward's code (and the functions and classes
+    of its module it uses, transitively) is searched for the names those imports bind. Nothing is imported.
+    """
+    target = reward.func if isinstance(reward, functools.partial) else reward
+    if not (inspect.isfunction(target) or inspect.isclass(target)):
+        target = type(target)
+    module = sys.modules.get(getattr(target, "__module__", None) or "")
+    if module is None:
+        return []
+    guarded = _guarded_imports(module)
+    missing = {name: top for name, top in guarded.items() if _not_installed(top)}
+    if not missing:
+        return []
+    used = _names_used(target, module)
+    return sorted({top for name, top in missing.items() if name in used})
+
+
+@functools.cache
+def _guarded_imports_of(filename: str) -> dict[str, str]:
+    import ast
+
+    try:
+        tree = ast.parse(Path(filename).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    names = {}
+    for node in tree.body:
+        if not isinstance(node, ast.If):
+            continue
+        test = node.test
+        called = test.func if isinstance(test, ast.Call) else None
+        called_name = getattr(called, "id", None) or getattr(called, "attr", None) or ""
+        if not (called_name.startswith("is_") and called_name.endswith("_available")):
+            continue
+        for statement in (inner for part in node.body for inner in ast.walk(part)):  # not the `else:`
+            if isinstance(statement, ast.Import):
+                for alias in statement.names:
+                    names[alias.asname or alias.name.split(".")[0]] = alias.name.split(".")[0]
+            elif isinstance(statement, ast.ImportFrom) and statement.module and not statement.level:
+                for alias in statement.names:
+                    names[alias.asname or alias.name] = statement.module.split(".")[0]
+    return names
+
+
+def _guarded_imports(module) -> dict[str, str]:
+    """{name bound: top-level module} for the imports of `module` guarded by an `is_..._available()` test."""
+    filename = getattr(module, "__file__", None)
+    return _guarded_imports_of(filename) if filename and filename.endswith(".py") else {}
+
+
+def _not_installed(top: str) -> bool:
+    try:
+        return importlib.util.find_spec(top) is None
+    except (ImportError, ValueError):
+        return True
+
+
+def _names_used(target: Any, module) -> set[str]:
+    """Global names the code of `target` uses, following the functions and classes of `module` it reaches."""
+    seen, used, todo = set(), set(), [target]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        codes = []
+        if inspect.isfunction(obj):
+            codes.append(obj.__code__)
+        elif inspect.isclass(obj):
+            codes += [v.__code__ for v in vars(obj).values() if inspect.isfunction(v)]
+        while codes:
+            code = codes.pop()
+            used.update(code.co_names)
+            codes += [c for c in code.co_consts if inspect.iscode(c)]
+            for name in code.co_names:
+                value = getattr(module, name, None)
+                if (
+                    inspect.isfunction(value) or inspect.isclass(value)
+                ) and value.__module__ == module.__name__:
+                    todo.append(value)
+    return used
 
 
 def _check_builtin_args(fn: Callable, entry, label: str) -> None:
@@ -391,11 +526,11 @@ def _bind_function(fn: Callable, args: dict) -> Callable:
     return bound
 
 
-def _check_args(spec: RewardSpec, args: dict, label: str, name: str) -> None:
+def _check_args(spec: RewardSpec, args: dict, label: str, name: str, constructor: bool) -> None:
+    """Every key of `args` is a parameter; for a class or a factory (`constructor`), every required one is set."""
     params = spec.parameters()
-    accepts_any = inspect.isclass(spec.target) and any(
-        p.kind == p.VAR_KEYWORD for p in _signature(spec.target.__init__).parameters.values()
-    )
+    init = spec.target.__init__ if inspect.isclass(spec.target) else spec.target
+    accepts_any = constructor and any(p.kind == p.VAR_KEYWORD for p in _signature(init).parameters.values())
     described = ", ".join(n if p.default is p.empty else f"{n}={p.default!r}" for n, p in params.items())
     for key in args:
         if key not in params and not accepts_any:
@@ -403,7 +538,7 @@ def _check_args(spec: RewardSpec, args: dict, label: str, name: str) -> None:
                 f"{label} ({name}): unknown argument {key!r}{_did_you_mean(key, params)}; "
                 f"its arguments: {described or 'none'}"
             )
-    if inspect.isclass(spec.target):
+    if constructor:
         missing = [
             n
             for n, p in params.items()

@@ -9,6 +9,10 @@
   NaN), applies the entry's `on_error` policy and `timeout`, and reports its time and error count through TRL's
   `log_metric`. It pickles as the recipe entry it came from and binds that again when unpickled, so a reward
   defined in a file pickles too.
+- `reward_kwargs` builds what TRL 1.12's GRPOTrainer passes every reward besides prompts and completions (the
+  dataset columns, `completion_ids`, `trainer_state`, `log_extra`, `log_metric`), for the paths that are not
+  GRPOTrainer: PPO's bridge, eval and `rewards test`. `RewardLog` is where their `log_metric` and `log_extra`
+  calls go; `run_state` is the `trainer_state` they get.
 - `score_table` and `weighted_total` score a batch with several rewards and sum them as TRL does;
   `advantages` is GRPO's group-advantage arithmetic over such tables (what `rewards test` shows).
 """
@@ -22,7 +26,9 @@ import math
 import threading
 import time
 import traceback
+from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from grpo_cli import plugins
@@ -304,14 +310,103 @@ def load_reward_models(
     ]
 
 
+# ---- what a reward is called with, besides prompts and completions ----
+
+
+class RewardLog:
+    """Where the `log_metric` and `log_extra` calls of rewards go outside GRPOTrainer (which keeps its own).
+
+    `log_metric(name, value)` values are averaged per `take_metrics()`, as GRPOTrainer averages them over a logging
+    step; `log_extra(column, values)` collects per-completion values, as GRPOTrainer's completions table does.
+    """
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, list[float]] = defaultdict(list)
+        self.extra: dict[str, list] = defaultdict(list)
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.metrics[str(name)].append(float(value))
+
+    def log_extra(self, column: str, values: list) -> None:
+        self.extra[str(column)].extend(values)
+
+    def take_metrics(self) -> dict[str, float]:
+        """The mean of each metric logged since the last call."""
+        means = {name: sum(values) / len(values) for name, values in self.metrics.items() if values}
+        self.metrics.clear()
+        return means
+
+    def take_extra(self, count: int | None = None) -> dict[str, list]:
+        """The values of each extra column logged since the last call. With `count` (the completions scored),
+        one value per completion: a column logged by several rewards keeps the last one's values, and a column
+        whose values do not come in runs of `count` is left out."""
+        extra = dict(self.extra)
+        self.extra.clear()
+        if count is None:
+            return extra
+        return {c: v[-count:] for c, v in extra.items() if count and v and len(v) % count == 0}
+
+
+def run_state(global_step: int = 0, max_steps: int = 0, **fields: Any) -> SimpleNamespace:
+    """A `trainer_state` for rewards scored outside a trainer: the attributes of transformers' TrainerState a reward
+    reads (`global_step`, `max_steps`, `epoch`, ... and any `fields`, e.g. those of a checkpoint's
+    trainer_state.json), without importing transformers."""
+    state = {"epoch": None, "num_train_epochs": 0, "log_history": [], "is_world_process_zero": True}
+    return SimpleNamespace(
+        **{**state, **fields, "global_step": int(global_step), "max_steps": int(max_steps)}
+    )
+
+
+def text_ids(texts: list, tokenizer=None) -> list[list[int]]:
+    """`completion_ids` for completions known only as text (`rewards test`): the tokenizer's ids of each text (the
+    content of a message list), no special tokens; without a tokenizer, one id per character (its code point)."""
+    contents = [
+        "".join(m.get("content") or "" for m in t if isinstance(m, dict)) if isinstance(t, list) else str(t)
+        for t in texts
+    ]
+    if tokenizer is None:
+        return [[ord(c) for c in text] for text in contents]
+    return [tokenizer.encode(text, add_special_tokens=False) for text in contents]
+
+
+def reward_kwargs(
+    columns: dict[str, list],
+    completion_ids: list[list[int]],
+    trainer_state: Any = None,
+    log: RewardLog | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments TRL 1.12's GRPOTrainer (`_calculate_rewards`) gives every reward besides `prompts`
+    and `completions`: the dataset columns, then `completion_ids`, `trainer_state`, `log_extra` and `log_metric`
+    (which win over columns of the same name, as in TRL). Without a `log`, what rewards log is dropped."""
+    log = log if log is not None else RewardLog()
+    return {
+        **columns,
+        "completion_ids": completion_ids,
+        "trainer_state": trainer_state,
+        "log_extra": log.log_extra,
+        "log_metric": log.log_metric,
+    }
+
+
 # ---- several rewards on a batch ----
 
 
 def score_table(
-    bound: list[plugins.BoundReward], prompts: list, completions: list, columns: dict[str, list]
+    bound: list[plugins.BoundReward],
+    prompts: list,
+    completions: list,
+    columns: dict[str, list],
+    *,
+    completion_ids: list[list[int]] | None = None,
+    trainer_state: Any = None,
+    log: RewardLog | None = None,
 ) -> list[list[float | None]]:
-    """Each reward's scores (one list per reward) for a batch, through the same checks as training."""
-    return [RewardCall(b).score(prompts, completions, columns)[0] for b in bound]
+    """Each reward's scores (one list per reward) for a batch, through the same checks as training, called with
+    what GRPOTrainer passes (see `reward_kwargs`; `completion_ids` default: `text_ids` of the completions)."""
+    if completion_ids is None:
+        completion_ids = text_ids(completions)
+    kwargs = reward_kwargs(columns, completion_ids, trainer_state, log)
+    return [RewardCall(b).score(prompts, completions, kwargs)[0] for b in bound]
 
 
 def weighted_total(bound: list[plugins.BoundReward], table: list[list[float | None]]) -> list[float]:

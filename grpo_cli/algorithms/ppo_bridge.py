@@ -13,7 +13,10 @@ TRL 1.12's `PPOTrainer` only accepts a reward *model*, and scores each rollout w
 row its query came from, calls the reward functions (the same contract as GRPO: `fn(prompts, completions,
 **columns)`), and writes the score at every position, so whichever position `get_reward` picks carries it.
 `score` is the identity. `RolloutRewards` is the score function grpo-cli gives it: every reward of the recipe
-through `grpo_cli.scoring` (reward models reach it as reward functions too, see `scoring.RewardModelScore`).
+through `grpo_cli.scoring` (reward models reach it as reward functions too, see `scoring.RewardModelScore`), with
+the arguments GRPOTrainer gives rewards (`scoring.reward_kwargs`): the response's token ids as `completion_ids`
+(up to and including the stop token, as GRPO's), PPOTrainer's own `TrainerState` as `trainer_state`, and
+`log_metric` values averaged into each logged step of metrics.jsonl.
 
 Why the lookup works: every query is left-padded to ONE width for the whole dataset (train and eval), so the
 first `context_length` tokens of a rollout are exactly its query, and the query's token ids identify its row.
@@ -37,8 +40,9 @@ from transformers.modeling_outputs import BaseModelOutput
 from grpo_cli import plugins, scoring
 from grpo_cli.errors import UserError
 
-ScoreFn = Callable[[list[Any], list[Any], dict[str, list[Any]]], Sequence[float]]
-"""`score_fn(prompts, completions, columns) -> one float per completion` (weights and error policy applied)."""
+ScoreFn = Callable[..., Sequence[float]]
+"""`score_fn(prompts, completions, columns[, completion_ids=...]) -> one float per completion` (weights and error
+policy applied); `completion_ids` (each response's token ids) is passed when the function takes it."""
 
 
 def check_pad_token(tokenizer) -> None:
@@ -147,6 +151,7 @@ class _RewardBackbone(nn.Module):
         self.context_length = widths.pop()
         self.prompt_key = prompt_key
         self.score_fn = score_fn
+        self._takes_ids = "completion_ids" in (plugins.accepted_kwargs(score_fn) or {"completion_ids"})
         self.rows = [dict(row) for row in rows]
         self.row_index = _index_rows(self.rows, query_ids, prompt_key)
         self.columns = [key for key in self.rows[0] if key != prompt_key]
@@ -173,15 +178,16 @@ class _RewardBackbone(nn.Module):
         token_ids = input_ids.masked_fill(~attention_mask, self.pad_token_id).tolist()
         response_mask = attention_mask[:, self.context_length :].tolist()
 
-        batch_rows, completions = [], []
+        batch_rows, completions, responses = [], [], []
         for ids, mask in zip(token_ids, response_mask, strict=True):
             batch_rows.append(self._row_of(ids[: self.context_length]))
             # The response runs up to its first pad, as `get_reward`'s `sequence_lengths` does.
             length_until_pad = mask.index(False) if False in mask else len(mask)
             response = ids[self.context_length : self.context_length + length_until_pad]
+            responses.append(response)
             completions.append(self.tokenizer.decode(response, skip_special_tokens=True))
 
-        scores = self._score(batch_rows, completions)
+        scores = self._score(batch_rows, completions, responses)
         # On the rollouts' device, where get_reward indexes it; float32 whatever the module's dtype, so that
         # rewards such as 0.3 stay exact.
         values = torch.tensor(scores, dtype=torch.float32, device=input_ids.device)
@@ -199,7 +205,9 @@ class _RewardBackbone(nn.Module):
             )
         return self.rows[index]
 
-    def _score(self, batch_rows: list[dict[str, Any]], completions: list[str]) -> list[float]:
+    def _score(
+        self, batch_rows: list[dict[str, Any]], completions: list[str], responses: list[list[int]]
+    ) -> list[float]:
         prompts = [row[self.prompt_key] for row in batch_rows]
         # Conversational prompts (message lists) get completions as message lists, as in GRPO.
         as_fed = [
@@ -207,7 +215,8 @@ class _RewardBackbone(nn.Module):
             for prompt, text in zip(prompts, completions, strict=True)
         ]
         columns = {key: [row[key] for row in batch_rows] for key in self.columns}
-        return self._checked(self.score_fn(prompts, as_fed, columns), prompts, "The reward functions")
+        ids = {"completion_ids": responses} if self._takes_ids else {}
+        return self._checked(self.score_fn(prompts, as_fed, columns, **ids), prompts, "The reward functions")
 
     @staticmethod
     def _checked(scores: Sequence[Any], prompts: list[Any], source: str) -> list[float]:
@@ -259,21 +268,41 @@ class RolloutRewards(TrainerCallback):
     Also a callback, because PPOTrainer logs only the total (`objective/scores`): each logged training step gets,
     for every reward, `rewards/<name>/mean` (the mean over that step's rollouts of the scores it gave, None scores
     left out), `rewards/<name>/errors` (how many scores its `on_error` policy replaced) and
-    `rewards/<name>/seconds` (the time spent in it during the step). RunLogger writes them to metrics.jsonl with
-    the mean as `rewards/<name>`, the names GRPO runs use.
+    `rewards/<name>/seconds` (the time spent in it during the step), and the mean of what each reward passed to
+    `log_metric` under its own name, as GRPOTrainer logs it. RunLogger writes them to metrics.jsonl with the mean as
+    `rewards/<name>`, the names GRPO runs use. What rewards pass to `log_extra` is dropped: PPOTrainer keeps no
+    completions table (GRPO keeps it in TRL's, with `trainer.log_completions`).
+
+    Rewards get PPOTrainer's `TrainerState` (taken in `on_train_begin`) as `trainer_state`: `global_step` is the
+    number of updates done before the rollouts being scored, `max_steps` the run's total, as under GRPO.
     """
 
     def __init__(self, rewards: list[plugins.BoundReward]):
         self.rewards = rewards  # each with a callable `fn`: see scoring.load_reward_models
         self.calls = [scoring.RewardCall(r) for r in rewards]
         self.logging = True
+        self.state = None  # the trainer's TrainerState, once training begins
+        self.log = scoring.RewardLog()
         self._reset()
 
-    def __call__(self, prompts: list, completions: list, columns: dict[str, list]) -> list[float]:
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.state = state
+
+    def __call__(
+        self,
+        prompts: list,
+        completions: list,
+        columns: dict[str, list],
+        completion_ids: list[list[int]] | None = None,
+    ) -> list[float]:
+        if completion_ids is None:
+            completion_ids = scoring.text_ids(completions)
+        log = self.log if self.logging else scoring.RewardLog()
+        kwargs = scoring.reward_kwargs(columns, completion_ids, self.state, log)
         table = []
         for reward, call in zip(self.rewards, self.calls, strict=True):
             started = time.perf_counter()
-            scores, errors = call.score(prompts, completions, columns)
+            scores, errors = call.score(prompts, completions, kwargs)
             table.append(scores)
             if self.logging:
                 valid = [s for s in scores if s is not None]
@@ -291,6 +320,8 @@ class RolloutRewards(TrainerCallback):
             logs[f"rewards/{reward.name}/mean"] = self._sums[reward.name] / count if count else None
             logs[f"rewards/{reward.name}/errors"] = self._errors[reward.name]
             logs[f"rewards/{reward.name}/seconds"] = self._seconds[reward.name]
+        for name, value in self.log.take_metrics().items():
+            logs.setdefault(name, value)
         self._reset()
 
     def _reset(self) -> None:
@@ -299,6 +330,7 @@ class RolloutRewards(TrainerCallback):
         self._counts = dict.fromkeys(names, 0)
         self._errors = dict.fromkeys(names, 0)
         self._seconds = dict.fromkeys(names, 0.0)
+        self.log.take_extra()
 
     def unlogged(self, method):
         """`method` with scoring left out of the logged means (TRL's sample tables score held-out prompts)."""

@@ -42,10 +42,13 @@ def _describe(name: str, spec) -> str:
     try:
         target = spec.target
         params = spec.parameters()
-        if not inspect.isclass(target):  # a function's parameters without a default are columns
+        # A function's parameters without a default are columns; a factory's are all arguments (the columns of
+        # the reward it returns are known once it is called).
+        factory = plugins.is_factory(target)
+        if not inspect.isclass(target) and not factory:
             params = {n: p for n, p in params.items() if p.default is not p.empty}
         arguments = ", ".join(n if p.default is p.empty else f"{n}={p.default!r}" for n, p in params.items())
-        columns = ", ".join(plugins.required_columns(target))
+        columns = "" if factory else ", ".join(plugins.required_columns(target))
         lines.append(f"    {spec.description or '(no docstring)'}")
         lines.append(f"    args: {arguments or 'none'}")
         if columns:
@@ -164,8 +167,29 @@ def test(
         "--scale/--no-scale",
         help="Divide advantages by the group's std (default: the recipe's trainer.scale_rewards, else yes).",
     ),
+    chat: bool = typer.Option(
+        False,
+        "--chat",
+        help="Without --recipe: pass prompts and completions as chat messages (lists of {role, content}), as "
+        "training does for chat data (TRL's think_format_reward and accuracy_reward read those).",
+    ),
+    tokenizer_name: str | None = typer.Option(
+        None,
+        "--tokenizer",
+        help="The tokenizer (a directory or Hub id) whose token ids rewards get as completion_ids (default: the "
+        "recipe's policy tokenizer; without a recipe, one id per character, its code point).",
+    ),
+    step: int = typer.Option(
+        0,
+        "--step",
+        min=0,
+        help="trainer_state.global_step the rewards see (max_steps is the recipe's trainer.max_steps, else 0).",
+    ),
 ) -> None:
     """Score completions without training: each reward, the weighted total, and the GRPO advantage in the group.
+
+    Rewards get what GRPO training gives them: the columns, completion_ids, a trainer_state, log_metric and
+    log_extra (what they log is shown under the table).
 
     Example: grpo-cli rewards test -r reasoned_accuracy --prompt "What is 2 + 3?" --column answer=5 -c 5 -c 6 -c "2 + 3 = 5"
     """
@@ -189,10 +213,20 @@ def test(
     # The advantage shown is GRPO's, so TRL's GRPOConfig defaults apply where the recipe sets nothing.
     grpo_defaults = fields("grpo")
     trainer, dtype, chat_template_kwargs = {}, "auto", {}
+    tokenizer = None
+    if tokenizer_name is not None:
+        from grpo_cli import models
+
+        tokenizer = models.load_tokenizer(tokenizer_name)
 
     if recipe is not None:
         from grpo_cli.recipe import load_recipe
 
+        if chat:
+            raise UserError(
+                "--chat is for scoring without a recipe: with --recipe, prompts and completions take the shape "
+                "its dataset gives in training"
+            )
         loaded = load_recipe(recipe)
         entries = entries or loaded.rewards
         if not entries:
@@ -202,7 +236,8 @@ def test(
             from grpo_cli.trainer_fields import mapping
 
             chat_template_kwargs = mapping(loaded, "chat_template_kwargs")
-        _fill_from_rows(items, loaded, prompt, row, given_columns)
+        policy_tokenizer = _fill_from_rows(items, loaded, prompt, row, given_columns)
+        tokenizer = tokenizer if tokenizer is not None else policy_tokenizer
     else:
         if not entries:
             raise UserError(
@@ -212,6 +247,8 @@ def test(
             raise UserError("a row number needs --recipe: the row of its dataset the completions answer")
         for item in items:
             item.update(row=0, prompt=item["prompt"] if item["prompt"] is not None else (prompt or ""))
+            if chat and isinstance(item["prompt"], str):
+                item["prompt"] = [{"role": "user", "content": item["prompt"]}]
             item["columns"] = {**given_columns, **item["columns"]}
     mode = scoring.scale_mode(trainer.get("scale_rewards", grpo_defaults["scale_rewards"].default))
     aggregation = trainer.get(
@@ -233,10 +270,16 @@ def test(
                 raise UserError(f"rewards[{i}] ({b.entry.name}) reads column {name!r}, {how}")
     bound = scoring.load_reward_models(bound, dtype, chat_template_kwargs=chat_template_kwargs)
 
+    max_steps = trainer.get("max_steps", 0)
+    state = scoring.run_state(step, max_steps if isinstance(max_steps, int) and max_steps > 0 else 0)
     groups: dict[int, list[dict]] = {}
     for item in items:
         groups.setdefault(item["row"], []).append(item)
-    tables = [_score_group(bound, group) for group in groups.values()]
+    logs = [scoring.RewardLog() for _ in groups]
+    tables = [
+        _score_group(bound, group, tokenizer, state, log)
+        for group, log in zip(groups.values(), logs, strict=True)
+    ]
     weights = [b.entry.weight for b in bound]
     group_advantages = scoring.advantages(tables, weights, mode, aggregation)
 
@@ -244,7 +287,9 @@ def test(
     header = {"group": "advantage (/std)", "batch": "advantage (/batch std)", "none": "advantage"}[mode]
     if aggregation == "normalize_then_sum":
         header = "advantage (normalize_then_sum)"
-    for (index, group), table_scores, advantage in zip(groups.items(), tables, group_advantages, strict=True):
+    for (index, group), table_scores, advantage, log in zip(
+        groups.items(), tables, group_advantages, logs, strict=True
+    ):
         totals = scoring.weighted_total(bound, table_scores)
         unscorable = [all(scores[i] is None for scores in table_scores) for i in range(len(group))]
         title = f"prompt: {scoring.shorten(group[0]['prompt'])}" + (f" (row {index})" if recipe else "")
@@ -256,16 +301,24 @@ def test(
             table.add_column(escape(f"{b.name}{weight}"), justify="right")
         table.add_column("total", justify="right")
         table.add_column(header, justify="right")
+        extra = log.take_extra(len(group))
+        for column in extra:
+            table.add_column(escape(column))
         for i, item in enumerate(group):
             cells = [_fmt(scores[i]) for scores in table_scores]
             total = "None" if unscorable[i] else _fmt(totals[i])
-            table.add_row(escape(repr(item["completion"])), *cells, total, f"{advantage[i]:+.3f}")
+            logged = [escape(str(values[i])) for values in extra.values()]
+            table.add_row(escape(repr(item["completion"])), *cells, total, f"{advantage[i]:+.3f}", *logged)
         console.print(table)
+        metrics = log.take_metrics()
+        if metrics:
+            console.print(escape("log_metric: " + ", ".join(f"{k}={v:g}" for k, v in metrics.items())))
 
 
-def _fill_from_rows(items: list[dict], recipe, prompt: str | None, row: int | None, columns: dict) -> None:
+def _fill_from_rows(items: list[dict], recipe, prompt: str | None, row: int | None, columns: dict):
     """Give each item its dataset row (its own `row`, else --row, else 0), the prompt that row has in training
-    (or the given one, built the same way) and the row's columns, under the given `columns`."""
+    (or the given one, built the same way) and the row's columns, under the given `columns`. Returns the
+    policy's tokenizer."""
     import datasets
 
     from grpo_cli import data, models
@@ -273,7 +326,8 @@ def _fill_from_rows(items: list[dict], recipe, prompt: str | None, row: int | No
     datasets.disable_progress_bars()  # the table is the output
     rows = _file_rows(recipe)
     # Prompts as the trainer sees them: messages when the policy's tokenizer has a chat template.
-    chat = data.uses_chat(recipe.dataset, models.policy_tokenizer(recipe.model))
+    tokenizer = models.policy_tokenizer(recipe.model)
+    chat = data.uses_chat(recipe.dataset, tokenizer)
     for item in items:
         index = item["row"] if item["row"] is not None else (row or 0)
         if not 0 <= index < len(rows):
@@ -286,6 +340,7 @@ def _fill_from_rows(items: list[dict], recipe, prompt: str | None, row: int | No
             given = item["prompt"] if item["prompt"] is not None else prompt
             item["prompt"] = _as_prompt(recipe.dataset, given, chat)
         item["columns"] = {**record, **columns, **item["columns"]}
+    return tokenizer
 
 
 def _file_rows(recipe):
@@ -309,9 +364,10 @@ def _as_prompt(spec, text, chat: bool):
     return data.build_prompt(spec.model_copy(update={"prompt": "{text}"}), {"text": text}, chat)
 
 
-def _score_group(bound, group: list[dict]) -> list[list[float | None]]:
+def _score_group(bound, group: list[dict], tokenizer, state, log) -> list[list[float | None]]:
     """Each reward's scores of one group's completions, as TRL passes them: a completion is text for a text
-    prompt and an assistant message for a chat prompt; the columns are all but the prompt."""
+    prompt and an assistant message for a chat prompt; the columns are all but the prompt; `completion_ids` are
+    the completions' ids in `tokenizer` (see scoring.text_ids)."""
     from grpo_cli import scoring
 
     names = list(dict.fromkeys(k for item in group for k in item["columns"]))
@@ -325,7 +381,10 @@ def _score_group(bound, group: list[dict]) -> list[list[float | None]]:
         else item["completion"]
         for p, item in zip(prompts, group, strict=True)
     ]
-    return scoring.score_table(bound, prompts, completions, columns)
+    ids = scoring.text_ids(completions, tokenizer)
+    return scoring.score_table(
+        bound, prompts, completions, columns, completion_ids=ids, trainer_state=state, log=log
+    )
 
 
 def _fmt(value) -> str:
