@@ -295,7 +295,7 @@ def test_ls_lists_every_builtin_with_origin_arguments_columns_and_description(cl
         and "    args: target=None, max_length=None, soft_fraction=0.8\n" in result.stdout
     )
     assert result.stdout.endswith(
-        "\nAlso: path/to/file.py:function (relative to the recipe), package.module:function, "
+        "\nalso: path/to/file.py:function (relative to the recipe), package.module:function, "
         "or model:<Hub id or dir> for a reward model.\n"
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -25,7 +26,7 @@ def ls() -> None:
                 f"name it as {spec.source} instead"
             )
     typer.echo(
-        "\nAlso: path/to/file.py:function (relative to the recipe), package.module:function, "
+        "\nalso: path/to/file.py:function (relative to the recipe), package.module:function, "
         "or model:<Hub id or dir> for a reward model."
     )
 
@@ -131,60 +132,100 @@ def _read_completions(path: Path) -> list[dict]:
 
 
 def test(
-    completions: list[str] = typer.Option(
-        [], "--completion", "-c", help="A completion to score (repeat for a group)."
-    ),
-    prompt: str | None = typer.Option(None, "--prompt", "-p", help="The prompt the completions answer."),
-    reward: list[str] = typer.Option(
-        [], "--reward", "-r", help="A reward name (repeat); with --recipe, instead of the recipe's rewards."
-    ),
-    arg: list[str] = typer.Option(
-        [], "--arg", help="NAME=VALUE argument (read as YAML) for a single --reward (repeat)."
-    ),
-    column: list[str] = typer.Option(
-        [],
-        "--column",
-        help="NAME=VALUE dataset column value, e.g. answer=5 (text; JSON for a list or object); repeat. "
-        "With --recipe it replaces the row's value.",
-    ),
-    recipe: str | None = typer.Option(
-        None, "--recipe", help="Score with this recipe's rewards, against its dataset rows."
-    ),
-    completions_file: Path | None = typer.Option(
-        None,
-        "--completions-file",
-        "-f",
-        help="Completions: one per line, or a .jsonl file of {completion, row, prompt, <column>: value} objects.",
-    ),
-    row: int | None = typer.Option(
-        None,
-        "--row",
-        help="With --recipe: the row of the dataset file the completions answer, counted from 0 before any "
-        "shuffle or held-out split (default 0).",
-    ),
-    scale: bool | None = typer.Option(
-        None,
-        "--scale/--no-scale",
-        help="Divide advantages by the group's std (default: the recipe's trainer.scale_rewards, else yes).",
-    ),
-    chat: bool = typer.Option(
-        False,
-        "--chat",
-        help="Without --recipe: pass prompts and completions as chat messages (lists of {role, content}), as "
-        "training does for chat data (TRL's think_format_reward and accuracy_reward read those).",
-    ),
-    tokenizer_name: str | None = typer.Option(
-        None,
-        "--tokenizer",
-        help="The tokenizer (a directory or Hub id) whose token ids rewards get as completion_ids (default: the "
-        "recipe's policy tokenizer; without a recipe, one id per character, its code point).",
-    ),
-    step: int = typer.Option(
-        0,
-        "--step",
-        min=0,
-        help="trainer_state.global_step the rewards see (max_steps is the recipe's trainer.max_steps, else 0).",
-    ),
+    completions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--completion", "-c", metavar="TEXT", help="A completion to score (repeat for a group)."
+        ),
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", metavar="TEXT", help="The prompt the completions answer.")
+    ] = None,
+    reward: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reward",
+            "-r",
+            metavar="NAME",
+            help="A reward name (repeat); with --recipe, instead of the recipe's rewards.",
+        ),
+    ] = None,
+    arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arg",
+            metavar="NAME=VALUE",
+            help="An argument (read as YAML, as a recipe's args are) for a single --reward (repeat).",
+        ),
+    ] = None,
+    column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--column",
+            metavar="NAME=VALUE",
+            help="A dataset column's value, e.g. answer=5 (text; JSON for a list or object); repeat. "
+            "With --recipe it replaces the row's value.",
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe", metavar="RECIPE", help="Score with this recipe's rewards, against its dataset rows."
+        ),
+    ] = None,
+    completions_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--completions-file",
+            "-f",
+            metavar="FILE",
+            help="Completions: one per line, or a .jsonl file of {completion, row, prompt, <column>: value} "
+            "objects.",
+        ),
+    ] = None,
+    row: Annotated[
+        int | None,
+        typer.Option(
+            "--row",
+            metavar="N",
+            help="With --recipe: the row of the dataset file the completions answer, counted from 0 before any "
+            "shuffle or held-out split (default 0).",
+        ),
+    ] = None,
+    scale: Annotated[
+        bool | None,
+        typer.Option(
+            "--scale/--no-scale",
+            help="Divide advantages by the group's std (default: the recipe's trainer.scale_rewards, else yes).",
+        ),
+    ] = None,
+    chat: Annotated[
+        bool,
+        typer.Option(
+            "--chat",
+            help="Without --recipe: pass prompts and completions as chat messages (lists of {role, content}), "
+            "as training does for chat data (TRL's think_format_reward and accuracy_reward read those).",
+        ),
+    ] = False,
+    tokenizer_name: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer",
+            metavar="DIR",
+            help="The tokenizer (a directory or Hub id) whose token ids rewards get as completion_ids (default: "
+            "the recipe's policy tokenizer; without a recipe, one id per character, its code point).",
+        ),
+    ] = None,
+    step: Annotated[
+        int,
+        typer.Option(
+            "--step",
+            min=0,
+            metavar="N",
+            help="trainer_state.global_step the rewards see (max_steps is the recipe's trainer.max_steps, "
+            "else 0).",
+        ),
+    ] = 0,
 ) -> None:
     """Score completions without training: each reward, the weighted total, and the GRPO advantage in the group.
 
@@ -201,6 +242,7 @@ def test(
     from grpo_cli.recipe import RewardEntry
     from grpo_cli.trainer_fields import fields
 
+    completions, reward, arg, column = completions or [], reward or [], arg or [], column or []
     items = [{"completion": c, "row": None, "prompt": None, "columns": {}} for c in completions]
     if completions_file is not None:
         items += _read_completions(completions_file)
