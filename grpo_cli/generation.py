@@ -244,7 +244,7 @@ def _from_pretrained(path: Path, spec: ModelSection) -> PreTrainedModel:
             str(path), dtype=models.torch_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code
         )
     except (OSError, ValueError) as err:
-        raise UserError(models._load_failure("model", str(path), err)) from err
+        raise UserError(models.load_failure("model", str(path), err)) from err
 
 
 def _tokenizer(source: ModelSource, recipe: Recipe) -> PreTrainedTokenizerBase:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from grpo_cli.recipe import FromConfig, LoraSection, ModelSection
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+# What turns huggingface_hub's offline mode on, read as it reads them (1, ON, YES, TRUE).
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def char_tokenizer(vocabulary: str) -> PreTrainedTokenizerBase:
@@ -102,7 +104,7 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, revisi
             name_or_path, trust_remote_code=trust_remote_code, revision=revision
         )
     except (OSError, ValueError) as err:
-        raise UserError(_load_failure("tokenizer", name_or_path, err)) from err
+        raise UserError(load_failure("tokenizer", name_or_path, err)) from err
     tokenizer.padding_side = "left"  # generation appends to the right of the prompt
     if tokenizer.pad_token is None:
         # PPO derives attention masks from the pad id, so a pad equal to EOS would mask real EOS tokens:
@@ -126,7 +128,7 @@ def load_model(spec: ModelSection, seed: int) -> tuple[PreTrainedModel, PreTrain
             revision=spec.revision,
         )
     except (OSError, ValueError) as err:
-        raise UserError(_load_failure("model", spec.name_or_path, err)) from err
+        raise UserError(load_failure("model", spec.name_or_path, err)) from err
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
@@ -139,10 +141,20 @@ def policy_tokenizer(spec: ModelSection) -> PreTrainedTokenizerBase:
     return load_tokenizer(spec.name_or_path, trust_remote_code=spec.trust_remote_code, revision=spec.revision)
 
 
-def _load_failure(what: str, name_or_path: str, err: Exception) -> str:
+def load_failure(what: str, name_or_path: str, err: Exception) -> str:
+    """One line for a model or tokenizer that `from_pretrained` could not load, with what to do about it."""
+    import os
+
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if Path(name_or_path).exists():
         hint = "check that the directory holds a saved transformers model (config.json and weights)"
+    elif offline := [
+        v for v in OFFLINE_VARIABLES if os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    ]:
+        hint = (
+            f"{offline[0]} is set, so only models already in the Hugging Face cache load: download it once with "
+            f"the network on (`hf download {name_or_path}`), or give a local directory"
+        )
     else:
         hint = "give a local directory or a Hub id you can reach (offline: set HF_HUB_OFFLINE=1 and use a cached model)"
     return f"cannot load {what} {name_or_path!r}: {first_line} ({hint})"

@@ -67,6 +67,10 @@ def check_value(field: TrainerField, value: Any) -> tuple[Any, str | None]:
         # transformers types its enum-backed fields (lr_scheduler_type, optim, *_strategy) as "these names, or a
         # str", then refuses any other str in __post_init__: only the names are valid.
         type_expr = type_expr.removesuffix(" | str")
+    if isinstance(value, int) and not isinstance(value, bool) and "float" in type_expr.split(" | "):
+        # TRL types step counts `float` (below 1 they are a fraction of the run), and pydantic would turn an int
+        # into a float: a whole number given stays one, so `save_steps: 3` is printed and saved as 3, not 3.0.
+        type_expr = "int | " + type_expr
     try:
         return _adapter(type_expr).validate_python(value), None
     except ValidationError as err:

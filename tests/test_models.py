@@ -53,10 +53,35 @@ def test_a_model_that_cannot_be_loaded_is_one_actionable_line(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=r"cannot load tokenizer '.*empty': .*check that the directory holds"):
         models.load_model(ModelSection(name_or_path=str(tmp_path / "empty")), seed=0)
+    # The tests run offline (conftest): the hint says so instead of telling the user to set what is set.
     with pytest.raises(
-        UserError, match=r"cannot load tokenizer 'no-such-org/no-such-model'.*Hub id you can reach"
+        UserError,
+        match=r"cannot load tokenizer 'no-such-org/no-such-model'.*\(HF_HUB_OFFLINE is set, so only models already "
+        r"in the Hugging Face cache load: download it once with the network on \(`hf download no-such-org/",
     ):
         models.load_model(ModelSection(name_or_path="no-such-org/no-such-model"), seed=0)
+
+
+@pytest.mark.parametrize(
+    ("environment", "hint"),
+    [
+        ({}, "offline: set HF_HUB_OFFLINE=1 and use a cached model"),
+        (
+            {"HF_HUB_OFFLINE": "1"},
+            "HF_HUB_OFFLINE is set, so only models already in the Hugging Face cache load",
+        ),
+        ({"HF_HUB_OFFLINE": "0"}, "offline: set HF_HUB_OFFLINE=1 and use a cached model"),
+        ({"TRANSFORMERS_OFFLINE": "yes"}, "TRANSFORMERS_OFFLINE is set, so only models already in the"),
+    ],
+)
+def test_the_load_failure_hint_follows_the_offline_setting(monkeypatch, environment, hint):
+    for name in models.OFFLINE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    message = models.load_failure("model", "acme/nothing", OSError("We couldn't connect to the Hub"))
+    assert message.startswith("cannot load model 'acme/nothing': We couldn't connect to the Hub (")
+    assert hint in message
 
 
 def test_missing_pad_token_prefers_unk_over_eos(tmp_path):

@@ -21,6 +21,22 @@ def test_check_value_coerces_and_explains():
     assert trainer_fields.check_value(fields["lr_scheduler_type"], "cosine")[1] is None
 
 
+def test_whole_numbers_stay_ints_in_fields_trl_types_float(tiny_recipe):
+    """TRL types save_steps, logging_steps and eval_steps `float`: `save_steps: 3` must not print as 3.0."""
+    from grpo_cli.recipe import load_recipe
+
+    fields = trainer_fields.fields("grpo")
+    for key, given in [("save_steps", 3), ("eval_steps", 2), ("learning_rate", 1), ("save_steps", 0.5)]:
+        coerced, problem = trainer_fields.check_value(fields[key], given)
+        assert (coerced, type(coerced), problem) == (given, type(given), None), key
+    assert trainer_fields.check_value(fields["save_steps"], "3") == (
+        3.0,
+        None,
+    )  # text is still read as a number
+    recipe = load_recipe(tiny_recipe({"trainer": {"save_steps": 3, "logging_steps": 0.5}}))
+    assert "save_steps: 3\n" in recipe.to_yaml() and "logging_steps: 0.5\n" in recipe.to_yaml()
+
+
 def test_value_gives_the_recipe_value_or_trls_default(tiny_recipe):
     from grpo_cli.recipe import load_recipe
 
