@@ -285,3 +285,38 @@ def test_rollout_rewards_weigh_sum_and_log_each_reward():
     with pytest.raises(UserError, match="reward 'broken' raised RuntimeError: no"):
         scorer.rewards[1].entry = scorer.rewards[1].entry.model_copy(update={"on_error": "fail"})
         RolloutRewards(scorer.rewards)(["p"], ["x"], {})
+
+
+def test_rollout_rewards_log_completion_length_and_clipped_ratio_as_grpo_does():
+    """GRPO's definitions: tokens up to and including EOS; the share that reached the length limit without EOS."""
+    from types import SimpleNamespace
+
+    from grpo_cli.algorithms.ppo_bridge import RolloutRewards
+    from grpo_cli.plugins import bind_all
+    from grpo_cli.recipe import RewardEntry
+    from grpo_cli.runs import rename_metrics
+
+    rewards = bind_all([RewardEntry(name="accuracy")])
+    rewards[0].name, rewards[0].fn = "one", lambda completions, **_: [1.0] * len(completions)
+    scorer = RolloutRewards(rewards)
+    args = SimpleNamespace(response_length=4, stop_token_id=None)
+    scorer.on_train_begin(args, None, None, processing_class=SimpleNamespace(eos_token_id=9))
+    # Reached the limit without EOS (clipped); ended at EOS; reached the limit with EOS as its last token; ended
+    # at a pad before the limit (not clipped: it did not hit the limit).
+    scorer(["p"] * 4, ["c"] * 4, {}, completion_ids=[[1, 2, 3, 4], [1, 9], [1, 2, 3, 9], [5]])
+    scorer(["p"], ["c"], {}, completion_ids=[[6, 6, 6, 6]])  # a second batch of the same step: clipped
+    scorer.unlogged(scorer)(["p"], ["c"], {}, completion_ids=[[1]])  # TRL's sample tables: not counted
+    logs = {"objective/scores": 1.0}
+    scorer.on_log(None, None, None, logs=logs)
+    row = rename_metrics(logs)
+    assert row["completion_length"] == (4 + 2 + 4 + 1 + 4) / 5
+    assert row["clipped_ratio"] == 2 / 5
+
+    # The recipe's stop_token_id ends a response too; each logged step counts its own rollouts.
+    scorer.on_train_begin(
+        SimpleNamespace(response_length=4, stop_token_id=6), None, None, processing_class=None
+    )
+    scorer(["p"] * 2, ["c"] * 2, {}, completion_ids=[[6, 6, 6, 6], [1, 2, 3, 4]])
+    logs = {"objective/scores": 1.0}
+    scorer.on_log(None, None, None, logs=logs)
+    assert (logs["completions/mean_length"], logs["completions/clipped_ratio"]) == (4.0, 0.5)

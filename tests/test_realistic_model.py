@@ -39,6 +39,14 @@ def chat_shape(prompts, completions, **kwargs):
         )
         for p, c in zip(prompts, completions)
     ]
+
+
+def rollout_lengths(completion_ids, log_metric, limit, stop_id, **kwargs):
+    """Scores nothing; logs what completion_length and clipped_ratio must be for the responses it was given."""
+    log_metric("expected/completion_length", sum(len(ids) for ids in completion_ids) / len(completion_ids))
+    clipped = [len(ids) == limit and stop_id not in ids for ids in completion_ids]
+    log_metric("expected/clipped_ratio", sum(clipped) / len(clipped))
+    return [0.0] * len(completion_ids)
 '''
 
 REWARDS = [
@@ -379,7 +387,13 @@ def test_rewards_test_scores_the_reward_model_on_the_templated_chat(grpo_run, re
 
 @pytest.fixture(scope="module")
 def ppo_run(realistic):
-    path = write_recipe(realistic, PPO, "ppo")
+    # One more reward, weighted 0, that logs the expected lengths of the very responses PPO scored.
+    lengths = {
+        "name": "./chat_rewards.py:rollout_lengths",
+        "weight": 0.0,
+        "args": {"limit": PPO["trainer"]["response_length"], "stop_id": realistic.tokenizer().eos_token_id},
+    }
+    path = write_recipe(realistic, {**PPO, "rewards": [*REWARDS, lengths]}, "ppo")
     result = invoke("train", path)
     return path, realistic.policy.parent / "runs" / "ppo", result
 
@@ -413,14 +427,14 @@ def test_ppo_metrics_with_chat_rewards_and_a_reward_model(ppo_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True, reason="issue 14 item 3: PPO's metrics.jsonl has no completion_length or clipped_ratio yet"
-)
 def test_ppo_logs_completion_length_and_clipped_ratio_as_grpo_does(ppo_run):
     _, run, _ = ppo_run
     for row in metric_rows(run):
         assert 1 <= row["completion_length"] <= 12
-        assert 0 <= row["clipped_ratio"] <= 1
+        assert row["completion_length"] == row["expected/completion_length"]
+        assert row["clipped_ratio"] == row["expected/clipped_ratio"]
+        # TRL counts the responses with EOS (a response holds at most one): none of them is clipped.
+        assert row["clipped_ratio"] <= 1 - row["val/num_eos_tokens"] / 8
 
 
 @pytest.mark.slow

@@ -275,6 +275,11 @@ class RolloutRewards(TrainerCallback):
 
     Rewards get PPOTrainer's `TrainerState` (taken in `on_train_begin`) as `trainer_state`: `global_step` is the
     number of updates done before the rollouts being scored, `max_steps` the run's total, as under GRPO.
+
+    It also logs the rollouts' lengths as GRPOTrainer logs its completions' (PPOTrainer logs none), so that
+    metrics.jsonl has `completion_length` and `clipped_ratio` for both algorithms: `completions/mean_length`, the
+    mean number of response tokens up to and including the stop token (EOS), and `completions/clipped_ratio`, the
+    share of responses that reached `response_length` tokens without one.
     """
 
     def __init__(self, rewards: list[plugins.BoundReward]):
@@ -282,11 +287,16 @@ class RolloutRewards(TrainerCallback):
         self.calls = [scoring.RewardCall(r) for r in rewards]
         self.logging = True
         self.state = None  # the trainer's TrainerState, once training begins
+        self.max_length: int | None = None  # PPOConfig.response_length, once training begins
+        self.stop_ids: set[int] = set()  # the tokens that end a response (EOS, or the recipe's stop_token_id)
         self.log = scoring.RewardLog()
         self._reset()
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, processing_class=None, **kwargs):
         self.state = state
+        self.max_length = args.response_length
+        eos = getattr(processing_class, "eos_token_id", None)
+        self.stop_ids = {i for i in (args.stop_token_id, eos) if i is not None}
 
     def __call__(
         self,
@@ -297,6 +307,8 @@ class RolloutRewards(TrainerCallback):
     ) -> list[float]:
         if completion_ids is None:
             completion_ids = scoring.text_ids(completions)
+        elif self.logging:
+            self._count_lengths(completion_ids)
         log = self.log if self.logging else scoring.RewardLog()
         kwargs = scoring.reward_kwargs(columns, completion_ids, self.state, log)
         table = []
@@ -322,7 +334,19 @@ class RolloutRewards(TrainerCallback):
             logs[f"rewards/{reward.name}/seconds"] = self._seconds[reward.name]
         for name, value in self.log.take_metrics().items():
             logs.setdefault(name, value)
+        # GRPOTrainer's names, which metrics.jsonl renames to completion_length and clipped_ratio.
+        responses = self._responses
+        logs["completions/mean_length"] = self._tokens / responses if responses else None
+        logs["completions/clipped_ratio"] = self._clipped / responses if responses else None
         self._reset()
+
+    def _count_lengths(self, completion_ids: list[list[int]]) -> None:
+        """Response token ids as the bridge passes them: up to the first pad, the stop token included."""
+        for ids in completion_ids:
+            self._responses += 1
+            self._tokens += len(ids)
+            limit = self.max_length if self.max_length is not None else math.inf
+            self._clipped += len(ids) >= limit and not self.stop_ids.intersection(ids)
 
     def _reset(self) -> None:
         names = [r.name for r in self.rewards]
@@ -330,6 +354,7 @@ class RolloutRewards(TrainerCallback):
         self._counts = dict.fromkeys(names, 0)
         self._errors = dict.fromkeys(names, 0)
         self._seconds = dict.fromkeys(names, 0.0)
+        self._responses = self._tokens = self._clipped = 0
         self.log.take_extra()
 
     def unlogged(self, method):
