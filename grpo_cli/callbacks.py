@@ -87,5 +87,14 @@ class RunLogger(TrainerCallback):
 
 
 def quiet_trainer(trainer) -> None:
-    """Our progress bar and metrics.jsonl replace the trainer's printing of each log dict."""
+    """Our progress bar and metrics.jsonl replace the trainer's printing of each log dict, and of TRL 1.12 PPO's
+    "===training policy===" banner (the progress bar says as much); everything else it prints still shows."""
     trainer.remove_callback(PrinterCallback)
+    accelerator = trainer.accelerator
+    print_ = accelerator.print
+
+    def print_all_but_the_banner(*args, **kwargs):
+        if args != ("===training policy===",):
+            print_(*args, **kwargs)
+
+    accelerator.print = print_all_but_the_banner

@@ -324,6 +324,13 @@ def _load_raw(spec: DatasetSection, source: str | None, split: str | None) -> Da
         ) from err
 
 
+def label(spec: DatasetSection) -> str:
+    """The dataset as a user named it: its Hub id or file, or the task it is generated from."""
+    if spec.generate is not None:
+        return f"{spec.generate.task} (generated, {spec.generate.size} rows)"
+    return str(spec.source)
+
+
 def load_splits(spec: DatasetSection, seed: int) -> tuple[Dataset, Dataset | None]:
     """The training rows and the held-out rows (None when the recipe names no held-out data)."""
     train = _load_raw(spec, spec.source, spec.split)

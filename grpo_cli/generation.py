@@ -55,6 +55,42 @@ def suppressed_special_tokens(tokenizer, eos_ids=()) -> dict:
 
 # ---- sampling settings ----
 
+# Every setting that changes which token is chosen, at the value that leaves the model's distribution as it is.
+# transformers fills each setting a GenerationConfig leaves unset from the model's own generation_config.json
+# (Qwen2.5-Instruct ships repetition_penalty 1.05, temperature 0.7, top_p 0.8, top_k 20), which training does not
+# apply: set explicitly, they make eval decode, and PPO sample, as the recipe says.
+NEUTRAL_DECODING = {  # greedy decoding and sampling alike
+    "num_beams": 1,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "min_length": 0,  # min_new_tokens too would warn that both are set
+    "renormalize_logits": False,
+}
+NEUTRAL_SAMPLING = {  # sampling only: greedy decoding ignores them (and transformers warns when they are set)
+    "temperature": 1.0,
+    "top_k": 0,
+    "top_p": 1.0,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+}
+
+
+def without_model_defaults(config: GenerationConfig) -> GenerationConfig:
+    """A copy of `config` with every decoding setting it leaves unset (None) set to its neutral value, so that
+    `generate` takes none from the model's generation_config.json."""
+    import copy
+
+    config = copy.deepcopy(config)
+    neutral = {**NEUTRAL_DECODING, **(NEUTRAL_SAMPLING if config.do_sample else {})}
+    for key, setting in neutral.items():
+        if getattr(config, key, None) is None:
+            setattr(config, key, setting)
+    return config
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -102,15 +138,17 @@ class Sampling:
             **suppressed_special_tokens(tokenizer, eos_ids),  # as GRPO training generates
         }
         if self.greedy:
-            return GenerationConfig(do_sample=False, **common)
-        return GenerationConfig(
-            do_sample=True,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
-            repetition_penalty=self.repetition_penalty,
-            **{**common, **self.generation_kwargs},
+            return without_model_defaults(GenerationConfig(do_sample=False, **common))
+        return without_model_defaults(
+            GenerationConfig(
+                do_sample=True,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                top_k=self.top_k,
+                min_p=self.min_p,
+                repetition_penalty=self.repetition_penalty,
+                **{**common, **self.generation_kwargs},
+            )
         )
 
 

@@ -113,6 +113,13 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, revisi
     return tokenizer
 
 
+def label(spec: ModelSection) -> str:
+    """The model as a user named it: its Hub id or directory, or what it is built from."""
+    if spec.from_config is not None:
+        return f"{spec.from_config.model_type} built from a config"
+    return str(spec.name_or_path)
+
+
 def load_model(spec: ModelSection, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The policy model and its tokenizer, as the recipe's `model` section says."""
     if spec.from_config is not None:
@@ -131,6 +138,12 @@ def load_model(spec: ModelSection, seed: int) -> tuple[PreTrainedModel, PreTrain
         raise UserError(load_failure("model", spec.name_or_path, err)) from err
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    text_config = model.config.get_text_config()
+    if getattr(text_config, "pad_token_id", None) is None:
+        # Qwen2.5's config.json has no pad id while its tokenizer has one: transformers' Trainer copies the
+        # tokenizer's in with a warning the user can do nothing about. Done here, quietly; a pad id that differs
+        # from the tokenizer's still gets the warning.
+        text_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
 

@@ -299,15 +299,17 @@ def load_reward_models(
     if all(b.fn is not None for b in bound):
         return list(bound)  # nothing to load: no torch import for rewards that are plain functions
     from grpo_cli.models import torch_dtype
+    from grpo_cli.phases import phase
 
-    return [
-        b
-        if b.fn is not None
-        else dataclasses.replace(
-            b, fn=RewardModelScore(b.model_path, torch_dtype(dtype), device, chat_template_kwargs)
-        )
-        for b in bound
-    ]
+    loaded = []
+    for b in bound:
+        if b.fn is None:
+            with phase(f"loading reward model {b.model_path}"):
+                b = dataclasses.replace(
+                    b, fn=RewardModelScore(b.model_path, torch_dtype(dtype), device, chat_template_kwargs)
+                )
+        loaded.append(b)
+    return loaded
 
 
 # ---- what a reward is called with, besides prompts and completions ----

@@ -240,11 +240,11 @@ REFUSED = {
     ),
     "zero logging steps": (
         _case(overrides=["trainer.logging_steps=0"]),
-        "trainer.logging_steps: must be above 0, got 0.0",
+        "trainer.logging_steps: must be above 0, got 0",
     ),
     "negative save steps": (
         _case(overrides=["trainer.save_steps=-5"]),
-        "trainer.save_steps: must be above 0, got -5.0",
+        "trainer.save_steps: must be above 0, got -5",
     ),
     "fractional save steps above 1": (
         _case(overrides=["trainer.save_steps=2.5"]),
@@ -252,7 +252,7 @@ REFUSED = {
     ),
     "zero temperature": (
         _case(overrides=["trainer.temperature=0"]),
-        "trainer.temperature: must be above 0, got 0.0",
+        "trainer.temperature: must be above 0, got 0",
     ),
     "zero max_completion_length": (
         _case(overrides=["trainer.max_completion_length=0"]),
@@ -391,7 +391,7 @@ def test_five_mistakes_in_one_round(tmp_path):
         "error: recipe.yaml: 5 problems:",
         "  - lora.r: Input should be a valid integer, unable to parse string as an integer, got 'four'",
         "  - trainer.learning_rat: not a field of TRL's GRPOConfig (did you mean 'learning_rate'?)",
-        "  - trainer.temperature: must be above 0, got 0.0",
+        "  - trainer.temperature: must be above 0, got 0",
         stderr.splitlines()[4],
         "  - dataset.prompt uses column 'questio', which the dataset does not have; columns: question, answer",
     ]

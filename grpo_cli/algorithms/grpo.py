@@ -11,6 +11,7 @@ from pathlib import Path
 
 from grpo_cli import data, distributed, generation, models, plugins, scoring
 from grpo_cli.errors import UserError
+from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
 
@@ -40,16 +41,20 @@ def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokeni
 
 
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
-    from trl import GRPOTrainer
+    with phase("importing TRL"):
+        from trl import GRPOTrainer
 
-    from grpo_cli.callbacks import RunLogger, quiet_trainer
+        from grpo_cli.callbacks import RunLogger, quiet_trainer
 
     # Rewards first: a bad reward should fail before a model loads.
     rewards = plugins.bind_all(recipe.rewards)
 
-    model, tokenizer = models.load_model(recipe.model, recipe.seed)
-    train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
-    train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
+    with phase(f"loading model {models.label(recipe.model)}"):
+        model, tokenizer = models.load_model(recipe.model, recipe.seed)
+    with phase(f"loading dataset {data.label(recipe.dataset)}"):
+        train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
+    with phase(f"preparing {len(train_rows)} prompts"):
+        train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
 
     weights = [r.entry.weight for r in rewards]
     args = config(
@@ -67,15 +72,16 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         )
 
     logger = RunLogger(output_dir, resume_from_step=checkpoint_step(resume_from) if resume_from else None)
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=args,
-        train_dataset=train_rows,
-        processing_class=tokenizer,
-        peft_config=models.lora_config(recipe.lora) if recipe.lora else None,
-        callbacks=[logger],
-    )
+    with phase("setting up GRPO"):
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train_rows,
+            processing_class=tokenizer,
+            peft_config=models.lora_config(recipe.lora) if recipe.lora else None,
+            callbacks=[logger],
+        )
     quiet_trainer(trainer)
     if main_process:
         atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())

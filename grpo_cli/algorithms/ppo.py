@@ -38,6 +38,7 @@ from pathlib import Path
 from grpo_cli import data, distributed, models, plugins, scoring
 from grpo_cli.algorithms import ppo_compat
 from grpo_cli.errors import UserError, describe
+from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
 
@@ -76,7 +77,8 @@ def episodes_per_step(args) -> int:
 
 
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
-    from trl.experimental.ppo import PPOTrainer
+    with phase("importing TRL"):
+        from trl.experimental.ppo import PPOTrainer
 
     from grpo_cli.algorithms.ppo_bridge import RewardFunctionModel, RolloutRewards, check_pad_token, left_pad
     from grpo_cli.callbacks import RunLogger, quiet_trainer
@@ -84,11 +86,14 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     # Rewards first: a bad reward should fail before the policy loads.
     rewards = plugins.bind_all(recipe.rewards)
 
-    model, tokenizer = models.load_model(recipe.model, recipe.seed)
+    with phase(f"loading model {models.label(recipe.model)}"):
+        model, tokenizer = models.load_model(recipe.model, recipe.seed)
     check_pad_token(tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
-    train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
+    with phase(f"loading dataset {data.label(recipe.dataset)}"):
+        train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
+    with phase(f"preparing {len(train_rows)} prompts"):
+        train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
     args = config(recipe, output_dir, len(train_rows))
     per_step = episodes_per_step(args)
     _check_enough_rows(len(train_rows), per_step)
@@ -114,7 +119,8 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     )
     train_queries, eval_queries = queries[: len(train_rows)], queries[len(train_rows) :]
 
-    value_model = load_value_model(recipe, model, tokenizer, resume_from)
+    with phase("loading the value model (critic)"):
+        value_model = load_value_model(recipe, model, tokenizer, resume_from)
     if resume_from is None:
         policy, ref_model = model, None  # None: the policy with its adapter disabled, or a copy TRL makes
         peft_config = models.lora_config(recipe.lora) if recipe.lora else None
@@ -130,19 +136,21 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         value_model, steps_done=steps_done, total_steps=total_steps, per_step=per_step
     )
     logger = RunLogger(output_dir, resume_from_step=steps_done if resume_from else None)
-    trainer = PPOTrainer(
-        args=args,
-        processing_class=tokenizer,
-        model=policy,
-        ref_model=ref_model,
-        reward_model=RewardFunctionModel(tokenizer, rows, queries, scorer),
-        train_dataset=_token_dataset(train_queries),
-        value_model=value_model,
-        eval_dataset=_token_dataset(eval_queries) if eval_queries else None,
-        peft_config=peft_config,
-        callbacks=[scorer, extras, logger],  # in this order: RunLogger writes what the others add
-    )
+    with phase("setting up PPO"):
+        trainer = PPOTrainer(
+            args=args,
+            processing_class=tokenizer,
+            model=policy,
+            ref_model=ref_model,
+            reward_model=RewardFunctionModel(tokenizer, rows, queries, scorer),
+            train_dataset=_token_dataset(train_queries),
+            value_model=value_model,
+            eval_dataset=_token_dataset(eval_queries) if eval_queries else None,
+            peft_config=peft_config,
+            callbacks=[scorer, extras, logger],  # in this order: RunLogger writes what the others add
+        )
     quiet_trainer(trainer)
+    ppo_compat.sample_as_configured(trainer)
     if distributed.world_size() > 1:
         ppo_compat.unwrap_for_ddp(trainer)
     if args.num_sample_generations:

@@ -294,9 +294,9 @@ class RolloutRewards(TrainerCallback):
 
     def on_train_begin(self, args, state, control, processing_class=None, **kwargs):
         self.state = state
-        self.max_length = args.response_length
-        eos = getattr(processing_class, "eos_token_id", None)
-        self.stop_ids = {i for i in (args.stop_token_id, eos) if i is not None}
+        self.max_length = getattr(args, "response_length", None)
+        stop_ids = (getattr(args, "stop_token_id", None), getattr(processing_class, "eos_token_id", None))
+        self.stop_ids = {i for i in stop_ids if i is not None}
 
     def __call__(
         self,

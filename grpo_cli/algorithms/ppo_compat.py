@@ -6,6 +6,8 @@
   start: the checkpoint's policy, AdamW state and learning-rate schedule position are put back by hand (the
   critic comes back through `ppo.load_value_model`).
 - `unwrap_for_ddp`: it reaches into its model as if accelerate never wrapped it, which fails in several processes.
+- `sample_as_configured`: its rollouts take every sampling setting it leaves unset (repetition_penalty, ...) from
+  the policy's generation_config.json, and it passes output settings beside its GenerationConfig, which warns.
 
 TRL 1.13 removed PPOTrainer, so none of this has an upstream fix to wait for; each piece names the TRL 1.12
 behaviour it works around, so it can go when that behaviour does.
@@ -92,3 +94,33 @@ def unwrap_for_ddp(trainer) -> None:
     object.__setattr__(trainer.model, "policy", inner.policy)
     object.__setattr__(trainer.model, "config", inner.config)
     trainer.is_distributed_loading_by_transformers = False
+
+
+def sample_as_configured(trainer) -> None:
+    """Make TRL 1.12's PPO rollouts sample with its own settings only.
+
+    `PPOTrainer.train` samples with `GenerationConfig(max_new_tokens, temperature, top_k=0, top_p=1, do_sample)`
+    and leaves the rest unset; transformers fills what is unset from the policy's generation_config.json, so a
+    Qwen2.5-Instruct policy would sample with its repetition_penalty 1.05 too. The policy's `generate` now gets the
+    config with those settings neutral (`generation.without_model_defaults`); the model's own generation config,
+    which a saved model keeps, is left as it is. The `return_dict_in_generate` and `output_scores` TRL passes
+    beside the config go into it: transformers warns at every run that passing both is deprecated.
+    """
+    from transformers import GenerationConfig
+
+    from grpo_cli.generation import without_model_defaults
+
+    policy = trainer.policy_model
+    generate = policy.generate
+    settings = set(GenerationConfig().to_dict())
+
+    def generate_as_configured(*args, generation_config=None, **kwargs):
+        if generation_config is not None:
+            generation_config = without_model_defaults(generation_config)
+            for key in [k for k in kwargs if k in settings]:
+                setattr(generation_config, key, kwargs.pop(key))
+        return generate(*args, generation_config=generation_config, **kwargs)
+
+    policy.generate = (
+        generate_as_configured  # an instance attribute: PPOTrainer calls `model.policy.generate`
+    )

@@ -31,6 +31,7 @@ def train(
     import warnings
 
     from grpo_cli import distributed, models, validation
+    from grpo_cli.phases import phase
     from grpo_cli.recipe import load_recipe
     from grpo_cli.runs import check_resume_matches, last_checkpoint, prepare_output_dir
 
@@ -59,11 +60,12 @@ def train(
         if checkpoint is not None:
             typer.echo(f"resuming from {checkpoint}", err=True)
 
-    models.quiet_progress_bars()
-    if loaded.algorithm == "grpo":
-        from grpo_cli.algorithms import grpo as algorithm
-    else:
-        from grpo_cli.algorithms import ppo as algorithm
+    with phase("importing torch and transformers"):
+        models.quiet_progress_bars()
+        if loaded.algorithm == "grpo":
+            from grpo_cli.algorithms import grpo as algorithm
+        else:
+            from grpo_cli.algorithms import ppo as algorithm
     summary = algorithm.train(loaded, out, resume_from=checkpoint)
     if summary:
         from grpo_cli.model_card import write_run_card

@@ -1,0 +1,43 @@
+"""What a command is doing before its progress bar appears, one line per step on stderr, with how long it took.
+
+    loading model Qwen/Qwen2.5-0.5B-Instruct ... 3.1 s
+    preparing 60 prompts ... 0.4 s
+
+Between `train` and the first progress line pass seconds of imports, model and data loading and trainer setup:
+without these lines they are silent. In a terminal the step's name shows while it runs and its time is added
+when it ends; elsewhere (a log file, a test) each line is written whole when its step ends, so lines from other
+sources never split one. Only the main process writes (the others do the same work at the same time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+
+from grpo_cli.distributed import is_main_process
+
+
+@contextlib.contextmanager
+def phase(what: str) -> Iterator[None]:
+    """Say `what` is happening and, once it is done, how long it took; a step that fails says nothing more
+    (its error is the next line)."""
+    if not is_main_process():
+        yield
+        return
+    stream = sys.stderr  # looked up now: CliRunner and redirections replace it
+    live = stream.isatty()
+    if live:
+        stream.write(f"{what} ...")
+        stream.flush()
+    started = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        if live:
+            stream.write("\n")
+        raise
+    seconds = f"{time.perf_counter() - started:.1f} s"
+    stream.write(f" {seconds}\n" if live else f"{what} ... {seconds}\n")
+    stream.flush()
