@@ -121,6 +121,13 @@ def cli():
     return invoke
 
 
+def phase_names(stderr: str) -> list[str]:
+    """The steps a command announced on stderr (`grpo_cli.phases`), without their times."""
+    import re
+
+    return [m.group(1) for m in re.finditer(r"^(.+) \.\.\. \d+\.\d s$", stderr, re.MULTILINE)]
+
+
 def tiny_reward_model(tokenizer, seed: int = 0):
     """A randomly initialised one-label Qwen2 sequence-classification model for `tokenizer` (a reward model)."""
     import torch

@@ -46,8 +46,9 @@ def assert_value_model_trained(run: Path, checkpoint: str) -> None:
     assert any(not (critic[name] == base[name]).all() for name in shared), "the critic's backbone never moved"
 
 
-def ok(result) -> None:
+def ok(result):
     assert result.exit_code == 0, result.output + (str(result.exception) if result.exception else "")
+    return result
 
 
 # ---- end to end ----
@@ -55,9 +56,21 @@ def ok(result) -> None:
 
 @pytest.mark.slow
 def test_reward_functions_end_to_end(cli, ppo_recipe):
+    from tests.conftest import phase_names
+
     path = ppo_recipe()
-    ok(cli("train", path))
+    result = ok(cli("train", path))
     run = output_of(path)
+    assert phase_names(result.stderr) == [
+        "importing torch and transformers",
+        "importing TRL",
+        "loading model qwen2 built from a config",
+        "loading dataset addition (generated, 40 rows)",
+        "preparing 32 prompts",
+        "loading the value model (critic)",
+        "setting up PPO",
+    ]
+    assert "===training policy===" not in result.stdout  # TRL's banner: the progress bar says as much
 
     assert_adapter_trained(run)
     assert_value_model_trained(run, "checkpoint-4")
@@ -80,6 +93,8 @@ def test_reward_functions_end_to_end(cli, ppo_recipe):
         assert row["rewards/accuracy/errors"] == 0
         # Each reward's time in the step, as GRPO runs log it.
         assert 0 <= row["rewards/accuracy/seconds"] < 5 and 0 <= row["rewards/closeness/seconds"] < 5
+        # Lengths, as GRPO runs log them: tokens up to and including EOS, at most response_length (2).
+        assert 1 <= row["completion_length"] <= 2 and 0 <= row["clipped_ratio"] <= 1
     assert rows[0]["kl"] == pytest.approx(
         0, abs=1e-4
     )  # step 1 samples from the untrained policy = the reference

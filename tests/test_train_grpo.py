@@ -54,6 +54,20 @@ def test_run_writes_the_layout(trained):
     assert "done: 4 steps" in result.stdout
 
 
+def test_says_what_it_does_before_the_progress_bar(trained):
+    from tests.conftest import phase_names
+
+    _recipe, _run, result = trained
+    assert phase_names(result.stderr) == [
+        "importing torch and transformers",
+        "importing TRL",
+        "loading model qwen2 built from a config",
+        "loading dataset addition (generated, 40 rows)",
+        "preparing 32 prompts",  # 40 rows, 8 held out (eval_size)
+        "setting up GRPO",
+    ]
+
+
 def test_every_adapter_weight_changed(trained):
     _, run, _ = trained
     final = adapter_tensors(run)
