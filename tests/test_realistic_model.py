@@ -204,6 +204,101 @@ def test_reward_model_scores_the_chat_template_text(realistic):
     assert len(set(scores)) == 3  # the completions are told apart
 
 
+def _policy_pair(realistic):
+    """The policy twice: once with a generation_config.json that penalizes repeats hard (as Qwen2.5's 1.05 does,
+    only more, so that it shows), once with one that sets only the special tokens."""
+    from transformers import GenerationConfig
+
+    from grpo_cli import models
+    from grpo_cli.recipe import ModelSection
+
+    spec = ModelSection(name_or_path=str(realistic.policy))
+    penalized, tokenizer = models.load_model(spec, seed=0)
+    plain, _ = models.load_model(spec, seed=0)
+    penalized.generation_config.repetition_penalty = 5.0
+    penalized.generation_config.no_repeat_ngram_size = 1
+    ids = penalized.generation_config
+    plain.generation_config = GenerationConfig(
+        eos_token_id=ids.eos_token_id, pad_token_id=ids.pad_token_id, bos_token_id=ids.bos_token_id
+    )
+    rows = realistic_model.chat_rows(4, 10)
+    prompts = data_tokenize(tokenizer, [row["messages"][:-1] for row in rows])
+    return penalized.eval(), plain.eval(), tokenizer, prompts
+
+
+def data_tokenize(tokenizer, prompts):
+    from grpo_cli import data
+
+    return data.tokenize_prompts(tokenizer, prompts)
+
+
+def test_eval_decodes_greedily_without_the_models_sampling_settings(realistic):
+    """transformers fills every generation setting left unset from the model's generation_config.json: eval's
+    greedy decoding must not pick up a repetition penalty (Qwen2.5 ships 1.05) that training does not use."""
+    import torch
+    from transformers import GenerationConfig
+
+    from grpo_cli import generation
+
+    penalized, plain, tokenizer, prompts = _policy_pair(realistic)
+    # The trap is real: a config that leaves repetition_penalty unset decodes differently on the two.
+    naive = GenerationConfig(do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id)
+    query = torch.tensor([prompts[0]])
+    with torch.inference_mode():
+        differ = [
+            m.generate(input_ids=query, generation_config=naive)[0].tolist() for m in (penalized, plain)
+        ]
+    assert differ[0] != differ[1]
+
+    sampling = generation.Sampling(num_samples=1, max_new_tokens=12, seed=0)
+    outputs = [generation.generate(m, tokenizer, prompts, sampling, batch_size=2) for m in (penalized, plain)]
+    assert [[s.token_ids for s in group] for group in outputs[0]] == [
+        [s.token_ids for s in group] for group in outputs[1]
+    ]
+    # Sampling (K > 1) too: the recipe's settings, nothing from the model's file.
+    sampling = generation.Sampling(num_samples=2, max_new_tokens=12, seed=0, temperature=0.9)
+    outputs = [generation.generate(m, tokenizer, prompts, sampling, batch_size=4) for m in (penalized, plain)]
+    assert [[s.token_ids for s in group] for group in outputs[0]] == [
+        [s.token_ids for s in group] for group in outputs[1]
+    ]
+
+
+def test_ppo_rollouts_sample_without_the_models_sampling_settings(realistic):
+    """TRL's PPOTrainer samples with a GenerationConfig of its own that leaves repetition_penalty (and more) unset;
+    `ppo_compat.sample_as_configured` keeps the policy's generation_config.json out of its rollouts."""
+    import warnings
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import GenerationConfig
+    from trl.experimental.ppo.ppo_trainer import generate as trl_generate
+
+    from grpo_cli.algorithms import ppo_compat
+    from grpo_cli.algorithms.ppo_bridge import left_pad
+
+    penalized, plain, tokenizer, prompts = _policy_pair(realistic)
+    queries = torch.tensor(left_pad(prompts, tokenizer.pad_token_id))
+    # What PPOTrainer.train builds (trl/experimental/ppo/ppo_trainer.py), with PPOConfig's temperature.
+    config = GenerationConfig(max_new_tokens=12, temperature=0.7 + 1e-7, top_k=0.0, top_p=1.0, do_sample=True)
+
+    def rollouts(model):
+        torch.manual_seed(0)
+        with torch.inference_mode():
+            responses, logits = trl_generate(model, queries, tokenizer.pad_token_id, config)
+        return responses.tolist(), logits
+
+    before = rollouts(penalized)
+    for model in (penalized, plain):
+        ppo_compat.sample_as_configured(SimpleNamespace(policy_model=model))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (penalized_ids, penalized_logits), (plain_ids, plain_logits) = rollouts(penalized), rollouts(plain)
+    assert before[0] != plain_ids  # without it, the penalty changed what was sampled
+    assert penalized_ids == plain_ids
+    assert torch.equal(penalized_logits, plain_logits)  # the logits TRL keeps: no penalty applied either
+    assert penalized.generation_config.repetition_penalty == 5.0  # the model's own config is left as it was
+
+
 def test_a_local_eval_split_resolves_against_the_recipe(realistic, tmp_path, monkeypatch):
     from grpo_cli.recipe import load_recipe
 
