@@ -375,6 +375,50 @@ def held_out_problem(spec: DatasetSection, rows: int) -> str | None:
     return None
 
 
+def chat_as_text_warning(
+    spec: DatasetSection, first_row: dict[str, Any] | None, has_template: bool | None, tokenizer_name: str
+) -> str | None:
+    """What to say when chat data (a `messages` column, or `prompt` message lists) would reach the model as plain
+    text because its tokenizer has no chat template and the recipe leaves dataset.chat_template unset; else None.
+
+    `validate` calls it with what it can learn without loading the tokenizer (`has_template` None: unknown, say
+    nothing), `prepare` with the loaded tokenizer.
+    """
+    if (
+        has_template is not False
+        or spec.chat_template is not None
+        or spec.prompt is not None
+        or not first_row
+    ):
+        return None
+    if "messages" in first_row:
+        column = "messages"
+    elif "prompt" in first_row and not isinstance(first_row["prompt"], str):
+        column = "prompt"
+    else:
+        return None
+    return (
+        f"dataset: the `{column}` column holds chat messages, but the tokenizer of {tokenizer_name} has no chat "
+        "template, so each prompt becomes its messages' text joined by blank lines, without roles; use a chat "
+        "model's tokenizer, or set dataset.chat_template: false to train on that text (which silences this)"
+    )
+
+
+BUILT_FROM_CONFIG = "a model built from a config"
+_said: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning on stderr, once per process (prepare runs for train and held-out rows alike), main process only."""
+    import sys
+
+    from grpo_cli.distributed import is_main_process
+
+    if message not in _said and is_main_process():
+        _said.add(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def uses_chat(spec: DatasetSection, tokenizer) -> bool:
     has_template = getattr(tokenizer, "chat_template", None) is not None
     if spec.chat_template is True and not has_template:
@@ -425,6 +469,11 @@ def prepare(dataset: Dataset, spec: DatasetSection, tokenizer) -> Dataset:
             f"columns: {', '.join(dataset.column_names)}"
         )
     chat = uses_chat(spec, tokenizer)
+    has_template = getattr(tokenizer, "chat_template", None) is not None
+    name = getattr(tokenizer, "name_or_path", "") or BUILT_FROM_CONFIG  # the character tokenizer has no name
+    warning = chat_as_text_warning(spec, dataset[0], has_template, name)
+    if warning:
+        _warn_once(warning)
     prompts = [build_prompt(spec, row, chat) for row in dataset]
     if "prompt" in dataset.column_names:
         dataset = dataset.remove_columns("prompt")

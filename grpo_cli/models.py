@@ -96,6 +96,30 @@ def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
+def chat_template_on_disk(spec: ModelSection) -> bool | None:
+    """Whether the model's tokenizer has a chat template, when that can be read cheaply (for `validate`): False
+    for a model built from a config (its character tokenizer has none), the answer of a local directory's
+    tokenizer files, None (unknown) for a Hub id or a directory without tokenizer_config.json."""
+    import json
+
+    if spec.from_config is not None:
+        return False
+    directory = Path(spec.name_or_path or "").expanduser()
+    settings_file = directory / "tokenizer_config.json"
+    if not settings_file.is_file():
+        return None
+    # transformers 5 saves the template beside the settings; older versions inside them.
+    if any((directory / name).exists() for name in ("chat_template.jinja", "chat_template.json")):
+        return True
+    if (directory / "additional_chat_templates").is_dir():
+        return True
+    try:
+        settings = json.loads(settings_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return bool(settings.get("chat_template")) if isinstance(settings, dict) else None
+
+
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, revision: str | None = None):
     from transformers import AutoTokenizer
 

@@ -320,6 +320,23 @@ def check(
     return problems
 
 
+def warnings_for(recipe: Recipe) -> list[str]:
+    """What is allowed but probably not meant, found without loading a model: chat data that a tokenizer without a
+    chat template would turn into plain text (say once more at train, once the tokenizer has loaded)."""
+    from grpo_cli import models
+
+    spec = recipe.dataset
+    if spec.chat_template is not None or spec.prompt is not None:
+        return []
+    has_template = models.chat_template_on_disk(recipe.model)
+    if has_template is not False:
+        return []  # the common case reads no data file a second time
+    _problems, _columns, first = check_dataset(recipe)
+    name = recipe.model.name_or_path or data.BUILT_FROM_CONFIG
+    warning = data.chat_as_text_warning(spec, first, has_template, name)
+    return [warning] if warning else []
+
+
 def validate(name_or_path: str, overrides: list[str] | None = None, processes: int | None = None) -> Recipe:
     """Load a recipe and check everything about it; raise one ConfigError listing every problem found.
 

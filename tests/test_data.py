@@ -86,6 +86,74 @@ def test_chat_follows_the_tokenizer_template_unless_the_recipe_says():
         data.uses_chat(DatasetSection(source="x.jsonl", chat_template=True), plain)
 
 
+CHAT_ROWS = [
+    {"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}], "answer": "2"},
+    {"messages": [{"role": "user", "content": "2+2?"}], "answer": "4"},
+]
+PLAIN_TEXT = (
+    "warning: dataset: the `messages` column holds chat messages, but the tokenizer of {name} has no chat template, "
+    "so each prompt becomes its messages' text joined by blank lines, without roles; use a chat model's tokenizer, "
+    "or set dataset.chat_template: false to train on that text (which silences this)\n"
+)
+
+
+def test_chat_data_turned_into_text_is_said_once_when_prepared(monkeypatch, capsys):
+    """Issue 14 item 4: a tokenizer without a chat template turns a `messages` column into plain text: train (and
+    every command that prepares prompts) says so once, once the tokenizer is loaded."""
+    from datasets import Dataset
+
+    monkeypatch.setattr(data, "_said", set())
+    rows = Dataset.from_list(CHAT_ROWS)
+    spec = DatasetSection(source="x.jsonl")
+    prepared = data.prepare(rows, spec, char_tokenizer("0123456789+?"))
+    data.prepare(rows, spec, char_tokenizer("0123456789+?"))  # the held-out rows, say: not said again
+    assert prepared["prompt"] == ["1+1?", "2+2?"]  # plain text, as the warning says
+    assert capsys.readouterr().err == PLAIN_TEXT.format(name="a model built from a config")
+
+    # Nothing to say: the recipe chose plain text, a template writes the prompt, the tokenizer has a chat
+    # template, the data is text, or another process (not the main one) prepares it.
+    chatty = char_tokenizer("0123456789+?")
+    chatty.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    monkeypatch.setattr(data, "_said", set())
+    data.prepare(rows, DatasetSection(source="x.jsonl", chat_template=False), char_tokenizer("0123456789+?"))
+    data.prepare(rows, DatasetSection(source="x.jsonl", prompt="{answer}"), char_tokenizer("0123456789+?"))
+    data.prepare(rows, spec, chatty)
+    data.prepare(Dataset.from_list([{"prompt": "1+1?", "answer": "2"}]), spec, char_tokenizer("0123456789+?"))
+    monkeypatch.setenv("RANK", "1")
+    data.prepare(rows, spec, char_tokenizer("0123456789+?"))
+    assert capsys.readouterr().err == ""
+
+
+def test_validate_says_chat_data_would_become_text_when_it_can_know(cli, tiny_recipe, tmp_path):
+    """Before loading anything: a model built from a config has no chat template; a local model directory's
+    tokenizer files say whether it has one; a Hub id cannot be known (train says it, once loaded)."""
+    source = tmp_path / "chat.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in CHAT_ROWS))
+    dataset = {"source": str(source), "generate": None, "prompt": None, "eval_size": None}
+    result = cli("validate", tiny_recipe({"dataset": dataset}))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "tiny.yaml: ok (grpo, 2 rewards)\n"
+    assert result.stderr == PLAIN_TEXT.format(name="a model built from a config")
+    result = cli("validate", tiny_recipe({"dataset": {**dataset, "chat_template": False}}))
+    assert result.exit_code == 0 and result.stderr == ""
+
+    local = tmp_path / "local-model"
+    local.mkdir()
+    (local / "tokenizer_config.json").write_text('{"eos_token": "<eos>"}')
+    as_local = {"model": {"from_config": None, "name_or_path": str(local)}, "dataset": dataset}
+    result = cli("validate", tiny_recipe(as_local))
+    assert result.exit_code == 0 and result.stderr == PLAIN_TEXT.format(name=local)
+    (local / "chat_template.jinja").write_text("{{ messages }}")  # where transformers 5 saves it
+    assert cli("validate", tiny_recipe(as_local)).stderr == ""
+    (local / "chat_template.jinja").unlink()
+    (local / "tokenizer_config.json").write_text(
+        '{"chat_template": "{{ messages }}"}'
+    )  # where older ones did
+    assert cli("validate", tiny_recipe(as_local)).stderr == ""
+    hub = {"model": {"from_config": None, "name_or_path": "acme/chat-model"}, "dataset": dataset}
+    assert cli("validate", tiny_recipe(hub)).stderr == ""
+
+
 def test_no_prompt_source_is_explained():
     with pytest.raises(UserError, match=r"dataset: no prompt; set dataset.prompt to a template"):
         data.build_prompt(DatasetSection(source="x.jsonl"), {"question": "q"}, chat=False)

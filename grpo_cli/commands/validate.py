@@ -30,4 +30,6 @@ def validate(
     from grpo_cli import validation
 
     loaded = validation.validate(recipe, overrides or [], num_processes)
+    for warning in validation.warnings_for(loaded):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"{loaded.path.name}: ok ({loaded.algorithm}, {len(loaded.rewards)} rewards)")
