@@ -34,6 +34,7 @@ from grpo_cli import data, models, plugins, scoring, trainer_fields
 from grpo_cli.errors import ConfigError, UserError
 from grpo_cli.generation import Sample, generate, load, sampling_settings
 from grpo_cli.metrics import difference, summarize
+from grpo_cli.phases import phase
 from grpo_cli.recipe import EvalSection, Recipe
 from grpo_cli.runs import atomic_write, read_recipe, resolve_models
 
@@ -241,25 +242,29 @@ def run(
     raw_rows = held_out_rows(recipe, limit)
     final = evaluated_state(tuned, recipe)  # the trainer_state rewards get
 
-    models.quiet_progress_bars()
+    with phase("importing torch and transformers"):
+        models.quiet_progress_bars()
     roles = [("tuned", tuned)] if tuned is not None else []
     if baseline or tuned is None:
         roles.append(("base", base))
     samples, timing, identities, extra, logged = {}, {}, {}, {}, {}
     tokenizer = rows = prompt_ids = chat = None
     for role, source in roles:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), phase(f"loading the {role} model ({source.describe()})"):
             warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecations inside peft's merge
             loaded, own_tokenizer = load(source, recipe)
         if tokenizer is None:  # the first model's tokenizer serves both (see the module docstring)
             tokenizer = own_tokenizer
-            prepared = data.prepare(raw_rows, recipe.dataset, tokenizer)
-            rows = list(prepared)
-            chat = data.uses_chat(recipe.dataset, tokenizer)
-            template_kwargs = (
-                trainer_fields.mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
-            )
-            prompt_ids = data.tokenize_prompts(tokenizer, [r["prompt"] for r in rows], template_kwargs)
+            with phase(f"preparing {len(raw_rows)} prompts"):
+                prepared = data.prepare(raw_rows, recipe.dataset, tokenizer)
+                rows = list(prepared)
+                chat = data.uses_chat(recipe.dataset, tokenizer)
+                template_kwargs = (
+                    trainer_fields.mapping(recipe, "chat_template_kwargs")
+                    if recipe.algorithm == "grpo"
+                    else {}
+                )
+                prompt_ids = data.tokenize_prompts(tokenizer, [r["prompt"] for r in rows], template_kwargs)
         started = time.perf_counter()
         with _progress(f"generating ({role})", len(rows) * num_samples, progress) as advance:
             samples[role] = generate(loaded, tokenizer, prompt_ids, sampling, batch_size, advance)

@@ -68,7 +68,7 @@ NEUTRAL_DECODING = {  # greedy decoding and sampling alike
     "min_length": 0,  # min_new_tokens too would warn that both are set
     "renormalize_logits": False,
 }
-NEUTRAL_SAMPLING = {  # sampling only: greedy decoding ignores them (and transformers warns when they are set)
+NEUTRAL_SAMPLING = {  # sampling only
     "temperature": 1.0,
     "top_k": 0,
     "top_p": 1.0,
@@ -77,6 +77,9 @@ NEUTRAL_SAMPLING = {  # sampling only: greedy decoding ignores them (and transfo
     "epsilon_cutoff": 0.0,
     "eta_cutoff": 0.0,
 }
+# Greedy decoding ignores the sampling settings, but transformers warns ("generation flags are not valid") when
+# one it fills from the model's file differs from its own default: those defaults, set, keep it quiet.
+GREEDY_SAMPLING = {**NEUTRAL_SAMPLING, "top_k": 50, "min_p": None}
 
 
 def without_model_defaults(config: GenerationConfig) -> GenerationConfig:
@@ -85,7 +88,7 @@ def without_model_defaults(config: GenerationConfig) -> GenerationConfig:
     import copy
 
     config = copy.deepcopy(config)
-    neutral = {**NEUTRAL_DECODING, **(NEUTRAL_SAMPLING if config.do_sample else {})}
+    neutral = {**NEUTRAL_DECODING, **(NEUTRAL_SAMPLING if config.do_sample else GREEDY_SAMPLING)}
     for key, setting in neutral.items():
         if getattr(config, key, None) is None:
             setattr(config, key, setting)

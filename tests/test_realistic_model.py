@@ -18,6 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tests import realistic_model
+from tests.conftest import phase_names
 from tests.realistic_model import DEFAULT_SYSTEM, ENDOFTEXT, IM_END
 
 # Rewards in a file next to the recipe, written as the README says a chat reward is written.
@@ -111,6 +112,24 @@ def invoke(*args):
 
     result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output + (repr(result.exception) if result.exception else "")
+    return result
+
+
+def invoke_train(path: Path):
+    """`grpo-cli train PATH` in-process, with what transformers logged at warning level collected as
+    `result.transformers_warnings` (its logger does not propagate, so caplog sees none of it)."""
+    import logging
+
+    records = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        result = invoke("train", path)
+    finally:
+        logger.removeHandler(handler)
+    result.transformers_warnings = [record.getMessage() for record in records]
     return result
 
 
@@ -314,8 +333,25 @@ def test_a_local_eval_split_resolves_against_the_recipe(realistic, tmp_path, mon
 @pytest.fixture(scope="module")
 def grpo_run(realistic):
     path = write_recipe(realistic, GRPO, "grpo")
-    result = invoke("train", path)
+    result = invoke_train(path)
     return path, realistic.policy.parent / "runs" / "grpo", result
+
+
+@pytest.mark.slow
+def test_grpo_start_says_each_step_and_nothing_else(grpo_run, realistic):
+    _, _, result = grpo_run
+    assert phase_names(result.stderr) == [
+        "importing torch and transformers",
+        "importing TRL",
+        f"loading model {realistic.policy}",
+        f"loading dataset {realistic.train_data}",
+        "preparing 48 prompts",
+        f"loading reward model {realistic.reward_model}",
+        "setting up GRPO",
+    ]
+    # config.json has no pad id while the tokenizer has one, as in Qwen2.5: no "new PAD/BOS/EOS tokens" warning.
+    assert result.transformers_warnings == []
+    assert "warning:" not in result.stderr  # the tokenizer has a chat template: the messages stay messages
 
 
 @pytest.mark.slow
@@ -363,15 +399,29 @@ def test_grpo_logs_errors_and_seconds_for_the_reward_model(grpo_run):
 @pytest.fixture(scope="module")
 def evaluated(grpo_run):
     path, run, _ = grpo_run
-    invoke("eval", path, "--adapter", run)
+    result = invoke("eval", path, "--adapter", run)
     eval_json = json.loads((run / "eval" / "eval.json").read_text())
     samples = [json.loads(line) for line in (run / "eval" / "eval_samples.jsonl").read_text().splitlines()]
-    return eval_json, samples
+    return eval_json, samples, result
+
+
+@pytest.mark.slow
+def test_eval_says_what_it_loads_and_decodes_greedily_without_warnings(evaluated, grpo_run, realistic):
+    _, run, _ = grpo_run
+    *_, result = evaluated
+    assert phase_names(result.stderr)[-3:] == [
+        "importing torch and transformers",
+        f"loading the tuned model (adapter {run} on {realistic.policy})",
+        "preparing 6 prompts",
+    ]
+    # The policy's generation_config.json samples (temperature 0.7, top_p 0.8, top_k 20): greedy decoding that
+    # left them unset would have transformers warn that they are not valid.
+    assert "generation flags are not valid" not in result.stderr
 
 
 @pytest.mark.slow
 def test_eval_uses_the_chat_prompts_and_hands_rewards_messages(evaluated, realistic):
-    eval_json, samples = evaluated
+    eval_json, samples, _ = evaluated
     held_out = [json.loads(line) for line in realistic.eval_data.read_text().splitlines()]
     assert [s["prompt"] for s in samples] == [row["messages"][:-1] for row in held_out]
     metrics = eval_json["metrics"]["tuned"]
@@ -383,7 +433,7 @@ def test_eval_uses_the_chat_prompts_and_hands_rewards_messages(evaluated, realis
 
 @pytest.mark.slow
 def test_eval_scores_the_reward_model_as_training_does(evaluated, realistic):
-    eval_json, samples = evaluated
+    eval_json, samples, _ = evaluated
     expected = realistic_model.reward_model_scores(
         realistic.reward_model,
         [s["prompt"] + [{"role": "assistant", "content": s["completion"]}] for s in samples],
@@ -489,7 +539,7 @@ def ppo_run(realistic):
         "args": {"limit": PPO["trainer"]["response_length"], "stop_id": realistic.tokenizer().eos_token_id},
     }
     path = write_recipe(realistic, {**PPO, "rewards": [*REWARDS, lengths]}, "ppo")
-    result = invoke("train", path)
+    result = invoke_train(path)
     return path, realistic.policy.parent / "runs" / "ppo", result
 
 
@@ -506,6 +556,24 @@ def test_ppo_trains_the_adapter_and_the_critic(ppo_run, realistic):
     shared = [name for name in critic if name in policy]
     assert shared and "score.weight" in critic  # the critic starts from the policy's own weights
     assert any(not critic[name].eq(policy[name]).all() for name in shared)
+
+
+@pytest.mark.slow
+def test_ppo_start_says_each_step_and_nothing_else(ppo_run, realistic):
+    _, _, result = ppo_run
+    assert phase_names(result.stderr) == [
+        "importing torch and transformers",
+        "importing TRL",
+        f"loading model {realistic.policy}",
+        f"loading dataset {realistic.train_data}",
+        "preparing 48 prompts",
+        f"loading reward model {realistic.reward_model}",
+        "loading the value model (critic)",
+        "setting up PPO",
+    ]
+    # Neither TRL's banner nor transformers' "Passing `generation_config` together with ..." at the first rollout.
+    assert "===training policy===" not in result.stdout
+    assert result.transformers_warnings == []
 
 
 @pytest.mark.slow
