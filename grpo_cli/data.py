@@ -410,13 +410,12 @@ _said: set[str] = set()
 
 def _warn_once(message: str) -> None:
     """A warning on stderr, once per process (prepare runs for train and held-out rows alike), main process only."""
-    import sys
-
     from grpo_cli.distributed import is_main_process
+    from grpo_cli.phases import say
 
     if message not in _said and is_main_process():
         _said.add(message)
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        say(f"warning: {message}")
 
 
 def uses_chat(spec: DatasetSection, tokenizer) -> bool:

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 
 from grpo_cli.distributed import is_main_process
 
+_open: list[str] = []  # the step whose line waits, in a terminal, for its time to be added
+
 
 @contextlib.contextmanager
 def phase(what: str) -> Iterator[None]:
@@ -31,13 +33,27 @@ def phase(what: str) -> Iterator[None]:
     if live:
         stream.write(f"{what} ...")
         stream.flush()
+        _open[:] = [what]
     started = time.perf_counter()
     try:
         yield
     except BaseException:
-        if live:
+        if _open:
             stream.write("\n")
+        _open.clear()
         raise
     seconds = f"{time.perf_counter() - started:.1f} s"
-    stream.write(f" {seconds}\n" if live else f"{what} ... {seconds}\n")
+    # Whole, unless its line is still open (a `say` in between closed it).
+    stream.write(f" {seconds}\n" if _open == [what] else f"{what} ... {seconds}\n")
+    stream.flush()
+    _open.clear()
+
+
+def say(line: str) -> None:
+    """A line on stderr (a warning, say) that does not split the line of a step in progress."""
+    stream = sys.stderr
+    if _open:
+        stream.write("\n")
+        _open.clear()
+    stream.write(line + "\n")
     stream.flush()

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from grpo_cli.phases import phase
+from grpo_cli.phases import phase, say
 
 
 class Terminal(io.StringIO):
@@ -51,3 +51,18 @@ def test_only_the_main_process_speaks(monkeypatch):
     with phase("loading model acme/m"):
         pass
     assert stream.getvalue() == ""
+
+
+def test_a_line_said_during_a_step_does_not_split_it(monkeypatch):
+    stream = Terminal()
+    monkeypatch.setattr("sys.stderr", stream)
+    with phase("preparing 48 prompts"):
+        say("warning: dataset: ...")
+    lines = stream.getvalue().splitlines()
+    assert lines[:2] == ["preparing 48 prompts ...", "warning: dataset: ..."]
+    assert re.fullmatch(r"preparing 48 prompts \.\.\. \d+\.\d s", lines[2]) and len(lines) == 3
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    with phase("preparing 48 prompts"):
+        say("warning: dataset: ...")
+    assert stream.getvalue().splitlines()[0] == "warning: dataset: ..."
