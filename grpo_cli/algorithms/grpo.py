@@ -12,7 +12,7 @@ from pathlib import Path
 from grpo_cli import data, distributed, models, plugins
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
+from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, write_summary
 
 # Our defaults for TRL's GRPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -24,11 +24,14 @@ DEFAULTS = {
 }
 
 
-def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokenizer, eos_ids=()):
+def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokenizer=None, eos_ids=()):
+    """GRPOConfig; without a tokenizer (the check before anything loads), without its generation settings."""
     from trl import GRPOConfig
 
     args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
-    if not args.get("use_vllm"):  # vLLM's sampling parameters have no suppress_tokens
+    if tokenizer is not None and not args.get(
+        "use_vllm"
+    ):  # vLLM's sampling parameters have no suppress_tokens
         args["generation_kwargs"] = {
             **models.suppressed_special_tokens(tokenizer, eos_ids),
             **(args.get("generation_kwargs") or {}),
@@ -42,7 +45,7 @@ def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokeni
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
     from trl import GRPOTrainer
 
-    from grpo_cli.callbacks import RunLogger, quiet_trainer
+    from grpo_cli.callbacks import RunLogger, guard, quiet_trainer
 
     # Rewards first: a bad reward should fail before a model loads.
     rewards = plugins.bind_all(recipe.rewards)
@@ -57,8 +60,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         recipe, output_dir, weights, tokenizer, models.generation_eos_ids(model)
     )  # sets up processes
     main_process = distributed.is_main_process()
-    if main_process and resume_from is None:
-        clear_previous_run(output_dir)  # only now: a mistake found while loading leaves the old run as it was
+    begin_run(output_dir, "grpo", resume_from=resume_from, main_process=main_process)
     if recipe.model.from_config is not None:
         models.save_base_model(
             model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
@@ -75,6 +77,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         callbacks=[logger],
     )
     quiet_trainer(trainer)
+    guard(trainer, logger)
     if main_process:
         atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -42,7 +42,7 @@ from transformers import TrainerCallback
 from grpo_cli import data, distributed, models, plugins
 from grpo_cli.errors import UserError, describe
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
+from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, write_summary
 
 # Our defaults for TRL's PPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -82,7 +82,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     from trl.experimental.ppo import PPOTrainer
 
     from grpo_cli.algorithms.ppo_bridge import RewardFunctionModel, left_pad
-    from grpo_cli.callbacks import RunLogger, quiet_trainer
+    from grpo_cli.callbacks import RunLogger, guard, quiet_trainer
 
     # Rewards first: a bad reward should fail before the policy loads.
     rewards = plugins.bind_all(recipe.rewards)
@@ -105,8 +105,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         eval_rows = data.prepare(held_out, recipe.dataset, tokenizer).to_list()
 
     main_process = distributed.is_main_process()
-    if main_process and resume_from is None:
-        clear_previous_run(output_dir)  # only now: a mistake found while loading leaves the old run as it was
+    begin_run(output_dir, "ppo", resume_from=resume_from, main_process=main_process)
     if recipe.model.from_config is not None:
         models.save_base_model(
             model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
@@ -146,6 +145,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         callbacks=[scorer, extras, logger],  # in this order: RunLogger writes what the others add
     )
     quiet_trainer(trainer)
+    guard(trainer, logger)  # after the other callbacks: checkpoints whole or not at all, signals, resumed lr
     if distributed.world_size() > 1:
         _unwrap_for_ddp(trainer)
     scorer.to(trainer.accelerator.device)
