@@ -137,10 +137,16 @@ def test_overwrite_replaces_the_run(trained, cli, tmp_path):
     recipe, run, _ = trained
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    (copy / "stale.txt").write_text("old")
+    (copy / "checkpoint-9").mkdir()  # stale parts of the old run go
+    (copy / "notes.md").write_text("mine")  # a user's file stays (it was deleted before: issue 10)
+    (copy / "eval").mkdir()
+    old_id = json.loads((copy / "run.json").read_text())["run_id"]
     result = cli("train", recipe, "trainer.max_steps=2", "--output-dir", copy, "--overwrite")
     assert result.exit_code == 0, result.output
-    assert not (copy / "stale.txt").exists()
+    assert not (copy / "checkpoint-9").exists() and not (copy / "checkpoint-4").exists()
+    assert (copy / "notes.md").read_text() == "mine" and (copy / "eval").is_dir()
+    assert f"kept in {copy}, not part of the run: eval, notes.md" in result.stderr
+    assert json.loads((copy / "run.json").read_text())["run_id"] != old_id
     assert [r["step"] for r in metric_rows(copy)] == [1, 2]
 
 

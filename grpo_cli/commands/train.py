@@ -60,7 +60,7 @@ def train(
             checkpoint = last_complete_checkpoint(out) if resume else None
         else:
             checkpoint = prepare_output_dir(out, overwrite=overwrite, resume=resume)
-            if resume and _already_complete(loaded, out, finished_steps(out)):
+            if resume and _already_complete(loaded, out, finished_steps(out), checkpoint):
                 return
             _check_trainer_config(loaded, out)  # TRL's own checks, in a second rather than after loading
             if distributed.wants_launcher(loaded.distributed) and not distributed.launched():
@@ -95,9 +95,14 @@ def train(
         )
 
 
-def _already_complete(recipe, out: Path, done: int | None) -> bool:
-    """A finished run resumed with the same or a lower max_steps: nothing to train (a higher one continues)."""
-    if done is None:
+def _already_complete(recipe, out: Path, done: int | None, checkpoint: Path | None) -> bool:
+    """A finished run resumed with the same or a lower max_steps: nothing to train (a higher one continues).
+
+    Finished: summary.json (written when training ends) says so, and no checkpoint of its last steps is missing.
+    """
+    from grpo_cli.runs import checkpoint_step
+
+    if done is None or (checkpoint is not None and checkpoint_step(checkpoint) < done):
         return False
     target = recipe.trainer.get("max_steps")
     if isinstance(target, int) and target > done:
