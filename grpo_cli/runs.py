@@ -114,8 +114,6 @@ RUN_FILES = frozenset(
     }
 )
 RUN_PATTERNS = ("checkpoint-*", "model-*-of-*.safetensors", ".*.tmp")
-# What a run written before run.json existed holds: --resume continues it; --overwrite will not delete it.
-OLD_RUN_FILES = ("recipe.yaml", "metrics.jsonl", "summary.json", "adapter_config.json")
 
 
 def notice(message: str) -> None:
@@ -128,10 +126,11 @@ def holds_run(directory: Path) -> bool:
 
 
 def holds_old_run(directory: Path) -> bool:
-    """A run from a grpo-cli without the marker: resumable, never deleted."""
-    if not directory.is_dir() or holds_run(directory):
+    """A run from a grpo-cli without the marker (recipe.yaml with metrics.jsonl or checkpoints): resumable, never
+    deleted. A recipe.yaml alone is a user's recipe."""
+    if not directory.is_dir() or holds_run(directory) or not (directory / "recipe.yaml").is_file():
         return False
-    return any((directory / name).exists() for name in OLD_RUN_FILES) or any(checkpoints(directory))
+    return (directory / "metrics.jsonl").is_file() or bool(checkpoints(directory))
 
 
 def is_run_file(name: str) -> bool:

@@ -213,3 +213,66 @@ def test_resume_with_another_model_is_refused(trained, cli, tmp_path):
     result = cli("train", recipe, "--output-dir", copy, "--resume", "lora.r=8")
     assert result.exit_code == 2
     assert "--resume: the recipe's lora differ from the run in" in result.stderr
+
+
+def test_resume_of_a_finished_run_changes_nothing(trained, cli, tmp_path):
+    import shutil
+
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    for max_steps in ("4", "2"):  # the same or a lower max_steps
+        result = cli("train", recipe, f"trainer.max_steps={max_steps}", "--output-dir", copy, "--resume")
+        assert result.exit_code == 0, result.output
+        assert (
+            f"{copy} is complete: it trained 4 steps (trainer.max_steps={max_steps}); nothing to do"
+            in result.stdout
+        )
+    after = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    assert after == before  # no checkpoint-5, the same adapter, metrics and summary
+
+
+def test_resume_with_a_longer_max_steps_trains_from_the_first_resumed_step(trained, cli, tmp_path):
+    import shutil
+
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    args = ("trainer.max_steps=8", "trainer.save_steps=1", "--output-dir", copy, "--resume")
+    result = cli("train", recipe, *args)
+    assert result.exit_code == 0, result.output
+    # linear schedule, lr 0.05: recomputed over 8 steps, step 5 runs at 0.05 x (8 - 4) / 8 (the old one was at 0)
+    assert "max_steps 4 -> 8: the learning-rate schedule (linear) now spans 8 steps" in result.stderr
+    assert "step 5 runs at lr 0.025 (the old schedule was at 0)" in result.stderr
+    at_4, at_5 = adapter_tensors(copy / "checkpoint-4"), adapter_tensors(copy / "checkpoint-5")
+    changed = [name for name in at_4 if not at_4[name].eq(at_5[name]).all()]
+    assert len(changed) == len(at_4)  # step 5 trained (at lr 0.0 it changed nothing)
+    assert [r["step"] for r in metric_rows(copy)] == list(range(1, 9))
+
+
+def test_resume_of_a_run_with_a_damaged_recipe_is_one_line(trained, cli, tmp_path):
+    import shutil
+
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "recipe.yaml").write_text("model: [unclosed\n  lora: {")
+    result = cli("train", recipe, "--output-dir", copy, "--resume", "trainer.max_steps=6")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --resume: {copy / 'recipe.yaml'} is damaged")
+
+
+def test_a_run_that_never_reached_a_checkpoint_can_be_overwritten(trained, cli, tmp_path):
+    import shutil
+
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("run.json", "recipe.yaml", "base_model"):  # stopped right after base_model/ was written
+        (shutil.copytree if (run / name).is_dir() else shutil.copy)(run / name, copy / name)
+    assert "never reached its first checkpoint" in cli("train", recipe, "-o", copy, "--resume").stderr
+    result = cli("train", recipe, "trainer.max_steps=2", "-o", copy, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert [r["step"] for r in metric_rows(copy)] == [1, 2]
