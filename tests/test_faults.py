@@ -337,13 +337,14 @@ def test_overwrite_refuses_a_project_directory_and_deletes_nothing(tmp_path, cli
 
 def test_overwrite_of_the_current_directory_deletes_nothing(tmp_path, cli, tiny_recipe, monkeypatch):
     (tmp_path / "notes.md").write_text("mine")
-    recipe = tiny_recipe()
+    recipe = tiny_recipe(name="recipe.yaml")  # a user's recipe.yaml made `.` count as a run, and go
     monkeypatch.chdir(tmp_path)
     for flags in (["--overwrite"], [], ["--resume"]):
         result = cli("train", recipe, "-o", ".", *flags)
         assert result.exit_code == 2 and result.stderr.startswith("error: "), result.output
         assert "Traceback" not in result.output
-    assert (tmp_path / "notes.md").read_text() == "mine" and not (tmp_path / "run.lock").exists()
+    assert (tmp_path / "notes.md").read_text() == "mine" and recipe.is_file()
+    assert not (tmp_path / "run.lock").exists()
 
 
 def test_overwrite_refuses_a_run_without_its_marker(tmp_path, cli, tiny_recipe):
