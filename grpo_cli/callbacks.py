@@ -146,7 +146,10 @@ class RunGuard(TrainerCallback):
         self.trainer.accelerator.wait_for_everyone()  # every process wrote its part (RNG states)
         if staged is not None and args.should_save:
             final = self.run_dir / staged.name
-            if final.exists():
+            if final.exists():  # parts a callback wrote to the final name: they join the staged checkpoint
+                for part in final.iterdir():
+                    if not (staged / part.name).exists():
+                        os.replace(part, staged / part.name)
                 shutil.rmtree(final)
             os.replace(staged, final)
             card = staged.parent / "README.md"  # TRL's model card, written beside the checkpoint

@@ -416,3 +416,68 @@ def test_ppo_resume_with_a_longer_max_steps_trains_from_the_first_resumed_step(t
     assert steps(run) == [1, 2, 3, 4]
     rates = [json.loads(line)["learning_rate"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rates[2:] == pytest.approx([0.025, 0.0125])
+
+
+# ---- the pieces (fast) ----
+
+
+def test_a_run_lock_names_its_holder_and_goes_with_an_empty_directory(tmp_path, monkeypatch):
+    from grpo_cli.errors import UserError
+    from grpo_cli.runs import LOCK_ENV, RunLock
+
+    run = tmp_path / "new-run"
+    first = RunLock(run)
+    first.acquire()
+    assert (run / "run.lock").read_text() == f"{os.getpid()}\n"
+    monkeypatch.delenv(LOCK_ENV)  # as in another process
+    with pytest.raises(UserError, match=rf"in use by another grpo-cli process \(pid {os.getpid()}\)"):
+        RunLock(run).acquire()
+    first.release()
+    assert not run.exists()  # it created the directory and nothing else came into it
+
+
+def test_overwrite_clears_only_a_runs_own_files(tmp_path):
+    from grpo_cli.runs import clear_previous_run
+
+    run = tmp_path / "run"
+    for name in [
+        "run.json",
+        "metrics.jsonl",
+        "adapter_model.safetensors",
+        ".metrics.jsonl.1-ab.tmp",
+        "run.lock",
+    ]:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    for folder in ["checkpoint-2", "base_model", ".saving/checkpoint-4", "eval", "src"]:
+        (run / folder).mkdir(parents=True)
+    (run / "notes.md").write_text("mine")
+    assert clear_previous_run(run) == ["eval", "notes.md", "src"]
+    assert sorted(p.name for p in run.iterdir()) == ["eval", "notes.md", "run.lock", "src"]
+
+
+def test_resume_skips_incomplete_checkpoints(tmp_path, capsys):
+    from grpo_cli.runs import last_complete_checkpoint
+
+    for step, state in [(2, {"global_step": 2}), (4, {"global_step": 4}), (6, None)]:
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(json.dumps(state) if state else "")
+    (tmp_path / "checkpoint-8").mkdir()
+    assert last_complete_checkpoint(tmp_path, quiet=False) == tmp_path / "checkpoint-4"
+    assert capsys.readouterr().err.splitlines() == [
+        "skipping checkpoint-8: incomplete (it was being written when the run stopped)",
+        "skipping checkpoint-6: incomplete (it was being written when the run stopped)",
+    ]
+
+
+def test_the_resume_command_is_the_typed_one_with_resume(monkeypatch):
+    from grpo_cli import interrupts
+
+    monkeypatch.setenv(interrupts.COMMAND_ENV, "grpo-cli train 'my recipe.yaml' --overwrite lora.r=8")
+    assert interrupts.resume_command(Path("runs/x")) == (
+        "grpo-cli train 'my recipe.yaml' lora.r=8 --output-dir runs/x --resume"
+    )
+    monkeypatch.delenv(interrupts.COMMAND_ENV)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/grpo-cli", "train", "r.yaml", "-o", "out", "--resume"])
+    assert interrupts.resume_command(Path("out")) == "grpo-cli train r.yaml -o out --resume"
