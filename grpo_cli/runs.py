@@ -287,6 +287,8 @@ def prepare_output_dir(directory: Path, *, overwrite: bool, resume: bool) -> Pat
     lock_run(directory)  # a second writer stops here, told who holds the run
     if resume:
         checkpoint = last_complete_checkpoint(directory, quiet=False)
+        if checkpoint is None and finished_steps(directory) is not None:
+            return None  # finished without checkpoints: the train command says it is complete, or why not
         if checkpoint is None:
             raise UserError(
                 f"--resume: {directory} never reached its first checkpoint, so there is nothing to resume; "

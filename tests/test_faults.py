@@ -481,3 +481,21 @@ def test_the_resume_command_is_the_typed_one_with_resume(monkeypatch):
     monkeypatch.delenv(interrupts.COMMAND_ENV)
     monkeypatch.setattr(sys, "argv", ["/venv/bin/grpo-cli", "train", "r.yaml", "-o", "out", "--resume"])
     assert interrupts.resume_command(Path("out")) == "grpo-cli train r.yaml -o out --resume"
+
+
+def test_resume_of_a_run_finished_without_checkpoints(tmp_path, cli, tiny_recipe):
+    from grpo_cli.runs import write_marker
+
+    recipe = tiny_recipe()
+    run = Path(yaml.safe_load(recipe.read_text())["output_dir"])
+    run.mkdir(parents=True)
+    write_marker(run, "grpo")
+    (run / "summary.json").write_text(json.dumps({"steps": 4}))
+    result = cli("train", recipe, "--resume")  # max_steps 4: complete
+    assert result.exit_code == 0 and f"{run} is complete: it trained 4 steps" in result.stdout
+    result = cli("train", recipe, "--resume", "trainer.max_steps=6")
+    assert result.exit_code == 2
+    assert (
+        "finished without saving a checkpoint (trainer.save_strategy), so it cannot train further"
+        in result.stderr
+    )

@@ -31,6 +31,7 @@ def train(
     import warnings
 
     from grpo_cli import distributed, interrupts, models, validation
+    from grpo_cli.errors import UserError
     from grpo_cli.recipe import load_recipe
     from grpo_cli.runs import (
         check_resume_matches,
@@ -62,6 +63,11 @@ def train(
             checkpoint = prepare_output_dir(out, overwrite=overwrite, resume=resume)
             if resume and _already_complete(loaded, out, finished_steps(out), checkpoint):
                 return
+            if resume and checkpoint is None:
+                raise UserError(
+                    f"--resume: {out} finished without saving a checkpoint (trainer.save_strategy), so it cannot "
+                    "train further; start again with --overwrite"
+                )
             _check_trainer_config(loaded, out)  # TRL's own checks, in a second rather than after loading
             if distributed.wants_launcher(loaded.distributed) and not distributed.launched():
                 # Start N copies of this same command under accelerate's launcher; they find WORLD_SIZE set.
