@@ -285,7 +285,9 @@ def test_resume_without_a_saved_critic_is_refused(cli, ppo_recipe):
     path = ppo_recipe({"trainer": {"max_steps": 2}})
     ok(cli("train", path))
     shutil.rmtree(output_of(path) / "checkpoint-2" / "value_model")
-    assert "checkpoint-2 has no value_model/ (the PPO critic)" in error_of(cli("train", path, "--resume"))
+    assert "checkpoint-2 has no value_model/ (the PPO critic)" in error_of(
+        cli("train", path, "--resume", "trainer.max_steps=4")  # a finished run is not resumed: extend it
+    )
 
 
 # ---- the pieces ----
