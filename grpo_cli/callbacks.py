@@ -1,10 +1,12 @@
-"""Trainer callbacks shared by GRPO and PPO: metrics.jsonl and the live progress bar."""
+"""Trainer callbacks shared by GRPO and PPO: metrics.jsonl and the live progress bar; RunGuard (checkpoints
+whole or not at all, signals, resumed schedules)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import typer
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,6 +17,7 @@ from rich.progress import (
 )
 from transformers import PrinterCallback, TrainerCallback
 
+from grpo_cli import interrupts
 from grpo_cli.runs import MetricsLog, read_metrics, rename_metrics
 
 
@@ -78,8 +81,10 @@ class RunLogger(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None
         if self.metrics is not None:
             self.metrics.close()
+            self.metrics = None
 
     @property
     def wall_time(self) -> float:
@@ -98,3 +103,143 @@ def quiet_trainer(trainer) -> None:
             print_(*args, **kwargs)
 
     accelerator.print = print_all_but_the_banner
+
+
+class RunGuard(TrainerCallback):
+    """What keeps a run's work safe, for GRPO's and PPO's trainers alike (install with `guard`).
+
+    - Checkpoints appear whole or not at all: the trainer writes `checkpoint-N` under `.saving/` (its output_dir
+      points there while it saves), and once every `on_save` callback has added its part (PPO's value model),
+      this one, the last callback, renames it into the run directory.
+    - SIGINT/SIGTERM (see `interrupts`): at the end of the step that was running, the trainer is told to save;
+      once the checkpoint is in place, `Interrupted` ends training. TRL's PPOTrainer ignores
+      `should_training_stop` but honours `should_save`, so raising is the one way that works for both. With
+      several processes the flag is shared at every step end, so all of them stop at the same step.
+    - On resume, the learning rate of the next step comes from the schedule at the resumed step (see
+      `_continue_schedule`).
+    """
+
+    def __init__(self, trainer, logger: RunLogger):
+        self.trainer = trainer
+        self.logger = logger
+        self.run_dir = Path(trainer.args.output_dir)
+        self.staged: Path | None = None
+
+    # -- checkpoints --
+
+    def save_checkpoint(self, original, model, trial):
+        """The trainer's `_save_checkpoint`, pointed at `.saving/` (see the class docstring)."""
+        import shutil
+
+        from grpo_cli.runs import STAGING
+
+        args = self.trainer.args
+        staging = self.run_dir / STAGING
+        self.staged = staging / f"checkpoint-{self.trainer.state.global_step}"
+        if args.should_save and self.staged.exists():
+            shutil.rmtree(self.staged)  # left by a save that failed
+        self.trainer.accelerator.wait_for_everyone()
+        args.output_dir = str(staging)
+        try:
+            original(model, trial)
+        except BaseException:
+            args.output_dir = str(self.run_dir)
+            raise
+
+    def on_save(self, args, state, control, **kwargs):
+        import os
+        import shutil
+
+        args.output_dir = str(self.run_dir)
+        staged, self.staged = self.staged, None
+        self.trainer.accelerator.wait_for_everyone()  # every process wrote its part (RNG states)
+        if staged is not None and args.should_save:
+            final = self.run_dir / staged.name
+            if final.exists():  # parts a callback wrote to the final name: they join the staged checkpoint
+                for part in final.iterdir():
+                    if not (staged / part.name).exists():
+                        os.replace(part, staged / part.name)
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            card = staged.parent / "README.md"  # TRL's model card, written beside the checkpoint
+            if card.exists():
+                os.replace(card, self.run_dir / "README.md")
+            shutil.rmtree(staged.parent, ignore_errors=True)
+            if args.save_total_limit:
+                from transformers.trainer_utils import rotate_checkpoints
+
+                rotate_checkpoints(str(self.run_dir), args.save_total_limit, state.best_model_checkpoint)
+        self.trainer.accelerator.wait_for_everyone()
+        if interrupts.requested():
+            self.logger.on_train_end(args, state, control)
+            raise interrupts.Interrupted(
+                interrupts.requested(), state.global_step, self.run_dir / f"checkpoint-{state.global_step}"
+            )
+
+    # -- signals --
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        interrupts.arm()
+        if state.global_step > 0:
+            self._continue_schedule(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        from grpo_cli import distributed
+
+        if distributed.world_size() > 1:
+            import torch
+            import torch.distributed as dist
+
+            flag = torch.tensor([interrupts.requested()], device=self.trainer.accelerator.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item():
+                interrupts.request(int(flag.item()))
+        if interrupts.requested():
+            control.should_save = True
+
+    # -- resume --
+
+    def _continue_schedule(self, state) -> None:
+        """The next step's learning rate, from the schedule at the resumed step over this run's max_steps.
+
+        The optimizer's state brings back the learning rate the checkpoint's own last step used; with a longer
+        max_steps that is the old schedule's (0.0 at the end of a linear decay), and the rate would jump after one
+        step. The schedule is the one for the new length, as if the run had been planned that long from the start.
+        """
+        import json
+
+        scheduler, optimizer = self.trainer.lr_scheduler, self.trainer.optimizer
+        lambdas = getattr(scheduler, "lr_lambdas", None)
+        if not lambdas or optimizer is None:
+            return
+        rates = [base * fn(state.global_step) for base, fn in zip(scheduler.base_lrs, lambdas, strict=True)]
+        before = [group["lr"] for group in optimizer.param_groups]
+        for group, rate in zip(optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        scheduler._last_lr = list(rates)
+        saved = self.run_dir / f"checkpoint-{state.global_step}" / "trainer_state.json"
+        try:
+            old_max = json.loads(saved.read_text()).get("max_steps")
+        except (OSError, ValueError):
+            old_max = None
+        if state.is_world_process_zero and old_max and old_max != state.max_steps:
+            typer.echo(
+                f"max_steps {old_max} -> {state.max_steps}: the learning-rate schedule ({args_name(self.trainer)}) "
+                f"now spans {state.max_steps} steps, as if planned so from the start; step {state.global_step + 1} "
+                f"runs at lr {rates[0]:.3g} (the old schedule was at {before[0]:.3g})",
+                err=True,
+            )
+
+
+def args_name(trainer) -> str:
+    kind = trainer.args.lr_scheduler_type
+    return getattr(kind, "value", str(kind))
+
+
+def guard(trainer, logger: RunLogger) -> RunGuard:
+    """Install RunGuard on a trainer (after its other callbacks: it must see `on_save` last)."""
+    run_guard = RunGuard(trainer, logger)
+    original = trainer._save_checkpoint
+    trainer._save_checkpoint = lambda model, trial: run_guard.save_checkpoint(original, model, trial)
+    trainer.add_callback(run_guard)
+    return run_guard

@@ -9,6 +9,7 @@ Without a GPU the processes run DDP over gloo (the trainer is told `use_cpu`, se
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -143,14 +144,58 @@ def _argv_without_num_processes(argv: list[str]) -> list[str]:
 
 
 def relaunch(spec) -> int:
-    """Run this command again under accelerate's launcher; return its exit code."""
+    """Run this command again under accelerate's launcher; return its exit code.
+
+    The launcher runs in its own session, so a terminal's Ctrl-C reaches this process only; SIGINT and SIGTERM
+    sent here are forwarded to the training processes (once each), which stop at the same step after saving a
+    checkpoint (see `interrupts`); then this process exits 130 / 143. Anything of the launch still running when
+    it ends is killed: no orphan keeps writing into the run.
+    """
+    import shlex
+    import signal
+
     import yaml
 
+    from grpo_cli import interrupts
+
     argv = [*_argv_without_num_processes(sys.argv[1:]), f"distributed.num_processes={spec.num_processes}"]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        interrupts.FORWARDED_ENV: "1",
+        interrupts.COMMAND_ENV: shlex.join(["grpo-cli", *sys.argv[1:]]),
+    }
+    received: list[int] = []
+
+    def forward(signum, _frame):
+        received.append(signum)
+        workers = _children(launcher.pid)
+        for pid in workers or [launcher.pid]:  # before the workers start, the launcher stops them itself
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     with tempfile.TemporaryDirectory(prefix="grpo-cli-launch-") as tmp:
         config_file = spec.config_file
         if config_file is None and spec.backend != "ddp":
             config_file = str(Path(tmp) / "accelerate_config.yaml")
             Path(config_file).write_text(yaml.safe_dump(accelerate_config(spec)))
-        return subprocess.run(launch_command(spec, argv, config_file), env=env).returncode
+        launcher = subprocess.Popen(launch_command(spec, argv, config_file), env=env, start_new_session=True)
+        previous = {signum: signal.signal(signum, forward) for signum in interrupts.SIGNALS}
+        try:
+            code = launcher.wait()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(launcher.pid, signal.SIGKILL)  # whatever of the launch is left
+            launcher.wait()
+    return 128 + received[0] if received else code
+
+
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started (Linux /proc; empty where it cannot tell)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in children.read_text().split()]
+    return found

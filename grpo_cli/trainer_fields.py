@@ -206,6 +206,17 @@ def check_ranges(trainer: dict) -> list[str]:
             problems.append(
                 f"trainer.{key}: a whole number of steps above 1 (below 1: a fraction of the run), got {given}"
             )
+    if trainer.get("load_best_model_at_end"):
+        # transformers' TrainingArguments refuses this in __post_init__ (the defaults are the same for every TRL
+        # config: they come from TrainingArguments).
+        defaults = fields("grpo")
+        save = trainer.get("save_strategy", defaults["save_strategy"].default)
+        evaluate = trainer.get("eval_strategy", defaults["eval_strategy"].default)
+        if save != "best" and save != evaluate:
+            problems.append(
+                f"trainer.load_best_model_at_end: needs save_strategy and eval_strategy to match (or "
+                f"save_strategy: best), got save_strategy {save!r} and eval_strategy {evaluate!r}"
+            )
     return problems
 
 

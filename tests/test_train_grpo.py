@@ -59,8 +59,7 @@ def test_says_what_it_does_before_the_progress_bar(trained):
 
     _recipe, _run, result = trained
     assert phase_names(result.stderr) == [
-        "importing torch and transformers",
-        "importing TRL",
+        "importing TRL to check the trainer settings",
         "loading model qwen2 built from a config",
         "loading dataset addition (generated, 40 rows)",
         "preparing 32 prompts",  # 40 rows, 8 held out (eval_size)
@@ -151,10 +150,16 @@ def test_overwrite_replaces_the_run(trained, cli, tmp_path):
     recipe, run, _ = trained
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    (copy / "stale.txt").write_text("old")
+    (copy / "checkpoint-9").mkdir()  # stale parts of the old run go
+    (copy / "notes.md").write_text("mine")  # a user's file stays (it was deleted before: issue 10)
+    (copy / "eval").mkdir()
+    old_id = json.loads((copy / "run.json").read_text())["run_id"]
     result = cli("train", recipe, "trainer.max_steps=2", "--output-dir", copy, "--overwrite")
     assert result.exit_code == 0, result.output
-    assert not (copy / "stale.txt").exists()
+    assert not (copy / "checkpoint-9").exists() and not (copy / "checkpoint-4").exists()
+    assert (copy / "notes.md").read_text() == "mine" and (copy / "eval").is_dir()
+    assert f"kept in {copy}, not part of the run: eval, notes.md" in result.stderr
+    assert json.loads((copy / "run.json").read_text())["run_id"] != old_id
     assert [r["step"] for r in metric_rows(copy)] == [1, 2]
 
 
@@ -221,3 +226,65 @@ def test_resume_with_another_model_is_refused(trained, cli, tmp_path):
     result = cli("train", recipe, "--output-dir", copy, "--resume", "lora.r=8")
     assert result.exit_code == 2
     assert "--resume: the recipe's lora differ from the run in" in result.stderr
+
+
+def test_resume_of_a_finished_run_changes_nothing(trained, cli, tmp_path):
+    import shutil
+
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    for max_steps in ("4", "2"):  # the same or a lower max_steps
+        result = cli("train", recipe, f"trainer.max_steps={max_steps}", "--output-dir", copy, "--resume")
+        assert result.exit_code == 0, result.output
+        assert (
+            f"{copy} is complete: it trained 4 steps (trainer.max_steps={max_steps}); nothing to do"
+            in result.stdout
+        )
+    after = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    assert after == before  # no checkpoint-5, the same adapter, metrics and summary
+
+
+def test_resume_with_a_longer_max_steps_trains_from_the_first_resumed_step(trained, cli, tmp_path):
+    import shutil
+
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    result = cli("train", recipe, "trainer.max_steps=8", "--output-dir", copy, "--resume")
+    assert result.exit_code == 0, result.output
+    # linear schedule, lr 0.05: recomputed over 8 steps, step 5 runs at 0.05 x (8 - 4) / 8 (the old one was at 0)
+    assert "max_steps 4 -> 8: the learning-rate schedule (linear) now spans 8 steps" in result.stderr
+    assert "step 5 runs at lr 0.025 (the old schedule was at 0)" in result.stderr
+    rows = metric_rows(copy)
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    # each row: the rate its step ran at; step 5 ran at 0.0 before, then jumped to 0.01875
+    assert [r["learning_rate"] for r in rows[4:]] == pytest.approx([0.025, 0.01875, 0.0125, 0.00625])
+
+
+def test_resume_of_a_run_with_a_damaged_recipe_is_one_line(trained, cli, tmp_path):
+    import shutil
+
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "recipe.yaml").write_text("model: [unclosed\n  lora: {")
+    result = cli("train", recipe, "--output-dir", copy, "--resume", "trainer.max_steps=6")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --resume: {copy / 'recipe.yaml'} is damaged")
+
+
+def test_a_run_that_never_reached_a_checkpoint_can_be_overwritten(trained, cli, tmp_path):
+    import shutil
+
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("run.json", "recipe.yaml", "base_model"):  # stopped right after base_model/ was written
+        (shutil.copytree if (run / name).is_dir() else shutil.copy)(run / name, copy / name)
+    assert "never reached its first checkpoint" in cli("train", recipe, "-o", copy, "--resume").stderr
+    result = cli("train", recipe, "trainer.max_steps=2", "-o", copy, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert [r["step"] for r in metric_rows(copy)] == [1, 2]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, distributed, generation, models, plugins, scoring
+from grpo_cli import data, distributed, generation, models, plugins, scoring, validation
 from grpo_cli.errors import UserError
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
+from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, write_summary
 
 # Our defaults for TRL's GRPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -25,11 +25,14 @@ DEFAULTS = {
 }
 
 
-def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokenizer, eos_ids=()):
+def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokenizer=None, eos_ids=()):
+    """GRPOConfig; without a tokenizer (the check before anything loads), without its generation settings."""
     from trl import GRPOConfig
 
     args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
-    if not args.get("use_vllm"):  # vLLM's sampling parameters have no suppress_tokens
+    if tokenizer is not None and not args.get(
+        "use_vllm"
+    ):  # vLLM's sampling parameters have no suppress_tokens
         args["generation_kwargs"] = {
             **generation.suppressed_special_tokens(tokenizer, eos_ids),
             **(args.get("generation_kwargs") or {}),
@@ -37,14 +40,15 @@ def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokeni
     try:
         return GRPOConfig(output_dir=str(output_dir), seed=recipe.seed, reward_weights=reward_weights, **args)
     except (ValueError, TypeError) as err:
-        raise UserError(f"trainer: TRL's GRPOConfig rejected the settings: {err}") from err
+        raise UserError(
+            f"trainer: TRL's GRPOConfig rejected the settings: {' '.join(str(err).split())}"
+        ) from err
 
 
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
-    with phase("importing TRL"):
-        from trl import GRPOTrainer
+    from trl import GRPOTrainer
 
-        from grpo_cli.callbacks import RunLogger, quiet_trainer
+    from grpo_cli.callbacks import RunLogger, guard, quiet_trainer
 
     # Rewards first: a bad reward should fail before a model loads.
     rewards = plugins.bind_all(recipe.rewards)
@@ -53,6 +57,8 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         model, tokenizer = models.load_model(recipe.model, recipe.seed)
     with phase(f"loading dataset {data.label(recipe.dataset)}"):
         train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
+    # LoRA targets and the chat template, checked now that they are loaded and before the run directory is touched.
+    validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer, train_rows))
     with phase(f"preparing {len(train_rows)} prompts"):
         train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
 
@@ -64,8 +70,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     rewards = scoring.load_reward_models(rewards, recipe.model.dtype, args.device, args.chat_template_kwargs)
     reward_funcs = [scoring.RewardCall(r) for r in rewards]
     main_process = distributed.is_main_process()
-    if main_process and resume_from is None:
-        clear_previous_run(output_dir)  # only now: a mistake found while loading leaves the old run as it was
+    begin_run(output_dir, "grpo", resume_from=resume_from, main_process=main_process)
     if recipe.model.from_config is not None:
         models.save_base_model(
             model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
@@ -83,6 +88,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             callbacks=[logger],
         )
     quiet_trainer(trainer)
+    guard(trainer, logger)
     if main_process:
         atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -35,12 +35,12 @@ import math
 import warnings
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, plugins, scoring
+from grpo_cli import data, distributed, models, plugins, scoring, validation
 from grpo_cli.algorithms import ppo_compat
 from grpo_cli.errors import UserError, describe
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, checkpoint_step, clear_previous_run, write_summary
+from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, write_summary
 
 # Our defaults for TRL's PPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -63,7 +63,9 @@ def config(recipe: Recipe, output_dir: Path, train_size: int):
     try:
         ppo_config = PPOConfig(output_dir=str(output_dir), seed=recipe.seed, **args)
     except (ValueError, TypeError) as err:
-        raise UserError(f"trainer: TRL's PPOConfig rejected the settings: {err}") from err
+        raise UserError(
+            f"trainer: TRL's PPOConfig rejected the settings: {' '.join(str(err).split())}"
+        ) from err
     if ppo_config.max_steps > 0:
         ppo_config.total_episodes = ppo_config.max_steps * episodes_per_step(ppo_config)
     elif ppo_config.total_episodes is None:  # TRL's own fallback, made explicit so steps are known up front
@@ -77,11 +79,10 @@ def episodes_per_step(args) -> int:
 
 
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
-    with phase("importing TRL"):
-        from trl.experimental.ppo import PPOTrainer
+    from trl.experimental.ppo import PPOTrainer
 
     from grpo_cli.algorithms.ppo_bridge import RewardFunctionModel, RolloutRewards, check_pad_token, left_pad
-    from grpo_cli.callbacks import RunLogger, quiet_trainer
+    from grpo_cli.callbacks import RunLogger, guard, quiet_trainer
 
     # Rewards first: a bad reward should fail before the policy loads.
     rewards = plugins.bind_all(recipe.rewards)
@@ -92,6 +93,8 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     with phase(f"loading dataset {data.label(recipe.dataset)}"):
         train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
+    # LoRA targets and the chat template, checked now that they are loaded and before the run directory is touched.
+    validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer, train_rows))
     with phase(f"preparing {len(train_rows)} prompts"):
         train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
     args = config(recipe, output_dir, len(train_rows))
@@ -105,8 +108,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         eval_rows = data.prepare(held_out, recipe.dataset, tokenizer).to_list()
 
     main_process = distributed.is_main_process()
-    if main_process and resume_from is None:
-        clear_previous_run(output_dir)  # only now: a mistake found while loading leaves the old run as it was
+    begin_run(output_dir, "ppo", resume_from=resume_from, main_process=main_process)
     if recipe.model.from_config is not None:
         models.save_base_model(
             model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
@@ -150,6 +152,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             callbacks=[scorer, extras, logger],  # in this order: RunLogger writes what the others add
         )
     quiet_trainer(trainer)
+    guard(trainer, logger)  # after the other callbacks: checkpoints whole or not at all, signals, resumed lr
     ppo_compat.sample_as_configured(trainer)
     if distributed.world_size() > 1:
         ppo_compat.unwrap_for_ddp(trainer)

@@ -1,0 +1,104 @@
+"""SIGINT and SIGTERM during `train`: stop at the end of the current step with a checkpoint, not mid-write.
+
+The first signal only sets a flag; `callbacks.RunGuard` sees it when the step ends, has the trainer save a
+checkpoint at that step and then raises `Interrupted`, which the train command turns into one line with the exact
+`--resume` command and exit code 130 (SIGINT) or 143 (SIGTERM). A second SIGINT stops at once. Before training
+begins (loading), a signal stops at once too: there is nothing to save yet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Set by `distributed.relaunch` for the processes it launches: the grpo-cli process above them forwards signals,
+# reports the exit code and holds the run lock.
+FORWARDED_ENV = "GRPO_CLI_SIGNALS_FORWARDED"
+COMMAND_ENV = "GRPO_CLI_COMMAND"
+
+
+class Interrupted(Exception):
+    """The run stopped where a signal asked it to (after saving a checkpoint, when training had begun)."""
+
+    def __init__(self, signum: int, step: int | None = None, checkpoint=None):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.step = step
+        self.checkpoint = checkpoint
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+_requested: int = 0  # the first signal received, 0 for none
+_armed = False  # training has begun: a signal waits for the end of the step
+_previous: dict = {}
+
+
+def requested() -> int:
+    return _requested
+
+
+def _handle(signum, _frame) -> None:
+    global _requested
+    if not _armed:
+        raise Interrupted(signum)
+    if _requested:
+        if signum == signal.SIGINT:
+            print("second interrupt: stopping at once, without a checkpoint", file=sys.stderr, flush=True)
+            os._exit(130)
+        return
+    _requested = signum
+    if os.environ.get("RANK", "0") == "0":
+        print(
+            f"\n{signal.Signals(signum).name}: finishing the current step and saving a checkpoint "
+            "(Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def install() -> None:
+    """Take SIGINT and SIGTERM for the rest of this command (`restore` gives them back)."""
+    global _requested, _armed
+    _requested, _armed = 0, False
+    for signum in SIGNALS:
+        _previous[signum] = signal.signal(signum, _handle)
+
+
+def arm() -> None:
+    """Training has begun: from now on a signal stops at the end of a step, with a checkpoint."""
+    global _armed
+    _armed = True
+
+
+def request(signum: int) -> None:
+    """Another process of the run was signalled: stop here too (the processes must stop at the same step)."""
+    global _requested
+    _requested = _requested or signum
+
+
+def restore() -> None:
+    global _armed
+    _armed = False
+    for signum, handler in _previous.items():
+        signal.signal(signum, handler)
+    _previous.clear()
+
+
+def resume_command(output_dir) -> str:
+    """The command that continues this run: the one that was typed, with --resume instead of --overwrite."""
+    import shlex
+
+    argv = shlex.split(os.environ[COMMAND_ENV]) if COMMAND_ENV in os.environ else ["grpo-cli", *sys.argv[1:]]
+    argv = [a for a in argv if a not in ("--overwrite", "--resume")]
+    if (
+        "--output-dir" not in argv
+        and "-o" not in argv
+        and not any(a.startswith("--output-dir=") for a in argv)
+    ):
+        argv += ["--output-dir", str(output_dir)]
+    return shlex.join([*argv, "--resume"])
