@@ -26,7 +26,8 @@ def train(
         help="Train with N processes through accelerate's launcher (default: the recipe's distributed.num_processes).",
     ),
 ) -> None:
-    """Train a model with the recipe's algorithm (GRPO or PPO) and rewards; write the run to its output directory."""
+    """Train a model with the recipe's algorithm (GRPO, PPO, SFT or reward modelling); write the run to its output directory."""
+    import importlib
     import os
     import warnings
 
@@ -60,10 +61,7 @@ def train(
             typer.echo(f"resuming from {checkpoint}", err=True)
 
     models.quiet_progress_bars()
-    if loaded.algorithm == "grpo":
-        from grpo_cli.algorithms import grpo as algorithm
-    else:
-        from grpo_cli.algorithms import ppo as algorithm
+    algorithm = importlib.import_module(f"grpo_cli.algorithms.{loaded.algorithm}")
     summary = algorithm.train(loaded, out, resume_from=checkpoint)
     if summary:
         from grpo_cli.model_card import write_run_card
