@@ -168,6 +168,9 @@ class EvalSection(_Strict):
     )
     num_samples: int = Field(1, gt=0, description="completions per prompt; 1 is greedy decoding")
     limit: int | None = Field(None, gt=0, description="evaluate only the first N held-out prompts")
+    max_new_tokens: int = Field(
+        256, gt=0, description="SFT runs: the generation limit (GRPO and PPO use their trainer's)"
+    )
 
 
 class DistributedSection(_Strict):

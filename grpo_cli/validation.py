@@ -252,7 +252,9 @@ def run_problem(
                 f"{label}: {directory} is a reward-model run, not a policy; use it as a reward "
                 f"(rewards: [{{name: 'model:{directory}'}}])"
             )
-        return f"{label}: {directory} is a {algorithm} run; expected a run of {' or '.join(kinds)}"
+        if kinds == ("reward",):
+            return f"{label}: {directory} holds a {algorithm.upper()} run, not a reward model (algorithm: reward)"
+        return f"{label}: {directory} holds a {algorithm.upper()} run; expected one of {', '.join(kinds)}"
     return None
 
 

@@ -61,7 +61,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     main_process = distributed.is_main_process()
     if main_process and resume_from is None:
         clear_previous_run(output_dir)  # only now: a mistake found while loading leaves the old run as it was
-    if recipe.model.from_config is not None:
+    if recipe.model.name_or_path is None:  # from a config or a previous run: the start kept in base_model/
         models.save_base_model(
             model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
         )
