@@ -244,6 +244,9 @@ def find_recipe(name_or_path: str) -> Path:
         return shipped[name_or_path]
     if path.is_dir():
         raise UserError(f"{name_or_path} is a directory; give a recipe file or a shipped recipe name")
+    nested = RECIPES_DIR / f"{name_or_path}.yaml"  # a pipeline's stage by name, e.g. pipeline/sft
+    if "/" in name_or_path and ".." not in name_or_path and nested.is_file():
+        return nested
     if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
         raise UserError(f"recipe file not found: {name_or_path}")
     raise UserError(

@@ -38,6 +38,18 @@ def train(
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     # transformers 5 deprecation notices triggered inside TRL: nothing the user can act on.
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    from grpo_cli import pipeline
+
+    # A file of stages: each trained as its own recipe, finished ones skipped.
+    if pipeline.is_pipeline(recipe):
+        from grpo_cli.errors import UserError
+
+        if output_dir is not None or resume:
+            raise UserError("a pipeline's stages write to their own output_dir, and resume by themselves")
+        for stage in pipeline.train(recipe, overrides, overwrite=overwrite, num_processes=num_processes):
+            took = "finished before, skipped" if stage.get("skipped") else f"{stage['wall_time_s']:.0f} s"
+            typer.echo(f"{stage['stage']} -> {stage['output_dir']}: {took}")
+        return
     loaded = load_recipe(recipe, overrides or [])
     if output_dir is not None:
         loaded.output_dir = str(output_dir)
