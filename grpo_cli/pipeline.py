@@ -15,12 +15,13 @@ Each stage is an ordinary recipe: it trains, evaluates and reports on its own as
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from grpo_cli.errors import ConfigError, UserError
-from grpo_cli.recipe import find_recipe, load_data, load_yaml, shipped_recipes
+from grpo_cli.recipe import find_recipe, load_data, load_yaml, read_text, shipped_recipes
 
 KEY = "stages"
 
@@ -28,7 +29,11 @@ KEY = "stages"
 def is_pipeline(name_or_path: str) -> bool:
     """Whether a recipe argument names a pipeline file (a mapping with `stages:`) rather than a recipe."""
     try:
-        data = load_yaml(find_recipe(name_or_path))
+        path = find_recipe(name_or_path)
+        # A top-level `stages:` line first: a recipe is not parsed twice (a huge one costs seconds to parse).
+        if not re.search(rf"^{KEY}\s*:", read_text(path), re.MULTILINE):
+            return False
+        data = load_yaml(path)
     except UserError:
         return False  # the recipe path reports it
     return isinstance(data, dict) and KEY in data
