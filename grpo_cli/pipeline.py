@@ -131,3 +131,17 @@ def train(
             }
         )
     return done
+
+
+def run_dirs(name_or_path: str) -> list[Path]:
+    """The output directories of a pipeline's stages (for `report`); [Path(name_or_path)] for anything else, so
+    that a missing run directory is reported as one."""
+    if not is_pipeline(name_or_path):
+        return [Path(name_or_path)]
+    from grpo_cli.recipe import finish, parse_recipe
+
+    found = []
+    for stage in stage_paths(find_recipe(name_or_path)):
+        stage_path, merged = load_data(stage)
+        found.append(Path(finish(parse_recipe(merged, stage_path.name), stage_path).output_dir))
+    return found
