@@ -286,7 +286,15 @@ def load_reward_model(path: str | Path, dtype):
             if adapter_file.is_file():
                 from peft import PeftModel
 
-                base_name = json.loads(adapter_file.read_text())["base_model_name_or_path"]
+                # The model the run started from: its base_model/ (built from a config or taken from a run), else
+                # the Hub id or directory peft recorded.
+                saved_base = directory / "base_model"
+                if (saved_base / "config.json").is_file():
+                    base_name = str(saved_base)
+                else:
+                    base_name = json.loads(adapter_file.read_text()).get("base_model_name_or_path")
+                if not base_name:
+                    raise ValueError(f"the adapter in {directory} does not say which model it adapts")
                 base = AutoModelForSequenceClassification.from_pretrained(
                     base_name, num_labels=1, dtype=dtype
                 )

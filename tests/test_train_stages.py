@@ -1,6 +1,7 @@
-"""Real tiny runs of every stage, chained by run directory through one pipeline file: SFT (LoRA) -> reward model
-(LoRA, score head in full) -> GRPO (a new adapter on the merged SFT model, the reward run as a `model:` reward)
-and PPO (the same), then `eval` of the SFT and reward runs, and the pipeline run again (every stage skipped)."""
+"""Real tiny runs of every stage, chained by run directory through one pipeline file: SFT (full) -> reward model
+(LoRA, score head in full) -> GRPO (an adapter on the SFT model, the reward run as a `model:` reward) -> PPO
+(from the GRPO run, its adapter merged; the reward run as its reward), then `eval` of the SFT and reward runs,
+and the pipeline run again (every stage skipped)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ STAGES = {
         **TINY_RECIPE,
         "algorithm": "sft",
         "output_dir": "runs/sft",
+        "lora": None,  # full fine-tuning: a LoRA adapter on a random model cannot move its tied embeddings
         "rewards": [],
         "dataset": {**TASK, "completion": "{answer}"},
         "eval": {"rewards": [{"name": "accuracy"}], "max_new_tokens": 3},
@@ -54,7 +56,7 @@ STAGES = {
     "ppo.yaml": {
         **copy.deepcopy(PPO_RECIPE),
         "output_dir": "runs/ppo",
-        "model": {"run": "runs/sft"},
+        "model": {"run": "runs/grpo"},  # a LoRA run: its adapter merged into its base (the SFT model)
         "lora": None,
         "rewards": [{"name": "model:runs/rm"}],
         "trainer": {**PPO_RECIPE["trainer"], "max_steps": 2},
@@ -104,14 +106,17 @@ def tensors(path: Path) -> dict:
     return load_file(path)
 
 
-def test_sft_loss_falls_and_the_adapter_learns(pipeline_run):
+def test_sft_loss_falls_and_the_weights_change(pipeline_run):
+    import torch
+
     runs, _result, _again = pipeline_run
     rows = metrics(runs / "sft")
     assert [r["step"] for r in rows] == list(range(1, 13))
-    assert sum(r["loss"] for r in rows[-3:]) / 3 < 0.7 * sum(r["loss"] for r in rows[:3]) / 3
+    assert sum(r["loss"] for r in rows[-3:]) / 3 < 0.8 * sum(r["loss"] for r in rows[:3]) / 3
     assert all("token_accuracy" in r for r in rows)
-    adapter = tensors(runs / "sft" / "adapter_model.safetensors")
-    assert all(t.abs().sum() > 0 for name, t in adapter.items() if "lora_B" in name)  # B starts at zero
+    trained = tensors(runs / "sft" / "model.safetensors")
+    start = tensors(runs / "sft" / "base_model" / "model.safetensors")
+    assert all(not torch.equal(trained[name], start[name]) for name in trained if "norm" not in name)
     summary = json.loads((runs / "sft" / "summary.json").read_text())
     assert summary["algorithm"] == "sft" and summary["steps"] == 12
     assert (runs / "sft" / "README.md").is_file() and (runs / "sft" / "checkpoint-12").is_dir()
@@ -137,27 +142,31 @@ def test_reward_model_trains_its_score_head_and_ranks_held_out_pairs(pipeline_ru
     assert json.loads(eval_path.read_text())["metrics"]["tuned"]["pairwise_accuracy"] >= 0.75
 
 
-def test_grpo_starts_from_the_merged_sft_model_and_scores_with_the_reward_run(pipeline_run):
+def test_grpo_starts_from_the_sft_model_and_scores_with_the_reward_run(pipeline_run):
     import torch
-
-    from grpo_cli import models
 
     runs, _result, _again = pipeline_run
     start = tensors(runs / "grpo" / "base_model" / "model.safetensors")
-    merged, _tokenizer = models.load_run_model(runs / "sft")
-    expected = merged.state_dict()
-    assert all(
-        torch.equal(start[name], expected[name]) for name in start
-    )  # the SFT adapter merged, then saved
-    sft_base = tensors(runs / "sft" / "base_model" / "model.safetensors")
-    assert any(not torch.equal(start[name], sft_base[name]) for name in start)  # ... and it changed the model
+    sft = tensors(runs / "sft" / "model.safetensors")
+    assert start.keys() == sft.keys() and all(torch.equal(start[name], sft[name]) for name in start)
     rows = metrics(runs / "grpo")
     assert len(rows) == 2 and all(r["rewards/rm"] is not None for r in rows)
     assert (runs / "grpo" / "adapter_config.json").is_file()
 
 
-def test_ppo_starts_from_the_sft_model_with_the_reward_run_as_its_reward(pipeline_run):
+def test_ppo_starts_from_the_grpo_model_merged_with_the_reward_run_as_its_reward(pipeline_run):
+    import torch
+
+    from grpo_cli import models
+
     runs, _result, _again = pipeline_run
+    start = tensors(runs / "ppo" / "base_model" / "model.safetensors")
+    merged = models.load_run_model(runs / "grpo")[0].state_dict()
+    assert all(
+        torch.equal(start[name], merged[name]) for name in start
+    )  # the GRPO adapter merged, then saved
+    sft = tensors(runs / "sft" / "model.safetensors")
+    assert any(not torch.equal(start[name], sft[name]) for name in start)  # ... and the adapter changed it
     rows = metrics(runs / "ppo")
     assert len(rows) == 2 and all(r["rewards/rm"] is not None for r in rows)
     assert json.loads((runs / "ppo" / "summary.json").read_text())["algorithm"] == "ppo"
