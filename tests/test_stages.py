@@ -229,3 +229,13 @@ def test_a_pipeline_stage_that_needs_a_later_stage(tmp_path, monkeypatch):
 def test_recipes_ls_names_the_pipeline(cli):
     listing = cli("recipes", "ls")
     assert any(line.split()[:2] == ["pipeline", "pipeline"] for line in listing.stdout.splitlines())
+
+
+def test_report_reads_a_pipeline_as_its_stages_runs():
+    assert [str(p) for p in pipeline.run_dirs("pipeline")] == [
+        "runs/pipeline-sft",
+        "runs/pipeline-reward",
+        "runs/pipeline-ppo",
+        "runs/pipeline-grpo",
+    ]
+    assert pipeline.run_dirs("runs/x") == [Path("runs/x")]  # not a pipeline: a run directory as given
