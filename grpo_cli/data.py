@@ -106,8 +106,30 @@ def check_addition(**options: Any) -> list[str]:
     return problems
 
 
-TASKS: dict[str, Callable[..., list[dict]]] = {"addition": addition_task}
-TASK_CHECKS: dict[str, Callable[..., list[str]]] = {"addition": check_addition}
+def addition_preferences_task(
+    size: int, seed: int, min_operand: int = 0, max_operand: int = 9, max_sum: int | None = None
+) -> list[dict]:
+    """The addition task's problems as preference pairs for a reward model: `chosen` the sum, `rejected` a wrong
+    answer near it (off by 1 to 3, or by 10: the mistakes a model that half knows addition makes)."""
+    rows = addition_task(size, seed, min_operand, max_operand, max_sum)
+    rng = random.Random(seed + 1)
+    for row in rows:
+        right = int(row["answer"])
+        wrong = right
+        while wrong == right or wrong < 0:
+            wrong = right + rng.choice([-10, -3, -2, -1, 1, 2, 3, 10])
+        row.update(chosen=str(right), rejected=str(wrong))
+    return rows
+
+
+TASKS: dict[str, Callable[..., list[dict]]] = {
+    "addition": addition_task,
+    "addition_preferences": addition_preferences_task,
+}
+TASK_CHECKS: dict[str, Callable[..., list[str]]] = {
+    "addition": check_addition,
+    "addition_preferences": check_addition,
+}
 
 
 def check_task(spec: GenerateSection) -> list[str]:
@@ -455,6 +477,98 @@ def build_prompt(spec: DatasetSection, row: dict[str, Any], chat: bool) -> str |
     if chat:
         return messages
     return "\n\n".join(m["content"] for m in messages)
+
+
+def sft_target_problem(spec: DatasetSection, columns: list[str]) -> str | None:
+    """Why an SFT dataset has nothing to learn, if so: no `dataset.completion`, `completion` or `messages` column."""
+    if spec.completion is not None or "completion" in columns or "messages" in columns:
+        return None
+    return (
+        f"dataset: SFT needs a target: set dataset.completion to a template over the columns ({', '.join(columns)}), "
+        'e.g. completion: "{' + columns[-1] + '}", or provide a `completion` or chat `messages` column'
+    )
+
+
+def build_completion(spec: DatasetSection, row: dict[str, Any], chat: bool) -> str | list[dict]:
+    """The SFT target of one row: `dataset.completion` filled from the row, else its `completion` column."""
+    if spec.completion is not None:
+        try:
+            text = spec.completion.format(**row)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+            raise UserError(
+                f"dataset.completion: cannot fill {spec.completion!r} from the row: {describe(err)}"
+            ) from err
+    else:
+        text = row["completion"]
+    if isinstance(text, str) and chat:
+        return [{"role": "assistant", "content": text}]
+    return text
+
+
+def prepare_sft(dataset: Dataset, spec: DatasetSection, tokenizer) -> Dataset:
+    """SFT rows as TRL's SFTTrainer reads prompt-completion data (`prompt`, `completion`): its loss then covers
+    the completion only. A chat `messages` column is split into the conversation and its last (assistant) turn."""
+    from datasets import Dataset
+
+    if len(dataset) == 0:
+        raise UserError("dataset: no rows (check dataset.source, dataset.split and dataset.limit)")
+    problem = sft_target_problem(spec, dataset.column_names)
+    if problem:
+        raise UserError(problem)
+    chat = uses_chat(spec, tokenizer)
+    rows = []
+    for row in dataset:
+        if spec.completion is None and "completion" not in row:  # a `messages` conversation
+            messages = list(row["messages"])
+            if not messages or messages[-1].get("role") != "assistant":
+                raise UserError(
+                    "dataset: each `messages` conversation must end with the assistant's turn to learn"
+                )
+            if not chat:
+                raise UserError("dataset: a `messages` column needs a tokenizer with a chat template")
+            prompt = [m for m in messages[:-1]]
+            if spec.system_prompt and not any(m.get("role") == "system" for m in prompt):
+                prompt = [{"role": "system", "content": spec.system_prompt}, *prompt]
+            rows.append({"prompt": prompt, "completion": [messages[-1]]})
+        else:
+            rows.append(
+                {"prompt": build_prompt(spec, row, chat), "completion": build_completion(spec, row, chat)}
+            )
+    return Dataset.from_list(rows)
+
+
+PREFERENCE_COLUMNS = ("chosen", "rejected")
+
+
+def preference_problems(spec: DatasetSection, columns: list[str]) -> list[str]:
+    """What a reward run's preference data lacks: a `chosen` and a `rejected` column."""
+    return [
+        f"dataset: reward training needs a {name!r} column (the {'preferred' if name == 'chosen' else 'worse'} "
+        f"answer to each prompt); columns: {', '.join(columns)}"
+        for name in PREFERENCE_COLUMNS
+        if name not in columns
+    ]
+
+
+def prepare_preferences(dataset: Dataset, spec: DatasetSection, tokenizer) -> Dataset:
+    """Preference rows as a reward model reads them: `prompt` (built as for the other stages; empty when the data
+    has none), `chosen`, `rejected`; text, or chat messages when `chosen` is a list of messages."""
+    from datasets import Dataset
+
+    if len(dataset) == 0:
+        raise UserError("dataset: no rows (check dataset.source, dataset.split and dataset.limit)")
+    problems = preference_problems(spec, dataset.column_names)
+    if problems:
+        raise UserError(problems[0])
+    rows = []
+    for row in dataset:
+        chat = not isinstance(row["chosen"], str)
+        if spec.prompt is not None or "prompt" in row or "messages" in row:
+            prompt = build_prompt(spec, row, chat)
+        else:
+            prompt = [] if chat else ""
+        rows.append({"prompt": prompt, "chosen": row["chosen"], "rejected": row["rejected"]})
+    return Dataset.from_list(rows)
 
 
 def prepare(dataset: Dataset, spec: DatasetSection, tokenizer) -> Dataset:

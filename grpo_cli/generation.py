@@ -165,6 +165,12 @@ def sampling_settings(recipe: Recipe, num_samples: int) -> Sampling:
             seed=recipe.seed,
             temperature=value(recipe, "temperature"),
         )
+    if recipe.algorithm == "sft":
+        # SFTConfig has no generation settings: sample as a GRPO stage would by default.
+        from grpo_cli.recipe import EvalSection
+
+        limit = (recipe.eval or EvalSection()).max_new_tokens
+        recipe = recipe.model_copy(update={"algorithm": "grpo", "trainer": {"max_completion_length": limit}})
     return Sampling(
         num_samples=num_samples,
         max_new_tokens=value(recipe, "max_completion_length") or 512,

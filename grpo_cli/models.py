@@ -1,8 +1,10 @@
 """Tokenizers, models and LoRA.
 
-Two ways to get a model: `model.name_or_path` loads any causal LM by Hub id or local directory with
+Three ways to get a model: `model.name_or_path` loads any causal LM by Hub id or local directory with
 `from_pretrained`; `model.from_config` builds a small randomly initialised one from a transformers config with a
-character-level tokenizer made in code, which needs no network (the quickstart and the tests use it).
+character-level tokenizer made in code, which needs no network (the quickstart and the tests use it);
+`model.run` takes the model a previous run trained, its adapter merged. Reward models (one-label sequence
+classifiers) come the same three ways, for reward runs to train and for `model:` rewards to score with.
 """
 
 from __future__ import annotations
@@ -148,6 +150,8 @@ def load_model(spec: ModelSection, seed: int) -> tuple[PreTrainedModel, PreTrain
     """The policy model and its tokenizer, as the recipe's `model` section says."""
     if spec.from_config is not None:
         return build_from_config(spec.from_config, seed)
+    if spec.run is not None:
+        return load_run_model(Path(spec.run))
     from transformers import AutoModelForCausalLM
 
     tokenizer = policy_tokenizer(spec)
@@ -175,6 +179,8 @@ def policy_tokenizer(spec: ModelSection) -> PreTrainedTokenizerBase:
     """The tokenizer `load_model` returns, without loading the model (`rewards test` builds prompts with it)."""
     if spec.from_config is not None:
         return char_tokenizer(spec.from_config.vocabulary)
+    if spec.run is not None:
+        return load_tokenizer(spec.run)
     return load_tokenizer(spec.name_or_path, trust_remote_code=spec.trust_remote_code, revision=spec.revision)
 
 
@@ -255,3 +261,128 @@ def quiet_loading():
         logging.set_verbosity(verbosity)
         if bars:
             logging.enable_progress_bar()
+
+
+# ---- reward models (one-label sequence classifiers) and previous runs' models ----
+
+
+def reward_model_from(causal_model, seed: int):
+    """A one-label sequence classifier over a causal LM's weights: its transformer, and a fresh score head.
+
+    Built from the config with the weights copied in, so a model built from a config (or merged from an
+    adapter) needs no directory on disk.
+    """
+    import copy
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(causal_model.config)
+    config.num_labels = 1
+    torch.manual_seed(seed)  # the same recipe starts from the same score head
+    with quiet_loading():
+        model = AutoModelForSequenceClassification.from_config(config, dtype=causal_model.dtype)
+    missing, _unused = model.load_state_dict(causal_model.state_dict(), strict=False)
+    if any(not key.startswith("score.") for key in missing):
+        raise UserError(
+            f"a {config.model_type} sequence classifier does not take the causal LM's weights "
+            f"(missing {', '.join(missing[:3])}); give a reward model by model.name_or_path"
+        )
+    return model
+
+
+def load_reward_model_for_training(spec: ModelSection, seed: int):
+    """The model a reward run trains, and its tokenizer: one label, from a Hub id or directory, a previous run
+    (a reward run's model as it is; a policy run's model under a fresh score head) or built from a config."""
+    from transformers import AutoModelForSequenceClassification
+
+    if spec.run is not None and run_algorithm(Path(spec.run)) == "reward":
+        return load_reward_model(spec.run, torch_dtype(spec.dtype))
+    if spec.name_or_path is None:  # from_config, or a policy run's model
+        causal, tokenizer = load_model(spec, seed)
+        model = reward_model_from(causal, seed)
+    else:
+        tokenizer = policy_tokenizer(spec)
+        try:
+            with quiet_loading():
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    spec.name_or_path,
+                    num_labels=1,
+                    dtype=torch_dtype(spec.dtype),
+                    trust_remote_code=spec.trust_remote_code,
+                    revision=spec.revision,
+                )
+        except (OSError, ValueError) as err:
+            raise UserError(load_failure("reward model", spec.name_or_path, err)) from err
+    model.config.pad_token_id = (
+        tokenizer.pad_token_id
+    )  # the score is read at the last token that is not padding
+    return model, tokenizer
+
+
+def load_reward_model(path: str | Path, dtype):
+    """A trained reward model and its tokenizer from a directory: a saved sequence classifier, or a reward run
+    whose LoRA adapter (with its score head) is merged into the base it was trained on. A Hub id works too."""
+    import json
+
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = load_tokenizer(str(path))
+    directory = Path(path)
+    adapter_file = directory / "adapter_config.json"
+    try:
+        with quiet_loading():
+            if adapter_file.is_file():
+                from peft import PeftModel
+
+                # The model the run started from: its base_model/ (built from a config or taken from a run), else
+                # the Hub id or directory peft recorded.
+                saved_base = directory / "base_model"
+                if (saved_base / "config.json").is_file():
+                    base_name = str(saved_base)
+                else:
+                    base_name = json.loads(adapter_file.read_text()).get("base_model_name_or_path")
+                if not base_name:
+                    raise ValueError(f"the adapter in {directory} does not say which model it adapts")
+                base = AutoModelForSequenceClassification.from_pretrained(
+                    base_name, num_labels=1, dtype=dtype
+                )
+                model = PeftModel.from_pretrained(base, str(directory)).merge_and_unload()
+            else:
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    str(path), num_labels=1, dtype=dtype
+                )
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load reward model {str(path)!r}: {first}") from err
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def run_algorithm(run_dir: Path) -> str | None:
+    """The algorithm a run directory was trained with (its recipe.yaml), None when it holds no run."""
+    from grpo_cli.runs import read_recipe
+
+    saved = read_recipe(run_dir) if run_dir.is_dir() else None
+    algorithm = (saved or {}).get("algorithm", "grpo") if saved is not None else None
+    return algorithm if isinstance(algorithm, str) else None
+
+
+def load_run_model(run_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A previous policy run's trained model and tokenizer, its LoRA adapter (if any) merged into its base: the
+    model a chained stage (`model: {run: DIR}`) starts from. The run is loaded as `eval --adapter DIR` loads it."""
+    from grpo_cli import generation, runs
+    from grpo_cli.recipe import Recipe
+
+    saved = runs.read_recipe(run_dir)
+    if saved is None or not (run_dir / runs.SUMMARY_FILE).is_file():
+        raise UserError(f"model.run: {run_dir} holds no finished run (no recipe.yaml and summary.json)")
+    if saved.get("algorithm") == "reward":
+        raise UserError(
+            f"model.run: {run_dir} is a reward-model run, not a policy; name it as a reward "
+            f"(rewards: [{{name: 'model:{run_dir}'}}])"
+        )
+    recipe = Recipe.model_validate(saved)
+    tuned, _base = runs.resolve_models(recipe, run_dir, None)
+    model, tokenizer = generation.load(tuned, recipe)
+    return model.to("cpu").train(), tokenizer

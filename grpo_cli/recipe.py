@@ -77,17 +77,21 @@ def _no_nul(value: str | None) -> str | None:
 class ModelSection(_Strict):
     name_or_path: str | None = Field(None, min_length=1)
     from_config: FromConfig | None = None
+    run: str | None = Field(
+        None, min_length=1, description="a previous run's directory: start from the model it trained"
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
     revision: str | None = None
 
-    _names = field_validator("name_or_path", "revision")(_no_nul)
+    _names = field_validator("name_or_path", "revision", "run")(_no_nul)
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.name_or_path is None) == (self.from_config is None):
+        if sum(x is not None for x in (self.name_or_path, self.from_config, self.run)) != 1:
             raise ValueError(
-                "give exactly one of model.name_or_path (Hub id or local dir) or model.from_config"
+                "give exactly one of model.name_or_path (Hub id or local dir), model.from_config or "
+                "model.run (a previous run's directory)"
             )
         return self
 
@@ -115,6 +119,9 @@ class DatasetSection(_Strict):
     config: str | None = None
     split: str = "train"
     prompt: str | None = Field(None, min_length=1)
+    completion: str | None = Field(
+        None, min_length=1, description="SFT: a template over columns for the target, e.g. '{answer}'"
+    )
     system_prompt: str | None = None
     chat_template: bool | None = None
     limit: int | None = Field(None, gt=0)
@@ -161,6 +168,9 @@ class EvalSection(_Strict):
     )
     num_samples: int = Field(1, gt=0, description="completions per prompt; 1 is greedy decoding")
     limit: int | None = Field(None, gt=0, description="evaluate only the first N held-out prompts")
+    max_new_tokens: int = Field(
+        256, gt=0, description="SFT runs: the generation limit (GRPO and PPO use their trainer's)"
+    )
 
 
 class DistributedSection(_Strict):
@@ -189,8 +199,11 @@ class DistributedSection(_Strict):
         return self
 
 
+RL_ALGORITHMS = ("grpo", "ppo")  # the algorithms that train on `rewards:`
+
+
 class Recipe(_Strict):
-    algorithm: Literal["grpo", "ppo"] = "grpo"
+    algorithm: Literal["grpo", "ppo", "sft", "reward"] = "grpo"
     seed: int = Field(42, ge=0, le=trainer_fields.SEED_MAX, description="numpy's seeds: 0 .. 2**32 - 1")
     output_dir: str | None = Field(None, min_length=1)
     model: ModelSection
@@ -231,6 +244,9 @@ def find_recipe(name_or_path: str) -> Path:
         return shipped[name_or_path]
     if path.is_dir():
         raise UserError(f"{name_or_path} is a directory; give a recipe file or a shipped recipe name")
+    nested = RECIPES_DIR / f"{name_or_path}.yaml"  # a pipeline's stage by name, e.g. pipeline/sft
+    if "/" in name_or_path and ".." not in name_or_path and nested.is_file():
+        return nested
     if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
         raise UserError(f"recipe file not found: {name_or_path}")
     raise UserError(
@@ -557,10 +573,17 @@ def check_schema(data: Any) -> tuple[Recipe, list[str], set[str]]:
         problems += trainer_problems + trainer_fields.check_ranges(recipe.trainer)
         if trainer_problems:
             broken.add("trainer")  # a value of the wrong type: the batch rules cannot be checked
-    if "rewards" not in broken and not recipe.rewards and "algorithm" not in broken:
-        problems.append(
-            f"rewards: {recipe.algorithm.upper()} needs at least one reward (see `grpo-cli rewards ls`)"
-        )
+    if "rewards" not in broken and "algorithm" not in broken:
+        if recipe.algorithm in RL_ALGORITHMS and not recipe.rewards:
+            problems.append(
+                f"rewards: {recipe.algorithm.upper()} needs at least one reward (see `grpo-cli rewards ls`)"
+            )
+        elif recipe.algorithm not in RL_ALGORITHMS and recipe.rewards:
+            learns = "demonstrations" if recipe.algorithm == "sft" else "chosen/rejected pairs"
+            problems.append(
+                f"rewards: {recipe.algorithm} training learns from {learns}, not rewards; remove `rewards:` "
+                "(eval-only metrics go in eval.rewards)"
+            )
     return recipe, problems, broken
 
 
@@ -584,6 +607,9 @@ def load_data(name_or_path: str | Path, overrides: list[str] | None = None) -> t
 def finish(recipe: Recipe, path: Path) -> Recipe:
     """A parsed recipe, told where it came from (and given its default output_dir, runs/<file stem>)."""
     recipe._path = path
+    if recipe.model is not None and recipe.model.run is not None:
+        # Like output_dir (which it names), a run is where the user runs the command; saved absolute.
+        recipe.model.run = str(Path(recipe.model.run).expanduser().resolve())
     if recipe.output_dir is None:
         recipe.output_dir = str(Path("runs") / path.stem)
     return recipe

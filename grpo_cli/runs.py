@@ -50,6 +50,11 @@ METRIC_NAMES = {
     "objective/entropy": "entropy",
     "loss/policy_avg": "loss",
     "lr": "learning_rate",
+    # SFT (trl.SFTTrainer): loss, entropy and learning_rate as above
+    "mean_token_accuracy": "token_accuracy",
+    # Reward models (trl.RewardTrainer): how often chosen outscores rejected, and by how much
+    "accuracy": "pairwise_accuracy",
+    "margin": "margin",
 }
 
 

@@ -237,38 +237,21 @@ class RewardModelScore:
     """
 
     def __init__(self, path: str, dtype, device=None, chat_template_kwargs: dict | None = None):
-        from transformers import AutoModelForSequenceClassification
-
         from grpo_cli import models
 
         self.path = path
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
-        self.tokenizer = models.load_tokenizer(path)
+        # A saved model, or a reward run's LoRA adapter merged into its base; pad_token_id set from the tokenizer.
+        self.model, self.tokenizer = models.load_reward_model(path, dtype)
         if self.tokenizer.pad_token_id is None:
             raise UserError(
                 f"reward model {path}: its tokenizer has no pad token, nor an unk or EOS token to pad with"
             )
-        try:
-            with models.quiet_loading():
-                self.model = AutoModelForSequenceClassification.from_pretrained(
-                    path, num_labels=1, dtype=dtype
-                )
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot load reward model {path!r}: {describe(err)}") from err
-        # The model scores the last token that is not padding; it must know which id pads.
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.requires_grad_(False).eval().to(device or default_device())
 
     def texts(self, prompts: list, completions: list) -> list[str]:
         """What the model reads for each completion (see the class docstring)."""
-        from trl.data_utils import apply_chat_template
-
-        if prompts and isinstance(prompts[0], list):
-            return [
-                apply_chat_template({"messages": p + c}, self.tokenizer, **self.chat_template_kwargs)["text"]
-                for p, c in zip(prompts, completions, strict=True)
-            ]
-        return [p + c for p, c in zip(prompts, completions, strict=True)]
+        return reward_model_texts(self.tokenizer, prompts, completions, self.chat_template_kwargs)
 
     def __call__(self, prompts: list, completions: list, **_columns: Any) -> list[float]:
         import torch
@@ -284,6 +267,19 @@ class RewardModelScore:
         ).to(self.model.device)
         with torch.inference_mode():
             return self.model(**inputs).logits[:, 0].float().tolist()
+
+
+def reward_model_texts(tokenizer, prompts: list, completions: list, chat_template_kwargs: dict | None = None):
+    """What a reward model reads for each (prompt, completion): `RewardModelScore` scores these texts, and reward
+    runs train on them (tokenized without special tokens), so a model is trained on what it will score."""
+    from trl.data_utils import apply_chat_template
+
+    if prompts and isinstance(prompts[0], list):
+        return [
+            apply_chat_template({"messages": p + c}, tokenizer, **(chat_template_kwargs or {}))["text"]
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+    return [p + c for p, c in zip(prompts, completions, strict=True)]
 
 
 def load_reward_models(

@@ -1,4 +1,4 @@
-"""The fields of TRL's trainer configs (GRPOConfig, PPOConfig), available without importing torch or trl.
+"""The fields of TRL's trainer configs (GRPOConfig, PPOConfig, SFTConfig, RewardConfig), available without importing torch or trl.
 
 `validate` must stay fast, and importing trl takes seconds, so the fields are read from a table generated from the
 installed classes (`trainer_fields.json`, next to this file). Regenerate it after changing the TRL pin with
@@ -78,7 +78,7 @@ def check_value(field: TrainerField, value: Any) -> tuple[Any, str | None]:
         return value, f"expected {type_expr}, got {shown} ({err.errors()[0]['msg'].lower()})"
 
 
-CONFIG_NAMES = {"grpo": "GRPOConfig", "ppo": "PPOConfig"}
+CONFIG_NAMES = {"grpo": "GRPOConfig", "ppo": "PPOConfig", "sft": "SFTConfig", "reward": "RewardConfig"}
 
 # TRL fields that the recipe sets elsewhere.
 MANAGED = {
@@ -104,6 +104,15 @@ OTHER_NAMES = {
         "response_length": "GRPO's name for it is max_completion_length",
         "kl_coef": "GRPO's KL coefficient is beta",
         "num_ppo_epochs": "GRPO's passes over each generation are num_iterations",
+    },
+    "sft": {
+        "max_completion_length": "SFT trains on whole sequences: max_length bounds prompt + completion",
+        "num_generations": "SFT generates nothing; remove it",
+        "beta": "SFT has no KL term; remove it",
+    },
+    "reward": {
+        "num_generations": "a reward model generates nothing; remove it",
+        "max_completion_length": "max_length bounds prompt + chosen (and prompt + rejected)",
     },
 }
 
@@ -270,11 +279,12 @@ def generate() -> dict:
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     import trl
-    from trl import GRPOConfig
+    from trl import GRPOConfig, RewardConfig, SFTConfig
     from trl.experimental.ppo import PPOConfig
 
     table = {}
-    for algorithm, cls in (("grpo", GRPOConfig), ("ppo", PPOConfig)):
+    classes = (("grpo", GRPOConfig), ("ppo", PPOConfig), ("sft", SFTConfig), ("reward", RewardConfig))
+    for algorithm, cls in classes:
         hints = typing.get_type_hints(cls)
         specs = {}
         for f in dataclasses.fields(cls):
@@ -298,3 +308,15 @@ def generate() -> dict:
 if __name__ == "__main__":
     TABLE_PATH.write_text(json.dumps(generate(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {TABLE_PATH}")
+
+
+def build_config(config_class, **settings):
+    """TRL's config class built from our settings; what its __post_init__ refuses becomes one line."""
+    from grpo_cli.errors import UserError
+
+    try:
+        return config_class(**settings)
+    except (ValueError, TypeError) as err:
+        raise UserError(
+            f"trainer: TRL's {config_class.__name__} rejected the settings: {' '.join(str(err).split())}"
+        ) from err

@@ -33,6 +33,8 @@ def _divisors(n: int, start: int, limit: int = 12) -> list[int]:
 
 
 def check_batch_shape(recipe: Recipe, processes: int) -> list[str]:
+    if recipe.algorithm in ("sft", "reward"):
+        return []  # TRL's Trainer batches any size
     if recipe.algorithm != "grpo":
         return check_ppo_batch_shape(recipe, processes)
     value = trainer_fields.value
@@ -150,7 +152,7 @@ class RewardBinding:
     )  # "rewards[0]", "eval.rewards[1]", ... for each bound reward
 
 
-def bind_rewards(recipe: Recipe) -> RewardBinding:
+def bind_rewards(recipe: Recipe, planned: dict[str, str] | None = None) -> RewardBinding:
     """Bind `rewards` and `eval.rewards` as `train` and `eval` will, with every rule both apply.
 
     `validate` and `eval` both call this, so what one accepts the other does: an eval-only reward must not
@@ -178,7 +180,26 @@ def bind_rewards(recipe: Recipe) -> RewardBinding:
         names.append(reward.name)
         binding.eval_only.append(reward)
         binding.labels.append(label)
+    for label, reward in zip(binding.labels, binding.training + binding.eval_only, strict=True):
+        problem = reward_run_problem(reward, label, planned)
+        if problem:
+            binding.problems.append(problem)
     return binding
+
+
+def reward_run_problem(reward: plugins.BoundReward, label: str, planned: dict[str, str] | None) -> str | None:
+    """A `model:<dir>` reward naming a run directory (or a pipeline stage's) must be a finished reward run."""
+    path = getattr(reward, "model_path", None)
+    if path is None or looks_like_hub_id_only(path, planned):
+        return None
+    return run_problem(path, f"{label} ({reward.entry.name})", ("reward",), planned)
+
+
+def looks_like_hub_id_only(path: str, planned: dict[str, str] | None) -> bool:
+    """Whether a reward model name is not a run: a Hub id or a saved model directory without a recipe.yaml."""
+    if str(Path(path).expanduser().resolve()) in (planned or {}):
+        return False
+    return not (Path(path).expanduser() / "recipe.yaml").is_file()
 
 
 # ---- model and dataset ----
@@ -196,7 +217,57 @@ def looks_like_path(value: str) -> bool:
     )
 
 
-def check_model(recipe: Recipe) -> list[str]:
+# What a stage may start from: the algorithms of the runs whose model it can take (`model.run`).
+RUN_KINDS = {
+    "grpo": ("sft", "grpo", "ppo"),
+    "ppo": ("sft", "grpo", "ppo"),
+    "sft": ("sft", "grpo", "ppo"),
+    "reward": ("reward", "sft", "grpo", "ppo"),  # a policy's model gets a fresh score head
+}
+
+
+def run_problem(
+    directory: str, label: str, kinds: tuple[str, ...], planned: dict[str, str] | None = None
+) -> str | None:
+    """Why `directory` is not a finished run of one of `kinds`, if so. `planned` maps the output directories of
+    earlier pipeline stages (resolved) to their algorithms: those runs will exist by the time this stage starts."""
+    path = Path(directory).expanduser()
+    algorithm = (planned or {}).get(str(path.resolve()))
+    if algorithm is None:
+        if not (path / "recipe.yaml").is_file():
+            what = "does not exist" if not path.exists() else "holds no grpo-cli run (no recipe.yaml)"
+            return f"{label}: {directory} {what}; train the stage that writes it first"
+        try:
+            saved = data_yaml(path / "recipe.yaml")
+        except UserError as err:
+            return f"{label}: {err}"
+        algorithm = saved.get("algorithm", "grpo") if isinstance(saved, dict) else None
+        if not (path / "summary.json").is_file():
+            return (
+                f"{label}: the run in {directory} is not finished (no summary.json); finish it with --resume"
+            )
+    if algorithm not in kinds:
+        if algorithm == "reward":
+            return (
+                f"{label}: {directory} is a reward-model run, not a policy; use it as a reward "
+                f"(rewards: [{{name: 'model:{directory}'}}])"
+            )
+        if kinds == ("reward",):
+            return f"{label}: {directory} holds a {algorithm.upper()} run, not a reward model (algorithm: reward)"
+        return f"{label}: {directory} holds a {algorithm.upper()} run; expected one of {', '.join(kinds)}"
+    return None
+
+
+def data_yaml(path: Path):
+    from grpo_cli.recipe import load_yaml
+
+    return load_yaml(path, "run recipe")
+
+
+def check_model(recipe: Recipe, planned: dict[str, str] | None = None) -> list[str]:
+    if recipe.model.run is not None:
+        problem = run_problem(recipe.model.run, "model.run", RUN_KINDS[recipe.algorithm], planned)
+        return [problem] if problem else []
     if recipe.model.from_config is not None:
         model_type = recipe.model.from_config.model_type
         known = trainer_fields.causal_lm_model_types()
@@ -262,7 +333,17 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
 
 def check_columns(recipe: Recipe, columns: list[str], binding: RewardBinding) -> list[str]:
     problems = []
-    if recipe.dataset.prompt is None and not {"prompt", "messages"} & set(columns):
+    if recipe.algorithm == "sft":
+        problems += [p for p in [data.sft_target_problem(recipe.dataset, columns)] if p]
+        if recipe.dataset.completion is not None and not data.template_problems(recipe.dataset.completion):
+            problems += [
+                f"dataset.completion uses column {column!r}, which the dataset does not have; columns: {', '.join(columns)}"
+                for column in data.template_fields(recipe.dataset.completion)
+                if column not in columns
+            ]
+    if recipe.algorithm == "reward":
+        problems += data.preference_problems(recipe.dataset, columns)
+    elif recipe.dataset.prompt is None and not {"prompt", "messages"} & set(columns):
         problems.append(
             f"dataset: no prompt: set dataset.prompt to a template over the columns ({', '.join(columns)}), "
             'e.g. prompt: "{' + columns[0] + '}", or provide a `prompt` or `messages` column'
@@ -273,6 +354,11 @@ def check_columns(recipe: Recipe, columns: list[str], binding: RewardBinding) ->
                 problems.append(
                     f"dataset.prompt uses column {column!r}, which the dataset does not have; columns: {', '.join(columns)}"
                 )
+    if recipe.algorithm == "sft" and recipe.dataset.completion is not None:
+        problems += [
+            p.replace("dataset.prompt", "dataset.completion")
+            for p in data.template_problems(recipe.dataset.completion)
+        ]
     for label, reward in zip(binding.labels, binding.training + binding.eval_only, strict=True):
         for column in reward.columns:
             if column not in columns and column != "prompt":
@@ -293,7 +379,10 @@ def check_rewards_and_columns(recipe: Recipe) -> list[str]:
 
 
 def check(
-    recipe: Recipe, processes: int | None = None, broken: set[str] | frozenset = frozenset()
+    recipe: Recipe,
+    processes: int | None = None,
+    broken: set[str] | frozenset = frozenset(),
+    planned: dict[str, str] | None = None,
 ) -> list[str]:
     """Every problem found, as one line each; empty when the recipe is good to run.
 
@@ -308,9 +397,9 @@ def check(
     if "distributed" not in broken:
         problems += distributed.check(spec)
     if "model" not in broken:
-        problems += check_model(recipe)
+        problems += check_model(recipe, planned)
     if not {"rewards", "eval"} & broken:
-        binding = bind_rewards(recipe)
+        binding = bind_rewards(recipe, planned)
         problems += binding.problems
     if "dataset" not in broken:
         dataset_problems, columns, _first = check_dataset(recipe)

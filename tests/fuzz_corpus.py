@@ -43,7 +43,11 @@ def _dump(data) -> bytes:
 def base_recipes() -> dict[str, dict]:
     from grpo_cli._paths import RECIPES_DIR
 
-    bases = {p.stem: yaml.safe_load(p.read_text()) for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+    # Every shipped recipe, a pipeline's stage recipes (recipes/pipeline/*.yaml, as pipeline-sft, ...) included.
+    bases = {
+        "-".join(p.relative_to(RECIPES_DIR).with_suffix("").parts): yaml.safe_load(p.read_text())
+        for p in sorted(RECIPES_DIR.rglob("*.yaml"))
+    }
     local = json.loads(json.dumps(bases["quickstart"]))
     local["dataset"] = {"source": "data.jsonl", "prompt": "{question}", "eval_size": 4}
     local["trainer"]["per_device_train_batch_size"] = 8

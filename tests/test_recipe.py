@@ -81,7 +81,9 @@ def test_trainer_values_are_coerced(tiny_recipe):
 def test_model_needs_exactly_one_source(tiny_recipe):
     (problem,) = problems_of(tiny_recipe({"model": {"name_or_path": "gpt2"}}))
     assert (
-        problem == "model: give exactly one of model.name_or_path (Hub id or local dir) or model.from_config"
+        problem
+        == "model: give exactly one of model.name_or_path (Hub id or local dir), model.from_config or "
+        "model.run (a previous run's directory)"
     )
 
 

@@ -31,8 +31,9 @@ def _assert_total(case: Case, tmp_path) -> None:
 
 def test_corpus_is_hundreds_of_cases_from_every_kind():
     kinds = {case.id.split(":")[0] for case in CORPUS}
-    assert len(CORPUS) == 1449  # grows with every shipped recipe: each one is fuzzed
-    shipped = {"quickstart", "quickstart-ppo", "gsm8k-grpo", "gsm8k-ppo", "gsm8k-dapo"}
+    assert len(CORPUS) == 2260  # grows with every shipped recipe: each one is fuzzed
+    shipped = {"quickstart", "quickstart-ppo", "gsm8k-grpo", "gsm8k-ppo", "gsm8k-dapo", "pipeline"}
+    shipped |= {"pipeline-sft", "pipeline-reward", "pipeline-ppo", "pipeline-grpo"}  # its stages
     assert kinds == shipped | {"local", "junk", "override", "extends", "data"}
 
 

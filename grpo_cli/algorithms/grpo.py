@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, distributed, generation, models, plugins, scoring, validation
-from grpo_cli.errors import UserError
+from grpo_cli import data, distributed, generation, models, plugins, scoring, trainer_fields, validation
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, write_summary
@@ -37,12 +36,9 @@ def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokeni
             **generation.suppressed_special_tokens(tokenizer, eos_ids),
             **(args.get("generation_kwargs") or {}),
         }
-    try:
-        return GRPOConfig(output_dir=str(output_dir), seed=recipe.seed, reward_weights=reward_weights, **args)
-    except (ValueError, TypeError) as err:
-        raise UserError(
-            f"trainer: TRL's GRPOConfig rejected the settings: {' '.join(str(err).split())}"
-        ) from err
+    return trainer_fields.build_config(
+        GRPOConfig, output_dir=str(output_dir), seed=recipe.seed, reward_weights=reward_weights, **args
+    )
 
 
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
@@ -71,7 +67,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     reward_funcs = [scoring.RewardCall(r) for r in rewards]
     main_process = distributed.is_main_process()
     begin_run(output_dir, "grpo", resume_from=resume_from, main_process=main_process)
-    if recipe.model.from_config is not None:
+    if recipe.model.name_or_path is None:  # from a config or a previous run: the start kept in base_model/
         models.save_base_model(
             model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
         )

@@ -35,7 +35,7 @@ import math
 import warnings
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, plugins, scoring, validation
+from grpo_cli import data, distributed, models, plugins, scoring, trainer_fields, validation
 from grpo_cli.algorithms import ppo_compat
 from grpo_cli.errors import UserError, describe
 from grpo_cli.phases import phase
@@ -60,12 +60,7 @@ def config(recipe: Recipe, output_dir: Path, train_size: int):
     args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     if args.get("stop_token_id") is not None and "stop_token" not in recipe.trainer:
         del args["stop_token"]  # TRL refuses both; the recipe's stop_token_id wins over our default
-    try:
-        ppo_config = PPOConfig(output_dir=str(output_dir), seed=recipe.seed, **args)
-    except (ValueError, TypeError) as err:
-        raise UserError(
-            f"trainer: TRL's PPOConfig rejected the settings: {' '.join(str(err).split())}"
-        ) from err
+    ppo_config = trainer_fields.build_config(PPOConfig, output_dir=str(output_dir), seed=recipe.seed, **args)
     if ppo_config.max_steps > 0:
         ppo_config.total_episodes = ppo_config.max_steps * episodes_per_step(ppo_config)
     elif ppo_config.total_episodes is None:  # TRL's own fallback, made explicit so steps are known up front
@@ -109,7 +104,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
 
     main_process = distributed.is_main_process()
     begin_run(output_dir, "ppo", resume_from=resume_from, main_process=main_process)
-    if recipe.model.from_config is not None:
+    if recipe.model.name_or_path is None:  # from a config or a previous run: the start kept in base_model/
         models.save_base_model(
             model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
         )
@@ -236,7 +231,7 @@ def load_value_model(recipe: Recipe, initial_model, tokenizer, resume_from: Path
                     "run cannot continue where it stopped; use --overwrite to start again"
                 )
             model = AutoModelForSequenceClassification.from_pretrained(saved, dtype=dtype)
-        elif recipe.model.from_config is not None:
+        elif recipe.model.name_or_path is None:  # from_config or model.run
             # Built from the same config with the policy's weights copied in: nothing to read back from disk.
             config = copy.deepcopy(initial_model.config)
             config.num_labels = 1

@@ -25,10 +25,6 @@ LegacyOutput = Annotated[
     typer.Option("--output", hidden=True, help="Old name of --output-dir.", show_default=False),
 ]
 
-# The defaults-style declarations, until train.py and rewards.py move to `Recipe` and `Overrides`.
-RECIPE = typer.Argument(..., metavar="RECIPE", help=_RECIPE_HELP, show_default=False)
-OVERRIDES = typer.Argument(None, metavar="KEY=VALUE", help=_OVERRIDES_HELP, show_default=False)
-
 
 def pick_output_dir(given: Path | None, legacy: Path | None) -> Path | None:
     """--output-dir, or --output (its old name) with a note saying so; both at once is an error."""

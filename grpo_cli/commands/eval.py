@@ -95,16 +95,23 @@ def evaluate(
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     loaded = load_recipe(recipe, overrides or [])
     err_console = Console(stderr=True)
-    result = evaluation.run(
-        loaded,
-        adapter=adapter,
-        model=model,
-        baseline=baseline,
-        num_samples=num_samples,
-        limit=limit,
-        batch_size=batch_size,
-        note=lambda message: err_console.print(f"note: {message}", style="yellow", highlight=False),
-    )
+    if loaded.algorithm == "reward":  # a reward model: scored pairs, not generations
+        from grpo_cli import evaluate_pairs
+
+        result = evaluate_pairs.run(
+            loaded, adapter=adapter, model=model, baseline=baseline, limit=limit, batch_size=batch_size
+        )
+    else:
+        result = evaluation.run(
+            loaded,
+            adapter=adapter,
+            model=model,
+            baseline=baseline,
+            num_samples=num_samples,
+            limit=limit,
+            batch_size=batch_size,
+            note=lambda message: err_console.print(f"note: {message}", style="yellow", highlight=False),
+        )
     if output_dir is None:
         output_dir = adapter / "eval" if adapter is not None else Path("runs") / f"eval-{loaded.path.stem}"
     eval_path, samples_path = result.write(output_dir)
@@ -117,10 +124,15 @@ def metrics_table(result):
     from rich.table import Table
 
     settings = result.settings
-    how = (
-        "greedy" if settings["decoding"] == "greedy" else f"sampled, temperature {settings['temperature']:g}"
-    )
-    title = f"{settings['num_prompts']} held-out prompts x {settings['num_samples']} ({how})"
+    if settings.get("kind") == "pairs":
+        title = f"{settings['num_prompts']} held-out preference pairs (chosen vs rejected)"
+    else:
+        how = (
+            "greedy"
+            if settings["decoding"] == "greedy"
+            else f"sampled, temperature {settings['temperature']:g}"
+        )
+        title = f"{settings['num_prompts']} held-out prompts x {settings['num_samples']} ({how})"
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     roles = [role for role in ("tuned", "base", "delta") if role in result.metrics]

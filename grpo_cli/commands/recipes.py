@@ -35,6 +35,8 @@ def ls() -> None:
     for name, path in shipped_recipes().items():
         data = load_yaml(path)
         algorithm = data.get("algorithm", "grpo") if isinstance(data, dict) else "?"
+        if isinstance(data, dict) and "stages" in data:
+            algorithm = "pipeline"
         table.add_row(name, algorithm, _description(path))
     Console().print(table)
 

@@ -15,7 +15,8 @@ def report(
         list[Path],
         typer.Argument(
             metavar="RUN_DIR",
-            help="Run directories (the output_dir of a recipe), each holding a metrics.jsonl.",
+            help="Run directories (the output_dir of a recipe), each holding a metrics.jsonl, or a pipeline "
+            "file (or shipped pipeline name) for all of its stages' runs.",
             show_default=False,
         ),
     ],
@@ -43,8 +44,13 @@ def report(
     from rich.table import Table
     from rich.text import Text
 
+    from grpo_cli import pipeline
     from grpo_cli.report import write_report
 
+    # A pipeline (a file of stages, e.g. `pipeline`) stands for its stages' run directories, drawn together.
+    run_dirs = [
+        run for arg in run_dirs for run in (pipeline.run_dirs(str(arg)) if not arg.is_dir() else [arg])
+    ]
     written = write_report(run_dirs, pick_output_dir(output_dir, legacy_output))
     typer.echo(f"wrote {written.path} and {len(written.plots)} plots beside it")
 

@@ -1,32 +1,51 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from grpo_cli.commands._common import OVERRIDES, RECIPE, print_recipe
+from grpo_cli.commands._common import Overrides, Recipe, print_recipe
 
 
 def train(
-    recipe: str = RECIPE,
-    overrides: list[str] | None = OVERRIDES,
-    output_dir: Path | None = typer.Option(
-        None, "--output-dir", "-o", help="Where to write the run (default: the recipe's output_dir)."
-    ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace a previous run in the output directory."
-    ),
-    resume: bool = typer.Option(
-        False, "--resume", help="Continue the run in the output directory from its last checkpoint."
-    ),
-    num_processes: int | None = typer.Option(
-        None,
-        "--num-processes",
-        min=1,
-        help="Train with N processes through accelerate's launcher (default: the recipe's distributed.num_processes).",
-    ),
+    recipe: Recipe,
+    overrides: Overrides = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            metavar="DIR",
+            help="Where to write the run (default: the recipe's output_dir).",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace the previous run in the output directory (its own files only; yours are kept).",
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the run in the output directory from its last checkpoint."),
+    ] = False,
+    num_processes: Annotated[
+        int | None,
+        typer.Option(
+            "--num-processes",
+            min=1,
+            metavar="N",
+            help="Train with N processes through accelerate's launcher (default: the recipe's "
+            "distributed.num_processes).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Train a model with the recipe's algorithm (GRPO or PPO) and rewards; write the run to its output directory."""
+    """Train a model with the recipe's algorithm (GRPO, PPO, SFT or reward modelling); write the run to its output directory."""
+    import importlib
     import os
     import warnings
 
@@ -45,6 +64,16 @@ def train(
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     # transformers 5 deprecation notices triggered inside TRL: nothing the user can act on.
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    from grpo_cli import pipeline
+
+    # A file of stages: each trained as its own recipe, finished ones skipped.
+    if pipeline.is_pipeline(recipe):
+        if output_dir is not None or resume:
+            raise UserError("a pipeline's stages write to their own output_dir, and resume by themselves")
+        for stage in pipeline.train(recipe, overrides, overwrite=overwrite, num_processes=num_processes):
+            took = "finished before, skipped" if stage.get("skipped") else f"{stage['wall_time_s']:.0f} s"
+            typer.echo(f"{stage['stage']} -> {stage['output_dir']}: {took}")
+        return
     loaded = load_recipe(recipe, overrides or [])
     if output_dir is not None:
         loaded.output_dir = str(output_dir)
@@ -79,10 +108,7 @@ def train(
                 typer.echo(f"resuming from {checkpoint}", err=True)
 
         models.quiet_progress_bars()
-        if loaded.algorithm == "grpo":
-            from grpo_cli.algorithms import grpo as algorithm
-        else:
-            from grpo_cli.algorithms import ppo as algorithm
+        algorithm = importlib.import_module(f"grpo_cli.algorithms.{loaded.algorithm}")
         try:
             summary = algorithm.train(loaded, out, resume_from=checkpoint)
         except interrupts.Interrupted:
@@ -129,10 +155,14 @@ def _check_trainer_config(recipe, out: Path) -> None:
         from grpo_cli.algorithms import grpo
 
         grpo.config(recipe, out, [entry.weight for entry in recipe.rewards])
-    else:
+    elif recipe.algorithm == "ppo":
         from grpo_cli.algorithms import ppo
 
         ppo.config(recipe, out, train_size=0)
+    else:
+        import importlib
+
+        importlib.import_module(f"grpo_cli.algorithms.{recipe.algorithm}").config(recipe, out)
 
 
 def _report_interruption(stop, out: Path) -> int:

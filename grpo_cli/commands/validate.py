@@ -27,8 +27,13 @@ def validate(
 
     Reports every problem at once; exit code 0 when the recipe is good, 2 otherwise.
     """
-    from grpo_cli import validation
+    from grpo_cli import pipeline, validation
 
+    if pipeline.is_pipeline(recipe):
+        stages = pipeline.validate(recipe, overrides or [])
+        names = ", ".join(f"{path.name} ({loaded.algorithm})" for path, loaded in stages)
+        typer.echo(f"{recipe}: ok (pipeline of {len(stages)} stages: {names})")
+        return
     loaded = validation.validate(recipe, overrides or [], num_processes)
     for warning in validation.warnings_for(loaded):
         typer.echo(f"warning: {warning}", err=True)

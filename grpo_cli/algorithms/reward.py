@@ -1,0 +1,110 @@
+"""Reward modelling: a recipe -> TRL's RewardTrainer on preference pairs, trained and saved.
+
+The model is a one-label sequence classifier (from a Hub id or directory, a previous run, or built from a config
+with a fresh score head); its loss is TRL's pairwise `-log sigmoid(R(prompt, chosen) - R(prompt, rejected))`.
+With `lora:` the adapter has task type SEQ_CLS, so peft trains the score head in full beside it
+(`modules_to_save`): a fresh head under a frozen LoRA would never learn.
+
+Departure from TRL's own text pipeline, on purpose: TRL appends EOS to each text answer, but GRPO and PPO score a
+completion as `prompt + completion` without it (`scoring.reward_model_texts`), so the score would be read at a
+token the model never saw in training. This module tokenizes the pairs itself, exactly as they will be scored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grpo_cli import data, distributed, models, scoring, trainer_fields, validation
+from grpo_cli.phases import phase
+from grpo_cli.recipe import Recipe
+from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, write_summary
+
+# Our defaults for TRL's RewardConfig; anything in the recipe's `trainer:` wins.
+DEFAULTS = {
+    "logging_steps": 1,  # metrics.jsonl gets every step
+    "report_to": "none",
+    "disable_tqdm": True,  # our own progress bar
+    "save_only_model": False,
+}
+
+
+def config(recipe: Recipe, output_dir: Path):
+    from trl import RewardConfig
+
+    args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
+    return trainer_fields.build_config(RewardConfig, output_dir=str(output_dir), seed=recipe.seed, **args)
+
+
+def tokenize_pairs(rows, tokenizer, chat_template_kwargs: dict | None = None):
+    """Prepared preference rows -> TRL's processed format (`chosen_ids`, `rejected_ids`), as they are scored."""
+    from datasets import Dataset
+
+    prompts = rows["prompt"]
+    encoded = {}
+    for side in ("chosen", "rejected"):
+        answers = rows[side]
+        if prompts and not isinstance(prompts[0], str):
+            answers = [[{"role": "assistant", "content": a}] if isinstance(a, str) else a for a in answers]
+        texts = scoring.reward_model_texts(tokenizer, prompts, answers, chat_template_kwargs)
+        encoded[f"{side}_ids"] = tokenizer(text=texts, add_special_tokens=False)["input_ids"]
+    return Dataset.from_dict(encoded)
+
+
+def lora_config(recipe: Recipe):
+    lora = models.lora_config(recipe.lora, task_type="SEQ_CLS")  # peft adds the score head to modules_to_save
+    lora.modules_to_save = ["score"]
+    return lora
+
+
+def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
+    from trl import RewardTrainer
+
+    from grpo_cli.callbacks import RunLogger, guard, quiet_trainer
+
+    with phase(f"loading reward model {models.label(recipe.model)}"):
+        model, tokenizer = models.load_reward_model_for_training(recipe.model, recipe.seed)
+    with phase(f"loading dataset {data.label(recipe.dataset)}"):
+        train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
+    # LoRA targets, checked now that the model is loaded and before the run directory is touched.
+    validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer))
+    with phase(f"preparing {len(train_rows)} preference pairs"):
+        train_rows = tokenize_pairs(
+            data.prepare_preferences(train_rows, recipe.dataset, tokenizer), tokenizer
+        )
+
+    args = config(recipe, output_dir)  # sets up processes
+    main_process = distributed.is_main_process()
+    begin_run(output_dir, "reward", resume_from=resume_from, main_process=main_process)
+    if recipe.model.name_or_path is None:  # from a config or a previous run: the start kept in base_model/
+        models.save_base_model(
+            model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
+        )
+
+    logger = RunLogger(output_dir, resume_from_step=checkpoint_step(resume_from) if resume_from else None)
+    with phase("setting up reward modelling"):
+        trainer = RewardTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_rows,
+            processing_class=tokenizer,
+            peft_config=lora_config(recipe) if recipe.lora else None,
+            callbacks=[logger],
+        )
+    quiet_trainer(trainer)
+    guard(trainer, logger)
+    if main_process:
+        atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    trainer.save_model(str(output_dir))
+    if not trainer.accelerator.is_main_process:
+        return {}
+    return write_summary(
+        output_dir,
+        algorithm="reward",
+        wall_time_s=logger.wall_time,
+        extra={
+            "trainable_parameters": models.trainable_parameters(trainer.model),
+            "resumed_from": resume_from.name if resume_from else None,
+        },
+    )

@@ -1,0 +1,85 @@
+"""SFT: a recipe -> TRL's SFTTrainer on demonstrations, trained and saved.
+
+The data becomes TRL's prompt-completion format: `prompt` built exactly as the RL stages build it (the
+`dataset.prompt` template or a `prompt`/`messages` column, with the system prompt and the chat template when the
+tokenizer has one), and `completion` from the `dataset.completion` template (e.g. "{answer}"), a `completion`
+column, or the last (assistant) turn of a chat `messages` column. TRL then computes the loss on the completion
+tokens only (its `completion_only_loss`, on by default for this format; `trainer.completion_only_loss: false`
+trains on the prompt too) and appends EOS to text completions, so the model learns to stop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grpo_cli import data, distributed, models, trainer_fields, validation
+from grpo_cli.phases import phase
+from grpo_cli.recipe import Recipe
+from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, write_summary
+
+# Our defaults for TRL's SFTConfig; anything in the recipe's `trainer:` wins.
+DEFAULTS = {
+    "logging_steps": 1,  # metrics.jsonl gets every step
+    "report_to": "none",
+    "disable_tqdm": True,  # our own progress bar
+    "save_only_model": False,
+}
+
+
+def config(recipe: Recipe, output_dir: Path):
+    from trl import SFTConfig
+
+    args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
+    return trainer_fields.build_config(SFTConfig, output_dir=str(output_dir), seed=recipe.seed, **args)
+
+
+def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
+    from trl import SFTTrainer
+
+    from grpo_cli.callbacks import RunLogger, guard, quiet_trainer
+
+    with phase(f"loading model {models.label(recipe.model)}"):
+        model, tokenizer = models.load_model(recipe.model, recipe.seed)
+    with phase(f"loading dataset {data.label(recipe.dataset)}"):
+        train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
+    # LoRA targets and the chat template, checked now that they are loaded and before the run directory is touched.
+    validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer, train_rows))
+    with phase(f"preparing {len(train_rows)} demonstrations"):
+        train_rows = data.prepare_sft(train_rows, recipe.dataset, tokenizer)
+
+    args = config(recipe, output_dir)  # sets up processes
+    main_process = distributed.is_main_process()
+    begin_run(output_dir, "sft", resume_from=resume_from, main_process=main_process)
+    if recipe.model.name_or_path is None:  # from a config or a previous run: the start kept in base_model/
+        models.save_base_model(
+            model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
+        )
+
+    logger = RunLogger(output_dir, resume_from_step=checkpoint_step(resume_from) if resume_from else None)
+    with phase("setting up SFT"):
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_rows,
+            processing_class=tokenizer,
+            peft_config=models.lora_config(recipe.lora) if recipe.lora else None,
+            callbacks=[logger],
+        )
+    quiet_trainer(trainer)
+    guard(trainer, logger)
+    if main_process:
+        atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    trainer.save_model(str(output_dir))
+    if not trainer.accelerator.is_main_process:
+        return {}
+    return write_summary(
+        output_dir,
+        algorithm="sft",
+        wall_time_s=logger.wall_time,
+        extra={
+            "trainable_parameters": models.trainable_parameters(trainer.model),
+            "resumed_from": resume_from.name if resume_from else None,
+        },
+    )

@@ -1,0 +1,147 @@
+"""Pipelines: one YAML file that lists stage recipes (`stages:`), trained in order by one `grpo-cli train`.
+
+    # pipeline.yaml
+    stages:                 # recipe files, relative to this file (or shipped recipe names)
+      - pipeline/sft.yaml   # writes runs/pipeline-sft
+      - pipeline/reward.yaml
+      - pipeline/ppo.yaml   # model: {run: runs/pipeline-sft}, rewards: [{name: model:runs/pipeline-reward}]
+
+Why a file of stages rather than `train a.yaml b.yaml`: the chain is something to ship, version and validate as
+one thing; `validate` checks every stage with the runs that earlier stages will write counted as present (a
+stage's `model.run` or `model:` reward naming an earlier stage's `output_dir`), and `train` skips the stages whose
+run is already finished (summary.json written), resumes one that was interrupted at a checkpoint, and runs the rest.
+Each stage is an ordinary recipe: it trains, evaluates and reports on its own as well.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from grpo_cli.errors import ConfigError, UserError
+from grpo_cli.recipe import find_recipe, load_data, load_yaml, read_text, shipped_recipes
+
+KEY = "stages"
+
+
+def is_pipeline(name_or_path: str) -> bool:
+    """Whether a recipe argument names a pipeline file (a mapping with `stages:`) rather than a recipe."""
+    try:
+        path = find_recipe(name_or_path)
+        # A top-level `stages:` line first: a recipe is not parsed twice (a huge one costs seconds to parse).
+        if not re.search(rf"^{KEY}\s*:", read_text(path), re.MULTILINE):
+            return False
+        data = load_yaml(path)
+    except UserError:
+        return False  # the recipe path reports it
+    return isinstance(data, dict) and KEY in data
+
+
+def stage_paths(path: Path) -> list[Path]:
+    """The stage recipe files of the pipeline file at `path`, each found relative to it (or by shipped name)."""
+    data = load_yaml(path)
+    extra = sorted(str(k) for k in data if k != KEY)
+    if extra:
+        raise UserError(
+            f"{path.name}: a pipeline file holds only `stages:` (a list of recipes), not {', '.join(extra)}"
+        )
+    stages = data[KEY]
+    if not isinstance(stages, list) or not stages or not all(isinstance(s, str) and s for s in stages):
+        raise UserError(f"{path.name}: stages must be a list of recipe files, e.g. [sft.yaml, grpo.yaml]")
+    found = []
+    for stage in stages:
+        candidate = path.parent / stage
+        if not candidate.is_file() and Path(stage).stem in shipped_recipes() and "/" not in stage:
+            candidate = shipped_recipes()[Path(stage).stem]
+        if not candidate.is_file():
+            raise UserError(f"{path.name}: stage {stage!r} not found (looked for {candidate})")
+        found.append(candidate.resolve())
+    return found
+
+
+def validate(name_or_path: str, overrides: list[str] | None = None) -> list[tuple[Path, Any]]:
+    """Check every stage as `validate` checks a recipe, the runs of earlier stages counted as present;
+    one ConfigError with every problem (each naming its stage). Returns [(stage path, recipe)]."""
+    from grpo_cli import validation
+    from grpo_cli.recipe import check_schema, finish
+
+    if overrides:
+        raise UserError(
+            "a pipeline takes no KEY=VALUE overrides: edit its stage recipes, or train a stage on its own"
+        )
+    path = find_recipe(name_or_path)
+    planned: dict[str, str] = {}  # resolved output_dir -> algorithm, of the stages so far
+    problems, stages = [], []
+    for stage in stage_paths(path):
+        stage_path, merged = load_data(stage)
+        recipe, found, broken = check_schema(merged)
+        if "*" not in broken:
+            found += validation.check(recipe, broken=broken, planned=planned)
+        problems += [f"{stage.name}: {p}" for p in dict.fromkeys(found)]
+        recipe = finish(recipe, stage_path)
+        out = str(Path(recipe.output_dir).expanduser().resolve())
+        if out in planned:
+            problems.append(
+                f"{stage.name}: output_dir {recipe.output_dir} is another stage's too; give each its own"
+            )
+        planned[out] = recipe.algorithm
+        stages.append((stage_path, recipe))
+    if problems:
+        raise ConfigError(path.name, problems)
+    return stages
+
+
+def train(
+    name_or_path: str, overrides: list[str] | None, *, overwrite: bool, num_processes: int | None
+) -> list[dict]:
+    """Train the stages in order: a finished run is skipped (unless `overwrite`), an interrupted one with a
+    checkpoint resumed. Returns one line of facts per stage (what happened, wall time)."""
+    import typer
+
+    from grpo_cli.commands.train import train as train_recipe
+    from grpo_cli.runs import holds_run, last_checkpoint, read_summary
+
+    stages = validate(name_or_path, overrides)
+    done = []
+    for number, (stage_path, recipe) in enumerate(stages, 1):
+        out = Path(recipe.output_dir)
+        label = f"stage {number}/{len(stages)} ({recipe.algorithm}, {stage_path.name} -> {out})"
+        if not overwrite and read_summary(out) is not None:
+            typer.echo(f"{label}: finished before; skipped", err=True)
+            done.append({"stage": stage_path.name, "output_dir": str(out), "skipped": True})
+            continue
+        resume = not overwrite and holds_run(out) and last_checkpoint(out) is not None
+        typer.echo(f"{label}: {'resuming' if resume else 'training'}", err=True)
+        started = time.monotonic()
+        train_recipe(
+            recipe=str(stage_path),
+            overrides=[],
+            output_dir=None,
+            overwrite=overwrite and holds_run(out),
+            resume=resume,
+            num_processes=num_processes,
+        )
+        done.append(
+            {
+                "stage": stage_path.name,
+                "output_dir": str(out),
+                "wall_time_s": round(time.monotonic() - started, 1),
+            }
+        )
+    return done
+
+
+def run_dirs(name_or_path: str) -> list[Path]:
+    """The output directories of a pipeline's stages (for `report`); [Path(name_or_path)] for anything else, so
+    that a missing run directory is reported as one."""
+    if not is_pipeline(name_or_path):
+        return [Path(name_or_path)]
+    from grpo_cli.recipe import finish, parse_recipe
+
+    found = []
+    for stage in stage_paths(find_recipe(name_or_path)):
+        stage_path, merged = load_data(stage)
+        found.append(Path(finish(parse_recipe(merged, stage_path.name), stage_path).output_dir))
+    return found

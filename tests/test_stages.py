@@ -1,0 +1,241 @@
+"""SFT and reward-model recipes, chaining runs by directory, and pipelines: what `validate` and the data
+preparation say, without training (the real runs are in test_train_stages.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grpo_cli import data, pipeline, validation
+from grpo_cli.errors import UserError
+from grpo_cli.recipe import load_recipe
+from tests.conftest import TINY_RECIPE
+
+SFT = {**TINY_RECIPE, "algorithm": "sft", "lora": None, "rewards": [], "trainer": {"max_steps": 2}}
+SFT["dataset"] = {**TINY_RECIPE["dataset"], "completion": "{answer}"}
+REWARD = {**SFT, "algorithm": "reward", "dataset": {"source": "pairs.jsonl", "eval_size": 2}}
+
+
+def write(tmp_path: Path, recipe: dict, name: str = "r.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def problems(path: Path, overrides=()) -> list[str]:
+    with pytest.raises(UserError) as info:
+        validation.validate(str(path), list(overrides))
+    return info.value.problems or [str(info.value)]
+
+
+def fake_finished_run(directory: Path, algorithm: str, finished: bool = True) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "recipe.yaml").write_text(yaml.safe_dump({**SFT, "algorithm": algorithm}))
+    if finished:
+        (directory / "summary.json").write_text(json.dumps({"algorithm": algorithm, "steps": 2}))
+    return directory
+
+
+def pairs_file(tmp_path: Path, rows: list[dict]) -> None:
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ---- validate: each new kind of mistake, one line each ----
+
+
+def test_sft_and_reward_recipes_validate(tmp_path):
+    assert validation.validate(str(write(tmp_path, SFT))).algorithm == "sft"
+    pairs_file(tmp_path, [{"prompt": "1+1=", "chosen": "2", "rejected": "3"}] * 4)
+    assert validation.validate(str(write(tmp_path, REWARD, "rw.yaml"))).algorithm == "reward"
+
+
+def test_a_preference_dataset_without_rejected(tmp_path):
+    pairs_file(tmp_path, [{"prompt": "1+1=", "chosen": "2"}] * 4)
+    assert problems(write(tmp_path, REWARD)) == [
+        "dataset: reward training needs a 'rejected' column (the worse answer to each prompt); columns: prompt, chosen"
+    ]
+
+
+def test_an_sft_dataset_without_a_target(tmp_path):
+    recipe = {**SFT, "dataset": {**SFT["dataset"], "completion": None}}
+    assert problems(write(tmp_path, recipe)) == [
+        "dataset: SFT needs a target: set dataset.completion to a template over the columns (question, answer), "
+        'e.g. completion: "{answer}", or provide a `completion` or chat `messages` column'
+    ]
+    recipe["dataset"]["completion"] = "{solution}"
+    assert problems(write(tmp_path, recipe)) == [
+        "dataset.completion uses column 'solution', which the dataset does not have; columns: question, answer"
+    ]
+
+
+def test_rewards_given_to_sft_or_reward_training(tmp_path):
+    (problem,) = problems(write(tmp_path, {**SFT, "rewards": [{"name": "accuracy"}]}))
+    assert problem == (
+        "rewards: sft training learns from demonstrations, not rewards; remove `rewards:` "
+        "(eval-only metrics go in eval.rewards)"
+    )
+
+
+def test_trainer_fields_are_checked_against_sft_and_reward_configs(tmp_path):
+    recipe = {**SFT, "trainer": {"num_generations": 4, "max_length": 64, "completion_only_loss": True}}
+    assert problems(write(tmp_path, recipe)) == [
+        "trainer.num_generations: not a field of TRL's SFTConfig (SFT generates nothing; remove it)"
+    ]
+    pairs_file(tmp_path, [{"chosen": "2", "rejected": "3"}] * 4)
+    recipe = {**REWARD, "trainer": {"center_rewards_coefficient": 0.01, "completion_only_loss": True}}
+    (problem,) = problems(write(tmp_path, recipe))
+    assert problem.startswith("trainer.completion_only_loss: not a field of TRL's RewardConfig")
+
+
+def test_model_run_must_be_a_finished_policy_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # model.run, like output_dir, is where the command runs
+    fake_finished_run(tmp_path / "runs" / "sft", "sft")
+    fake_finished_run(tmp_path / "runs" / "rm", "reward")
+    fake_finished_run(tmp_path / "runs" / "cut", "sft", finished=False)
+    grpo = {**TINY_RECIPE, "model": {"run": "runs/sft"}}
+    assert validation.validate(str(write(tmp_path, grpo))).model.run == str(tmp_path / "runs" / "sft")
+    path = write(tmp_path, grpo)
+    assert problems(path, ["model.run=runs/rm"]) == [
+        "model.run: runs/rm is a reward-model run, not a policy; use it as a reward "
+        "(rewards: [{name: 'model:runs/rm'}])"
+    ]
+    assert problems(path, ["model.run=runs/none"]) == [
+        "model.run: runs/none does not exist; train the stage that writes it first"
+    ]
+    assert problems(path, ["model.run=runs/cut"]) == [
+        "model.run: the run in runs/cut is not finished (no summary.json); finish it with --resume"
+    ]
+    # A reward run may start from a reward run or a policy's model; it takes no GRPO-only keys either way.
+    pairs_file(tmp_path, [{"chosen": "2", "rejected": "3"}] * 4)
+    assert validation.validate(str(write(tmp_path, {**REWARD, "model": {"run": "runs/rm"}}))).model.run
+
+
+def test_a_model_reward_naming_a_run_must_be_a_reward_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fake_finished_run(tmp_path / "runs" / "sft", "sft")
+    fake_finished_run(tmp_path / "runs" / "rm", "reward")
+    (
+        tmp_path / "recipes"
+    ).mkdir()  # the recipe elsewhere: runs/ is not next to it, so it stays relative to here
+    good = {**TINY_RECIPE, "rewards": [{"name": "model:runs/rm"}]}
+    assert validation.validate(str(write(tmp_path / "recipes", good))).rewards[0].name == "model:runs/rm"
+    bad = {**TINY_RECIPE, "rewards": [{"name": "model:runs/sft"}]}
+    assert problems(write(tmp_path / "recipes", bad)) == [
+        "rewards[0] (model:runs/sft): runs/sft holds a SFT run, not a reward model (algorithm: reward)"
+    ]
+
+
+# ---- data ----
+
+
+def test_sft_rows_from_a_template_a_completion_column_or_messages(tmp_path):
+    from datasets import Dataset
+
+    from grpo_cli.models import char_tokenizer
+
+    recipe = load_recipe(write(tmp_path, SFT))
+    rows = Dataset.from_list([{"question": "1+2=", "answer": "3"}])
+    assert data.prepare_sft(rows, recipe.dataset, char_tokenizer("0123456789+=")).to_list() == [
+        {"prompt": "1+2=", "completion": "3"}
+    ]
+    chat_tokenizer = char_tokenizer("0123456789+=")
+    chat_tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    spec = recipe.dataset.model_copy(update={"prompt": None, "completion": None})
+    conversation = [{"role": "user", "content": "1+2="}, {"role": "assistant", "content": "3"}]
+    assert data.prepare_sft(
+        Dataset.from_list([{"messages": conversation}]), spec, chat_tokenizer
+    ).to_list() == [{"prompt": conversation[:1], "completion": conversation[1:]}]
+    with pytest.raises(UserError, match="must end with the assistant's turn"):
+        data.prepare_sft(Dataset.from_list([{"messages": conversation[:1]}]), spec, chat_tokenizer)
+
+
+def test_preference_rows_with_or_without_a_prompt(tmp_path):
+    from datasets import Dataset
+
+    pairs_file(tmp_path, [{"chosen": "2", "rejected": "3"}] * 4)
+    spec = load_recipe(write(tmp_path, REWARD)).dataset
+    rows = Dataset.from_list([{"chosen": "2", "rejected": "3"}])
+    assert data.prepare_preferences(rows, spec, None).to_list() == [
+        {"prompt": "", "chosen": "2", "rejected": "3"}
+    ]
+    with_prompt = spec.model_copy(update={"prompt": "{question}"})
+    rows = Dataset.from_list([{"question": "1+1=", "chosen": "2", "rejected": "3"}])
+    assert data.prepare_preferences(rows, with_prompt, None)[0]["prompt"] == "1+1="
+
+
+def test_addition_preferences_pair_the_sum_with_a_near_miss():
+    rows = data.addition_preferences_task(size=400, seed=0, max_operand=19)
+    assert len(rows) == 400
+    assert all(r["chosen"] == r["answer"] != r["rejected"] and int(r["rejected"]) >= 0 for r in rows)
+    assert {abs(int(r["chosen"]) - int(r["rejected"])) for r in rows} == {1, 2, 3, 10}
+    # the same problems, in the same order, as the policy's task: the held-out split is the same problems
+    assert [r["question"] for r in rows] == [
+        r["question"] for r in data.addition_task(400, 0, max_operand=19)
+    ]
+
+
+def test_reward_pairs_are_tokenized_as_they_are_scored():
+    from grpo_cli.algorithms.reward import tokenize_pairs
+    from grpo_cli.models import char_tokenizer
+
+    tokenizer = char_tokenizer("0123456789+=")
+    tokens = tokenize_pairs({"prompt": ["1+1="], "chosen": ["2"], "rejected": ["13"]}, tokenizer)
+    assert tokenizer.decode(tokens["chosen_ids"][0]) == "1+1=2"  # no EOS: GRPO and PPO score without one
+    assert tokenizer.decode(tokens["rejected_ids"][0]) == "1+1=13"
+
+
+# ---- pipelines ----
+
+
+def test_the_shipped_pipeline_validates_with_earlier_stages_counted(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no runs/ here: the later stages' runs are the earlier stages' output_dirs
+    result = cli("validate", "pipeline")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == (
+        "pipeline: ok (pipeline of 4 stages: sft.yaml (sft), reward.yaml (reward), ppo.yaml (ppo), grpo.yaml (grpo))"
+    )
+    alone = cli("validate", "pipeline/grpo")  # a stage on its own needs the SFT run to exist
+    assert alone.exit_code == 2
+    assert "model.run: runs/pipeline-sft does not exist; train the stage that writes it first" in alone.stderr
+
+
+def test_a_pipeline_stage_that_needs_a_later_stage(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, {**SFT, "output_dir": "runs/a"}, "a.yaml")
+    write(tmp_path, {**TINY_RECIPE, "model": {"run": "runs/a"}, "output_dir": "runs/b"}, "b.yaml")
+    path = write(tmp_path, {"stages": ["b.yaml", "a.yaml"]}, "p.yaml")
+    with pytest.raises(UserError) as info:
+        pipeline.validate(str(path))
+    assert info.value.problems == [
+        "b.yaml: model.run: runs/a does not exist; train the stage that writes it first"
+    ]
+    write(tmp_path, {"stages": ["a.yaml", "b.yaml"]}, "p.yaml")
+    assert [r.algorithm for _path, r in pipeline.validate(str(path))] == [
+        "sft",
+        "grpo",
+    ]
+    with pytest.raises(UserError, match="a pipeline takes no KEY=VALUE overrides"):
+        pipeline.validate(str(path), ["seed=1"])
+    path.write_text("stages: [a.yaml]\nseed: 3\n")
+    with pytest.raises(
+        UserError, match=r"a pipeline file holds only `stages:` \(a list of recipes\), not seed"
+    ):
+        pipeline.validate(str(path))
+
+
+def test_recipes_ls_names_the_pipeline(cli):
+    listing = cli("recipes", "ls")
+    assert any(line.split()[:2] == ["pipeline", "pipeline"] for line in listing.stdout.splitlines())
+
+
+def test_report_reads_a_pipeline_as_its_stages_runs():
+    assert [str(p) for p in pipeline.run_dirs("pipeline")] == [
+        "runs/pipeline-sft",
+        "runs/pipeline-reward",
+        "runs/pipeline-ppo",
+        "runs/pipeline-grpo",
+    ]
+    assert pipeline.run_dirs("runs/x") == [Path("runs/x")]  # not a pipeline: a run directory as given
