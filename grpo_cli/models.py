@@ -88,6 +88,12 @@ def save_base_model(model, tokenizer, directory: Path, *, write: bool) -> None:
     model.config._name_or_path = str(directory)
 
 
+def start_to_keep(spec: ModelSection, model, tokenizer):
+    """(model, tokenizer) when the run must keep its starting weights (built from a config, or merged from a
+    previous run: nothing else holds them), else None (a Hub id or a directory holds them)."""
+    return (model, tokenizer) if spec.name_or_path is None else None
+
+
 def torch_dtype(name: str) -> torch.dtype:
     """The dtype to load weights in: `auto` is bfloat16 on a GPU that supports it, else float32."""
     import torch

@@ -348,20 +348,29 @@ def clear_previous_run(directory: Path) -> list[str]:
     return foreign_entries(directory)
 
 
-def begin_run(directory: Path, algorithm: str, *, resume_from: Path | None, main_process: bool) -> None:
+def begin_run(
+    directory: Path, algorithm: str, *, resume_from: Path | None, main_process: bool, start_model=None
+) -> None:
     """The one place a run starts writing: called once the model and data have loaded (a mistake found while
     loading leaves the previous run as it was); clears a previous run, then writes the marker before anything else.
+
+    `start_model` is the (model, tokenizer) the run starts from when nothing else holds its weights (built from a
+    config, or merged from a previous run): it is kept in `base_model/` (see `models.save_base_model`). Every
+    process calls this; only the main one writes.
     """
-    if not main_process:
-        return
-    if resume_from is not None:
-        if not holds_run(directory):  # a run from before the marker: it is a run, say so from now on
-            write_marker(directory, algorithm)
-        return
-    kept = clear_previous_run(directory)
-    write_marker(directory, algorithm)
-    if kept:
-        notice(f"kept in {directory}, not part of the run: {', '.join(kept)}")
+    if main_process and resume_from is None:
+        kept = clear_previous_run(directory)
+        write_marker(directory, algorithm)
+        if kept:
+            notice(f"kept in {directory}, not part of the run: {', '.join(kept)}")
+    elif main_process and not holds_run(
+        directory
+    ):  # a run from before the marker: it is a run, say so from now on
+        write_marker(directory, algorithm)
+    if start_model is not None:
+        from grpo_cli.models import save_base_model
+
+        save_base_model(*start_model, directory / "base_model", write=main_process and resume_from is None)
 
 
 def rename_metrics(logs: dict[str, Any]) -> dict[str, Any]:
@@ -478,6 +487,22 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             )
         by_step[step] = row
     return [by_step[step] for step in sorted(by_step)]
+
+
+def finish_run(
+    trainer, output_dir: Path, *, algorithm: str, wall_time_s: float, resume_from: Path | None, extra: dict
+) -> dict:
+    """The end every algorithm shares: save the trained model (or adapter), then, on the main process only,
+    summary.json ({} on the others)."""
+    trainer.save_model(str(output_dir))
+    if not trainer.accelerator.is_main_process:
+        return {}
+    return write_summary(
+        output_dir,
+        algorithm=algorithm,
+        wall_time_s=wall_time_s,
+        extra={**extra, "resumed_from": resume_from.name if resume_from else None},
+    )
 
 
 def write_summary(output_dir: Path, *, algorithm: str, wall_time_s: float, extra: dict | None = None) -> dict:

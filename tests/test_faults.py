@@ -275,7 +275,9 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_resumes(tmp_path, small
 
 @pytest.mark.slow
 def test_a_second_writer_is_refused_while_a_run_trains(tmp_path, cli):
-    recipe, run = write_recipe(tmp_path, max_steps=15, save_steps=5)
+    # A run far longer than the test (stopped with SIGINT below): the first one must still hold the directory
+    # while the others try, however slowly they start.
+    recipe, run = write_recipe(tmp_path, max_steps=5000, save_steps=5)
     train = Train(tmp_path, recipe)
     wait_until(lambda: len(steps(run)) >= 1, "step 1", train)
     pid = train.process.pid
@@ -287,9 +289,12 @@ def test_a_second_writer_is_refused_while_a_run_trains(tmp_path, cli):
             f"error: {run} is in use by another grpo-cli process (pid {pid}); wait for it to end, stop it, "
             "or write elsewhere with --output-dir"
         )
-    assert train.wait() == 0, train.stderr[-2000:]
-    assert steps(run) == list(range(1, 16))  # only the first run wrote
-    assert complete_checkpoints(run) == [5, 10, 15]
+    assert train.process.poll() is None  # still training: the refusals were the lock's, not a finished run's
+    train.send(signal.SIGINT)
+    assert train.wait() == 130, train.stderr[-2000:]
+    stopped = steps(run)[-1]
+    assert steps(run) == list(range(1, stopped + 1))  # only the first run wrote, every step once
+    assert complete_checkpoints(run)[-1] == stopped
 
 
 # ---- several processes ----

@@ -40,7 +40,7 @@ from grpo_cli.algorithms import ppo_compat
 from grpo_cli.errors import UserError, describe
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, write_summary
+from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, finish_run
 
 # Our defaults for TRL's PPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -103,11 +103,13 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         eval_rows = data.prepare(held_out, recipe.dataset, tokenizer).to_list()
 
     main_process = distributed.is_main_process()
-    begin_run(output_dir, "ppo", resume_from=resume_from, main_process=main_process)
-    if recipe.model.name_or_path is None:  # from a config or a previous run: the start kept in base_model/
-        models.save_base_model(
-            model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
-        )
+    begin_run(
+        output_dir,
+        "ppo",
+        resume_from=resume_from,
+        main_process=main_process,
+        start_model=models.start_to_keep(recipe.model, model, tokenizer),
+    )
 
     # PPO batches token ids: every prompt left-padded to one width, which the bridge uses to find each rollout's row.
     rows = train_rows.to_list() + eval_rows
@@ -159,18 +161,16 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
     _run(trainer, tokenizer)
 
-    trainer.save_model(str(output_dir))
-    if not trainer.accelerator.is_main_process:
-        return {}
-    return write_summary(
+    return finish_run(
+        trainer,
         output_dir,
         algorithm="ppo",
         wall_time_s=logger.wall_time,
+        resume_from=resume_from,
         extra={
             "trainable_parameters": models.trainable_parameters(trainer.policy_model),
             "value_model_parameters": models.trainable_parameters(value_model),
             "total_episodes": total_steps * per_step,
-            "resumed_from": resume_from.name if resume_from else None,
         },
     )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from grpo_cli import data, distributed, models, trainer_fields, validation
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, write_summary
+from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, finish_run
 
 # Our defaults for TRL's SFTConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -49,11 +49,13 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
 
     args = config(recipe, output_dir)  # sets up processes
     main_process = distributed.is_main_process()
-    begin_run(output_dir, "sft", resume_from=resume_from, main_process=main_process)
-    if recipe.model.name_or_path is None:  # from a config or a previous run: the start kept in base_model/
-        models.save_base_model(
-            model, tokenizer, output_dir / "base_model", write=main_process and not resume_from
-        )
+    begin_run(
+        output_dir,
+        "sft",
+        resume_from=resume_from,
+        main_process=main_process,
+        start_model=models.start_to_keep(recipe.model, model, tokenizer),
+    )
 
     logger = RunLogger(output_dir, resume_from_step=checkpoint_step(resume_from) if resume_from else None)
     with phase("setting up SFT"):
@@ -71,15 +73,11 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
-    trainer.save_model(str(output_dir))
-    if not trainer.accelerator.is_main_process:
-        return {}
-    return write_summary(
+    return finish_run(
+        trainer,
         output_dir,
         algorithm="sft",
         wall_time_s=logger.wall_time,
-        extra={
-            "trainable_parameters": models.trainable_parameters(trainer.model),
-            "resumed_from": resume_from.name if resume_from else None,
-        },
+        resume_from=resume_from,
+        extra={"trainable_parameters": models.trainable_parameters(trainer.model)},
     )

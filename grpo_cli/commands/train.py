@@ -52,7 +52,6 @@ def train(
     from grpo_cli import distributed, interrupts, models, validation
     from grpo_cli.errors import UserError
     from grpo_cli.phases import phase
-    from grpo_cli.recipe import load_recipe
     from grpo_cli.runs import (
         check_resume_matches,
         finished_steps,
@@ -74,12 +73,10 @@ def train(
             took = "finished before, skipped" if stage.get("skipped") else f"{stage['wall_time_s']:.0f} s"
             typer.echo(f"{stage['stage']} -> {stage['output_dir']}: {took}")
         return
-    loaded = load_recipe(recipe, overrides or [])
+    # The same checks and the same problem list as `validate`, before anything loads.
+    loaded = validation.validate(recipe, overrides or [], num_processes)
     if output_dir is not None:
         loaded.output_dir = str(output_dir)
-    if num_processes is not None:
-        loaded.distributed.num_processes = num_processes
-    validation.raise_if_problems(loaded, validation.check(loaded))
     out = Path(loaded.output_dir)
     if resume:
         check_resume_matches(loaded, out)
