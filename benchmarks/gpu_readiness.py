@@ -50,6 +50,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.realistic_model: one owner for Qwen2.5's template and special tokens
 
+# A grpo-cli run in a child (its exit code and peak GPU memory), as the GRPO-vs-PPO benchmark runs one.
+from benchmarks.grpo_vs_ppo import CHILD  # noqa: E402
+
 # Qwen2.5-0.5B-Instruct's config.json (the shape; the weights here are random).
 QWEN25_05B = {
     "hidden_size": 896,
@@ -75,19 +78,6 @@ CPU_SHAPE = {
     "tie_word_embeddings": True,
 }
 
-# A grpo-cli run in a child: the exit code and the peak GPU memory of this process.
-CHILD = """
-import json, sys
-import torch
-from grpo_cli.cli import app
-code = 0
-try:
-    app(["train", sys.argv[1], "--overwrite"], prog_name="grpo-cli")
-except SystemExit as exit:
-    code = exit.code or 0
-gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
-json.dump({"exit_code": code, "gpu_peak_bytes": gpu}, open(sys.argv[2], "w"))
-"""
 
 # The same GRPO run with TRL alone: what a user without grpo-cli would write.
 TRL_CHILD = """

@@ -75,43 +75,23 @@ def fake_run(directory: Path, *, lora: bool = True, chat_template: str | None = 
 
 
 def bpe_model(directory: Path) -> Path:
-    """A tiny Qwen2 with a byte-level BPE tokenizer, chat template and EOS `<|im_end|>`, saved in `directory`."""
+    """A tiny Qwen2 with the realistic test model's byte-level BPE tokenizer (ChatML template, EOS `<|im_end|>`,
+    Qwen2.5's files), saved in `directory`: smaller than `tests.realistic_model`'s policy, for export tests."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    corpus = [f"{a}+{b}={a + b}" for a in range(10) for b in range(10)] + ["user assistant system hello"]
-    backend.train_from_iterator(corpus, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        padding_side="left",
-        chat_template=(
-            "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-        ),
-    )
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
+    from tests import realistic_model
+
+    tokenizer = realistic_model.build_tokenizer()
+    config = realistic_model.qwen2_config(
+        tokenizer,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=1,
         num_attention_heads=2,
         num_key_value_heads=1,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
     )
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    Qwen2ForCausalLM(config).save_pretrained(directory)
+    realistic_model.save_tokenizer(tokenizer, directory)
     return directory
