@@ -20,16 +20,7 @@ import pytest
 from grpo_cli import plugins, scoring
 from grpo_cli.recipe import RewardEntry
 from grpo_cli.scoring import advantages
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
-
-def bind(name: str, **fields):
-    return plugins.bind(RewardEntry(name=name, **fields), "rewards[0]")
+from tests.test_plugins import bind, write  # one copy of the reward-file helpers
 
 
 def call(name: str, completions, prompts=None, **fields):
