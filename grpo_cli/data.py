@@ -106,20 +106,41 @@ def check_addition(**options: Any) -> list[str]:
     return problems
 
 
+NEAR_MISSES = (-10, -3, -2, -1, 1, 2, 3, 10)  # the mistakes a model that half knows addition makes
+
+
 def addition_preferences_task(
-    size: int, seed: int, min_operand: int = 0, max_operand: int = 9, max_sum: int | None = None
+    size: int,
+    seed: int,
+    min_operand: int = 0,
+    max_operand: int = 9,
+    max_sum: int | None = None,
+    pairs_per_problem: int = 1,
 ) -> list[dict]:
     """The addition task's problems as preference pairs for a reward model: `chosen` the sum, `rejected` a wrong
-    answer near it (off by 1 to 3, or by 10: the mistakes a model that half knows addition makes)."""
-    rows = addition_task(size, seed, min_operand, max_operand, max_sum)
+    answer near it (off by 1 to 3, or by 10). `size` counts problems, in the addition task's order; each gets
+    `pairs_per_problem` rows with distinct wrong answers (fewer where a sum has fewer non-negative near misses).
+    The rows of one problem share its prompt, so a held-out split keeps them together (see `load_splits`)."""
+    problems = addition_task(size, seed, min_operand, max_operand, max_sum)
     rng = random.Random(seed + 1)
-    for row in rows:
-        right = int(row["answer"])
-        wrong = right
-        while wrong == right or wrong < 0:
-            wrong = right + rng.choice([-10, -3, -2, -1, 1, 2, 3, 10])
-        row.update(chosen=str(right), rejected=str(wrong))
+    rows = []
+    for problem in problems:
+        right = int(problem["answer"])
+        wrongs = [right + d for d in NEAR_MISSES if right + d >= 0]
+        for wrong in rng.sample(wrongs, min(pairs_per_problem, len(wrongs))):
+            rows.append({**problem, "chosen": str(right), "rejected": str(wrong)})
     return rows
+
+
+def check_addition_preferences(pairs_per_problem: Any = 1, **options: Any) -> list[str]:
+    problems = check_addition(**options)
+    if isinstance(pairs_per_problem, bool) or not isinstance(pairs_per_problem, int):
+        problems.append(f"pairs_per_problem must be a whole number, got {pairs_per_problem!r}")
+    elif not 1 <= pairs_per_problem <= len(NEAR_MISSES):
+        problems.append(
+            f"pairs_per_problem must be between 1 and {len(NEAR_MISSES)}, got {pairs_per_problem}"
+        )
+    return problems
 
 
 TASKS: dict[str, Callable[..., list[dict]]] = {
@@ -128,7 +149,7 @@ TASKS: dict[str, Callable[..., list[dict]]] = {
 }
 TASK_CHECKS: dict[str, Callable[..., list[str]]] = {
     "addition": check_addition,
-    "addition_preferences": check_addition,
+    "addition_preferences": check_addition_preferences,
 }
 
 
@@ -154,8 +175,8 @@ def check_task(spec: GenerateSection) -> list[str]:
     return [f"dataset.generate.options: {problem}" for problem in TASK_CHECKS[spec.task](**given)]
 
 
-def task_rows(spec: GenerateSection) -> int:
-    """How many rows a (checked) generated dataset has."""
+def task_prompts(spec: GenerateSection) -> int:
+    """How many distinct prompts (problems) a (checked) generated dataset has; `eval_size` counts these."""
     options = {"min_operand": 0, "max_operand": 9, "max_sum": None, **spec.options}
     return min(spec.size, addition_count(options["min_operand"], options["max_operand"], options["max_sum"]))
 
@@ -365,15 +386,50 @@ def load_splits(spec: DatasetSection, seed: int) -> tuple[Dataset, Dataset | Non
             spec, spec.eval_split if is_local(spec.eval_split) else spec.source, spec.eval_split
         )
     elif spec.eval_ratio is not None or spec.eval_size is not None:
-        test_size = spec.eval_ratio if spec.eval_ratio is not None else spec.eval_size
-        problem = held_out_problem(spec, len(train))
-        if problem:
-            raise UserError(problem)
-        parts = train.train_test_split(test_size=test_size, seed=seed)
-        train, held_out = parts["train"], parts["test"]
+        train, held_out = hold_out(spec, train, seed)
     if spec.limit is not None:
         train = train.select(range(min(spec.limit, len(train))))
     return train, held_out
+
+
+def hold_out(spec: DatasetSection, rows: Dataset, seed: int) -> tuple[Dataset, Dataset]:
+    """Split off `eval_size` prompts (or `eval_ratio` of them) with every row that shares one, so a prompt with
+    several rows (preference pairs for one question) is never on both sides of the split.
+
+    With one row per prompt this is datasets' own row split. With several, the distinct prompts are split the
+    same way, in order of first appearance: a task that repeats each problem's prompt holds out the same
+    problems as one that lists each once, for the same seed.
+    """
+    from datasets import Dataset
+
+    test_size = spec.eval_ratio if spec.eval_ratio is not None else spec.eval_size
+    keys = _prompt_keys(spec, rows)
+    groups = list(dict.fromkeys(keys))
+    problem = held_out_problem(spec, len(groups), "prompts" if len(groups) < len(keys) else "rows")
+    if problem:
+        raise UserError(problem)
+    if len(groups) == len(keys):
+        parts = rows.train_test_split(test_size=test_size, seed=seed)
+        return parts["train"], parts["test"]
+    members: dict[Any, list[int]] = {}
+    for index, key in enumerate(keys):
+        members.setdefault(key, []).append(index)
+    parts = Dataset.from_dict({"group": list(range(len(groups)))}).train_test_split(
+        test_size=test_size, seed=seed
+    )
+
+    def rows_of(part: str) -> Dataset:
+        return rows.select([i for g in parts[part]["group"] for i in members[groups[g]]])
+
+    return rows_of("train"), rows_of("test")
+
+
+def _prompt_keys(spec: DatasetSection, rows: Dataset) -> list:
+    """Each row's prompt as text (the row's index when rows have no prompt, so each is its own group)."""
+    try:
+        return [build_prompt(spec, row, chat=False) for row in rows]
+    except UserError:
+        return list(range(len(rows)))
 
 
 def eval_split_problem(spec: DatasetSection) -> str | None:
@@ -386,14 +442,15 @@ def eval_split_problem(spec: DatasetSection) -> str | None:
     return None
 
 
-def held_out_problem(spec: DatasetSection, rows: int) -> str | None:
-    """Why holding out eval_size or eval_ratio of `rows` rows leaves nothing to train on (or to evaluate), if so."""
+def held_out_problem(spec: DatasetSection, rows: int, what: str = "rows") -> str | None:
+    """Why holding out eval_size or eval_ratio of `rows` rows (or distinct prompts: `what`) leaves nothing to
+    train on (or to evaluate), if so."""
     if spec.eval_size is not None and spec.eval_size >= rows:
-        return f"dataset.eval_size={spec.eval_size} leaves no training rows (dataset has {rows})"
+        return f"dataset.eval_size={spec.eval_size} leaves no training rows (dataset has {rows} {what})"
     if spec.eval_ratio is not None:
         held_out = math.ceil(spec.eval_ratio * rows)  # as datasets' train_test_split rounds
         if held_out >= rows or math.floor((1 - spec.eval_ratio) * rows) < 1:
-            return f"dataset.eval_ratio={spec.eval_ratio} leaves no training rows (dataset has {rows})"
+            return f"dataset.eval_ratio={spec.eval_ratio} leaves no training rows (dataset has {rows} {what})"
     return None
 
 

@@ -149,6 +149,8 @@ def label(spec: ModelSection) -> str:
     """The model as a user named it: its Hub id or directory, or what it is built from."""
     if spec.from_config is not None:
         return f"{spec.from_config.model_type} built from a config"
+    if spec.run is not None:
+        return f"from the run {spec.run}"
     return str(spec.name_or_path)
 
 

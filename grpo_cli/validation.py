@@ -298,7 +298,7 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
         problems = data.check_task(spec.generate)
         if not problems:
             generated = data.TASKS[spec.generate.task](size=1, seed=0, **spec.generate.options)
-            first, columns, rows = generated[0], list(generated[0]), data.task_rows(spec.generate)
+            first, columns = generated[0], list(generated[0])
     elif data.is_local(spec.source):
         try:
             local = data.read_local(Path(spec.source))
@@ -318,7 +318,11 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
             data.read_local(Path(spec.eval_split))
         except UserError as err:
             problems.append(f"dataset.eval_split: {err}")
-    if rows is not None:
+    if spec.generate is not None and not problems:
+        problems += [
+            p for p in [data.held_out_problem(spec, data.task_prompts(spec.generate), "prompts")] if p
+        ]
+    elif rows is not None:
         problems += [p for p in [data.held_out_problem(spec, rows)] if p]
     if spec.prompt is not None:
         template = data.template_problems(spec.prompt)

@@ -216,18 +216,18 @@ def test_generate_options_are_checked_by_name_type_and_range():
     assert data.check_task(
         GenerateSection(task="addition", options={"min_operand": 5, "max_operand": 2})
     ) == ["dataset.generate.options: max_operand (2) is below min_operand (5)"]
-    assert data.task_rows(GenerateSection(task="addition", size=1000, options={"max_sum": 9})) == 55
-    assert data.task_rows(GenerateSection(task="addition", size=10)) == 10
+    assert data.task_prompts(GenerateSection(task="addition", size=1000, options={"max_sum": 9})) == 55
+    assert data.task_prompts(GenerateSection(task="addition", size=10)) == 10
 
 
 def test_held_out_parts_that_leave_no_training_rows():
     generate = {"task": "addition", "size": 10}
     assert data.held_out_problem(DatasetSection(generate=generate, eval_size=9), 10) is None
     assert data.held_out_problem(DatasetSection(generate=generate, eval_ratio=0.95), 10) == (
-        "dataset.eval_ratio=0.95 leaves no training rows (dataset has 10)"
+        "dataset.eval_ratio=0.95 leaves no training rows (dataset has 10 rows)"
     )
     with pytest.raises(
-        UserError, match=r"^dataset.eval_ratio=0.95 leaves no training rows \(dataset has 10\)$"
+        UserError, match=r"^dataset.eval_ratio=0.95 leaves no training rows \(dataset has 10 rows\)$"
     ):
         data.load_splits(DatasetSection(generate=generate, eval_ratio=0.95), seed=0)
 

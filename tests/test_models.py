@@ -142,3 +142,12 @@ def test_grpo_config_suppresses_pad_and_keeps_the_recipes_generation_kwargs(tiny
     suppressed = [tok.pad_token_id, tok.unk_token_id]
     assert config.generation_kwargs == {"suppress_tokens": suppressed, "no_repeat_ngram_size": 2}
     assert config.reward_weights == [1.0, 0.5] and config.logging_steps == 1 and config.report_to == []
+
+
+def test_the_model_is_named_as_the_recipe_names_it():
+    assert models.label(ModelSection(name_or_path="Qwen/Qwen2.5-0.5B")) == "Qwen/Qwen2.5-0.5B"
+    assert (
+        models.label(ModelSection(from_config=FromConfig(vocabulary="0123456789")))
+        == "qwen2 built from a config"
+    )
+    assert models.label(ModelSection(run="runs/sft")) == "from the run runs/sft"  # was "None"

@@ -11,7 +11,7 @@ import yaml
 
 from grpo_cli import data, pipeline, validation
 from grpo_cli.errors import UserError
-from grpo_cli.recipe import load_recipe
+from grpo_cli.recipe import DatasetSection, load_recipe
 from tests.conftest import TINY_RECIPE
 
 SFT = {**TINY_RECIPE, "algorithm": "sft", "lora": None, "rewards": [], "trainer": {"max_steps": 2}}
@@ -174,6 +174,47 @@ def test_addition_preferences_pair_the_sum_with_a_near_miss():
     # the same problems, in the same order, as the policy's task: the held-out split is the same problems
     assert [r["question"] for r in rows] == [
         r["question"] for r in data.addition_task(400, 0, max_operand=19)
+    ]
+
+
+def test_several_pairs_per_problem_are_held_out_together_as_the_policy_tasks_problems():
+    rows = data.addition_preferences_task(size=900, seed=0, max_operand=29, pairs_per_problem=8)
+    by_problem: dict[str, set[str]] = {}
+    for row in rows:
+        assert row["chosen"] == row["answer"] != row["rejected"] and int(row["rejected"]) >= 0
+        by_problem.setdefault(row["question"], set()).add(row["rejected"])
+    # every near miss that is not negative, once each: 8 for sums of 10 and more
+    assert {q: len(w) for q, w in by_problem.items() if q in ("0+0=", "1+2=", "29+29=")} == {
+        "0+0=": 4,
+        "1+2=": 7,
+        "29+29=": 8,
+    }
+    assert (
+        len(rows) == sum(len(w) for w in by_problem.values()) == 900 * 8 - 55 - 3 - 2 * 2 - 3
+    )  # no -10 below 10, no -1..-3 below 0
+    spec = DatasetSection(
+        generate={"task": "addition_preferences", "size": 900, "options": {"max_operand": 29}},
+        prompt="{question}",
+        eval_size=100,
+    )
+    pairs_spec = spec.model_copy(
+        update={
+            "generate": spec.generate.model_copy(
+                update={"options": {"max_operand": 29, "pairs_per_problem": 8}}
+            )
+        }
+    )
+    policy = spec.model_copy(update={"generate": spec.generate.model_copy(update={"task": "addition"})})
+    train, held_out = data.load_splits(pairs_spec, seed=0)
+    _, policy_held_out = data.load_splits(policy, seed=0)
+    assert set(held_out["question"]) == set(policy_held_out["question"])  # the same 100 problems
+    assert not set(train["question"]) & set(held_out["question"])  # no problem on both sides
+    assert len(train) + len(held_out) == len(rows) and len(set(held_out["question"])) == 100
+    # one pair a problem: the row split datasets would make (the same rows, in the same order)
+    _, one_held_out = data.load_splits(spec, seed=0)
+    assert one_held_out["question"] == policy_held_out["question"]
+    assert data.check_task(spec.generate.model_copy(update={"options": {"pairs_per_problem": 9}})) == [
+        "dataset.generate.options: pairs_per_problem must be between 1 and 8, got 9"
     ]
 
 

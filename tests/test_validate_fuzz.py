@@ -342,15 +342,15 @@ REFUSED = {
     # held-out rows
     "eval_size that leaves no training rows": (
         _case(overrides=["dataset.eval_size=55"]),
-        "dataset.eval_size=55 leaves no training rows (dataset has 55)",
+        "dataset.eval_size=55 leaves no training rows (dataset has 55 prompts)",
     ),
     "eval_ratio that leaves no training rows": (
         _case(overrides=["dataset.eval_size=null", "dataset.eval_ratio=0.99"]),
-        "dataset.eval_ratio=0.99 leaves no training rows (dataset has 55)",
+        "dataset.eval_ratio=0.99 leaves no training rows (dataset has 55 prompts)",
     ),
     "generated dataset smaller than its held-out part": (
         _case(overrides=["dataset.generate.size=5"]),
-        "dataset.eval_size=11 leaves no training rows (dataset has 5)",
+        "dataset.eval_size=11 leaves no training rows (dataset has 5 prompts)",
     ),
     # switching algorithms
     "PPO with GRPO's length setting": (
