@@ -310,7 +310,13 @@ def load_reward_model_for_training(spec: ModelSection, seed: int):
         causal, tokenizer = load_model(spec, seed)
         model = reward_model_from(causal, seed)
     else:
+        import torch
+
         tokenizer = policy_tokenizer(spec)
+        # A causal LM gets its score head from from_pretrained's random init: seeded, so that the same recipe
+        # starts from the same head, and `eval --baseline` (which loads it again) scores the head the run started
+        # from, not another random one.
+        torch.manual_seed(seed)
         try:
             with quiet_loading():
                 model = AutoModelForSequenceClassification.from_pretrained(

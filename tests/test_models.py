@@ -49,6 +49,21 @@ def test_from_pretrained_path_loads_a_saved_model(tmp_path):
     assert (next(model.parameters()) == next(built.parameters())).all()
 
 
+def test_a_reward_model_from_a_saved_causal_lm_gets_the_same_fresh_head_per_seed(tmp_path):
+    """A reward run from a causal LM by name_or_path: its score head is not in the files, so from_pretrained
+    initialises it. Unseeded, `eval --baseline` (which loads the start again) scored another random head than the
+    one the run started from."""
+    import torch
+
+    spec = FromConfig(vocabulary="0123456789+=", hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    built, tok = models.build_from_config(spec, seed=0)
+    built.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    saved = ModelSection(name_or_path=str(tmp_path / "m"))
+    heads = [models.load_reward_model_for_training(saved, seed)[0].score.weight for seed in (0, 0, 1)]
+    assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
+
+
 def test_a_model_that_cannot_be_loaded_is_one_actionable_line(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=r"cannot load tokenizer '.*empty': .*check that the directory holds"):

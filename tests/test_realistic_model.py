@@ -1,6 +1,7 @@
 """grpo-cli on a model shaped like the ones users bring (see tests/realistic_model.py): a byte-level BPE tokenizer
 with a ChatML template, EOS `<|im_end|>` and a separate pad, a small Qwen2 and a reward model, all loaded from
-directories through `model.name_or_path` and `model:<dir>`, trained on a chat dataset with a `messages` column.
+directories through `model.name_or_path` and `model:<dir>`, trained on a chat dataset with a `messages` column;
+and a reward model trained from the chat model on preference pairs in TRL's conversational format.
 
 The training runs are slow (a few steps each); the tokenizer and reward-model checks are fast. Tests marked
 `xfail(strict=True)` describe the correct behaviour of issue 14's defects that other branches fix: when the fix
@@ -604,3 +605,143 @@ def test_ppo_logs_seconds_for_every_reward(ppo_run):
     for row in metric_rows(run):
         for name in WEIGHTS:
             assert row[f"rewards/{name}/seconds"] > 0
+
+
+# ---- a reward model trained on chat preference pairs (TRL's conversational format) ----
+
+
+def chat_preferences(count: int, seed: int) -> list[dict]:
+    """Pairs in TRL's conversational preference format: `prompt` messages (every other row with a system
+    message; the rest get the template's default), `chosen` and `rejected` one assistant message each. A tiny model
+    learns them in a few steps: the chosen answer is the worked sum ending in `#### N`, the rejected one a wrong
+    number without the marker."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for index in range(count):
+        a, b = rng.randint(1, 20), rng.randint(1, 20)
+        question, worked = realistic_model.word_problem(a, b, rng)
+        prompt = [{"role": "user", "content": question}]
+        if index % 2 == 0:
+            prompt = [{"role": "system", "content": realistic_model.SYSTEM_PROMPT}, *prompt]
+        wrong = a + b + rng.choice([-7, 5, 10])
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": worked}],
+                "rejected": [{"role": "assistant", "content": f"I think it is {wrong}."}],
+            }
+        )
+    return rows
+
+
+REWARD = {
+    "algorithm": "reward",
+    "seed": 0,
+    "model": {"name_or_path": "policy"},  # the chat model under a fresh score head
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+    "dataset": {"source": "preferences.jsonl", "eval_size": 16},
+    "trainer": {"learning_rate": 0.01, "max_steps": 8, "per_device_train_batch_size": 8, "save_steps": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def chat_reward_run(realistic):
+    realistic_model.write_jsonl(realistic.policy.parent / "preferences.jsonl", chat_preferences(64, 30))
+    path = write_recipe(realistic, REWARD, "chat_reward")
+    result = invoke_train(path)
+    return path, realistic.policy.parent / "runs" / "chat_reward", result
+
+
+@pytest.mark.slow
+def test_chat_reward_run_says_each_step_and_learns_its_pairs(chat_reward_run, realistic):
+    _, run, result = chat_reward_run
+    assert "done: 8 steps" in result.stdout
+    assert phase_names(result.stderr) == [
+        "importing TRL to check the trainer settings",
+        f"loading reward model {realistic.policy}",
+        f"loading dataset {realistic.policy.parent / 'preferences.jsonl'}",
+        "preparing 48 preference pairs",
+        "setting up reward modelling",
+    ]
+    assert "warning:" not in result.stderr and result.transformers_warnings == []
+    rows = metric_rows(run)
+    assert [row["step"] for row in rows] == list(range(1, 9))
+    assert all({"loss", "pairwise_accuracy", "margin"} <= set(row) for row in rows)
+    assert sum(row["loss"] for row in rows[-3:]) < 0.5 * sum(row["loss"] for row in rows[:3])
+    # The score head is trained in full and saved beside the adapter (peft's modules_to_save).
+    heads = {name: t for name, t in adapter(run).items() if ".score." in name}
+    assert [tuple(t.shape) for t in heads.values()] == [(1, 96)]
+
+
+@pytest.fixture(scope="module")
+def chat_reward_eval(chat_reward_run):
+    from grpo_cli import evaluate_pairs
+    from grpo_cli.recipe import load_recipe
+
+    _, run, _ = chat_reward_run
+    return evaluate_pairs.run(load_recipe(run / "recipe.yaml"), adapter=run, baseline=True)
+
+
+@pytest.mark.slow
+def test_chat_reward_run_ranks_held_out_pairs_better_than_its_start(chat_reward_eval):
+    result = chat_reward_eval
+    assert result.settings["num_prompts"] == 16
+    tuned, base = result.metrics["tuned"], result.metrics["base"]
+    assert tuned["pairwise_accuracy"] == 1.0 and tuned["margin"] > 1.0
+    assert tuned["pairwise_accuracy"] > base["pairwise_accuracy"] and tuned["margin"] > base["margin"]
+    assert all(isinstance(row["chosen"], list) for row in result.rows)  # the pairs stayed messages
+
+
+@pytest.mark.slow
+def test_chat_pairs_are_trained_on_the_text_rl_scores(chat_reward_run, chat_reward_eval, realistic):
+    """The conversation a reward run trains on is the one GRPO and PPO score: `RewardModelScore` (the `model:`
+    reward, loaded from the run as they load it) reads the same token ids as `tokenize_pairs` gives the trainer,
+    the chat template's rendering of prompt + answer, and gives the score the model had in training (its adapter
+    unmerged, on TRL's collated batch) and in `eval`."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    from grpo_cli import models
+    from grpo_cli.algorithms.reward import tokenize_pairs
+    from grpo_cli.recipe import load_recipe
+    from grpo_cli.scoring import RewardModelScore
+
+    _, run, _ = chat_reward_run
+    rows = chat_reward_eval.rows  # the held-out pairs, prepared as training prepares them
+    prompts, chosen = [row["prompt"] for row in rows], [row["chosen"] for row in rows]
+    assert {len(p) for p in prompts} == {1, 2}  # with and without a system message
+
+    tokenizer = models.policy_tokenizer(load_recipe(run / "recipe.yaml").model)  # the tokenizer train loads
+    pairs = tokenize_pairs(
+        {name: [row[name] for row in rows] for name in ("prompt", "chosen", "rejected")}, tokenizer
+    )
+    reward = RewardModelScore(str(run), torch.float32, "cpu")
+    scored = reward.tokenizer(text=reward.texts(prompts, chosen), add_special_tokens=False)["input_ids"]
+    assert scored == pairs["chosen_ids"]
+    rendered = [
+        reward.tokenizer.apply_chat_template(p + c, tokenize=False)
+        for p, c in zip(prompts, chosen, strict=True)
+    ]
+    assert [tokenizer.decode(ids) for ids in pairs["chosen_ids"]] == rendered
+    lone = next(i for i, p in enumerate(prompts) if len(p) == 1)  # the template adds its system message
+    assert rendered[lone] == (
+        f"<|im_start|>system\n{DEFAULT_SYSTEM}{IM_END}\n<|im_start|>user\n{prompts[lone][0]['content']}{IM_END}\n"
+        f"<|im_start|>assistant\n{chosen[lone][0]['content']}{IM_END}\n"
+    )
+
+    # The model as the trainer held it: the policy under the adapter and its trained score head, not merged.
+    base = AutoModelForSequenceClassification.from_pretrained(realistic.policy, num_labels=1)
+    base.config.pad_token_id = tokenizer.pad_token_id
+    as_trained = PeftModel.from_pretrained(base, str(run)).eval()
+    batch = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(list(pairs))
+    with torch.inference_mode():
+        logits = as_trained(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    in_training = logits[: len(rows), 0].tolist()  # the batch is the chosen answers, then the rejected ones
+
+    rl_scores = reward(prompts, chosen)
+    assert rl_scores == pytest.approx(in_training, abs=1e-4)
+    assert rl_scores == pytest.approx([c for c, _r in chat_reward_eval.samples["tuned"]], abs=1e-5)
