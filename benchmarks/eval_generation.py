@@ -1,7 +1,7 @@
 """Eval generation: completions per second, batched vs one prompt at a time, on the same model and prompts.
 
     python benchmarks/eval_generation.py                      # the quickstart's model size and a larger one
-    python benchmarks/eval_generation.py --model runs/quickstart --prompts 128
+    python benchmarks/eval_generation.py --model runs/addition --prompts 128
 
 `grpo-cli eval` generates with `grpo_cli.generation.generate`, left-padding `--batch-size` completions into one
 `model.generate` call. This runs that function twice on the same model, prompts and settings, once with the eval

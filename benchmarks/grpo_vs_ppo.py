@@ -4,7 +4,7 @@ step, reward reached.
     python benchmarks/grpo_vs_ppo.py                      # ~33M-parameter Qwen2, 10 steps per run, 16 completions
     python benchmarks/grpo_vs_ppo.py --steps 10 --hidden 768 --layers 12 --out /tmp/bench
 
-Every run is `grpo-cli train` on the quickstart's task (single-digit addition, rewards accuracy + 0.5 closeness)
+Every run is `grpo-cli train` on the `addition` recipe's task (single-digit addition, rewards accuracy + 0.5 closeness)
 with a model built from a config big enough that weights dominate memory. Each run is its own subprocess, one
 after the other, so each peak resident memory (`os.wait4`, for that child alone) belongs to one run; a baseline
 child imports the same libraries and builds the same model without training, and "added by training" is the peak

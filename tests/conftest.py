@@ -121,6 +121,18 @@ def cli():
     return invoke
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Train on one thread: the tiny models are too small to split, and on a busy shared machine two threads each
+    fighting for a core made a run seven times slower than one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def phase_names(stderr: str) -> list[str]:
     """The steps a command announced on stderr (`grpo_cli.phases`), without their times."""
     import re

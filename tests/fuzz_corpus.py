@@ -2,7 +2,7 @@
 
 Every case is a set of files written into an empty directory (the recipe is `recipe.yaml`, beside it any data
 files or parents it names) plus command-line overrides. The corpus mutates the shipped recipes and a local-file
-variant of the quickstart: every leaf given wrong types and odd values, every section deleted, replaced or given
+variant of the `addition` recipe: every leaf given wrong types and odd values, every section deleted, replaced or given
 an unknown key, whole-file junk, bad overrides, `extends:` chains and bad data files.
 
 `python -m tests.fuzz_corpus` prints the counts (exit 0 / exit 2 / other) over the corpus.
@@ -48,7 +48,7 @@ def base_recipes() -> dict[str, dict]:
         "-".join(p.relative_to(RECIPES_DIR).with_suffix("").parts): yaml.safe_load(p.read_text())
         for p in sorted(RECIPES_DIR.rglob("*.yaml"))
     }
-    local = json.loads(json.dumps(bases["quickstart"]))
+    local = json.loads(json.dumps(bases["addition"]))
     local["dataset"] = {"source": "data.jsonl", "prompt": "{question}", "eval_size": 4}
     local["trainer"]["per_device_train_batch_size"] = 8
     bases["local"] = local
@@ -167,7 +167,7 @@ def corpus() -> list[Case]:
                     )
                 )
 
-    qs = bases["quickstart"]
+    qs = bases["addition"]
     text = _dump(qs)
     # Whole-file junk.
     junk = {
@@ -248,10 +248,8 @@ def corpus() -> list[Case]:
         "nul extends": {"recipe.yaml": b'extends: "a\\0b"\n'},
         "dir extends": {"recipe.yaml": b"extends: .\n"},
         "loop": {"recipe.yaml": b"extends: p.yaml\n", "p.yaml": b"extends: recipe.yaml\n"},
-        "shipped": {"recipe.yaml": b"extends: quickstart\nseed: 3\n"},
-        "shipped + eval reward": {
-            "recipe.yaml": b"extends: quickstart\neval: {rewards: [{name: accuracy}]}\n"
-        },
+        "shipped": {"recipe.yaml": b"extends: addition\nseed: 3\n"},
+        "shipped + eval reward": {"recipe.yaml": b"extends: addition\neval: {rewards: [{name: accuracy}]}\n"},
         "chain of 3": {
             "recipe.yaml": b"extends: a.yaml\nseed: 1\n",
             "a.yaml": b"extends: b.yaml\ntrainer: {max_steps: 3}\n",

@@ -150,14 +150,24 @@ def test_errors_are_one_line_with_exit_2_and_traceback_only_in_debug(tmp_path):
 def test_recipes_ls_show_cp(cli, tmp_path):
     listing = cli("recipes", "ls")
     assert listing.exit_code == 0 and "quickstart" in listing.stdout
-    shown = cli("recipes", "show", "quickstart")
-    assert shown.stdout == shipped_recipes()["quickstart"].read_text()
-    copied = cli("recipes", "cp", "quickstart", tmp_path / "my.yaml")
+    shown = cli("recipes", "show", "addition")
+    assert shown.stdout == shipped_recipes()["addition"].read_text()
+    copied = cli("recipes", "cp", "addition", tmp_path / "my.yaml")
     assert copied.exit_code == 0
     assert yaml.safe_load((tmp_path / "my.yaml").read_text()) == yaml.safe_load(shown.stdout)
-    again = cli("recipes", "cp", "quickstart", tmp_path / "my.yaml")
+    again = cli("recipes", "cp", "addition", tmp_path / "my.yaml")
     assert again.exit_code == 2 and "exists; pass --force to replace it" in again.stderr
     assert cli("validate", tmp_path / "my.yaml").exit_code == 0
+
+
+def test_a_copied_pipeline_names_the_shipped_stages(cli, tmp_path):
+    assert cli("recipes", "cp", "quickstart", tmp_path / "mine.yaml").exit_code == 0
+    stages = yaml.safe_load((tmp_path / "mine.yaml").read_text())["stages"]
+    shipped = shipped_recipes()["quickstart"].parent
+    assert stages == [str(shipped / "pipeline" / "sft.yaml"), str(shipped / "pipeline" / "grpo.yaml")]
+    assert (
+        cli("validate", tmp_path / "mine.yaml").exit_code == 0
+    )  # not relative to the copy, where none exist
 
 
 def test_unknown_shipped_recipe(cli):

@@ -136,14 +136,14 @@ def test_eval_output_dir(cli, tiny_recipe, tmp_path):
 def test_recipes_cp_into_a_directory(cli, tmp_path, monkeypatch, dest):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "existing").mkdir()
-    result = cli("recipes", "cp", "quickstart", dest)
-    target = tmp_path / dest / "quickstart.yaml"
+    result = cli("recipes", "cp", "addition", dest)
+    target = tmp_path / dest / "addition.yaml"
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"wrote {dest.rstrip('/')}/quickstart.yaml\n"
-    expected = yaml.safe_load(shipped_recipes()["quickstart"].read_text())
+    assert result.stdout == f"wrote {dest.rstrip('/')}/addition.yaml\n"
+    expected = yaml.safe_load(shipped_recipes()["addition"].read_text())
     assert yaml.safe_load(target.read_text()).keys() == expected.keys()
 
 
 def test_recipes_cp_to_a_new_name_is_a_file(cli, tmp_path):
-    assert cli("recipes", "cp", "quickstart", tmp_path / "mine").exit_code == 0
+    assert cli("recipes", "cp", "addition", tmp_path / "mine").exit_code == 0
     assert (tmp_path / "mine").is_file()

@@ -210,8 +210,8 @@ def test_default_output_dir_is_named_after_the_recipe(tiny_recipe):
 
 
 def test_shipped_recipes_are_found_by_name():
-    assert "quickstart" in shipped_recipes()
-    assert load_recipe("quickstart").path == shipped_recipes()["quickstart"]
+    assert {"quickstart", "addition", "pipeline"} <= set(shipped_recipes())
+    assert load_recipe("addition").path == shipped_recipes()["addition"]
 
 
 # ---- every path resolves against the recipe's directory (issue 10, item 8) ----

@@ -31,8 +31,8 @@ def _assert_total(case: Case, tmp_path) -> None:
 
 def test_corpus_is_hundreds_of_cases_from_every_kind():
     kinds = {case.id.split(":")[0] for case in CORPUS}
-    assert len(CORPUS) == 2260  # grows with every shipped recipe: each one is fuzzed
-    shipped = {"quickstart", "quickstart-ppo", "gsm8k-grpo", "gsm8k-ppo", "gsm8k-dapo", "pipeline"}
+    assert len(CORPUS) == 2305  # grows with every shipped recipe: each one is fuzzed
+    shipped = {"quickstart", "addition", "addition-ppo", "gsm8k-grpo", "gsm8k-ppo", "gsm8k-dapo", "pipeline"}
     shipped |= {"pipeline-sft", "pipeline-reward", "pipeline-ppo", "pipeline-grpo"}  # its stages
     assert kinds == shipped | {"local", "junk", "override", "extends", "data"}
 
@@ -80,7 +80,7 @@ def test_validate_in_a_real_process(case_id, tmp_path):
 
 # ---- the curated list: each must be refused with this line ----
 
-QUICKSTART = base_recipes()["quickstart"]
+QUICKSTART = base_recipes()["addition"]
 LOCAL = base_recipes()["local"]
 
 
@@ -162,7 +162,7 @@ REFUSED = {
         "rewards[0].weight: Input should be a finite number, got inf",
     ),
     "eval reward that is a training reward": (
-        _case(text=b"extends: quickstart\neval: {rewards: [{name: accuracy}]}\n"),
+        _case(text=b"extends: addition\neval: {rewards: [{name: accuracy}]}\n"),
         "eval.rewards[0] (accuracy) is already a training reward, whose metrics eval reports anyway: "
         "remove it from eval.rewards",
     ),
@@ -409,7 +409,7 @@ def test_a_huge_operand_range_is_sampled_not_listed(tmp_path):
     rows = data.addition_task(size=50, seed=1, max_operand=10_000_000)
     assert len({r["question"] for r in rows}) == 50
     assert all(int(r["answer"]) == sum(map(int, r["question"].rstrip("=").split("+"))) for r in rows)
-    # Small ranges keep the exact order they always had (the quickstart's split does not move).
+    # Small ranges keep the exact order they always had (the addition recipe's split does not move).
     assert [r["question"] for r in data.addition_task(size=3, seed=0, max_sum=9)] == ["3+2=", "1+2=", "5+0="]
 
 

@@ -52,7 +52,7 @@ def test_a_chat_template_that_fails_is_one_line(tiny_recipe, tiny_model):
 
 def test_eval_rewards_are_bound_once_for_validate_and_eval(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("extends: quickstart\neval: {rewards: [{name: accuracy}, {name: format}]}\n")
+    path.write_text("extends: addition\neval: {rewards: [{name: accuracy}, {name: format}]}\n")
     binding = validation.bind_rewards(load_recipe(path))
     assert [r.name for r in binding.training] == ["accuracy", "digits", "closeness"]
     assert [r.name for r in binding.eval_only] == ["format"]

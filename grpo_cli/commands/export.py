@@ -54,7 +54,7 @@ def export(
     are in the run). Checks on the way out that the exported model, loaded back from disk, gives the run's
     logits on a few of the recipe's prompts. Writes a model card (README.md) ready for `hf upload`.
 
-    Example: grpo-cli export runs/quickstart -o exported
+    Example: grpo-cli export runs/pipeline-grpo -o exported
     """
     import os
     import warnings

@@ -108,8 +108,8 @@ def generate(
     interactive chat on a terminal (the chat template applied, history kept, /reset to clear it, Ctrl-D to end),
     or a scripted one from a pipe. A one-field prompt template (`prompt: "{question}"`) takes the typed text.
 
-    Examples: grpo-cli generate runs/quickstart --prompt "3+4=" --prompt "2+2=";
-    grpo-cli generate runs/quickstart --base --prompt "3+4="; grpo-cli generate exported -f prompts.jsonl
+    Examples: grpo-cli generate runs/pipeline-grpo --prompt "12+34=" --prompt "7+8=";
+    grpo-cli generate runs/pipeline-grpo --base --prompt "12+34="; grpo-cli generate exported -f prompts.jsonl
     """
     import os
     import warnings

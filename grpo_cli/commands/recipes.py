@@ -67,7 +67,8 @@ def cp(
     ],
     force: Annotated[bool, typer.Option("--force", help="Replace the copy if it exists.")] = False,
 ) -> None:
-    """Copy a shipped recipe to edit it; relative paths in it are made absolute so the copy runs anywhere."""
+    """Copy a shipped recipe to edit it; relative paths in it (a pipeline's stages too) are made absolute so the
+    copy runs anywhere."""
     import yaml
 
     from grpo_cli.recipe import absolutize_paths, find_recipe, parse_yaml, read_text
@@ -86,6 +87,13 @@ def cp(
         )
     before = yaml.safe_dump(data)
     absolutize_paths(data, source.parent)
+    if isinstance(data.get("stages"), list):  # a pipeline file: its stage recipes, found next to the original
+        data["stages"] = [
+            str((source.parent / stage).resolve())
+            if isinstance(stage, str) and (source.parent / stage).is_file()
+            else stage
+            for stage in data["stages"]
+        ]
     if yaml.safe_dump(data) != before:  # keep the comments when nothing needed rewriting
         header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
         text = header + yaml.safe_dump(data, sort_keys=False)
