@@ -487,7 +487,7 @@ BUILT_FROM_CONFIG = "a model built from a config"
 _said: set[str] = set()
 
 
-def _warn_once(message: str) -> None:
+def warn_once(message: str) -> None:
     """A warning on stderr, once per process (prepare runs for train and held-out rows alike), main process only."""
     from grpo_cli.distributed import is_main_process
     from grpo_cli.phases import say
@@ -502,6 +502,17 @@ def uses_chat(spec: DatasetSection, tokenizer) -> bool:
     if spec.chat_template is True and not has_template:
         raise UserError("dataset.chat_template is true, but the tokenizer has no chat template")
     return has_template if spec.chat_template is None else spec.chat_template
+
+
+def chat_for(spec: DatasetSection, tokenizer, first_row: dict[str, Any]) -> bool:
+    """`uses_chat`, saying (once) when chat data will reach the model as plain text (`chat_as_text_warning`)."""
+    chat = uses_chat(spec, tokenizer)
+    has_template = getattr(tokenizer, "chat_template", None) is not None
+    name = getattr(tokenizer, "name_or_path", "") or BUILT_FROM_CONFIG  # the character tokenizer has no name
+    warning = chat_as_text_warning(spec, first_row, has_template, name)
+    if warning:
+        warn_once(warning)
+    return chat
 
 
 def build_prompt(spec: DatasetSection, row: dict[str, Any], chat: bool) -> str | list[dict]:
@@ -608,8 +619,14 @@ def preference_problems(spec: DatasetSection, columns: list[str]) -> list[str]:
 
 
 def prepare_preferences(dataset: Dataset, spec: DatasetSection, tokenizer) -> Dataset:
-    """Preference rows as a reward model reads them: `prompt` (built as for the other stages; empty when the data
-    has none), `chosen`, `rejected`; text, or chat messages when `chosen` is a list of messages."""
+    """Preference rows as a reward model reads them: `prompt` (built as `prepare` builds it for GRPO and PPO; empty
+    when the data has none), `chosen`, `rejected`.
+
+    Chat or text is decided as for those stages (`uses_chat`), not by the answers' type: GRPO and PPO give a chat
+    prompt to a chat tokenizer whatever the data, and a `model:` reward then reads the chat template's rendering
+    of prompt + reply. So under a chat template a text answer becomes one assistant message, and without one (or
+    with dataset.chat_template: false) message answers become their text, as the policy's replies would be.
+    """
     from datasets import Dataset
 
     if len(dataset) == 0:
@@ -617,15 +634,28 @@ def prepare_preferences(dataset: Dataset, spec: DatasetSection, tokenizer) -> Da
     problems = preference_problems(spec, dataset.column_names)
     if problems:
         raise UserError(problems[0])
+    chat = chat_for(spec, tokenizer, dataset[0])
     rows = []
     for row in dataset:
-        chat = not isinstance(row["chosen"], str)
         if spec.prompt is not None or "prompt" in row or "messages" in row:
             prompt = build_prompt(spec, row, chat)
         else:
             prompt = [] if chat else ""
-        rows.append({"prompt": prompt, "chosen": row["chosen"], "rejected": row["rejected"]})
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": _answer(row["chosen"], chat),
+                "rejected": _answer(row["rejected"], chat),
+            }
+        )
     return Dataset.from_list(rows)
+
+
+def _answer(answer: str | list[dict], chat: bool) -> str | list[dict]:
+    """A preferred or worse answer as the policy's reply would be: one assistant message in chat, else text."""
+    if chat:
+        return [{"role": "assistant", "content": answer}] if isinstance(answer, str) else list(answer)
+    return answer if isinstance(answer, str) else "\n\n".join(m["content"] for m in answer)
 
 
 def prepare(dataset: Dataset, spec: DatasetSection, tokenizer) -> Dataset:
@@ -638,12 +668,7 @@ def prepare(dataset: Dataset, spec: DatasetSection, tokenizer) -> Dataset:
             f"dataset.prompt uses column(s) {', '.join(missing)} that the dataset does not have; "
             f"columns: {', '.join(dataset.column_names)}"
         )
-    chat = uses_chat(spec, tokenizer)
-    has_template = getattr(tokenizer, "chat_template", None) is not None
-    name = getattr(tokenizer, "name_or_path", "") or BUILT_FROM_CONFIG  # the character tokenizer has no name
-    warning = chat_as_text_warning(spec, dataset[0], has_template, name)
-    if warning:
-        _warn_once(warning)
+    chat = chat_for(spec, tokenizer, dataset[0])
     prompts = [build_prompt(spec, row, chat) for row in dataset]
     if "prompt" in dataset.column_names:
         dataset = dataset.remove_columns("prompt")

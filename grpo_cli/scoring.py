@@ -248,10 +248,27 @@ class RewardModelScore:
                 f"reward model {path}: its tokenizer has no pad token, nor an unk or EOS token to pad with"
             )
         self.model.requires_grad_(False).eval().to(device or default_device())
+        # A reward run renders its pairs without chat_template_kwargs (RewardConfig has none): whether GRPO's change
+        # what it reads depends on the template (Qwen3's reads enable_thinking only for the generation prompt, which
+        # is not scored), so the first conversation scored is rendered both ways (`texts`).
+        self._compare_kwargs = (
+            bool(self.chat_template_kwargs) and models.run_algorithm(Path(path)) == "reward"
+        )
 
     def texts(self, prompts: list, completions: list) -> list[str]:
         """What the model reads for each completion (see the class docstring)."""
-        return reward_model_texts(self.tokenizer, prompts, completions, self.chat_template_kwargs)
+        texts = reward_model_texts(self.tokenizer, prompts, completions, self.chat_template_kwargs)
+        if self._compare_kwargs and texts:
+            self._compare_kwargs = False
+            if reward_model_texts(self.tokenizer, prompts[:1], completions[:1]) != texts[:1]:
+                from grpo_cli.data import warn_once
+
+                warn_once(
+                    f"reward model {self.path}: trainer.chat_template_kwargs {self.chat_template_kwargs} change "
+                    "what its chat template renders, but its reward run rendered its pairs without them, so it "
+                    "scores text unlike what it was trained on"
+                )
+        return texts
 
     def __call__(self, prompts: list, completions: list, **_columns: Any) -> list[float]:
         import torch

@@ -91,6 +91,13 @@ PPO_UNUSED = {
     "reward_model_path": "TRL's PPOTrainer ignores it; name a reward model in `rewards:` as `model:<Hub id or dir>`",
     "sft_model_path": "TRL's PPOTrainer ignores it; set model.name_or_path",
 }
+# RewardConfig fields a reward run cannot honour: grpo-cli renders and tokenizes the pairs itself (see
+# algorithms/reward.py), before RewardTrainer would apply them.
+REWARD_UNUSED = {
+    "chat_template_path": "a reward run renders its pairs with the model's own chat template before TRL would set "
+    "this one (it would train on one template and save another); save the template with the model's tokenizer "
+    "(save_pretrained) and start from that directory",
+}
 # A setting of one algorithm -> what the other calls it, or why it has none (a recipe switched between them).
 OTHER_NAMES = {
     "ppo": {
@@ -143,7 +150,7 @@ def mapping(recipe: Recipe, key: str) -> dict:
 def check_section(algorithm: str, trainer: dict) -> tuple[dict, list[str]]:
     """Check `trainer:` keys and values against the installed TRL config class; return (coerced, problems)."""
     known = fields(algorithm)
-    managed = {**MANAGED, **(PPO_UNUSED if algorithm == "ppo" else {})}
+    managed = {**MANAGED, **{"ppo": PPO_UNUSED, "reward": REWARD_UNUSED}.get(algorithm, {})}
     coerced, problems = {}, []
     for key, given in trainer.items():
         if not isinstance(key, str):

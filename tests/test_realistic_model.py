@@ -636,6 +636,27 @@ def chat_preferences(count: int, seed: int) -> list[dict]:
     return rows
 
 
+def text_answers(row: dict) -> dict:
+    """A conversational pair with its answers as text: the shape of most preference data."""
+    return {**row, "chosen": row["chosen"][0]["content"], "rejected": row["rejected"][0]["content"]}
+
+
+def question_and_text_answers(row: dict) -> dict:
+    """A conversational pair as plain columns, for `dataset.prompt: "{question}"` (its system message dropped)."""
+    return {
+        "question": row["prompt"][-1]["content"],
+        **text_answers({k: row[k] for k in ("chosen", "rejected")}),
+    }
+
+
+# The shapes preference data comes in: each conversational pair as that shape has it, and the dataset settings that
+# read it. A chat tokenizer makes each a chat pair, as GRPO and PPO make every prompt a chat prompt.
+PAIR_SHAPES = {
+    "conversational": (lambda row: row, {}),
+    "text-answers": (text_answers, {}),
+    "prompt-template": (question_and_text_answers, {"prompt": "{question}"}),
+}
+
 REWARD = {
     "algorithm": "reward",
     "seed": 0,
@@ -646,22 +667,32 @@ REWARD = {
 }
 
 
-@pytest.fixture(scope="module")
-def chat_reward_run(realistic):
-    realistic_model.write_jsonl(realistic.policy.parent / "preferences.jsonl", chat_preferences(64, 30))
-    path = write_recipe(realistic, REWARD, "chat_reward")
+@pytest.fixture(scope="module", params=list(PAIR_SHAPES))
+def chat_reward_run(realistic, request):
+    """A reward run on 64 pairs (16 held out) of one shape: (recipe, run directory, `train`'s result)."""
+    reshape, dataset = PAIR_SHAPES[request.param]
+    source = (
+        "preferences.jsonl" if request.param == "conversational" else f"preferences-{request.param}.jsonl"
+    )
+    realistic_model.write_jsonl(
+        realistic.policy.parent / source, [reshape(r) for r in chat_preferences(64, 30)]
+    )
+    name = "chat_reward" if request.param == "conversational" else f"chat_reward-{request.param}"
+    recipe = {**REWARD, "dataset": {**REWARD["dataset"], "source": source, **dataset}}
+    path = write_recipe(realistic, recipe, name)
     result = invoke_train(path)
-    return path, realistic.policy.parent / "runs" / "chat_reward", result
+    return path, realistic.policy.parent / "runs" / name, result
 
 
 @pytest.mark.slow
 def test_chat_reward_run_says_each_step_and_learns_its_pairs(chat_reward_run, realistic):
-    _, run, result = chat_reward_run
+    path, run, result = chat_reward_run
+    source = yaml.safe_load(path.read_text())["dataset"]["source"]
     assert "done: 8 steps" in result.stdout
     assert phase_names(result.stderr) == [
         "importing TRL to check the trainer settings",
         f"loading reward model {realistic.policy}",
-        f"loading dataset {realistic.policy.parent / 'preferences.jsonl'}",
+        f"loading dataset {realistic.policy.parent / source}",
         "preparing 48 preference pairs",
         "setting up reward modelling",
     ]
@@ -673,6 +704,39 @@ def test_chat_reward_run_says_each_step_and_learns_its_pairs(chat_reward_run, re
     # The score head is trained in full and saved beside the adapter (peft's modules_to_save).
     heads = {name: t for name, t in adapter(run).items() if ".score." in name}
     assert [tuple(t.shape) for t in heads.values()] == [(1, 96)]
+    # peft's own names for a classifier head, once each (grpo-cli's own ["score"] once had them appended).
+    assert json.loads((run / "adapter_config.json").read_text())["modules_to_save"] == ["classifier", "score"]
+
+
+@pytest.mark.parametrize("shape", list(PAIR_SHAPES))
+def test_pairs_are_plain_text_on_both_sides_with_chat_template_false(realistic, shape):
+    """With dataset.chat_template: false a chat tokenizer's template is left out of reward training as GRPO and PPO
+    leave it out of their prompts: the pair is trained as prompt text + answer text, which is what the `model:`
+    reward reads for the text prompt and text reply they then give it."""
+    import torch
+    from datasets import Dataset
+
+    from grpo_cli import data
+    from grpo_cli.algorithms.reward import tokenize_pairs
+    from grpo_cli.recipe import DatasetSection
+    from grpo_cli.scoring import RewardModelScore
+
+    reshape, dataset = PAIR_SHAPES[shape]
+    raw = Dataset.from_list([reshape(r) for r in chat_preferences(4, 30)])
+    spec = DatasetSection(source="preferences.jsonl", chat_template=False, **dataset)
+    tokenizer = realistic.tokenizer()
+    prepared = data.prepare_preferences(raw, spec, tokenizer)
+    assert all(isinstance(row[side], str) for row in prepared for side in ("prompt", "chosen", "rejected"))
+    pairs = tokenize_pairs(prepared, tokenizer)
+
+    prompts = data.prepare(raw, spec, tokenizer)["prompt"]  # GRPO's and PPO's prompts: text
+    reward = RewardModelScore(str(realistic.reward_model), torch.float32, "cpu")
+    for side in ("chosen", "rejected"):
+        replies = [a if isinstance(a, str) else a[0]["content"] for a in raw[side]]
+        texts = reward.texts(prompts, replies)
+        assert reward.tokenizer(text=texts, add_special_tokens=False)["input_ids"] == pairs[f"{side}_ids"]
+        assert [tokenizer.decode(ids) for ids in pairs[f"{side}_ids"]] == texts
+        assert not any(IM_END in text for text in texts)
 
 
 @pytest.fixture(scope="module")
@@ -691,34 +755,43 @@ def test_chat_reward_run_ranks_held_out_pairs_better_than_its_start(chat_reward_
     tuned, base = result.metrics["tuned"], result.metrics["base"]
     assert tuned["pairwise_accuracy"] == 1.0 and tuned["margin"] > 1.0
     assert tuned["pairwise_accuracy"] > base["pairwise_accuracy"] and tuned["margin"] > base["margin"]
-    assert all(isinstance(row["chosen"], list) for row in result.rows)  # the pairs stayed messages
+    # chat pairs, whatever the data's shape
+    assert all(isinstance(row["chosen"], list) for row in result.rows)
 
 
 @pytest.mark.slow
 def test_chat_pairs_are_trained_on_the_text_rl_scores(chat_reward_run, chat_reward_eval, realistic):
-    """The conversation a reward run trains on is the one GRPO and PPO score: `RewardModelScore` (the `model:`
-    reward, loaded from the run as they load it) reads the same token ids as `tokenize_pairs` gives the trainer,
-    the chat template's rendering of prompt + answer, and gives the score the model had in training (its adapter
-    unmerged, on TRL's collated batch) and in `eval`."""
+    """The conversation a reward run trains on is the one GRPO and PPO score, whatever shape the pairs come in:
+    `RewardModelScore` (the `model:` reward, loaded from the run as they load it), given the prompt they build
+    from the row and the reply as TRL hands it over, reads the same token ids as `tokenize_pairs` gives the
+    trainer, the chat template's rendering of prompt + answer, and gives the score the model had in training (its
+    adapter unmerged, on TRL's collated batch) and in `eval`."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
-    from grpo_cli import models
+    from grpo_cli import data, models
     from grpo_cli.algorithms.reward import tokenize_pairs
+    from grpo_cli.evaluate import held_out_rows
     from grpo_cli.recipe import load_recipe
     from grpo_cli.scoring import RewardModelScore
 
     _, run, _ = chat_reward_run
-    rows = chat_reward_eval.rows  # the held-out pairs, prepared as training prepares them
-    prompts, chosen = [row["prompt"] for row in rows], [row["chosen"] for row in rows]
-    assert {len(p) for p in prompts} == {1, 2}  # with and without a system message
+    recipe = load_recipe(run / "recipe.yaml")
+    tokenizer = models.policy_tokenizer(recipe.model)  # the tokenizer train loads
+    raw = held_out_rows(recipe, None)  # the held-out pairs as the data has them, in eval's order
+    # What GRPO and PPO score: the prompt they build from the row, and the reply as one assistant message.
+    prompts = data.prepare(raw, recipe.dataset, tokenizer)["prompt"]
+    chosen = [
+        [{"role": "assistant", "content": c if isinstance(c, str) else c[0]["content"]}]
+        for c in raw["chosen"]
+    ]
+    # with and without a system message, where the data has one
+    assert {len(p) for p in prompts} == ({1} if recipe.dataset.prompt else {1, 2})
 
-    tokenizer = models.policy_tokenizer(load_recipe(run / "recipe.yaml").model)  # the tokenizer train loads
-    pairs = tokenize_pairs(
-        {name: [row[name] for row in rows] for name in ("prompt", "chosen", "rejected")}, tokenizer
-    )
+    # The pairs as train tokenizes them.
+    pairs = tokenize_pairs(data.prepare_preferences(raw, recipe.dataset, tokenizer), tokenizer)
     reward = RewardModelScore(str(run), torch.float32, "cpu")
     scored = reward.tokenizer(text=reward.texts(prompts, chosen), add_special_tokens=False)["input_ids"]
     assert scored == pairs["chosen_ids"]
@@ -740,7 +813,7 @@ def test_chat_pairs_are_trained_on_the_text_rl_scores(chat_reward_run, chat_rewa
     batch = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(list(pairs))
     with torch.inference_mode():
         logits = as_trained(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    in_training = logits[: len(rows), 0].tolist()  # the batch is the chosen answers, then the rejected ones
+    in_training = logits[: len(raw), 0].tolist()  # the batch is the chosen answers, then the rejected ones
 
     rl_scores = reward(prompts, chosen)
     assert rl_scores == pytest.approx(in_training, abs=1e-4)

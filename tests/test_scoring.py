@@ -444,6 +444,57 @@ def test_reward_model_reads_chat_through_its_own_chat_template(reward_model_dir)
     )
 
 
+# What GRPO's chat_template_kwargs can change in a reward model's text. Qwen3's template reads enable_thinking only
+# for the generation prompt, which a reward model never reads; SmolLM3's writes the reasoning mode into the system
+# turn of every conversation.
+ONLY_GENERATION_PROMPT = (
+    "{% for m in messages %}{{ m['content'] }}={% endfor %}"
+    "{% if add_generation_prompt %}{% if enable_thinking is false %}0{% endif %}{% endif %}"
+)
+SYSTEM_TURN = (
+    "{{ '0' if enable_thinking is false else '1' }}+{% for m in messages %}{{ m['content'] }}={% endfor %}"
+)
+
+
+@pytest.mark.parametrize(
+    "template, trained_by_a_reward_run, said",
+    [(SYSTEM_TURN, True, True), (ONLY_GENERATION_PROMPT, True, False), (SYSTEM_TURN, False, False)],
+    ids=["changes-the-text", "generation-prompt-only", "not-a-reward-run"],
+)
+def test_a_reward_run_scored_with_kwargs_that_change_its_text_is_said_once(
+    reward_model_dir, monkeypatch, capsys, template, trained_by_a_reward_run, said
+):
+    """A reward run renders its pairs without chat_template_kwargs (RewardConfig has none); GRPO scores with its
+    own, as TRL does. When they change what the reward model reads, that is said, once; a model not trained by a
+    reward run is scored as TRL scores it, without comment."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from grpo_cli import data
+
+    tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(reward_model_dir)
+    if trained_by_a_reward_run:
+        (reward_model_dir / "recipe.yaml").write_text("algorithm: reward\n")
+    monkeypatch.setattr(data, "_said", set())
+    kwargs = {"enable_thinking": False}
+    score = scoring.RewardModelScore(str(reward_model_dir), torch.float32, "cpu", kwargs)
+    prompts, completions = [[{"role": "user", "content": "1+2"}]], [[{"role": "assistant", "content": "3"}]]
+    score(prompts, completions)
+    score(prompts, completions)
+    expected = "0+1+2=3=" if template == SYSTEM_TURN else "1+2=3="
+    assert score.texts(prompts, completions) == [
+        expected
+    ]  # scored with the kwargs, as TRL's GRPOTrainer does
+    warning = (
+        f"warning: reward model {reward_model_dir}: trainer.chat_template_kwargs {kwargs} change what its chat "
+        "template renders, but its reward run rendered its pairs without them, so it scores text unlike what it "
+        "was trained on\n"
+    )
+    assert capsys.readouterr().err == (warning if said else "")
+
+
 def test_a_reward_model_goes_through_reward_call_like_a_function(reward_model_dir):
     (loaded,) = scoring.load_reward_models([bind(f"model:{reward_model_dir}", on_error="skip")], "float32")
     assert isinstance(loaded.fn, scoring.RewardModelScore) and loaded.name == "judge"

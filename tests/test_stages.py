@@ -90,6 +90,23 @@ def test_trainer_fields_are_checked_against_sft_and_reward_configs(tmp_path):
     assert problem.startswith("trainer.completion_only_loss: not a field of TRL's RewardConfig")
 
 
+def test_a_reward_run_refuses_chat_template_path_which_trl_applies_after_the_pairs_are_tokenized(
+    cli, tmp_path
+):
+    pairs_file(tmp_path, [{"chosen": "2", "rejected": "3"}] * 4)
+    (tmp_path / "t.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    path = write(tmp_path, {**REWARD, "trainer": {"chat_template_path": str(tmp_path / "t.jinja")}})
+    result = cli("validate", path)
+    assert result.exit_code == 2
+    assert (
+        result.stderr.count("trainer.chat_template_path: a reward run renders its pairs with the model's own")
+        == 1
+    )
+    assert "save the template with the model's tokenizer (save_pretrained)" in result.stderr
+    sft = {**SFT, "trainer": {"chat_template_path": str(tmp_path / "t.jinja")}}  # SFT lets TRL tokenize: fine
+    assert validation.validate(str(write(tmp_path, sft, "sft.yaml"))).algorithm == "sft"
+
+
 def test_model_run_must_be_a_finished_policy_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # model.run, like output_dir, is where the command runs
     fake_finished_run(tmp_path / "runs" / "sft", "sft")
@@ -164,6 +181,57 @@ def test_preference_rows_with_or_without_a_prompt(tmp_path):
     with_prompt = spec.model_copy(update={"prompt": "{question}"})
     rows = Dataset.from_list([{"question": "1+1=", "chosen": "2", "rejected": "3"}])
     assert data.prepare_preferences(rows, with_prompt, None)[0]["prompt"] == "1+1="
+
+
+# Role markers, so that a rendering through the template tells itself apart from the plain text.
+ROLES_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+
+
+@pytest.mark.parametrize(
+    "dataset, row",
+    [
+        ({"prompt": "{question}"}, {"question": "1+1=", "chosen": "2", "rejected": "3"}),
+        ({}, {"prompt": [{"role": "user", "content": "1+1="}], "chosen": "2", "rejected": "3"}),
+        ({}, {"prompt": "1+1=", "chosen": "2", "rejected": "3"}),
+        (
+            {},
+            {
+                "prompt": [{"role": "user", "content": "1+1="}],
+                "chosen": [{"role": "assistant", "content": "2"}],
+                "rejected": [{"role": "assistant", "content": "3"}],
+            },
+        ),
+    ],
+    ids=["template", "chat-prompt-text-answers", "text-prompt-column", "conversational"],
+)
+def test_preference_pairs_are_chat_or_text_as_the_policy_stages_decide(dataset, row):
+    """Under a chat template every pair is chat, its answers assistant messages, whatever the data's shape (as
+    GRPO and PPO build chat prompts and a `model:` reward reads the template's rendering); with
+    dataset.chat_template: false, or without a template, both prompt and answers are plain text."""
+    from datasets import Dataset
+
+    from grpo_cli.algorithms.reward import tokenize_pairs
+    from grpo_cli.models import char_tokenizer
+
+    tokenizer = char_tokenizer("0123456789+=<>/aeinrstu")
+    tokenizer.chat_template = ROLES_TEMPLATE
+    rows = Dataset.from_list([row])
+    spec = DatasetSection(source="pairs.jsonl", **dataset)
+    prepared = data.prepare_preferences(rows, spec, tokenizer)
+    assert (
+        prepared[0]["prompt"] == data.prepare(rows, spec, tokenizer)[0]["prompt"]
+    )  # GRPO's and PPO's prompt
+    assert prepared[0]["chosen"] == [{"role": "assistant", "content": "2"}]
+    tokens = tokenize_pairs(prepared, tokenizer)
+    assert tokenizer.decode(tokens["chosen_ids"][0]) == "<user>1+1=<assistant>2"
+    assert tokenizer.decode(tokens["rejected_ids"][0]) == "<user>1+1=<assistant>3"
+
+    for plain, tok in ((spec.model_copy(update={"chat_template": False}), tokenizer), (spec, None)):
+        prepared = data.prepare_preferences(rows, plain, tok)
+        assert prepared.to_list() == [{"prompt": "1+1=", "chosen": "2", "rejected": "3"}]
+        tokens = tokenize_pairs(prepared, tokenizer)
+        assert tokenizer.decode(tokens["chosen_ids"][0]) == "1+1=2"
+        assert tokenizer.decode(tokens["rejected_ids"][0]) == "1+1=3"
 
 
 def test_addition_preferences_pair_the_sum_with_a_near_miss():

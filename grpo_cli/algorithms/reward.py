@@ -35,25 +35,24 @@ def config(recipe: Recipe, output_dir: Path):
     return trainer_fields.build_config(RewardConfig, output_dir=str(output_dir), seed=recipe.seed, **args)
 
 
-def tokenize_pairs(rows, tokenizer, chat_template_kwargs: dict | None = None):
-    """Prepared preference rows -> TRL's processed format (`chosen_ids`, `rejected_ids`), as they are scored."""
+def tokenize_pairs(rows, tokenizer):
+    """Rows from `data.prepare_preferences` (chat or text on both sides, as GRPO and PPO will score them) -> TRL's
+    processed format (`chosen_ids`, `rejected_ids`): the text a `model:` reward reads, tokenized as it tokenizes
+    it. No chat_template_kwargs: RewardConfig has none (see `scoring.RewardModelScore` for GRPO's)."""
     from datasets import Dataset
 
     prompts = rows["prompt"]
     encoded = {}
     for side in ("chosen", "rejected"):
-        answers = rows[side]
-        if prompts and not isinstance(prompts[0], str):
-            answers = [[{"role": "assistant", "content": a}] if isinstance(a, str) else a for a in answers]
-        texts = scoring.reward_model_texts(tokenizer, prompts, answers, chat_template_kwargs)
+        texts = scoring.reward_model_texts(tokenizer, prompts, rows[side])
         encoded[f"{side}_ids"] = tokenizer(text=texts, add_special_tokens=False)["input_ids"]
     return Dataset.from_dict(encoded)
 
 
 def lora_config(recipe: Recipe):
-    lora = models.lora_config(recipe.lora, task_type="SEQ_CLS")  # peft adds the score head to modules_to_save
-    lora.modules_to_save = ["score"]
-    return lora
+    # No modules_to_save of our own: for SEQ_CLS peft adds the head's names ("classifier", "score") itself, and a
+    # list given here only gets them appended to it (a saved adapter_config then listed "score" twice).
+    return models.lora_config(recipe.lora, task_type="SEQ_CLS")
 
 
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
