@@ -10,6 +10,7 @@ Why a file of stages rather than `train a.yaml b.yaml`: the chain is something t
 one thing; `validate` checks every stage with the runs that earlier stages will write counted as present (a
 stage's `model.run` or `model:` reward naming an earlier stage's `output_dir`), and `train` skips the stages whose
 run is already finished (summary.json written), resumes one that was interrupted at a checkpoint, and runs the rest.
+`eval` evaluates every stage's run against the model it started from; `report` draws them all in one report.
 Each stage is an ordinary recipe: it trains, evaluates and reports on its own as well.
 """
 
@@ -17,11 +18,17 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from grpo_cli._paths import RECIPES_DIR
 from grpo_cli.errors import ConfigError, UserError
 from grpo_cli.recipe import find_recipe, load_data, load_yaml, read_text, shipped_recipes
+
+if TYPE_CHECKING:
+    from grpo_cli.evaluate import EvalResult
+    from grpo_cli.recipe import Recipe
 
 KEY = "stages"
 
@@ -133,15 +140,78 @@ def train(
     return done
 
 
+def stage_recipes(name_or_path: str) -> list[Recipe]:
+    """The stages of a pipeline file, each read as `eval` and `report` read a recipe (its schema checked, its
+    output_dir resolved); `recipe.path` is the stage file."""
+    from grpo_cli.recipe import load_recipe
+
+    return [load_recipe(stage) for stage in stage_paths(find_recipe(name_or_path))]
+
+
 def run_dirs(name_or_path: str) -> list[Path]:
     """The output directories of a pipeline's stages (for `report`); [Path(name_or_path)] for anything else, so
     that a missing run directory is reported as one."""
     if not is_pipeline(name_or_path):
         return [Path(name_or_path)]
-    from grpo_cli.recipe import finish, parse_recipe
+    return [Path(recipe.output_dir) for recipe in stage_recipes(name_or_path)]
 
-    found = []
-    for stage in stage_paths(find_recipe(name_or_path)):
-        stage_path, merged = load_data(stage)
-        found.append(Path(finish(parse_recipe(merged, stage_path.name), stage_path).output_dir))
-    return found
+
+def shown(path: Path) -> str:
+    """A path as the user would type it: a shipped stage by its name (pipeline/grpo), anything else relative to
+    the current directory when it is inside it."""
+    if path.is_relative_to(RECIPES_DIR) and path.suffix == ".yaml":
+        return path.relative_to(RECIPES_DIR).with_suffix("").as_posix()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+@dataclass
+class StageEval:
+    """One stage of `eval PIPELINE`: its recipe and its run's result, or why it has none."""
+
+    recipe: Recipe
+    result: EvalResult | None = None
+    problem: str | None = None  # "not trained", "not finished (no summary.json)", "failed (...)"
+    untrained: bool = False  # the problem is a run that `train PIPELINE` would write or finish
+
+
+def evaluate(
+    name_or_path: str, *, num_samples: int | None, limit: int | None, batch_size: int
+) -> list[StageEval]:
+    """Each stage's run, in order, evaluated exactly as `grpo-cli eval STAGE --adapter RUN_DIR --baseline` does
+    (RUN_DIR/eval written, the stage's metrics table printed): against the model it started from.
+
+    A stage without a finished run, or one whose evaluation fails with a user's mistake (its message printed), is
+    reported and the rest still evaluated: evaluating a long pipeline should not stop at its first gap.
+    """
+    import typer
+
+    from grpo_cli.commands.eval import evaluate_recipe
+    from grpo_cli.runs import read_summary
+
+    stages = stage_recipes(name_or_path)
+    done = []
+    for number, recipe in enumerate(stages, 1):
+        out = Path(recipe.output_dir)
+        label = f"stage {number}/{len(stages)} ({recipe.algorithm}, {shown(recipe.path)} -> {out})"
+        try:
+            if not out.is_dir() or read_summary(out) is None:
+                # No summary.json: still training, or stopped, and its final weights are not saved yet.
+                missing = "not trained" if not out.is_dir() else "not finished (no summary.json)"
+                typer.echo(f"{label}: {missing}; skipped", err=True)
+                done.append(StageEval(recipe, problem=missing, untrained=True))
+                continue
+            typer.echo(f"{label}: evaluating", err=True)
+            result = evaluate_recipe(
+                recipe,
+                adapter=out,
+                baseline=True,
+                num_samples=num_samples,
+                limit=limit,
+                batch_size=batch_size,
+            )
+        except UserError as err:
+            typer.echo(f"{label}: error: {err}", err=True)
+            done.append(StageEval(recipe, problem="failed (its error above)"))
+            continue
+        done.append(StageEval(recipe, result=result))
+    return done

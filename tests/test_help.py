@@ -25,6 +25,7 @@ HELP = {
         "-o, --output-dir DIR",
         "else runs/eval-<recipe name>.",
         "Eval-only rewards go in the recipe's `eval: {rewards: [...]}`.",
+        "RECIPE may be a pipeline file (`stages:`, e.g. `grpo-cli eval pipeline`)",
     ],
     "report": ["Usage: grpo-cli report [OPTIONS] {RUN_DIR}...", "-o, --output-dir DIR"],
     "export": ["Usage: grpo-cli export [OPTIONS] {RUN_DIR}", "-o, --output-dir DIR"],

@@ -348,3 +348,66 @@ def test_report_reads_a_pipeline_as_its_stages_runs():
         "runs/pipeline-grpo",
     ]
     assert pipeline.run_dirs("runs/x") == [Path("runs/x")]  # not a pipeline: a run directory as given
+
+
+# ---- eval of a pipeline: without training (the real one is in test_train_stages.py) ----
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--adapter", "runs/x"],
+            "--adapter applies to one recipe: grpo-cli eval pipeline/grpo --adapter runs/x --baseline",
+        ),
+        (["--model", "m"], "--model applies to one recipe: grpo-cli eval pipeline/grpo --model m"),
+        (
+            ["-o", "out"],
+            "--output-dir applies to one recipe: "
+            "grpo-cli eval pipeline/grpo --adapter runs/pipeline-grpo --baseline --output-dir out",
+        ),
+        (
+            ["seed=1", "--baseline"],  # --baseline is implied for a pipeline: accepted, not the problem
+            "KEY=VALUE overrides apply to one recipe: "
+            "grpo-cli eval pipeline/grpo --adapter runs/pipeline-grpo --baseline seed=1",
+        ),
+    ],
+)
+def test_eval_of_a_pipeline_refuses_what_names_one_model(cli, tmp_path, monkeypatch, args, expected):
+    monkeypatch.chdir(tmp_path)
+    result = cli("eval", "pipeline", *args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: eval of a pipeline file evaluates each stage's own run; {expected}\n"
+    assert result.stdout == ""
+
+
+def test_eval_of_a_pipeline_reports_each_stage_without_a_result_and_exits_2(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, {**SFT, "output_dir": "runs/a"}, "a.yaml")
+    write(tmp_path, {**TINY_RECIPE, "model": {"run": "runs/a"}, "output_dir": "runs/b"}, "b.yaml")
+    write(tmp_path, {**TINY_RECIPE, "model": {"run": "runs/a"}, "output_dir": "runs/c"}, "c.yaml")
+    write(tmp_path, {"stages": ["a.yaml", "b.yaml", "c.yaml"]}, "p.yaml")
+    fake_finished_run(tmp_path / "runs" / "a", "sft")  # finished, but holds no model: its evaluation fails
+    fake_finished_run(tmp_path / "runs" / "b", "grpo", finished=False)  # no summary.json: still training
+    monkeypatch.setenv("COLUMNS", "200")  # the table's cells on one line each
+    result = cli("eval", "p.yaml", "--limit", "2")  # runs/c: never trained
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "stage 1/3 (sft, a.yaml -> runs/a): evaluating",
+        "stage 1/3 (sft, a.yaml -> runs/a): error: --adapter runs/a holds neither a peft adapter "
+        "(adapter_config.json) nor a model (config.json); give the output directory of a finished training run",
+        "stage 2/3 (grpo, b.yaml -> runs/b): not finished (no summary.json); skipped",
+        "stage 3/3 (grpo, c.yaml -> runs/c): not trained; skipped",
+        "error: 3 of 3 stages not evaluated (a.yaml, b.yaml, c.yaml): `grpo-cli train p.yaml` trains what is "
+        "missing; see the error above",
+    ]
+    rows = [
+        " | ".join(c.strip() for c in line.split("│")[1:-1])
+        for line in result.stdout.splitlines()
+        if "│" in line
+    ]
+    assert rows == [
+        "a.yaml | runs/a | failed (its error above) | - | - | - | untrained (from_config)",
+        "b.yaml | runs/b | not finished (no summary.json) | - | - | - | runs/a",
+        "c.yaml | runs/c | not trained | - | - | - | runs/a",
+    ]

@@ -1,7 +1,7 @@
 """Real tiny runs of every stage, chained by run directory through one pipeline file: SFT (full) -> reward model
 (LoRA, score head in full) -> GRPO (an adapter on the SFT model, the reward run as a `model:` reward) -> PPO
-(from the GRPO run, its adapter merged; the reward run as its reward), then `eval` of the SFT and reward runs,
-and the pipeline run again (every stage skipped)."""
+(from the GRPO run, its adapter merged; the reward run as its reward), then `eval` of the SFT and reward runs
+and of the whole pipeline, and the pipeline run again (every stage skipped)."""
 
 from __future__ import annotations
 
@@ -189,3 +189,53 @@ def test_the_pipeline_again_skips_every_finished_stage(pipeline_run):
     assert [line.split(" -> ")[0] for line in again.stdout.splitlines()[-4:]] == list(STAGES)
     assert again.stdout.count("finished before, skipped") == 4
     assert result.stdout.count("finished before, skipped") == 0
+
+
+def test_eval_of_the_pipeline_evaluates_every_stage_against_its_start(pipeline_run, monkeypatch):
+    from typer.testing import CliRunner
+
+    from grpo_cli.cli import app
+
+    runs, _result, _again = pipeline_run
+    monkeypatch.chdir(runs.parent)
+    monkeypatch.setenv("COLUMNS", "250")  # the summary's cells on one line each
+    result = CliRunner().invoke(app, ["eval", "chain.yaml"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    reports = {
+        name: json.loads((runs / name / "eval" / "eval.json").read_text())
+        for name in ("sft", "rm", "grpo", "ppo")
+    }
+    assert all((runs / name / "eval" / "eval_samples.jsonl").is_file() for name in reports)
+    assert all(set(report["metrics"]) == {"tuned", "base", "delta"} for report in reports.values())
+    # Each stage's own table as it finishes, then the summary: its rows are the last table's.
+    assert result.stdout.count("wrote runs/") == 4
+    summary = result.stdout[result.stdout.rindex("chain.yaml: each stage's run") :]
+    rows = [
+        " | ".join(c.strip() for c in line.split("│")[1:-1]) for line in summary.splitlines() if "│" in line
+    ]
+
+    def numbers(name: str, key: str) -> str:
+        tuned, base, delta = (reports[name]["metrics"][role][key] for role in ("tuned", "base", "delta"))
+        return f"{tuned:.3f} | {base:.3f} | {delta:+.3f}"
+
+    assert rows == [
+        f"sft.yaml | runs/sft | rewards/accuracy (eval only) | {numbers('sft', 'rewards/accuracy')} | "
+        "untrained (from_config)",
+        f"rm.yaml | runs/rm | pairwise_accuracy | {numbers('rm', 'pairwise_accuracy')} | "
+        "untrained (from_config)",
+        f" |  | margin | {numbers('rm', 'margin')} | ",
+        f"grpo.yaml | runs/grpo | rewards/accuracy | {numbers('grpo', 'rewards/accuracy')} | runs/sft",
+        f"ppo.yaml | runs/ppo | rewards/rm | {numbers('ppo', 'rewards/rm')} | runs/grpo",
+    ]
+    # The baselines are the models each stage started from, kept in its run (the SFT model, the merged GRPO one).
+    for name in ("grpo", "ppo"):
+        assert reports[name]["models"]["base"]["path"] == str((runs / name / "base_model").resolve())
+
+    # The same evaluation as one stage's own command: same prompts, greedy decoding, same numbers.
+    alone = CliRunner().invoke(
+        app, ["eval", "sft.yaml", "--adapter", "runs/sft", "--baseline", "-o", "alone"]
+    )
+    assert alone.exit_code == 0, alone.output
+    assert (
+        json.loads((runs.parent / "alone" / "eval.json").read_text())["metrics"] == reports["sft"]["metrics"]
+    )

@@ -1,4 +1,5 @@
-"""`grpo-cli eval`: a trained model (or a base model) on the recipe's held-out prompts, scored by its rewards."""
+"""`grpo-cli eval`: a trained model (or a base model) on the recipe's held-out prompts, scored by its rewards; or
+every stage of a pipeline file, each run against the model it started from, in one table."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def evaluate(
         bool,
         typer.Option(
             "--baseline",
-            help="Also evaluate the base model on the same prompts and seeds; show the difference.",
+            help="Also evaluate the base model on the same prompts and seeds; show the difference. "
+            "Always on for a pipeline file.",
         ),
     ] = False,
     num_samples: Annotated[
@@ -82,18 +84,70 @@ def evaluate(
     The held-out prompts are split as in training: pass the run's own RUN_DIR/recipe.yaml as RECIPE to be sure
     of the same split. With --baseline, eval.json holds both models' metrics and their difference (tuned - base).
 
+    RECIPE may be a pipeline file (`stages:`, e.g. `grpo-cli eval pipeline`): every stage's run (its output_dir)
+    is then evaluated in order as --adapter RUN_DIR --baseline would, each writing RUN_DIR/eval, and one table
+    ends it: each stage's run against the model it started from. Exit code 2 when a stage has no finished run.
+    --num-samples, --limit and --batch-size apply to every stage; the options naming one model do not.
+
     Example: grpo-cli eval quickstart --adapter runs/quickstart --baseline
     """
     import os
 
     from rich.console import Console
 
-    from grpo_cli import evaluate as evaluation
+    from grpo_cli import pipeline
+    from grpo_cli.errors import UserError
     from grpo_cli.recipe import load_recipe
 
     output_dir = pick_output_dir(output_dir, legacy_output)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    loaded = load_recipe(recipe, overrides or [])
+    # A file of stages: each stage's own run against its own start (--baseline is implied), then one table.
+    if pipeline.is_pipeline(recipe):
+        _refuse_one_model_options(recipe, overrides, adapter, model, output_dir)
+        stages = pipeline.evaluate(recipe, num_samples=num_samples, limit=limit, batch_size=batch_size)
+        Console().print(pipeline_table(recipe, stages))
+        missing = [stage for stage in stages if stage.result is None]
+        if missing:
+            names = ", ".join(pipeline.shown(s.recipe.path) for s in missing)
+            advice = []
+            if any(s.untrained for s in missing):
+                advice.append(f"`grpo-cli train {recipe}` trains what is missing")
+            failed = [s for s in missing if not s.untrained]
+            if failed:
+                advice.append(f"see the error{'s' if len(failed) > 1 else ''} above")
+            raise UserError(
+                f"{len(missing)} of {len(stages)} stages not evaluated ({names}): {'; '.join(advice)}"
+            )
+        return
+    evaluate_recipe(
+        load_recipe(recipe, overrides or []),
+        adapter=adapter,
+        model=model,
+        baseline=baseline,
+        num_samples=num_samples,
+        limit=limit,
+        batch_size=batch_size,
+        output_dir=output_dir,
+    )
+
+
+def evaluate_recipe(
+    loaded,
+    *,
+    adapter: Path | None = None,
+    model: Path | None = None,
+    baseline: bool = False,
+    num_samples: int | None = None,
+    limit: int | None = None,
+    batch_size: int = 64,
+    output_dir: Path | None = None,
+):
+    """`grpo-cli eval` of one recipe: evaluate, write eval.json and eval_samples.jsonl, print the metrics table.
+    Returns the EvalResult (a pipeline's summary reads it)."""
+    from rich.console import Console
+
+    from grpo_cli import evaluate as evaluation
+
     err_console = Console(stderr=True)
     if loaded.algorithm == "reward":  # a reward model: scored pairs, not generations
         from grpo_cli import evaluate_pairs
@@ -117,6 +171,32 @@ def evaluate(
     eval_path, samples_path = result.write(output_dir)
     Console().print(metrics_table(result))
     typer.echo(f"wrote {eval_path} and {samples_path}")
+    return result
+
+
+def _refuse_one_model_options(recipe: str, overrides, adapter, model, output_dir) -> None:
+    """--adapter, --model, --output-dir and KEY=VALUE are about one recipe's model: with a pipeline file, one line
+    that says so and gives the command that evaluates one stage with them."""
+    from grpo_cli import pipeline
+    from grpo_cli.errors import UserError
+
+    options = {"--adapter": adapter, "--model": model, "--output-dir": output_dir}
+    given = [flag for flag, value in options.items() if value is not None]
+    given += ["KEY=VALUE overrides"] if overrides else []
+    if not given:
+        return
+    last = pipeline.stage_recipes(recipe)[-1]
+    if model is not None:
+        one = [f"--model {model}"]
+    else:
+        one = [f"--adapter {adapter if adapter is not None else last.output_dir}", "--baseline"]
+    one += [f"--output-dir {output_dir}"] if output_dir is not None else []
+    one += overrides or []
+    raise UserError(
+        f"eval of a pipeline file evaluates each stage's own run; {' and '.join(given)} "
+        f"{'apply' if len(given) > 1 or overrides else 'applies'} to one recipe: "
+        f"grpo-cli eval {pipeline.shown(last.path)} {' '.join(one)}"
+    )
 
 
 def metrics_table(result):
@@ -152,3 +232,75 @@ def _cell(value, signed: bool):
     if value is None:
         return Text("-", style="dim")
     return Text(f"{value:+.3f}" if signed else f"{value:.3f}")
+
+
+def pipeline_table(name: str, stages):
+    """One row per stage (a reward stage adds its margin): the stage's headline metric for its run, for the model
+    it started from, and the difference; a stage without a result says why."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from grpo_cli import pipeline
+
+    table = Table(
+        title=f"{name}: each stage's run vs the model it started from (held-out)", title_justify="left"
+    )
+    for column in ("stage", "run", "metric", "result", "baseline", "delta", "started from"):
+        if column in ("result", "baseline", "delta"):
+            table.add_column(column, justify="right", no_wrap=True)
+        else:  # paths and names fold in a narrow terminal rather than lose their ends
+            table.add_column(column, overflow="fold")
+    for stage in stages:
+        recipe = stage.recipe
+        first = [pipeline.shown(recipe.path), recipe.output_dir]
+        start = started_from(recipe)
+        if stage.result is None:
+            table.add_row(*first, Text(stage.problem, style="red"), *[_cell(None, False)] * 3, start)
+            continue
+        metrics = stage.result.metrics
+        shown = headline(stage.result) or [(None, Text("no rewards (set eval.rewards)", style="dim"))]
+        for i, (key, label) in enumerate(shown):
+            table.add_row(
+                *(first if i == 0 else ["", ""]),
+                label,
+                _cell(metrics["tuned"].get(key), signed=False),
+                _cell(metrics["base"].get(key), signed=False),
+                _cell(metrics["delta"].get(key), signed=True),
+                start if i == 0 else "",
+            )
+    return table
+
+
+def headline(result) -> list[tuple[str, str]]:
+    """(metric, label) of what a pipeline's table shows for a stage. A reward run: pairwise accuracy, then the
+    mean margin. A generation run: its task metric, the mean of its first eval-only reward (`eval.rewards`, what
+    the stage was not trained on, so it shows reward hacking), else of its first training reward."""
+    settings = result.settings
+    if settings.get("kind") == "pairs":
+        return [("pairwise_accuracy", "pairwise_accuracy"), ("margin", "margin")]
+    if settings["eval_rewards"]:
+        name = settings["eval_rewards"][0]
+        return [(f"rewards/{name}", f"rewards/{name} (eval only)")]
+    if settings["rewards"]:
+        name = settings["rewards"][0]["name"]
+        return [(f"rewards/{name}", f"rewards/{name}")]
+    return []
+
+
+def started_from(recipe) -> str:
+    """The model a stage's run started from (what --baseline evaluates), in a few words, from its recipe."""
+    from grpo_cli import pipeline
+    from grpo_cli.runs import read_summary
+
+    spec = recipe.model
+    if spec.run is not None:
+        start = pipeline.shown(Path(spec.run))
+    elif spec.from_config is not None:
+        start = "untrained (from_config)"
+    else:
+        start = spec.name_or_path
+    # A reward stage puts a fresh score head on a policy; a reward run's model it continues as it is.
+    fresh_head = spec.from_config is None and (
+        spec.run is None or (read_summary(Path(spec.run)) or {}).get("algorithm") != "reward"
+    )
+    return f"{start}, fresh score head" if recipe.algorithm == "reward" and fresh_head else start
