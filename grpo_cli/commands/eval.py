@@ -89,7 +89,7 @@ def evaluate(
     ends it: each stage's run against the model it started from. Exit code 2 when a stage has no finished run.
     --num-samples, --limit and --batch-size apply to every stage; the options naming one model do not.
 
-    Example: grpo-cli eval quickstart --adapter runs/quickstart --baseline
+    Examples: grpo-cli eval addition --adapter runs/addition --baseline; grpo-cli eval quickstart
     """
     import os
 
