@@ -350,6 +350,19 @@ def test_report_reads_a_pipeline_as_its_stages_runs():
     assert pipeline.run_dirs("runs/x") == [Path("runs/x")]  # not a pipeline: a run directory as given
 
 
+def test_report_of_a_pipeline_goes_beside_its_runs_not_into_the_first(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for stage in ("sft", "grpo"):
+        run = tmp_path / "runs" / f"pipeline-{stage}"
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n')
+    result = cli("report", "quickstart")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"wrote {Path('runs') / 'report-quickstart' / 'report.md'} and ")
+    assert not (tmp_path / "runs" / "pipeline-sft" / "report").exists()  # `report pipeline` would share it
+    assert cli("report", "runs/pipeline-sft").stdout.startswith("wrote runs/pipeline-sft/report/report.md")
+
+
 # ---- eval of a pipeline: without training (the real one is in test_train_stages.py) ----
 
 

@@ -26,7 +26,8 @@ def report(
             "--output-dir",
             "-o",
             metavar="DIR",
-            help="Directory for report.md and the PNG plots. Default: RUN_DIR/report of the first run.",
+            help="Directory for report.md and the PNG plots. Default: RUN_DIR/report of the first run; for a "
+            "pipeline, report-<pipeline name> beside its first stage's run (e.g. runs/report-pipeline).",
             show_default=False,
         ),
     ] = None,
@@ -48,10 +49,16 @@ def report(
     from grpo_cli.report import write_report
 
     # A pipeline (a file of stages, e.g. `pipeline`) stands for its stages' run directories, drawn together.
+    pipelines = [arg for arg in run_dirs if not arg.is_dir()]
     run_dirs = [
         run for arg in run_dirs for run in (pipeline.run_dirs(str(arg)) if not arg.is_dir() else [arg])
     ]
-    written = write_report(run_dirs, pick_output_dir(output_dir, legacy_output))
+    output_dir = pick_output_dir(output_dir, legacy_output)
+    if (
+        output_dir is None and pipelines
+    ):  # not inside one stage's run: `report quickstart` and `report pipeline`
+        output_dir = run_dirs[0].parent / f"report-{pipelines[0].stem}"  # share their first stage
+    written = write_report(run_dirs, output_dir)
     typer.echo(f"wrote {written.path} and {len(written.plots)} plots beside it")
 
     # One column per run: two or three runs compared side by side fit a terminal's width.
