@@ -411,3 +411,25 @@ def test_chat_prompts_end_to_end(cli, ppo_recipe, saved_policy, reward_model_dir
     assert_adapter_trained(run)
     for row in metrics(run):
         assert row["reward"] == pytest.approx(row["rewards/accuracy"] + 0.1 * row["rewards/judge"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_the_same_recipe_and_seed_train_the_same_run(cli, ppo_recipe, tmp_path):
+    """TRL 1.12's PPOTrainer shuffles minibatches with numpy, which it never seeds: two runs in one process (numpy's
+    state moved on by the first) trained differently from the first step's value loss on."""
+    from grpo_cli.runs import read_metrics
+
+    changes = {"trainer": {"num_mini_batches": 2, "max_steps": 3, "save_steps": 10}}
+    timings = ("time", "eps")  # and each reward's `/seconds`: how fast, not what was trained
+    runs = []
+    for name in ("first.yaml", "second.yaml"):
+        result = cli("train", ppo_recipe(changes, name=name))
+        assert result.exit_code == 0, result.output
+        runs.append(
+            [
+                {k: v for k, v in row.items() if k not in timings and not k.endswith("/seconds")}
+                for row in read_metrics(tmp_path / "runs" / name[:-5])
+            ]
+        )
+    assert len(runs[0]) == 3
+    assert runs[0] == runs[1]

@@ -151,6 +151,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     quiet_trainer(trainer)
     guard(trainer, logger)  # after the other callbacks: checkpoints whole or not at all, signals, resumed lr
     ppo_compat.sample_as_configured(trainer)
+    ppo_compat.seed_minibatch_shuffle(trainer)
     if distributed.world_size() > 1:
         ppo_compat.unwrap_for_ddp(trainer)
     if args.num_sample_generations:
