@@ -243,3 +243,34 @@ def guard(trainer, logger: RunLogger) -> RunGuard:
     trainer._save_checkpoint = lambda model, trial: run_guard.save_checkpoint(original, model, trial)
     trainer.add_callback(run_guard)
     return run_guard
+
+
+def train_to_the_end(
+    trainer,
+    logger: RunLogger,
+    recipe,
+    output_dir: Path,
+    *,
+    algorithm: str,
+    resume_from: Path | None,
+    main_process: bool,
+) -> dict:
+    """What a run of a transformers-Trainer-based algorithm (GRPO, SFT, reward) does once its trainer is built:
+    our progress and run guard installed, recipe.yaml written, training (from the checkpoint when resuming), then
+    the shared end (`runs.finish_run`). PPO's TRL trainer takes no checkpoint and needs its workarounds first."""
+    from grpo_cli.models import trainable_parameters
+    from grpo_cli.runs import atomic_write, finish_run
+
+    quiet_trainer(trainer)
+    guard(trainer, logger)  # after the other callbacks: checkpoints whole or not at all, signals, resumed lr
+    if main_process:
+        atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return finish_run(
+        trainer,
+        output_dir,
+        algorithm=algorithm,
+        wall_time_s=logger.wall_time,
+        resume_from=resume_from,
+        extra={"trainable_parameters": trainable_parameters(trainer.model)},
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 from grpo_cli import data, distributed, generation, models, plugins, scoring, trainer_fields, validation
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, finish_run
+from grpo_cli.runs import begin_run, checkpoint_step
 
 # Our defaults for TRL's GRPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -44,7 +44,7 @@ def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokeni
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
     from trl import GRPOTrainer
 
-    from grpo_cli.callbacks import RunLogger, guard, quiet_trainer
+    from grpo_cli.callbacks import RunLogger, train_to_the_end
 
     # Rewards first: a bad reward should fail before a model loads.
     rewards = plugins.bind_all(recipe.rewards)
@@ -85,17 +85,12 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             peft_config=models.lora_config(recipe.lora) if recipe.lora else None,
             callbacks=[logger],
         )
-    quiet_trainer(trainer)
-    guard(trainer, logger)
-    if main_process:
-        atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-
-    return finish_run(
+    return train_to_the_end(
         trainer,
+        logger,
+        recipe,
         output_dir,
         algorithm="grpo",
-        wall_time_s=logger.wall_time,
         resume_from=resume_from,
-        extra={"trainable_parameters": models.trainable_parameters(trainer.model)},
+        main_process=main_process,
     )

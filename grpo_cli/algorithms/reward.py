@@ -17,7 +17,7 @@ from pathlib import Path
 from grpo_cli import data, distributed, models, scoring, trainer_fields, validation
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, finish_run
+from grpo_cli.runs import begin_run, checkpoint_step
 
 # Our defaults for TRL's RewardConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -58,7 +58,7 @@ def lora_config(recipe: Recipe):
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
     from trl import RewardTrainer
 
-    from grpo_cli.callbacks import RunLogger, guard, quiet_trainer
+    from grpo_cli.callbacks import RunLogger, train_to_the_end
 
     with phase(f"loading reward model {models.label(recipe.model)}"):
         model, tokenizer = models.load_reward_model_for_training(recipe.model, recipe.seed)
@@ -91,17 +91,12 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             peft_config=lora_config(recipe) if recipe.lora else None,
             callbacks=[logger],
         )
-    quiet_trainer(trainer)
-    guard(trainer, logger)
-    if main_process:
-        atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-
-    return finish_run(
+    return train_to_the_end(
         trainer,
+        logger,
+        recipe,
         output_dir,
         algorithm="reward",
-        wall_time_s=logger.wall_time,
         resume_from=resume_from,
-        extra={"trainable_parameters": models.trainable_parameters(trainer.model)},
+        main_process=main_process,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from grpo_cli import data, distributed, models, trainer_fields, validation
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, finish_run
+from grpo_cli.runs import begin_run, checkpoint_step
 
 # Our defaults for TRL's SFTConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -36,7 +36,7 @@ def config(recipe: Recipe, output_dir: Path):
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
     from trl import SFTTrainer
 
-    from grpo_cli.callbacks import RunLogger, guard, quiet_trainer
+    from grpo_cli.callbacks import RunLogger, train_to_the_end
 
     with phase(f"loading model {models.label(recipe.model)}"):
         model, tokenizer = models.load_model(recipe.model, recipe.seed)
@@ -67,17 +67,12 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             peft_config=models.lora_config(recipe.lora) if recipe.lora else None,
             callbacks=[logger],
         )
-    quiet_trainer(trainer)
-    guard(trainer, logger)
-    if main_process:
-        atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-
-    return finish_run(
+    return train_to_the_end(
         trainer,
+        logger,
+        recipe,
         output_dir,
         algorithm="sft",
-        wall_time_s=logger.wall_time,
         resume_from=resume_from,
-        extra={"trainable_parameters": models.trainable_parameters(trainer.model)},
+        main_process=main_process,
     )

@@ -71,6 +71,7 @@ def cp(
     copy runs anywhere."""
     import yaml
 
+    from grpo_cli.pipeline import stage_paths
     from grpo_cli.recipe import absolutize_paths, find_recipe, parse_yaml, read_text
     from grpo_cli.runs import atomic_write
 
@@ -87,13 +88,8 @@ def cp(
         )
     before = yaml.safe_dump(data)
     absolutize_paths(data, source.parent)
-    if isinstance(data.get("stages"), list):  # a pipeline file: its stage recipes, found next to the original
-        data["stages"] = [
-            str((source.parent / stage).resolve())
-            if isinstance(stage, str) and (source.parent / stage).is_file()
-            else stage
-            for stage in data["stages"]
-        ]
+    if "stages" in data:  # a pipeline file: its stage recipes, found as `train` finds them
+        data["stages"] = [str(stage) for stage in stage_paths(source)]
     if yaml.safe_dump(data) != before:  # keep the comments when nothing needed rewriting
         header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
         text = header + yaml.safe_dump(data, sort_keys=False)

@@ -49,15 +49,15 @@ def report(
     from grpo_cli.report import write_report
 
     # A pipeline (a file of stages, e.g. `pipeline`) stands for its stages' run directories, drawn together.
-    pipelines = [arg for arg in run_dirs if not arg.is_dir()]
+    pipelines = [arg for arg in run_dirs if not arg.is_dir() and pipeline.is_pipeline(str(arg))]
     run_dirs = [
         run for arg in run_dirs for run in (pipeline.run_dirs(str(arg)) if not arg.is_dir() else [arg])
     ]
     output_dir = pick_output_dir(output_dir, legacy_output)
-    if (
-        output_dir is None and pipelines
-    ):  # not inside one stage's run: `report quickstart` and `report pipeline`
-        output_dir = run_dirs[0].parent / f"report-{pipelines[0].stem}"  # share their first stage
+    # A pipeline's report goes beside its runs, not into its first stage's run: `report quickstart` and
+    # `report pipeline` share that stage.
+    if output_dir is None and pipelines:
+        output_dir = run_dirs[0].parent / f"report-{pipelines[0].stem}"
     written = write_report(run_dirs, output_dir)
     typer.echo(f"wrote {written.path} and {len(written.plots)} plots beside it")
 
