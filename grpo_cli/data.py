@@ -190,11 +190,13 @@ def is_local(source: str) -> bool:
 
 @dataclass
 class LocalData:
-    """What `validate` learns from reading a local data file: its columns, row count and first row."""
+    """What `validate` learns from reading a local data file: its columns, row count and first row, and every
+    row when reading the file parsed them all anyway (JSON and CSV; not parquet, read by its first row group)."""
 
     columns: list[str]
     rows: int
     first: dict[str, Any]
+    records: list[dict[str, Any]] | None = None
 
 
 def read_local(path: Path) -> LocalData:
@@ -255,13 +257,14 @@ def read_local(path: Path) -> LocalData:
     rows = [r for r in rows if r]
     if not header or not rows:
         raise UserError(f"dataset {path}: no rows (a header line, then one line per row)")
-    return LocalData(header, len(rows), dict(zip(header, rows[0], strict=False)))
+    records = [dict(zip(header, row, strict=False)) for row in rows]
+    return LocalData(header, len(rows), records[0], records)
 
 
 def _records(path: Path, records: list[dict]) -> LocalData:
     if not records or not records[0]:
         raise UserError(f"dataset {path}: no rows")
-    return LocalData(list(records[0]), len(records), records[0])
+    return LocalData(list(records[0]), len(records), records[0], records)
 
 
 def _read_parquet(path: Path) -> LocalData:
@@ -403,9 +406,9 @@ def hold_out(spec: DatasetSection, rows: Dataset, seed: int) -> tuple[Dataset, D
     from datasets import Dataset
 
     test_size = spec.eval_ratio if spec.eval_ratio is not None else spec.eval_size
-    keys = _prompt_keys(spec, rows)
+    keys = prompt_keys(spec, rows)
     groups = list(dict.fromkeys(keys))
-    problem = held_out_problem(spec, len(groups), "prompts" if len(groups) < len(keys) else "rows")
+    problem = split_problem(spec, keys)
     if problem:
         raise UserError(problem)
     if len(groups) == len(keys):
@@ -424,12 +427,18 @@ def hold_out(spec: DatasetSection, rows: Dataset, seed: int) -> tuple[Dataset, D
     return rows_of("train"), rows_of("test")
 
 
-def _prompt_keys(spec: DatasetSection, rows: Dataset) -> list:
+def prompt_keys(spec: DatasetSection, rows: Dataset | list[dict]) -> list:
     """Each row's prompt as text (the row's index when rows have no prompt, so each is its own group)."""
     try:
         return [build_prompt(spec, row, chat=False) for row in rows]
     except UserError:
         return list(range(len(rows)))
+
+
+def split_problem(spec: DatasetSection, keys: list) -> str | None:
+    """`held_out_problem` for rows with these prompt keys, counted as `hold_out` splits them: by distinct prompt."""
+    distinct = len(set(keys))
+    return held_out_problem(spec, distinct, "prompts" if distinct < len(keys) else "rows")
 
 
 def eval_split_problem(spec: DatasetSection) -> str | None:

@@ -4,6 +4,7 @@ preparation say, without training (the real runs are in test_train_stages.py).""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -48,12 +49,13 @@ def pairs_file(tmp_path: Path, rows: list[dict]) -> None:
 
 def test_sft_and_reward_recipes_validate(tmp_path):
     assert validation.validate(str(write(tmp_path, SFT))).algorithm == "sft"
-    pairs_file(tmp_path, [{"prompt": "1+1=", "chosen": "2", "rejected": "3"}] * 4)
+    # four prompts: REWARD holds two out (rows of one prompt would be held out together, leaving none to train)
+    pairs_file(tmp_path, [{"prompt": f"{i}+1=", "chosen": str(i + 1), "rejected": "0"} for i in range(4)])
     assert validation.validate(str(write(tmp_path, REWARD, "rw.yaml"))).algorithm == "reward"
 
 
 def test_a_preference_dataset_without_rejected(tmp_path):
-    pairs_file(tmp_path, [{"prompt": "1+1=", "chosen": "2"}] * 4)
+    pairs_file(tmp_path, [{"prompt": f"{i}+1=", "chosen": str(i + 1)} for i in range(4)])
     assert problems(write(tmp_path, REWARD)) == [
         "dataset: reward training needs a 'rejected' column (the worse answer to each prompt); columns: prompt, chosen"
     ]
@@ -284,6 +286,25 @@ def test_several_pairs_per_problem_are_held_out_together_as_the_policy_tasks_pro
     assert data.check_task(spec.generate.model_copy(update={"options": {"pairs_per_problem": 9}})) == [
         "dataset.generate.options: pairs_per_problem must be between 1 and 8, got 9"
     ]
+
+
+def test_validate_counts_held_out_prompts_as_train_splits_them(cli, tmp_path):
+    """Three rows but two prompts: eval_size 2 leaves nothing to train on, and validate must say so, not train."""
+    rows = [("1+1=", "2", "3"), ("1+1=", "2", "4"), ("2+2=", "4", "5")]
+    (tmp_path / "pairs.jsonl").write_text(
+        "".join(json.dumps({"question": q, "chosen": c, "rejected": r}) + "\n" for q, c, r in rows)
+    )
+    recipe = {**TINY_RECIPE, "algorithm": "reward", "rewards": [], "trainer": {"max_steps": 1}}
+    recipe["dataset"] = {"source": "pairs.jsonl", "prompt": "{question}", "eval_size": 2}
+    (tmp_path / "rm.yaml").write_text(yaml.safe_dump(recipe))
+    expected = "dataset.eval_size=2 leaves no training rows (dataset has 2 prompts)"
+    result = cli("validate", tmp_path / "rm.yaml")
+    assert result.exit_code == 2 and result.stderr == f"error: rm.yaml: {expected}\n"
+    with pytest.raises(UserError, match=rf"^{re.escape(expected)}$"):
+        data.load_splits(load_recipe(tmp_path / "rm.yaml").dataset, seed=0)
+    recipe["dataset"]["eval_size"] = 1  # one prompt's two pairs held out, the other's trained on
+    (tmp_path / "rm.yaml").write_text(yaml.safe_dump(recipe))
+    assert cli("validate", tmp_path / "rm.yaml").exit_code == 0
 
 
 def test_reward_pairs_are_tokenized_as_they_are_scored():
