@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import typer
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,6 +17,7 @@ from rich.progress import (
 from transformers import PrinterCallback, TrainerCallback
 
 from grpo_cli import interrupts
+from grpo_cli.output import say
 from grpo_cli.runs import MetricsLog, read_metrics, rename_metrics
 
 
@@ -223,11 +223,10 @@ class RunGuard(TrainerCallback):
         except (OSError, ValueError):
             old_max = None
         if state.is_world_process_zero and old_max and old_max != state.max_steps:
-            typer.echo(
+            say(
                 f"max_steps {old_max} -> {state.max_steps}: the learning-rate schedule ({args_name(self.trainer)}) "
                 f"now spans {state.max_steps} steps, as if planned so from the start; step {state.global_step + 1} "
-                f"runs at lr {rates[0]:.3g} (the old schedule was at {before[0]:.3g})",
-                err=True,
+                f"runs at lr {rates[0]:.3g} (the old schedule was at {before[0]:.3g})"
             )
 
 

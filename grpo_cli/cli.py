@@ -19,7 +19,7 @@ from grpo_cli.commands.generate import generate
 from grpo_cli.commands.report import report
 from grpo_cli.commands.train import train
 from grpo_cli.commands.validate import validate
-from grpo_cli.errors import UserError
+from grpo_cli.errors import Stop, UserError
 
 app = typer.Typer(
     name="grpo-cli",
@@ -45,6 +45,8 @@ def handle_errors(command):
                 raise
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
+        except Stop as stop:  # what happened is said already
+            raise typer.Exit(stop.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None

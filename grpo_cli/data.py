@@ -499,7 +499,7 @@ _said: set[str] = set()
 def warn_once(message: str) -> None:
     """A warning on stderr, once per process (prepare runs for train and held-out rows alike), main process only."""
     from grpo_cli.distributed import is_main_process
-    from grpo_cli.phases import say
+    from grpo_cli.output import say
 
     if message not in _said and is_main_process():
         _said.add(message)

@@ -45,3 +45,12 @@ class ConfigError(UserError):
     def __init__(self, source: str, problems: list[str]):
         super().__init__(format_problems(source, problems), list(problems))
         self.source = source
+
+
+class Stop(Exception):
+    """The command ends here with `exit_code`, having said why already: a run stopped by a signal (130, 143, after
+    saving), or the exit code of the processes a launcher started. The CLI exits with it, printing nothing more."""
+
+    def __init__(self, exit_code: int):
+        super().__init__(f"exit code {exit_code}")
+        self.exit_code = exit_code

@@ -89,15 +89,14 @@ def restore() -> None:
     _previous.clear()
 
 
-def resume_command(output_dir) -> str:
-    """The command that continues this run: the one that was typed, with --resume instead of --overwrite."""
+def resume_command(output_dir, *, in_pipeline: bool = False) -> str:
+    """The command that continues this run: the one that was typed, with --resume instead of --overwrite; for a
+    stage of a pipeline, the command as typed (a pipeline skips its finished stages and resumes this one)."""
     import shlex
 
     argv = shlex.split(os.environ[COMMAND_ENV]) if COMMAND_ENV in os.environ else ["grpo-cli", *sys.argv[1:]]
     argv = [a for a in argv if a not in ("--overwrite", "--resume")]
-    if _names_a_pipeline(
-        argv
-    ):  # run again as typed, a pipeline skips its finished stages and resumes this one
+    if in_pipeline:
         return shlex.join(argv)
     if (
         "--output-dir" not in argv
@@ -106,11 +105,3 @@ def resume_command(output_dir) -> str:
     ):
         argv += ["--output-dir", str(output_dir)]
     return shlex.join([*argv, "--resume"])
-
-
-def _names_a_pipeline(argv: list[str]) -> bool:
-    """Whether a `grpo-cli train ...` command line trains a pipeline file rather than one recipe."""
-    from grpo_cli.pipeline import is_pipeline
-
-    after_train = argv[argv.index("train") + 1 :] if "train" in argv else []
-    return any(not a.startswith("-") and "=" not in a and is_pipeline(a) for a in after_train)

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from grpo_cli import __version__
+from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.runs import atomic_write
 
 REWARD_PLOT = Path("report") / "reward.png"  # where `grpo-cli report RUN` draws the reward curve
@@ -82,18 +83,14 @@ def render(
     if hub_id(base_name):
         front["base_model"] = base_name
     front["library_name"] = "peft" if kind == "adapter" else "transformers"
-    tags = [
-        "grpo-cli",
-        "trl",
-        algorithm,
-        *(["reinforcement-learning"] if algorithm in ("grpo", "ppo") else []),
-    ]
+    spec = ALGORITHMS.get(algorithm)
+    tags = ["grpo-cli", "trl", *(spec.card_tags if spec else [algorithm])]
     if lora:
         tags.append("lora")
     if kind == "adapter":
         tags.append("peft")
     front["tags"] = tags
-    front["pipeline_tag"] = "text-classification" if algorithm == "reward" else "text-generation"
+    front["pipeline_tag"] = spec.pipeline_tag if spec else "text-generation"
 
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# {name}", ""]
     lines += _what_it_is(algorithm, model, lora, kind, source, exported)
@@ -137,14 +134,6 @@ def _base_description(model: dict, standalone: bool) -> str:
     return f"[{name}](https://huggingface.co/{name})" if hub_id(name) else f"`{name}`"
 
 
-TRAINERS = {
-    "grpo": "TRL GRPOTrainer",
-    "ppo": "TRL PPOTrainer, with a critic",
-    "sft": "TRL SFTTrainer",
-    "reward": "TRL RewardTrainer: a one-label sequence classifier scoring prompt + answer",
-}
-
-
 def _what_it_is(algorithm, model, lora, kind, source, exported) -> list[str]:
     what = {
         "adapter": "a LoRA adapter",
@@ -168,7 +157,7 @@ def _what_it_is(algorithm, model, lora, kind, source, exported) -> list[str]:
     else:
         lines += ["- Full fine-tuning (no LoRA)"]
     lines += [
-        f"- Algorithm: {algorithm.upper()} ({TRAINERS.get(algorithm, 'TRL')})",
+        f"- Algorithm: {algorithm.upper()} ({ALGORITHMS[algorithm].trainer if algorithm in ALGORITHMS else 'TRL'})",
         "",
     ]
     return lines
@@ -257,7 +246,7 @@ def _eval_table(evaluation: dict) -> list[str]:
 def _how_to_load(kind, base_name, adapter_base, exported, algorithm, run_dir) -> list[str]:
     here = "." if exported else str(run_dir)
     lines = ["## How to use it", ""]
-    if algorithm == "reward":
+    if algorithm in ALGORITHMS and ALGORITHMS[algorithm].makes == "reward model":
         use = f"As a reward in a grpo-cli recipe: `rewards: [{{name: 'model:{here}'}}]` (GRPO or PPO)."
         return [*lines, use, ""]
     if kind in ("merged", "full"):

@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grpo_cli._paths import RECIPES_DIR
 from grpo_cli.errors import ConfigError, UserError
+from grpo_cli.output import say
 from grpo_cli.recipe import find_recipe, load_data, load_yaml, read_text, shipped_recipes
 
 if TYPE_CHECKING:
-    from grpo_cli.evaluate import EvalResult
     from grpo_cli.recipe import Recipe
+    from grpo_cli.workflows.evaluate import Evaluated
+    from grpo_cli.workflows.evaluate_generations import EvalResult
 
 KEY = "stages"
 
@@ -101,43 +104,44 @@ def validate(name_or_path: str, overrides: list[str] | None = None) -> list[tupl
 
 
 def train(
-    name_or_path: str, overrides: list[str] | None, *, overwrite: bool, num_processes: int | None
-) -> list[dict]:
+    name_or_path: str,
+    overrides: list[str] | None,
+    *,
+    overwrite: bool,
+    num_processes: int | None,
+    show_recipe: Callable[[Recipe], None] | None = None,
+) -> Iterator[dict]:
     """Train the stages in order: a finished run is skipped (unless `overwrite`), an interrupted one with a
-    checkpoint resumed. Returns one line of facts per stage (what happened, wall time)."""
-    import typer
-
-    from grpo_cli.commands.train import train as train_recipe
+    checkpoint resumed. Yields one mapping of facts per stage as it ends (what happened, wall time, `trained`);
+    `show_recipe` as for `workflows.train.train_recipe`."""
     from grpo_cli.runs import holds_run, last_checkpoint, read_summary
+    from grpo_cli.workflows.train import train_recipe
 
     stages = validate(name_or_path, overrides)
-    done = []
     for number, (stage_path, recipe) in enumerate(stages, 1):
         out = Path(recipe.output_dir)
         label = f"stage {number}/{len(stages)} ({recipe.algorithm}, {stage_path.name} -> {out})"
         if not overwrite and read_summary(out) is not None:
-            typer.echo(f"{label}: finished before; skipped", err=True)
-            done.append({"stage": stage_path.name, "output_dir": str(out), "skipped": True})
+            say(f"{label}: finished before; skipped")
+            yield {"stage": stage_path.name, "output_dir": str(out), "skipped": True}
             continue
         resume = not overwrite and holds_run(out) and last_checkpoint(out) is not None
-        typer.echo(f"{label}: {'resuming' if resume else 'training'}", err=True)
+        say(f"{label}: {'resuming' if resume else 'training'}")
         started = time.monotonic()
-        train_recipe(
-            recipe=str(stage_path),
-            overrides=[],
-            output_dir=None,
+        trained = train_recipe(
+            str(stage_path),
             overwrite=overwrite and holds_run(out),
             resume=resume,
             num_processes=num_processes,
+            in_pipeline=True,
+            show_recipe=show_recipe,
         )
-        done.append(
-            {
-                "stage": stage_path.name,
-                "output_dir": str(out),
-                "wall_time_s": round(time.monotonic() - started, 1),
-            }
-        )
-    return done
+        yield {
+            "stage": stage_path.name,
+            "output_dir": str(out),
+            "wall_time_s": round(time.monotonic() - started, 1),
+            "trained": trained,
+        }
 
 
 def stage_recipes(name_or_path: str) -> list[Recipe]:
@@ -175,18 +179,22 @@ class StageEval:
 
 
 def evaluate(
-    name_or_path: str, *, num_samples: int | None, limit: int | None, batch_size: int
+    name_or_path: str,
+    *,
+    num_samples: int | None,
+    limit: int | None,
+    batch_size: int,
+    show: Callable[[Evaluated], None] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> list[StageEval]:
     """Each stage's run, in order, evaluated exactly as `grpo-cli eval STAGE --adapter RUN_DIR --baseline` does
-    (RUN_DIR/eval written, the stage's metrics table printed): against the model it started from.
+    (RUN_DIR/eval written; `show` is given each stage's result as it comes): against the model it started from.
 
     A stage without a finished run, or one whose evaluation fails with a user's mistake (its message printed), is
     reported and the rest still evaluated: evaluating a long pipeline should not stop at its first gap.
     """
-    import typer
-
-    from grpo_cli.commands.eval import evaluate_recipe
     from grpo_cli.runs import read_summary
+    from grpo_cli.workflows.evaluate import evaluate_recipe
 
     stages = stage_recipes(name_or_path)
     done = []
@@ -197,21 +205,24 @@ def evaluate(
             if not out.is_dir() or read_summary(out) is None:
                 # No summary.json: still training, or stopped, and its final weights are not saved yet.
                 missing = "not trained" if not out.is_dir() else "not finished (no summary.json)"
-                typer.echo(f"{label}: {missing}; skipped", err=True)
+                say(f"{label}: {missing}; skipped")
                 done.append(StageEval(recipe, problem=missing, untrained=True))
                 continue
-            typer.echo(f"{label}: evaluating", err=True)
-            result = evaluate_recipe(
+            say(f"{label}: evaluating")
+            evaluated = evaluate_recipe(
                 recipe,
                 adapter=out,
                 baseline=True,
                 num_samples=num_samples,
                 limit=limit,
                 batch_size=batch_size,
+                note=note,
             )
         except UserError as err:
-            typer.echo(f"{label}: error: {err}", err=True)
+            say(f"{label}: error: {err}")
             done.append(StageEval(recipe, problem="failed (its error above)"))
             continue
-        done.append(StageEval(recipe, result=result))
+        if show is not None:
+            show(evaluated)
+        done.append(StageEval(recipe, result=evaluated.result))
     return done

@@ -32,6 +32,7 @@ from pydantic import (
 
 from grpo_cli import trainer_fields
 from grpo_cli._paths import RECIPES_DIR
+from grpo_cli.algorithms.table import ALGORITHMS, NAMES
 from grpo_cli.errors import ConfigError, UserError, did_you_mean
 
 
@@ -199,11 +200,8 @@ class DistributedSection(_Strict):
         return self
 
 
-RL_ALGORITHMS = ("grpo", "ppo")  # the algorithms that train on `rewards:`
-
-
 class Recipe(_Strict):
-    algorithm: Literal["grpo", "ppo", "sft", "reward"] = "grpo"
+    algorithm: Literal[NAMES] = "grpo"  # type: ignore[valid-type]  (the algorithm table's names)
     seed: int = Field(42, ge=0, le=trainer_fields.SEED_MAX, description="numpy's seeds: 0 .. 2**32 - 1")
     output_dir: str | None = Field(None, min_length=1)
     model: ModelSection
@@ -574,12 +572,12 @@ def check_schema(data: Any) -> tuple[Recipe, list[str], set[str]]:
         if trainer_problems:
             broken.add("trainer")  # a value of the wrong type: the batch rules cannot be checked
     if "rewards" not in broken and "algorithm" not in broken:
-        if recipe.algorithm in RL_ALGORITHMS and not recipe.rewards:
+        learns = ALGORITHMS[recipe.algorithm].learns_from
+        if learns == "rewards" and not recipe.rewards:
             problems.append(
                 f"rewards: {recipe.algorithm.upper()} needs at least one reward (see `grpo-cli rewards ls`)"
             )
-        elif recipe.algorithm not in RL_ALGORITHMS and recipe.rewards:
-            learns = "demonstrations" if recipe.algorithm == "sft" else "chosen/rejected pairs"
+        elif learns != "rewards" and recipe.rewards:
             problems.append(
                 f"rewards: {recipe.algorithm} training learns from {learns}, not rewards; remove `rewards:` "
                 "(eval-only metrics go in eval.rewards)"

@@ -312,7 +312,7 @@ def load_reward_models(
     if all(b.fn is not None for b in bound):
         return list(bound)  # nothing to load: no torch import for rewards that are plain functions
     from grpo_cli.models import torch_dtype
-    from grpo_cli.phases import phase
+    from grpo_cli.output import phase
 
     loaded = []
     for b in bound:

@@ -3,7 +3,7 @@
 `validate` must stay fast, and importing trl takes seconds, so the fields are read from a table generated from the
 installed classes (`trainer_fields.json`, next to this file). Regenerate it after changing the TRL pin with
 
-    python -m grpo_cli.trainer_fields
+    python -m grpo_cli.algorithms.fields_table
 
 `tests/test_trainer_fields.py` fails when the table drifts from the installed TRL.
 
@@ -17,16 +17,20 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from grpo_cli.errors import did_you_mean
 
-if TYPE_CHECKING:
-    from grpo_cli.recipe import Recipe
+
+class Recipe(Protocol):
+    """What these functions read of a `recipe.Recipe` (which imports this module: no import back)."""
+
+    algorithm: str
+    trainer: dict[str, Any]
+
 
 TABLE_PATH = Path(__file__).with_name("trainer_fields.json")
 
@@ -43,6 +47,12 @@ class TrainerField:
 def fields(algorithm: str) -> dict[str, TrainerField]:
     table = json.loads(TABLE_PATH.read_text())
     return {name: TrainerField(name=name, **spec) for name, spec in table[algorithm]["fields"].items()}
+
+
+@cache
+def config_name(algorithm: str) -> str:
+    """The name of the TRL config class the table was generated from, e.g. GRPOConfig."""
+    return json.loads(TABLE_PATH.read_text())[algorithm]["class"].rsplit(".", 1)[-1]
 
 
 @cache
@@ -77,8 +87,6 @@ def check_value(field: TrainerField, value: Any) -> tuple[Any, str | None]:
         shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
         return value, f"expected {type_expr}, got {shown} ({err.errors()[0]['msg'].lower()})"
 
-
-CONFIG_NAMES = {"grpo": "GRPOConfig", "ppo": "PPOConfig", "sft": "SFTConfig", "reward": "RewardConfig"}
 
 # TRL fields that the recipe sets elsewhere.
 MANAGED = {
@@ -160,7 +168,7 @@ def check_section(algorithm: str, trainer: dict) -> tuple[dict, list[str]]:
         elif key not in known:
             other = OTHER_NAMES[algorithm].get(key)
             hint = f" ({other})" if other else did_you_mean(key, known)
-            problems.append(f"trainer.{key}: not a field of TRL's {CONFIG_NAMES[algorithm]}{hint}")
+            problems.append(f"trainer.{key}: not a field of TRL's {config_name(algorithm)}{hint}")
         else:
             coerced[key], problem = check_value(known[key], given)
             if problem:
@@ -234,87 +242,6 @@ def check_ranges(trainer: dict) -> list[str]:
                 f"save_strategy: best), got save_strategy {save!r} and eval_strategy {evaluate!r}"
             )
     return problems
-
-
-# ---- generation (imports trl) ----
-
-
-def _type_expr(tp: Any) -> str:
-    import enum
-    import types
-    import typing
-
-    origin = typing.get_origin(tp)
-    if tp is type(None):
-        return "None"
-    if tp in (int, float, bool, str):
-        return tp.__name__
-    if tp is dict or origin is dict:
-        return "dict"
-    if tp is list or origin is list:
-        args = typing.get_args(tp)
-        return f"list[{_type_expr(args[0])}]" if args else "list"
-    if origin in (typing.Union, types.UnionType):
-        parts = list(dict.fromkeys(_type_expr(arg) for arg in typing.get_args(tp)))
-        return " | ".join(parts)
-    if origin is typing.Literal:
-        return f"Literal[{', '.join(repr(arg) for arg in typing.get_args(tp))}]"
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return f"Literal[{', '.join(repr(member.value) for member in tp)}]"
-    return "Any"
-
-
-def _jsonable(value: Any) -> Any:
-    import dataclasses
-    import enum
-
-    if value is dataclasses.MISSING:
-        return None
-    if isinstance(value, enum.Enum):
-        return value.value
-    try:
-        json.dumps(value)
-        return value
-    except TypeError:
-        return repr(value)
-
-
-def generate() -> dict:
-    """Build the table from the installed TRL classes."""
-    import dataclasses
-    import typing
-
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    import trl
-    from trl import GRPOConfig, RewardConfig, SFTConfig
-    from trl.experimental.ppo import PPOConfig
-
-    table = {}
-    classes = (("grpo", GRPOConfig), ("ppo", PPOConfig), ("sft", SFTConfig), ("reward", RewardConfig))
-    for algorithm, cls in classes:
-        hints = typing.get_type_hints(cls)
-        specs = {}
-        for f in dataclasses.fields(cls):
-            if not f.init:
-                continue
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            help_text = " ".join(str(f.metadata.get("help", "")).split())
-            specs[f.name] = {
-                "type": _type_expr(hints[f.name]),
-                "default": _jsonable(default),
-                "help": help_text.split(". ")[0][:200],
-            }
-        table[algorithm] = {"class": f"{cls.__module__}.{cls.__qualname__}", "fields": specs}
-    table["trl_version"] = trl.__version__
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    table["causal_lm_model_types"] = sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
-    return table
-
-
-if __name__ == "__main__":
-    TABLE_PATH.write_text(json.dumps(generate(), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {TABLE_PATH}")
 
 
 def build_config(config_class, **settings):

@@ -13,128 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grpo_cli import data, distributed, plugins, trainer_fields
+from grpo_cli.algorithms.table import ALGORITHMS, RunKind, algorithms_making
 from grpo_cli.distributed import launched, world_size
 from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
 from grpo_cli.recipe import Recipe, check_schema, finish, load_data
 
 # The old name of trainer_fields.value, until evaluate.py imports that.
 trainer_value = trainer_fields.value
-
-
-def _divisors(n: int, start: int, limit: int = 12) -> list[int]:
-    """The first `limit` divisors of n from `start` (a large n is not scanned to its end)."""
-    found = []
-    for d in range(start, min(n, 100_000) + 1):
-        if n % d == 0:
-            found.append(d)
-            if len(found) == limit:
-                break
-    return found
-
-
-def check_batch_shape(recipe: Recipe, processes: int) -> list[str]:
-    if recipe.algorithm in ("sft", "reward"):
-        return []  # TRL's Trainer batches any size
-    if recipe.algorithm != "grpo":
-        return check_ppo_batch_shape(recipe, processes)
-    value = trainer_fields.value
-    generations = value(recipe, "num_generations")
-    if generations is None or generations < 2:
-        return [f"trainer.num_generations: GRPO needs at least 2 completions per prompt, got {generations}"]
-    # TRL generates generation_batch_size completions at a time: by default processes x per-device batch x
-    # steps_per_generation (itself gradient_accumulation_steps by default); each group must fit in it.
-    per_device = value(recipe, "per_device_train_batch_size")
-    generation_batch = value(recipe, "generation_batch_size")
-    steps = value(recipe, "steps_per_generation")
-    accumulation = value(recipe, "gradient_accumulation_steps")
-    if min(per_device, accumulation, generation_batch or 1, steps or 1) < 1:
-        return []  # check_ranges reports it
-    if generation_batch is not None and steps is not None:
-        return ["trainer: give generation_batch_size or steps_per_generation, not both"]
-    if generation_batch is not None:
-        if generation_batch % (processes * per_device):
-            return [
-                f"trainer.generation_batch_size: {generation_batch} is not a multiple of processes ({processes}) x "
-                f"per_device_train_batch_size ({per_device}) = {processes * per_device}"
-            ]
-        batch, how = generation_batch, f"generation_batch_size ({generation_batch})"
-    else:
-        name = "steps_per_generation" if steps is not None else "gradient_accumulation_steps"
-        steps = steps if steps is not None else accumulation
-        batch = processes * per_device * steps
-        how = f"processes ({processes}) x per_device_train_batch_size ({per_device}) x {name} ({steps}) = {batch}"
-    if batch % generations:
-        options = _divisors(batch, 2)
-        return [
-            f"trainer: {how} completions per generation, which is not divisible by num_generations "
-            f"({generations}); set num_generations to one of {options} or change the batch size"
-        ]
-    return []
-
-
-# PPOConfig fields that PPOTrainer overwrites with what it computes from the batch settings.
-PPO_COMPUTED = (
-    "world_size",
-    "batch_size",
-    "local_batch_size",
-    "micro_batch_size",
-    "mini_batch_size",
-    "local_mini_batch_size",
-    "num_total_batches",
-)
-
-
-def check_ppo_batch_shape(recipe: Recipe, processes: int) -> list[str]:
-    """The rules TRL 1.12's PPOTrainer enforces (or trips over) when it sizes its batches, checked up front."""
-    value = trainer_fields.value
-    problems, stop = [], False
-    for key in PPO_COMPUTED:
-        if key in recipe.trainer:
-            problems.append(
-                f"trainer.{key}: PPOTrainer computes it from per_device_train_batch_size, "
-                "gradient_accumulation_steps, num_mini_batches and the number of processes; remove it"
-            )
-    for key in (
-        "per_device_train_batch_size",
-        "gradient_accumulation_steps",
-        "num_mini_batches",
-        "num_ppo_epochs",
-        "response_length",
-        "local_rollout_forward_batch_size",
-    ):
-        if value(recipe, key) < 1:
-            if key not in trainer_fields.RANGES:  # else check_ranges reports it
-                problems.append(f"trainer.{key}: must be at least 1, got {value(recipe, key)}")
-            stop = True
-    if problems or stop:
-        return problems
-    per_device = value(recipe, "per_device_train_batch_size")
-    accumulation = value(recipe, "gradient_accumulation_steps")
-    mini_batches = value(recipe, "num_mini_batches")
-    local_batch = per_device * accumulation
-    if local_batch % mini_batches:
-        options = _divisors(local_batch, 1)
-        problems.append(
-            f"trainer: per_device_train_batch_size ({per_device}) x gradient_accumulation_steps ({accumulation}) = "
-            f"{local_batch} prompts per process and step, which is not divisible by num_mini_batches "
-            f"({mini_batches}); set num_mini_batches to one of {options} or change the batch size"
-        )
-    elif value(recipe, "whiten_rewards") and local_batch // mini_batches < 8:
-        problems.append(
-            f"trainer.whiten_rewards: needs at least 8 prompts per minibatch and process, got {local_batch} / "
-            f"{mini_batches} = {local_batch // mini_batches}; raise the batch, lower num_mini_batches, or turn it off"
-        )
-    max_steps, episodes = value(recipe, "max_steps"), value(recipe, "total_episodes")
-    if max_steps > 0 and episodes is not None:
-        problems.append(
-            f"trainer: give max_steps ({max_steps}) or total_episodes ({episodes}), not both "
-            f"(a PPO step samples {processes * local_batch} prompts)"
-        )
-    elif episodes is not None and episodes < 1:
-        problems.append(f"trainer.total_episodes: must be at least 1, got {episodes}")
-    if value(recipe, "stop_token") is not None and value(recipe, "stop_token_id") is not None:
-        problems.append("trainer: give stop_token or stop_token_id, not both")
-    return problems
 
 
 # ---- rewards ----
@@ -192,7 +77,7 @@ def reward_run_problem(reward: plugins.BoundReward, label: str, planned: dict[st
     path = getattr(reward, "model_path", None)
     if path is None or looks_like_hub_id_only(path, planned):
         return None
-    return run_problem(path, f"{label} ({reward.entry.name})", ("reward",), planned)
+    return run_problem(path, f"{label} ({reward.entry.name})", ("reward model",), planned)
 
 
 def looks_like_hub_id_only(path: str, planned: dict[str, str] | None) -> bool:
@@ -217,19 +102,10 @@ def looks_like_path(value: str) -> bool:
     )
 
 
-# What a stage may start from: the algorithms of the runs whose model it can take (`model.run`).
-RUN_KINDS = {
-    "grpo": ("sft", "grpo", "ppo"),
-    "ppo": ("sft", "grpo", "ppo"),
-    "sft": ("sft", "grpo", "ppo"),
-    "reward": ("reward", "sft", "grpo", "ppo"),  # a policy's model gets a fresh score head
-}
-
-
 def run_problem(
-    directory: str, label: str, kinds: tuple[str, ...], planned: dict[str, str] | None = None
+    directory: str, label: str, kinds: tuple[RunKind, ...], planned: dict[str, str] | None = None
 ) -> str | None:
-    """Why `directory` is not a finished run of one of `kinds`, if so. `planned` maps the output directories of
+    """Why `directory` is not a finished run of one of `kinds` (policy, reward model), if so. `planned` maps the output directories of
     earlier pipeline stages (resolved) to their algorithms: those runs will exist by the time this stage starts."""
     path = Path(directory).expanduser()
     algorithm = (planned or {}).get(str(path.resolve()))
@@ -246,15 +122,17 @@ def run_problem(
             return (
                 f"{label}: the run in {directory} is not finished (no summary.json); finish it with --resume"
             )
-    if algorithm not in kinds:
-        if algorithm == "reward":
+    made = ALGORITHMS[algorithm].makes if algorithm in ALGORITHMS else None
+    if made not in kinds:
+        if made == "reward model":
             return (
                 f"{label}: {directory} is a reward-model run, not a policy; use it as a reward "
                 f"(rewards: [{{name: 'model:{directory}'}}])"
             )
-        if kinds == ("reward",):
-            return f"{label}: {directory} holds a {algorithm.upper()} run, not a reward model (algorithm: reward)"
-        return f"{label}: {directory} holds a {algorithm.upper()} run; expected one of {', '.join(kinds)}"
+        if kinds == ("reward model",):
+            return f"{label}: {directory} holds a {str(algorithm).upper()} run, not a reward model (algorithm: reward)"
+        expected = ", ".join(algorithms_making(kinds))
+        return f"{label}: {directory} holds a {str(algorithm).upper()} run; expected one of {expected}"
     return None
 
 
@@ -266,7 +144,8 @@ def data_yaml(path: Path):
 
 def check_model(recipe: Recipe, planned: dict[str, str] | None = None) -> list[str]:
     if recipe.model.run is not None:
-        problem = run_problem(recipe.model.run, "model.run", RUN_KINDS[recipe.algorithm], planned)
+        starts_from = ALGORITHMS[recipe.algorithm].starts_from
+        problem = run_problem(recipe.model.run, "model.run", starts_from, planned)
         return [problem] if problem else []
     if recipe.model.from_config is not None:
         model_type = recipe.model.from_config.model_type
@@ -400,7 +279,8 @@ def check(
         processes = world_size() if launched() else spec.num_processes * spec.num_machines
     problems = []
     if not {"algorithm", "trainer"} & broken:
-        problems += check_batch_shape(recipe, processes)
+        batch_rules = ALGORITHMS[recipe.algorithm].batch_rules
+        problems += batch_rules(recipe, processes) if batch_rules else []
     if "distributed" not in broken:
         problems += distributed.check(spec)
     if "model" not in broken:

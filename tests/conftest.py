@@ -134,7 +134,7 @@ def one_torch_thread():
 
 
 def phase_names(stderr: str) -> list[str]:
-    """The steps a command announced on stderr (`grpo_cli.phases`), without their times."""
+    """The steps a command announced on stderr (`grpo_cli.output`), without their times."""
     import re
 
     return [m.group(1) for m in re.finditer(r"^(.+) \.\.\. \d+\.\d s$", stderr, re.MULTILINE)]

@@ -16,13 +16,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from grpo_cli import data, evaluate, generation, models, plugins
+from grpo_cli import data, generation, models, plugins
 from grpo_cli.cli import handle_errors
 from grpo_cli.commands.eval import evaluate as eval_command
 from grpo_cli.errors import UserError
 from grpo_cli.generation import Sample
 from grpo_cli.metrics import difference, pass_at_k, summarize
 from grpo_cli.recipe import FromConfig, LoraSection, RewardEntry, load_recipe
+from grpo_cli.workflows import evaluate_generations as evaluate
 
 VOCABULARY = "0123456789+="
 
@@ -484,7 +485,7 @@ def test_model_path_holding_an_adapter_says_to_use_adapter(workdir, runner):
 
 def test_eval_command_imports_no_heavy_library():
     code = (
-        "import sys, grpo_cli.commands.eval, grpo_cli.evaluate; "
+        "import sys, grpo_cli.commands.eval, grpo_cli.workflows.evaluate_generations; "
         "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grpo_cli import data, evaluate, generation, runs
-from grpo_cli.export import MARKER
+from grpo_cli import data, generation, runs
 from grpo_cli.recipe import load_recipe
+from grpo_cli.workflows import evaluate_generations as evaluate
+from grpo_cli.workflows.export import MARKER
 from tests.tiny_runs import CHAT_TEMPLATE, bpe_model, fake_run
 
 

@@ -489,7 +489,9 @@ def test_the_resume_command_is_the_typed_one_with_resume(monkeypatch):
     assert interrupts.resume_command(Path("out")) == "grpo-cli train r.yaml -o out --resume"
     # A pipeline stage: the pipeline takes no --output-dir or --resume, and run again it resumes that stage.
     monkeypatch.setattr(sys, "argv", ["/venv/bin/grpo-cli", "train", "quickstart", "--overwrite"])
-    assert interrupts.resume_command(Path("runs/pipeline-sft")) == "grpo-cli train quickstart"
+    assert (
+        interrupts.resume_command(Path("runs/pipeline-sft"), in_pipeline=True) == "grpo-cli train quickstart"
+    )
 
 
 def test_resume_of_a_run_finished_without_checkpoints(tmp_path, cli, tiny_recipe):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from grpo_cli import data, evaluate, generation, runs
+from grpo_cli import data, generation, runs
+from grpo_cli.workflows import evaluate_generations as evaluate
 from tests.test_export import eval_completions, run_recipe
 from tests.tiny_runs import CHAT_TEMPLATE, fake_run
 

@@ -153,7 +153,7 @@ def test_grpo_config_suppresses_pad_and_keeps_the_recipes_generation_kwargs(tiny
 
     tok = models.char_tokenizer("0123456789+=")
     recipe = load_recipe(tiny_recipe({"trainer": {"generation_kwargs": {"no_repeat_ngram_size": 2}}}))
-    config = grpo.config(recipe, tmp_path / "out", [1.0, 0.5], tok)
+    config = grpo.config(recipe, tmp_path / "out", tok)
     suppressed = [tok.pad_token_id, tok.unk_token_id]
     assert config.generation_kwargs == {"suppress_tokens": suppressed, "no_repeat_ngram_size": 2}
     assert config.reward_weights == [1.0, 0.5] and config.logging_steps == 1 and config.report_to == []

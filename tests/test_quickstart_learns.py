@@ -21,8 +21,8 @@ GRPO_GAIN_AT_LEAST = 0.08
 def test_the_quickstart_trains_sft_then_grpo_and_each_stage_helps(
     tmp_path, cli, monkeypatch, one_torch_thread
 ):
-    from grpo_cli import evaluate
     from grpo_cli.recipe import load_recipe
+    from grpo_cli.workflows import evaluate_generations as evaluate
 
     monkeypatch.chdir(tmp_path)
     result = cli("train", "quickstart")

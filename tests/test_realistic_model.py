@@ -741,8 +741,8 @@ def test_pairs_are_plain_text_on_both_sides_with_chat_template_false(realistic, 
 
 @pytest.fixture(scope="module")
 def chat_reward_eval(chat_reward_run):
-    from grpo_cli import evaluate_pairs
     from grpo_cli.recipe import load_recipe
+    from grpo_cli.workflows import evaluate_pairs
 
     _, run, _ = chat_reward_run
     return evaluate_pairs.run(load_recipe(run / "recipe.yaml"), adapter=run, baseline=True)
@@ -773,9 +773,9 @@ def test_chat_pairs_are_trained_on_the_text_rl_scores(chat_reward_run, chat_rewa
 
     from grpo_cli import data, models
     from grpo_cli.algorithms.reward import tokenize_pairs
-    from grpo_cli.evaluate import held_out_rows
     from grpo_cli.recipe import load_recipe
     from grpo_cli.scoring import RewardModelScore
+    from grpo_cli.workflows.evaluate_generations import held_out_rows
 
     _, run, _ = chat_reward_run
     recipe = load_recipe(run / "recipe.yaml")

@@ -123,8 +123,8 @@ def test_sft_loss_falls_and_the_weights_change(pipeline_run):
 
 
 def test_reward_model_trains_its_score_head_and_ranks_held_out_pairs(pipeline_run):
-    from grpo_cli import evaluate_pairs
     from grpo_cli.recipe import load_recipe
+    from grpo_cli.workflows import evaluate_pairs
 
     runs, _result, _again = pipeline_run
     rows = metrics(runs / "rm")
@@ -173,8 +173,8 @@ def test_ppo_starts_from_the_grpo_model_merged_with_the_reward_run_as_its_reward
 
 
 def test_eval_of_an_sft_run_generates_and_scores(pipeline_run):
-    from grpo_cli import evaluate
     from grpo_cli.recipe import load_recipe
+    from grpo_cli.workflows import evaluate_generations as evaluate
 
     runs, _result, _again = pipeline_run
     result = evaluate.run(load_recipe(runs / "sft" / "recipe.yaml"), adapter=runs / "sft", baseline=True)

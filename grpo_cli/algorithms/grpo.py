@@ -10,25 +10,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from grpo_cli import data, distributed, generation, models, plugins, scoring, trainer_fields, validation
-from grpo_cli.phases import phase
+from grpo_cli.algorithms.table import TRAINER_DEFAULTS
+from grpo_cli.output import phase
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import begin_run, checkpoint_step
 
-# Our defaults for TRL's GRPOConfig; anything in the recipe's `trainer:` wins.
+# Our defaults for TRL's GRPOConfig beyond table.TRAINER_DEFAULTS; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
-    "logging_steps": 1,  # metrics.jsonl gets every step
-    "report_to": "none",
-    "disable_tqdm": True,  # our own progress bar shows reward and step rate
-    "save_only_model": False,
     "ddp_find_unused_parameters": False,  # every trainable parameter is used in each forward pass
 }
 
 
-def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokenizer=None, eos_ids=()):
-    """GRPOConfig; without a tokenizer (the check before anything loads), without its generation settings."""
+def config(recipe: Recipe, output_dir: Path, tokenizer=None, eos_ids=()):
+    """GRPOConfig, each reward weighted as its entry says; without a tokenizer (the check before anything loads),
+    without its generation settings."""
     from trl import GRPOConfig
 
-    args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
+    args = {**TRAINER_DEFAULTS, **DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     if tokenizer is not None and not args.get(
         "use_vllm"
     ):  # vLLM's sampling parameters have no suppress_tokens
@@ -37,7 +35,11 @@ def config(recipe: Recipe, output_dir: Path, reward_weights: list[float], tokeni
             **(args.get("generation_kwargs") or {}),
         }
     return trainer_fields.build_config(
-        GRPOConfig, output_dir=str(output_dir), seed=recipe.seed, reward_weights=reward_weights, **args
+        GRPOConfig,
+        output_dir=str(output_dir),
+        seed=recipe.seed,
+        reward_weights=[entry.weight for entry in recipe.rewards],
+        **args,
     )
 
 
@@ -58,10 +60,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     with phase(f"preparing {len(train_rows)} prompts"):
         train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
 
-    weights = [r.entry.weight for r in rewards]
-    args = config(
-        recipe, output_dir, weights, tokenizer, generation.eos_ids(model, tokenizer)
-    )  # sets up processes
+    args = config(recipe, output_dir, tokenizer, generation.eos_ids(model, tokenizer))  # sets up processes
     # Reward models too go through scoring (not TRL's own reward-model path), so they log /errors and /seconds.
     rewards = scoring.load_reward_models(rewards, recipe.model.dtype, args.device, args.chat_template_kwargs)
     reward_funcs = [scoring.RewardCall(r) for r in rewards]

@@ -37,27 +37,25 @@ from pathlib import Path
 
 from grpo_cli import data, distributed, models, plugins, scoring, trainer_fields, validation
 from grpo_cli.algorithms import ppo_compat
+from grpo_cli.algorithms.table import TRAINER_DEFAULTS
 from grpo_cli.errors import UserError, describe
-from grpo_cli.phases import phase
+from grpo_cli.output import phase
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, finish_run
 
-# Our defaults for TRL's PPOConfig; anything in the recipe's `trainer:` wins.
+# Our defaults for TRL's PPOConfig beyond table.TRAINER_DEFAULTS; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
-    "logging_steps": 1,  # metrics.jsonl gets every step (TRL: 10)
-    "report_to": "none",
-    "disable_tqdm": True,  # our own progress bar shows reward and step rate
-    "save_only_model": False,  # keep the optimizer state: `--resume` restores it
     "num_sample_generations": 0,  # TRL's sample tables print over the progress bar; `grpo-cli eval` evaluates
     "stop_token": "eos",  # a completion ends at EOS (TRL: generate all `response_length` tokens)
 }
 
 
-def config(recipe: Recipe, output_dir: Path, train_size: int):
-    """PPOConfig for the whole run, `total_episodes` always set (from `max_steps` when the recipe gives it)."""
+def config(recipe: Recipe, output_dir: Path, train_size: int = 0):
+    """PPOConfig for the whole run, `total_episodes` always set (from `max_steps` when the recipe gives it; else
+    from the epochs over `train_size` prompts, 0 for the check before anything loads)."""
     from trl.experimental.ppo import PPOConfig
 
-    args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
+    args = {**TRAINER_DEFAULTS, **DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     if args.get("stop_token_id") is not None and "stop_token" not in recipe.trainer:
         del args["stop_token"]  # TRL refuses both; the recipe's stop_token_id wins over our default
     ppo_config = trainer_fields.build_config(PPOConfig, output_dir=str(output_dir), seed=recipe.seed, **args)

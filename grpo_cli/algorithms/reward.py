@@ -15,23 +15,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from grpo_cli import data, distributed, models, scoring, trainer_fields, validation
-from grpo_cli.phases import phase
+from grpo_cli.algorithms.table import TRAINER_DEFAULTS
+from grpo_cli.output import phase
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import begin_run, checkpoint_step
-
-# Our defaults for TRL's RewardConfig; anything in the recipe's `trainer:` wins.
-DEFAULTS = {
-    "logging_steps": 1,  # metrics.jsonl gets every step
-    "report_to": "none",
-    "disable_tqdm": True,  # our own progress bar
-    "save_only_model": False,
-}
 
 
 def config(recipe: Recipe, output_dir: Path):
     from trl import RewardConfig
 
-    args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
+    args = {**TRAINER_DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     return trainer_fields.build_config(RewardConfig, output_dir=str(output_dir), seed=recipe.seed, **args)
 
 

@@ -98,13 +98,16 @@ def evaluate(
     from grpo_cli import pipeline
     from grpo_cli.errors import UserError
     from grpo_cli.recipe import load_recipe
+    from grpo_cli.workflows.evaluate import evaluate_recipe
 
     output_dir = pick_output_dir(output_dir, legacy_output)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     # A file of stages: each stage's own run against its own start (--baseline is implied), then one table.
     if pipeline.is_pipeline(recipe):
         _refuse_one_model_options(recipe, overrides, adapter, model, output_dir)
-        stages = pipeline.evaluate(recipe, num_samples=num_samples, limit=limit, batch_size=batch_size)
+        stages = pipeline.evaluate(
+            recipe, num_samples=num_samples, limit=limit, batch_size=batch_size, show=_show, note=_note
+        )
         Console().print(pipeline_table(recipe, stages))
         missing = [stage for stage in stages if stage.result is None]
         if missing:
@@ -119,7 +122,7 @@ def evaluate(
                 f"{len(missing)} of {len(stages)} stages not evaluated ({names}): {'; '.join(advice)}"
             )
         return
-    evaluate_recipe(
+    evaluated = evaluate_recipe(
         load_recipe(recipe, overrides or []),
         adapter=adapter,
         model=model,
@@ -128,50 +131,23 @@ def evaluate(
         limit=limit,
         batch_size=batch_size,
         output_dir=output_dir,
+        note=_note,
     )
+    _show(evaluated)
 
 
-def evaluate_recipe(
-    loaded,
-    *,
-    adapter: Path | None = None,
-    model: Path | None = None,
-    baseline: bool = False,
-    num_samples: int | None = None,
-    limit: int | None = None,
-    batch_size: int = 64,
-    output_dir: Path | None = None,
-):
-    """`grpo-cli eval` of one recipe: evaluate, write eval.json and eval_samples.jsonl, print the metrics table.
-    Returns the EvalResult (a pipeline's summary reads it)."""
+def _note(message: str) -> None:
     from rich.console import Console
 
-    from grpo_cli import evaluate as evaluation
+    Console(stderr=True).print(f"note: {message}", style="yellow", highlight=False)
 
-    err_console = Console(stderr=True)
-    if loaded.algorithm == "reward":  # a reward model: scored pairs, not generations
-        from grpo_cli import evaluate_pairs
 
-        result = evaluate_pairs.run(
-            loaded, adapter=adapter, model=model, baseline=baseline, limit=limit, batch_size=batch_size
-        )
-    else:
-        result = evaluation.run(
-            loaded,
-            adapter=adapter,
-            model=model,
-            baseline=baseline,
-            num_samples=num_samples,
-            limit=limit,
-            batch_size=batch_size,
-            note=lambda message: err_console.print(f"note: {message}", style="yellow", highlight=False),
-        )
-    if output_dir is None:
-        output_dir = adapter / "eval" if adapter is not None else Path("runs") / f"eval-{loaded.path.stem}"
-    eval_path, samples_path = result.write(output_dir)
-    Console().print(metrics_table(result))
-    typer.echo(f"wrote {eval_path} and {samples_path}")
-    return result
+def _show(evaluated) -> None:
+    """One recipe's result: its metrics table, and where it was written."""
+    from rich.console import Console
+
+    Console().print(metrics_table(evaluated.result))
+    typer.echo(f"wrote {evaluated.eval_path} and {evaluated.samples_path}")
 
 
 def _refuse_one_model_options(recipe: str, overrides, adapter, model, output_dir) -> None:

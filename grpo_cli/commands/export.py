@@ -61,7 +61,7 @@ def export(
 
     from rich.console import Console
 
-    from grpo_cli import export as exporting
+    from grpo_cli.workflows import export as exporting
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     warnings.filterwarnings(

@@ -116,8 +116,8 @@ def generate(
 
     from rich.console import Console
 
-    from grpo_cli import playground
     from grpo_cli.errors import UserError
+    from grpo_cli.workflows import generate as generating
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     warnings.filterwarnings(
@@ -128,8 +128,8 @@ def generate(
     def note(message: str) -> None:
         err_console.print(f"note: {message}", style="yellow", highlight=False, soft_wrap=True)
 
-    target = playground.resolve(model, base=base, recipe=recipe, overrides=overrides or [])
-    settings = playground.sampling(
+    target = generating.resolve(model, base=base, recipe=recipe, overrides=overrides or [])
+    settings = generating.sampling(
         target.recipe,
         num_samples=num_samples,
         temperature=temperature,
@@ -138,12 +138,12 @@ def generate(
     )
     items = [{"text": text} for text in prompt or []]
     if prompts_file is not None:
-        items += playground.read_prompt_file(prompts_file)
+        items += generating.read_prompt_file(prompts_file)
     if (prompt or prompts_file is not None) and not items:
         raise UserError(f"-f {prompts_file}: no prompts in it")
     how = "greedy" if settings.greedy else f"sampled at temperature {settings.temperature:g}"
     typer.echo(f"{target.source.describe()}: {how}, up to {settings.max_new_tokens} new tokens", err=True)
-    loaded, tokenizer = playground.load_target(target)
+    loaded, tokenizer = generating.load_target(target)
 
     if not items:
         interactive = sys.stdin.isatty()
@@ -159,17 +159,17 @@ def generate(
                 typer.echo(f"> {line}")  # a transcript of a scripted chat
             return line
 
-        playground.chat(target, loaded, tokenizer, settings, read_line, typer.echo, note)
+        generating.chat(target, loaded, tokenizer, settings, read_line, typer.echo, note)
         return
 
-    tried = playground.run(
+    tried = generating.run(
         target, loaded, tokenizer, items, settings, rewards=recipe is not None, batch_size=batch_size
     )
     if tried.reward_names:
         Console().print(_scores_table(tried))
         return
     for row, group in zip(tried.rows, tried.samples, strict=True):
-        typer.echo(f">>> {playground.shown(row['prompt'])}")
+        typer.echo(f">>> {generating.shown(row['prompt'])}")
         for sample in group:
             prefix = f"[{sample.sample_index + 1}] " if len(group) > 1 else ""
             typer.echo(prefix + sample.text)
@@ -178,7 +178,7 @@ def generate(
 def _scores_table(tried):
     from rich.table import Table
 
-    from grpo_cli import playground
+    from grpo_cli.workflows import generate as generating
 
     table = Table()
     for column in ("prompt", "completion", *tried.reward_names, "total"):
@@ -187,5 +187,5 @@ def _scores_table(tried):
         for sample in group:
             scores = [sample.scores.get(name) for name in tried.reward_names]
             cells = ["-" if s is None else f"{s:g}" for s in [*scores, sample.total]]
-            table.add_row(repr(playground.shown(row["prompt"])), repr(sample.text), *cells)
+            table.add_row(repr(generating.shown(row["prompt"])), repr(sample.text), *cells)
     return table

@@ -15,9 +15,9 @@ from typing import Any
 
 from grpo_cli import data, models
 from grpo_cli.errors import UserError
-from grpo_cli.evaluate import EvalResult, held_out_rows
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import read_summary, run_root
+from grpo_cli.workflows.evaluate_generations import EvalResult, held_out_rows
 
 
 class PairResult(EvalResult):

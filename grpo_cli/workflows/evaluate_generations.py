@@ -1,4 +1,4 @@
-"""`grpo-cli eval` from start to finish: held-out prompts -> K completions each from the tuned model (and, with
+"""Evaluating a policy from start to finish: held-out prompts -> K completions each from the tuned model (and, with
 `--baseline`, its base) -> the recipe's rewards and any eval-only ones -> metrics, eval.json and eval_samples.jsonl.
 
 The parts live elsewhere: which models a run directory holds (`runs.resolve_models`), loading and generating
@@ -34,7 +34,7 @@ from grpo_cli import data, models, plugins, scoring, trainer_fields
 from grpo_cli.errors import ConfigError, UserError
 from grpo_cli.generation import Sample, generate, load, sampling_settings
 from grpo_cli.metrics import difference, summarize
-from grpo_cli.phases import phase
+from grpo_cli.output import phase
 from grpo_cli.recipe import EvalSection, Recipe
 from grpo_cli.runs import atomic_write, read_recipe, resolve_models
 

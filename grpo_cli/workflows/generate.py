@@ -21,12 +21,12 @@ from pathlib import Path
 
 from grpo_cli import data, models
 from grpo_cli.errors import UserError
-from grpo_cli.evaluate import bind_rewards, evaluated_state, score
-from grpo_cli.export import MARKER
 from grpo_cli.generation import Sample, Sampling, generate, load, sampling_settings
 from grpo_cli.recipe import ModelSection, Recipe, apply_overrides, load_recipe, parse_recipe
 from grpo_cli.runs import ModelSource, resolve_models
 from grpo_cli.trainer_fields import mapping
+from grpo_cli.workflows.evaluate_generations import bind_rewards, evaluated_state, score
+from grpo_cli.workflows.export import MARKER
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`phases.phase`: one line per step of a command's start on stderr, with its time; main process only."""
+"""`output.phase`: one line per step of a command's start on stderr, with its time; main process only."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from grpo_cli.phases import phase, say
+from grpo_cli.output import phase, say
 
 
 class Terminal(io.StringIO):

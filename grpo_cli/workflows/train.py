@@ -1,0 +1,180 @@
+"""Train one recipe: validate it, prepare (or resume) its run directory, train with its algorithm, write the card.
+
+`grpo-cli train RECIPE` and every stage of a pipeline come here. What goes to stderr goes through `output`; the
+result comes back as a `Trained`; a run stopped by a signal, or handed to accelerate's launcher, ends the command
+with `errors.Stop` and its exit code.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from grpo_cli import distributed, interrupts, models, validation
+from grpo_cli.algorithms.table import ALGORITHMS
+from grpo_cli.errors import Stop, UserError, describe
+from grpo_cli.output import phase, say
+from grpo_cli.runs import (
+    STAGING,
+    check_resume_matches,
+    checkpoint_step,
+    finished_steps,
+    last_complete_checkpoint,
+    prepare_output_dir,
+    release_locks,
+)
+
+
+@dataclass
+class Trained:
+    """What `train_recipe` did: the run directory, and its summary.json (None when there was nothing to train, and
+    on processes other than the main one)."""
+
+    output_dir: Path
+    summary: dict | None
+    note: str | None = None  # why nothing was trained (a finished run resumed), for the command to print
+
+
+def train_recipe(
+    recipe: str,
+    overrides: list[str] | None = None,
+    *,
+    output_dir: Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    num_processes: int | None = None,
+    in_pipeline: bool = False,
+    show_recipe=None,
+) -> Trained:
+    """Train the recipe (a file or a shipped name) into its output directory, or `output_dir`.
+
+    `show_recipe(recipe)` prints the resolved recipe once it is checked (the command's presentation);
+    `in_pipeline`: an interrupted run is continued by running its pipeline again, not by `--resume`.
+    """
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    # transformers 5 deprecation notices triggered inside TRL: nothing the user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    # The same checks and the same problem list as `validate`, before anything loads.
+    loaded = validation.validate(recipe, overrides or [], num_processes)
+    if output_dir is not None:
+        loaded.output_dir = str(output_dir)
+    out = Path(loaded.output_dir)
+    if resume:
+        check_resume_matches(loaded, out)
+    algorithm = ALGORITHMS[loaded.algorithm]
+
+    interrupts.install()
+    try:
+        if not distributed.is_main_process():
+            # The main process checked and prepared the output directory; the others only train.
+            checkpoint = last_complete_checkpoint(out) if resume else None
+        else:
+            checkpoint = prepare_output_dir(out, overwrite=overwrite, resume=resume)
+            complete = resume and _already_complete(loaded, out, finished_steps(out), checkpoint)
+            if complete:
+                return Trained(out, None, note=complete)
+            if resume and checkpoint is None:
+                raise UserError(
+                    f"--resume: {out} finished without saving a checkpoint (trainer.save_strategy), so it cannot "
+                    "train further; start again with --overwrite"
+                )
+            with phase("importing TRL to check the trainer settings"):
+                # TRL's own checks, in a second rather than after loading
+                algorithm.module().config(loaded, out)
+            if distributed.wants_launcher(loaded.distributed) and not distributed.launched():
+                # Start N copies of this same command under accelerate's launcher; they find WORLD_SIZE set.
+                raise Stop(distributed.relaunch(loaded.distributed))
+            if show_recipe is not None:
+                show_recipe(loaded)
+            if checkpoint is not None:
+                say(f"resuming from {checkpoint}")
+
+        models.quiet_progress_bars()
+        try:
+            summary = algorithm.module().train(loaded, out, resume_from=checkpoint)
+        except interrupts.Interrupted:
+            raise
+        except Exception as err:
+            _raise_if_disk_full(err, out)
+            raise
+    except interrupts.Interrupted as stop:
+        raise Stop(_report_interruption(stop, out, in_pipeline)) from None
+    finally:
+        interrupts.restore()
+        release_locks()
+    if summary:
+        from grpo_cli.model_card import write_run_card
+
+        write_run_card(out)  # README.md, the model card: after summary.json, which it reads
+    return Trained(out, summary or None)
+
+
+def _already_complete(recipe, out: Path, done: int | None, checkpoint: Path | None) -> str | None:
+    """Why a finished run resumed with the same or a lower max_steps has nothing to train (a higher one continues);
+    None when it has. Finished: summary.json (written when training ends) says so, and no checkpoint of its last
+    steps is missing."""
+    if done is None or (checkpoint is not None and checkpoint_step(checkpoint) < done):
+        return None
+    target = recipe.trainer.get("max_steps")
+    if isinstance(target, int) and target > done:
+        return None
+    return (
+        f"{out} is complete: it trained {done} steps (trainer.max_steps={target if target is not None else 'unset'}); "
+        "nothing to do. Raise trainer.max_steps to train further."
+    )
+
+
+def _report_interruption(stop: interrupts.Interrupted, out: Path, in_pipeline: bool) -> int:
+    """One line: where the run stopped and how to continue it; the exit code (130 SIGINT, 143 SIGTERM)."""
+    name = signal.Signals(stop.signum).name
+    if stop.step is None:
+        say(f"{name}: stopped before training began; nothing was trained")
+    else:
+        say(
+            f"{name}: stopped at step {stop.step}, saved in {stop.checkpoint}; continue with: "
+            f"{interrupts.resume_command(out, in_pipeline=in_pipeline)}"
+        )
+    # Under `grpo-cli train --num-processes N`, the grpo-cli process above reports the exit code.
+    return 0 if os.environ.get(interrupts.FORWARDED_ENV) else stop.exit_code
+
+
+def _raise_if_disk_full(err: BaseException, out: Path) -> None:
+    """A full disk, wherever it struck (safetensors, torch.save, a JSON file): one line and exit 2."""
+    chain, seen = [], err
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    no_space = [e for e in chain if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)]
+    staging = out / STAGING
+    partial = sorted(p.name for p in staging.glob("checkpoint-*")) if staging.is_dir() else []
+    shutil.rmtree(staging, ignore_errors=True)  # a partial checkpoint: space back, and never mistaken for one
+    try:
+        free = shutil.disk_usage(out).free
+    except OSError:
+        return
+    if not no_space and free >= 1 << 20:
+        return
+    what = next((e.filename for e in no_space if getattr(e, "filename", None)), None)
+    what = what or (partial[-1] if partial else f"the run's files ({describe(err)})")
+    checkpoint = last_complete_checkpoint(out)
+    advice = (
+        f"{checkpoint.name} is complete: free some space, then continue with --resume"
+        if checkpoint is not None
+        else "no checkpoint was complete yet: free some space, then start again with --overwrite"
+    )
+    raise UserError(
+        f"the disk is full: could not write {what} in {out} ({_size(free)} free); {advice}"
+    ) from err
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
