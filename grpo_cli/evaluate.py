@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import data, models, plugins, scoring, trainer_fields
+from grpo_cli import data, models, plugins, prompting, scoring, trainer_fields
 from grpo_cli.errors import ConfigError, UserError
 from grpo_cli.generation import Sample, generate, load, sampling_settings
 from grpo_cli.metrics import difference, summarize
@@ -256,15 +256,17 @@ def run(
         if tokenizer is None:  # the first model's tokenizer serves both (see the module docstring)
             tokenizer = own_tokenizer
             with phase(f"preparing {len(raw_rows)} prompts"):
-                prepared = data.prepare(raw_rows, recipe.dataset, tokenizer)
+                prepared = prompting.prepare(raw_rows, recipe.dataset, tokenizer)
                 rows = list(prepared)
-                chat = data.uses_chat(recipe.dataset, tokenizer)
+                chat = prompting.uses_chat(recipe.dataset, tokenizer)
                 template_kwargs = (
                     trainer_fields.mapping(recipe, "chat_template_kwargs")
                     if recipe.algorithm == "grpo"
                     else {}
                 )
-                prompt_ids = data.tokenize_prompts(tokenizer, [r["prompt"] for r in rows], template_kwargs)
+                prompt_ids = prompting.tokenize_prompts(
+                    tokenizer, [r["prompt"] for r in rows], template_kwargs
+                )
         started = time.perf_counter()
         with _progress(f"generating ({role})", len(rows) * num_samples, progress) as advance:
             samples[role] = generate(loaded, tokenizer, prompt_ids, sampling, batch_size, advance)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import data, models
+from grpo_cli import models, prompting
 from grpo_cli.errors import UserError
 from grpo_cli.evaluate import EvalResult, held_out_rows
 from grpo_cli.recipe import Recipe
@@ -111,7 +111,7 @@ def run(
     for role, loader in roles:
         (loaded, tokenizer), where = loader()
         if rows is None:
-            rows = data.prepare_preferences(raw, recipe.dataset, tokenizer)
+            rows = prompting.prepare_preferences(raw, recipe.dataset, tokenizer)
         started = time.perf_counter()
         samples[role] = pair_scores(loaded, tokenizer, rows, batch_size)
         timing[role] = {"scoring_s": round(time.perf_counter() - started, 3)}

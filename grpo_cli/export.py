@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import __version__, data, models
+from grpo_cli import __version__, data, models, prompting
 from grpo_cli.errors import UserError, describe
 from grpo_cli.generation import TOKENIZER_FILES, eos_ids, load, suppressed_special_tokens
 from grpo_cli.recipe import Recipe, load_recipe
@@ -394,8 +394,8 @@ def check_prompts(recipe: Recipe, tokenizer) -> list[list[int]]:
     try:
         train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
         rows = held_out if held_out is not None and len(held_out) else train_rows
-        rows = data.prepare(rows.select(range(min(CHECK_PROMPTS, len(rows)))), recipe.dataset, tokenizer)
-        ids = data.tokenize_prompts(tokenizer, list(rows["prompt"]))
+        rows = prompting.prepare(rows.select(range(min(CHECK_PROMPTS, len(rows)))), recipe.dataset, tokenizer)
+        ids = prompting.tokenize_prompts(tokenizer, list(rows["prompt"]))
     except Exception:  # any failure to read the data: the check still runs on fixed texts
         ids = []
     ids = [row for row in ids if row]

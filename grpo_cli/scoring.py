@@ -261,7 +261,7 @@ class RewardModelScore:
         if self._compare_kwargs and texts:
             self._compare_kwargs = False
             if reward_model_texts(self.tokenizer, prompts[:1], completions[:1]) != texts[:1]:
-                from grpo_cli.data import warn_once
+                from grpo_cli.prompting import warn_once
 
                 warn_once(
                     f"reward model {self.path}: trainer.chat_template_kwargs {self.chat_template_kwargs} change "

@@ -16,7 +16,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from grpo_cli import data, evaluate, generation, models, plugins
+from grpo_cli import evaluate, generation, models, plugins, prompting
 from grpo_cli.cli import handle_errors
 from grpo_cli.commands.eval import evaluate as eval_command
 from grpo_cli.errors import UserError
@@ -218,7 +218,7 @@ def test_metrics_of_a_model_with_known_output(tmp_path, token, text, length, cli
         {"prompt": f"{a}+{b}=", "answer": str(a + b)} for a, b in [(1, 1), (2, 3), (4, 4), (3, 4), (0, 2)]
     ]
     sampling = generation.Sampling(num_samples=3, max_new_tokens=3, seed=0)
-    prompt_ids = data.tokenize_prompts(tokenizer, [r["prompt"] for r in rows])
+    prompt_ids = prompting.tokenize_prompts(tokenizer, [r["prompt"] for r in rows])
     samples = generation.generate(model, tokenizer, prompt_ids, sampling, batch_size=4)
     assert [[s.text for s in group] for group in samples] == [[text] * 3] * 5
 
@@ -241,7 +241,7 @@ def test_metrics_of_a_model_with_known_output(tmp_path, token, text, length, cli
 def test_batched_greedy_generation_equals_one_prompt_at_a_time():
     model, tokenizer = varied_model()
     prompts = ["1+2=", "12+7=", "3+45=", "9=", "100+200=", "5+5="]  # different lengths: left padding matters
-    ids = data.tokenize_prompts(tokenizer, prompts)
+    ids = prompting.tokenize_prompts(tokenizer, prompts)
     sampling = generation.Sampling(num_samples=1, max_new_tokens=5, seed=0)
     batched = generation.generate(model, tokenizer, ids, sampling, batch_size=6)
     single = generation.generate(model, tokenizer, ids, sampling, batch_size=1)
@@ -251,7 +251,7 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time():
 
 def test_sampling_is_seeded():
     model, tokenizer = varied_model()
-    ids = data.tokenize_prompts(tokenizer, ["1+2=", "3+4="])
+    ids = prompting.tokenize_prompts(tokenizer, ["1+2=", "3+4="])
     runs = [
         [
             s.text
@@ -439,7 +439,7 @@ def test_chat_prompts_use_the_template_and_hand_rewards_messages(workdir, runner
     assert report["metrics"]["tuned"]["rewards/is_chat"] == 1.0
     assert samples[0]["prompt"][0] == {"role": "system", "content": "+"}
     question = samples[0]["columns"]["question"]
-    (ids,) = data.tokenize_prompts(tokenizer, [samples[0]["prompt"]])
+    (ids,) = prompting.tokenize_prompts(tokenizer, [samples[0]["prompt"]])
     assert tokenizer.decode(ids) == f"+{question}=="  # the template, with its generation prompt
 
 

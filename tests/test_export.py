@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grpo_cli import data, evaluate, generation, runs
+from grpo_cli import evaluate, generation, prompting, runs
 from grpo_cli.export import MARKER
 from grpo_cli.recipe import load_recipe
 from tests.tiny_runs import CHAT_TEMPLATE, bpe_model, fake_run
@@ -27,8 +27,8 @@ def run_recipe(run: Path):
 
 def held_out_prompt_ids(run: Path, tokenizer) -> list[list[int]]:
     recipe = run_recipe(run)
-    rows = data.prepare(evaluate.held_out_rows(recipe, None), recipe.dataset, tokenizer)
-    return data.tokenize_prompts(tokenizer, list(rows["prompt"]))
+    rows = prompting.prepare(evaluate.held_out_rows(recipe, None), recipe.dataset, tokenizer)
+    return prompting.tokenize_prompts(tokenizer, list(rows["prompt"]))
 
 
 def eval_completions(run: Path) -> tuple[list[str], list[list[int]]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from grpo_cli import data, evaluate, generation, runs
+from grpo_cli import evaluate, generation, prompting, runs
 from tests.test_export import eval_completions, run_recipe
 from tests.tiny_runs import CHAT_TEMPLATE, fake_run
 
@@ -132,7 +132,7 @@ def test_scripted_chat_keeps_history_until_reset(tmp_path):
         {"role": "assistant", "content": turns[0]},
         {"role": "user", "content": "3+4="},
     ]
-    ids = data.tokenize_prompts(tokenizer, [history])
+    ids = prompting.tokenize_prompts(tokenizer, [history])
     (sample,) = generation.generate(model, tokenizer, ids, generation.sampling_settings(recipe, 1), 1)[0]
     assert turns[1] == sample.text
 

@@ -375,8 +375,8 @@ CHAT_TEMPLATE = (
 
 
 def test_chat_prompts_are_tokenized_through_the_chat_template_with_the_generation_prompt():
-    from grpo_cli.data import tokenize_prompts
     from grpo_cli.models import char_tokenizer
+    from grpo_cli.prompting import tokenize_prompts
 
     tokenizer = char_tokenizer("0123456789+=")
     assert tokenize_prompts(tokenizer, ["1+2=", "10+3="]) == [

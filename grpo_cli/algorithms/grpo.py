@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, distributed, generation, models, plugins, scoring, trainer_fields, validation
+from grpo_cli import (
+    data,
+    distributed,
+    generation,
+    models,
+    plugins,
+    prompting,
+    scoring,
+    trainer_fields,
+    validation,
+)
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import begin_run, checkpoint_step
@@ -56,7 +66,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     # LoRA targets and the chat template, checked now that they are loaded and before the run directory is touched.
     validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer, train_rows))
     with phase(f"preparing {len(train_rows)} prompts"):
-        train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
+        train_rows = prompting.prepare(train_rows, recipe.dataset, tokenizer)
 
     weights = [r.entry.weight for r in rewards]
     args = config(

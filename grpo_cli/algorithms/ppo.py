@@ -35,7 +35,7 @@ import math
 import warnings
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, plugins, scoring, trainer_fields, validation
+from grpo_cli import data, distributed, models, plugins, prompting, scoring, trainer_fields, validation
 from grpo_cli.algorithms import ppo_compat
 from grpo_cli.errors import UserError, describe
 from grpo_cli.phases import phase
@@ -91,7 +91,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     # LoRA targets and the chat template, checked now that they are loaded and before the run directory is touched.
     validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer, train_rows))
     with phase(f"preparing {len(train_rows)} prompts"):
-        train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
+        train_rows = prompting.prepare(train_rows, recipe.dataset, tokenizer)
     args = config(recipe, output_dir, len(train_rows))
     per_step = episodes_per_step(args)
     _check_enough_rows(len(train_rows), per_step)
@@ -100,7 +100,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     # TRL's sample tables (num_sample_generations > 0) generate on the held-out prompts: the bridge must know them.
     eval_rows = []
     if held_out is not None and args.num_sample_generations:
-        eval_rows = data.prepare(held_out, recipe.dataset, tokenizer).to_list()
+        eval_rows = prompting.prepare(held_out, recipe.dataset, tokenizer).to_list()
 
     main_process = distributed.is_main_process()
     begin_run(
@@ -114,7 +114,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     # PPO batches token ids: every prompt left-padded to one width, which the bridge uses to find each rollout's row.
     rows = train_rows.to_list() + eval_rows
     queries = left_pad(
-        data.tokenize_prompts(tokenizer, [row["prompt"] for row in rows]), tokenizer.pad_token_id
+        prompting.tokenize_prompts(tokenizer, [row["prompt"] for row in rows]), tokenizer.pad_token_id
     )
     train_queries, eval_queries = queries[: len(train_rows)], queries[len(train_rows) :]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, scoring, trainer_fields, validation
+from grpo_cli import data, distributed, models, prompting, scoring, trainer_fields, validation
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
 from grpo_cli.runs import begin_run, checkpoint_step
@@ -36,7 +36,7 @@ def config(recipe: Recipe, output_dir: Path):
 
 
 def tokenize_pairs(rows, tokenizer):
-    """Rows from `data.prepare_preferences` (chat or text on both sides, as GRPO and PPO will score them) -> TRL's
+    """Rows from `prompting.prepare_preferences` (chat or text on both sides, as GRPO and PPO will score them) -> TRL's
     processed format (`chosen_ids`, `rejected_ids`): the text a `model:` reward reads, tokenized as it tokenizes
     it. No chat_template_kwargs: RewardConfig has none (see `scoring.RewardModelScore` for GRPO's)."""
     from datasets import Dataset
@@ -68,7 +68,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer))
     with phase(f"preparing {len(train_rows)} preference pairs"):
         train_rows = tokenize_pairs(
-            data.prepare_preferences(train_rows, recipe.dataset, tokenizer), tokenizer
+            prompting.prepare_preferences(train_rows, recipe.dataset, tokenizer), tokenizer
         )
 
     args = config(recipe, output_dir)  # sets up processes

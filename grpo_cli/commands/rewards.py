@@ -363,13 +363,13 @@ def _fill_from_rows(items: list[dict], recipe, prompt: str | None, row: int | No
     policy's tokenizer."""
     import datasets
 
-    from grpo_cli import data, models
+    from grpo_cli import models, prompting
 
     datasets.disable_progress_bars()  # the table is the output
     rows = _file_rows(recipe)
     # Prompts as the trainer sees them: messages when the policy's tokenizer has a chat template.
     tokenizer = models.policy_tokenizer(recipe.model)
-    chat = data.uses_chat(recipe.dataset, tokenizer)
+    chat = prompting.uses_chat(recipe.dataset, tokenizer)
     for item in items:
         index = item["row"] if item["row"] is not None else (row or 0)
         if not 0 <= index < len(rows):
@@ -377,7 +377,7 @@ def _fill_from_rows(items: list[dict], recipe, prompt: str | None, row: int | No
         record = dict(rows[index])
         item["row"] = index
         if item["prompt"] is None and prompt is None:
-            item["prompt"] = data.build_prompt(recipe.dataset, record, chat)
+            item["prompt"] = prompting.build_prompt(recipe.dataset, record, chat)
         else:
             given = item["prompt"] if item["prompt"] is not None else prompt
             item["prompt"] = _as_prompt(recipe.dataset, given, chat)
@@ -396,14 +396,14 @@ def _file_rows(recipe):
 
 
 def _as_prompt(spec, text, chat: bool):
-    """A prompt given as text (--prompt, or a .jsonl `prompt`), built as data.py builds a row's: as the user's
+    """A prompt given as text (--prompt, or a .jsonl `prompt`), built as prompting.py builds a row's: as the user's
     message, after the recipe's system prompt, for chat data. A message list is taken as it is."""
-    from grpo_cli import data
+    from grpo_cli import prompting
 
     if not isinstance(text, str):
         return text
     # Through build_prompt itself, with the text as the whole template's value: one way to build prompts.
-    return data.build_prompt(spec.model_copy(update={"prompt": "{text}"}), {"text": text}, chat)
+    return prompting.build_prompt(spec.model_copy(update={"prompt": "{text}"}), {"text": text}, chat)
 
 
 def _score_group(bound, group: list[dict], tokenizer, state, log) -> list[list[float | None]]:
