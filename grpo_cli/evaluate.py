@@ -1,7 +1,7 @@
 """`grpo-cli eval` from start to finish: held-out prompts -> K completions each from the tuned model (and, with
 `--baseline`, its base) -> the recipe's rewards and any eval-only ones -> metrics, eval.json and eval_samples.jsonl.
 
-The parts live elsewhere: which models a run directory holds (`runs.resolve_models`), loading and generating
+The parts live elsewhere: which models a run directory holds (`model_sources.resolve_models`), loading and generating
 (`generation`), the metrics (`metrics`). This module binds the rewards, scores, and writes the result.
 
 What a training run's output directory must hold to be evaluated (GRPO and PPO runs share this layout):
@@ -32,11 +32,13 @@ from typing import Any
 
 from grpo_cli import data, models, plugins, prompting, scoring, trainer_fields
 from grpo_cli.errors import ConfigError, UserError
-from grpo_cli.generation import Sample, generate, load, sampling_settings
+from grpo_cli.generation import Sample, generate, sampling_settings
 from grpo_cli.metrics import difference, summarize
+from grpo_cli.model_sources import resolve_models
+from grpo_cli.models import load_source
 from grpo_cli.phases import phase
 from grpo_cli.recipe import EvalSection, Recipe
-from grpo_cli.runs import atomic_write, read_recipe, resolve_models
+from grpo_cli.run_files import atomic_write, read_recipe
 
 # ---- rewards and prompts ----
 
@@ -122,7 +124,8 @@ def evaluated_state(source, recipe: Recipe):
     not a run's: the start of training, `global_step` 0 and `max_steps` the recipe's `trainer.max_steps` (0 when
     it sets none). `run` gives the base model `global_step` 0 and the evaluated run's `max_steps`.
     """
-    from grpo_cli.runs import checkpoint_step, last_checkpoint, read_summary
+    from grpo_cli.run_dir import checkpoint_step, last_checkpoint
+    from grpo_cli.run_files import read_summary
 
     planned = trainer_fields.value(recipe, "max_steps")
     start = scoring.run_state(0, planned if isinstance(planned, int) and planned > 0 else 0)
@@ -252,7 +255,7 @@ def run(
     for role, source in roles:
         with warnings.catch_warnings(), phase(f"loading the {role} model ({source.describe()})"):
             warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecations inside peft's merge
-            loaded, own_tokenizer = load(source, recipe)
+            loaded, own_tokenizer = load_source(source, recipe)
         if tokenizer is None:  # the first model's tokenizer serves both (see the module docstring)
             tokenizer = own_tokenizer
             with phase(f"preparing {len(raw_rows)} prompts"):

@@ -16,8 +16,9 @@ from typing import Any
 from grpo_cli import models, prompting
 from grpo_cli.errors import UserError
 from grpo_cli.evaluate import EvalResult, held_out_rows
+from grpo_cli.model_sources import run_root
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import read_summary, run_root
+from grpo_cli.run_files import read_summary
 
 
 class PairResult(EvalResult):

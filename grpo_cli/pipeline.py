@@ -108,7 +108,8 @@ def train(
     import typer
 
     from grpo_cli.commands.train import train as train_recipe
-    from grpo_cli.runs import holds_run, last_checkpoint, read_summary
+    from grpo_cli.run_dir import holds_run, last_checkpoint
+    from grpo_cli.run_files import read_summary
 
     stages = validate(name_or_path, overrides)
     done = []
@@ -186,7 +187,7 @@ def evaluate(
     import typer
 
     from grpo_cli.commands.eval import evaluate_recipe
-    from grpo_cli.runs import read_summary
+    from grpo_cli.run_files import read_summary
 
     stages = stage_recipes(name_or_path)
     done = []

@@ -23,9 +23,10 @@ from grpo_cli import data, models, prompting
 from grpo_cli.errors import UserError
 from grpo_cli.evaluate import bind_rewards, evaluated_state, score
 from grpo_cli.export import MARKER
-from grpo_cli.generation import Sample, Sampling, generate, load, sampling_settings
+from grpo_cli.generation import Sample, Sampling, generate, sampling_settings
+from grpo_cli.model_sources import ModelSource, resolve_models
+from grpo_cli.models import load_source
 from grpo_cli.recipe import ModelSection, Recipe, apply_overrides, load_recipe, parse_recipe
-from grpo_cli.runs import ModelSource, resolve_models
 from grpo_cli.trainer_fields import mapping
 
 
@@ -332,4 +333,4 @@ def chat(
 
 def load_target(target: Target):
     models.quiet_progress_bars()
-    return load(target.source, target.recipe)
+    return load_source(target.source, target.recipe)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli.errors import UserError
-from grpo_cli.runs import METRICS_FILE, atomic_write, read_metrics, read_recipe, read_summary
+from grpo_cli.run_files import METRICS_FILE, atomic_write, read_metrics, read_recipe, read_summary
 
 REPORT_FILE = "report.md"
 REWARD_PREFIX = "rewards/"
@@ -116,7 +116,7 @@ class Report:
 
 
 def load_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The logged steps of a run (`runs.read_metrics`), or a UserError when `run_dir` is not a run's directory."""
+    """The logged steps of a run (`run_files.read_metrics`), or a UserError when `run_dir` is not a run's directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "is not a directory" if run_dir.exists() else "does not exist"

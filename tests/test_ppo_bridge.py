@@ -294,7 +294,7 @@ def test_rollout_rewards_log_completion_length_and_clipped_ratio_as_grpo_does():
     from grpo_cli.algorithms.ppo_bridge import RolloutRewards
     from grpo_cli.plugins import bind_all
     from grpo_cli.recipe import RewardEntry
-    from grpo_cli.runs import rename_metrics
+    from grpo_cli.run_files import rename_metrics
 
     rewards = bind_all([RewardEntry(name="accuracy")])
     rewards[0].name, rewards[0].fn = "one", lambda completions, **_: [1.0] * len(completions)

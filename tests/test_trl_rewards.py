@@ -328,8 +328,8 @@ def test_ppo_bridge_gives_rewards_ids_state_and_logs_metrics():
 
 def test_the_state_eval_gives_rewards(tmp_path, tiny_recipe):
     from grpo_cli.evaluate import evaluated_state
+    from grpo_cli.model_sources import ModelSource
     from grpo_cli.recipe import load_recipe
-    from grpo_cli.runs import ModelSource
 
     recipe = load_recipe(tiny_recipe())
     run = tmp_path / "run"

@@ -22,7 +22,7 @@ from grpo_cli import (
 )
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import begin_run, checkpoint_step
+from grpo_cli.run_dir import begin_run, checkpoint_step
 
 # Our defaults for TRL's GRPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {

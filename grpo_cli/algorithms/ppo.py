@@ -40,7 +40,8 @@ from grpo_cli.algorithms import ppo_compat
 from grpo_cli.errors import UserError, describe
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, finish_run
+from grpo_cli.run_dir import begin_run, checkpoint_step
+from grpo_cli.run_files import atomic_write, finish_run
 
 # Our defaults for TRL's PPOConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {

@@ -17,7 +17,7 @@ from pathlib import Path
 from grpo_cli import data, distributed, models, prompting, scoring, trainer_fields, validation
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import begin_run, checkpoint_step
+from grpo_cli.run_dir import begin_run, checkpoint_step
 
 # Our defaults for TRL's RewardConfig; anything in the recipe's `trainer:` wins.
 DEFAULTS = {

@@ -52,7 +52,7 @@ def train(
     from grpo_cli import distributed, interrupts, models, validation
     from grpo_cli.errors import UserError
     from grpo_cli.phases import phase
-    from grpo_cli.runs import (
+    from grpo_cli.run_dir import (
         check_resume_matches,
         finished_steps,
         last_complete_checkpoint,
@@ -132,7 +132,7 @@ def _already_complete(recipe, out: Path, done: int | None, checkpoint: Path | No
 
     Finished: summary.json (written when training ends) says so, and no checkpoint of its last steps is missing.
     """
-    from grpo_cli.runs import checkpoint_step
+    from grpo_cli.run_dir import checkpoint_step
 
     if done is None or (checkpoint is not None and checkpoint_step(checkpoint) < done):
         return False
@@ -189,7 +189,7 @@ def _raise_if_disk_full(err: BaseException, out: Path) -> None:
     import shutil
 
     from grpo_cli.errors import UserError, describe
-    from grpo_cli.runs import STAGING, last_complete_checkpoint
+    from grpo_cli.run_dir import STAGING, last_complete_checkpoint
 
     chain, seen = [], err
     while seen is not None and len(chain) < 10:
