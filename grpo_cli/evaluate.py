@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import data, models, plugins, prompting, scoring, trainer_fields
+from grpo_cli import data, models, plugins, prompting, reward_models, scoring, trainer_fields
 from grpo_cli.errors import ConfigError, UserError
+from grpo_cli.eval_stats import difference, summarize
 from grpo_cli.generation import Sample, generate, sampling_settings
-from grpo_cli.metrics import difference, summarize
 from grpo_cli.model_sources import resolve_models
 from grpo_cli.models import load_source
 from grpo_cli.phases import phase
@@ -62,7 +62,7 @@ def bind_rewards(recipe: Recipe) -> Rewards:
         raise ConfigError(recipe.path.name if recipe.path else "recipe", binding.problems)
     kwargs = trainer_fields.mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
     load_models = functools.partial(
-        scoring.load_reward_models, dtype=recipe.model.dtype, chat_template_kwargs=kwargs
+        reward_models.load_reward_models, dtype=recipe.model.dtype, chat_template_kwargs=kwargs
     )
     return Rewards(load_models(binding.training), load_models(binding.eval_only))
 

@@ -3,7 +3,7 @@
 model it started from (its fresh score head: about 0.5).
 
 Pairs are read as the reward run trained on them and as GRPO and PPO score completions
-(`algorithms.reward.tokenize_pairs`): prompt + answer, no special tokens, the score at the last real token.
+(`reward_models.tokenize_pairs`): prompt + answer, no special tokens, the score at the last real token.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def pair_scores(model, tokenizer, rows, batch_size: int = 64) -> list[tuple[floa
     """(score of chosen, score of rejected) for each prepared preference row."""
     import torch
 
-    from grpo_cli.algorithms.reward import tokenize_pairs
+    from grpo_cli.reward_models import tokenize_pairs
 
     tokens = tokenize_pairs(rows, tokenizer)
     pad = tokenizer.pad_token_id

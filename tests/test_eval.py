@@ -20,8 +20,8 @@ from grpo_cli import evaluate, generation, models, plugins, prompting
 from grpo_cli.cli import handle_errors
 from grpo_cli.commands.eval import evaluate as eval_command
 from grpo_cli.errors import UserError
+from grpo_cli.eval_stats import difference, pass_at_k, summarize
 from grpo_cli.generation import Sample
-from grpo_cli.metrics import difference, pass_at_k, summarize
 from grpo_cli.recipe import FromConfig, LoraSection, RewardEntry, load_recipe
 
 VOCABULARY = "0123456789+="
@@ -493,7 +493,7 @@ def test_eval_command_imports_no_heavy_library():
 
 def test_bind_rewards_loads_reward_models(workdir, reward_model_dir):
     """Reward models are scored in eval as in training (issue 14), not skipped: see also test_scoring.py."""
-    from grpo_cli.scoring import RewardModelScore
+    from grpo_cli.reward_models import RewardModelScore
 
     recipe = load_recipe("recipe.yaml")
     recipe.rewards.append(RewardEntry(name=f"model:{reward_model_dir}"))

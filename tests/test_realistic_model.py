@@ -211,7 +211,7 @@ def test_reward_model_scores_the_chat_template_text(realistic):
     """A `model:` reward (PPO's bridge, eval and rewards test score with it) gives, for a chat prompt and its completion, the model's score of the templated text."""
     import torch
 
-    from grpo_cli.scoring import RewardModelScore
+    from grpo_cli.reward_models import RewardModelScore
 
     rows = realistic_model.chat_rows(48, 10)  # the training file's rows
     prompts = [row["messages"][:-1] for row in rows[:3]]
@@ -717,9 +717,8 @@ def test_pairs_are_plain_text_on_both_sides_with_chat_template_false(realistic, 
     from datasets import Dataset
 
     from grpo_cli import prompting
-    from grpo_cli.algorithms.reward import tokenize_pairs
     from grpo_cli.recipe import DatasetSection
-    from grpo_cli.scoring import RewardModelScore
+    from grpo_cli.reward_models import RewardModelScore, tokenize_pairs
 
     reshape, dataset = PAIR_SHAPES[shape]
     raw = Dataset.from_list([reshape(r) for r in chat_preferences(4, 30)])
@@ -772,10 +771,9 @@ def test_chat_pairs_are_trained_on_the_text_rl_scores(chat_reward_run, chat_rewa
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
     from grpo_cli import models, prompting
-    from grpo_cli.algorithms.reward import tokenize_pairs
     from grpo_cli.evaluate import held_out_rows
     from grpo_cli.recipe import load_recipe
-    from grpo_cli.scoring import RewardModelScore
+    from grpo_cli.reward_models import RewardModelScore, tokenize_pairs
 
     _, run, _ = chat_reward_run
     recipe = load_recipe(run / "recipe.yaml")

@@ -212,8 +212,8 @@ def test_preference_pairs_are_chat_or_text_as_the_policy_stages_decide(dataset, 
     dataset.chat_template: false, or without a template, both prompt and answers are plain text."""
     from datasets import Dataset
 
-    from grpo_cli.algorithms.reward import tokenize_pairs
     from grpo_cli.models import char_tokenizer
+    from grpo_cli.reward_models import tokenize_pairs
 
     tokenizer = char_tokenizer("0123456789+=<>/aeinrstu")
     tokenizer.chat_template = ROLES_TEMPLATE
@@ -308,8 +308,8 @@ def test_validate_counts_held_out_prompts_as_train_splits_them(cli, tmp_path):
 
 
 def test_reward_pairs_are_tokenized_as_they_are_scored():
-    from grpo_cli.algorithms.reward import tokenize_pairs
     from grpo_cli.models import char_tokenizer
+    from grpo_cli.reward_models import tokenize_pairs
 
     tokenizer = char_tokenizer("0123456789+=")
     tokens = tokenize_pairs({"prompt": ["1+1="], "chosen": ["2"], "rejected": ["13"]}, tokenizer)

@@ -35,7 +35,7 @@ import math
 import warnings
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, plugins, prompting, scoring, trainer_fields, validation
+from grpo_cli import data, distributed, models, plugins, prompting, reward_models, trainer_fields, validation
 from grpo_cli.algorithms import ppo_compat
 from grpo_cli.errors import UserError, describe
 from grpo_cli.phases import phase
@@ -97,7 +97,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     per_step = episodes_per_step(args)
     _check_enough_rows(len(train_rows), per_step)
     # Reward models load only now, beside the policy on the device the trainer uses (args.device).
-    scorer = RolloutRewards(scoring.load_reward_models(rewards, recipe.model.dtype, device=args.device))
+    scorer = RolloutRewards(reward_models.load_reward_models(rewards, recipe.model.dtype, device=args.device))
     # TRL's sample tables (num_sample_generations > 0) generate on the held-out prompts: the bridge must know them.
     eval_rows = []
     if held_out is not None and args.num_sample_generations:

@@ -13,7 +13,7 @@ TRL 1.12's `PPOTrainer` only accepts a reward *model*, and scores each rollout w
 row its query came from, calls the reward functions (the same contract as GRPO: `fn(prompts, completions,
 **columns)`), and writes the score at every position, so whichever position `get_reward` picks carries it.
 `score` is the identity. `RolloutRewards` is the score function grpo-cli gives it: every reward of the recipe
-through `grpo_cli.scoring` (reward models reach it as reward functions too, see `scoring.RewardModelScore`), with
+through `grpo_cli.scoring` (reward models reach it as reward functions too, see `reward_models.RewardModelScore`), with
 the arguments GRPOTrainer gives rewards (`scoring.reward_kwargs`): the response's token ids as `completion_ids`
 (up to and including the stop token, as GRPO's), PPOTrainer's own `TrainerState` as `trainer_state`, and
 `log_metric` values averaged into each logged step of metrics.jsonl.
@@ -283,7 +283,7 @@ class RolloutRewards(TrainerCallback):
     """
 
     def __init__(self, rewards: list[plugins.BoundReward]):
-        self.rewards = rewards  # each with a callable `fn`: see scoring.load_reward_models
+        self.rewards = rewards  # each with a callable `fn`: see reward_models.load_reward_models
         self.calls = [scoring.RewardCall(r) for r in rewards]
         self.logging = True
         self.state = None  # the trainer's TrainerState, once training begins

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, prompting, scoring, trainer_fields, validation
+from grpo_cli import data, distributed, models, prompting, trainer_fields, validation
 from grpo_cli.phases import phase
 from grpo_cli.recipe import Recipe
+from grpo_cli.reward_models import tokenize_pairs
 from grpo_cli.run_dir import begin_run, checkpoint_step
 
 # Our defaults for TRL's RewardConfig; anything in the recipe's `trainer:` wins.
@@ -33,20 +34,6 @@ def config(recipe: Recipe, output_dir: Path):
 
     args = {**DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     return trainer_fields.build_config(RewardConfig, output_dir=str(output_dir), seed=recipe.seed, **args)
-
-
-def tokenize_pairs(rows, tokenizer):
-    """Rows from `prompting.prepare_preferences` (chat or text on both sides, as GRPO and PPO will score them) -> TRL's
-    processed format (`chosen_ids`, `rejected_ids`): the text a `model:` reward reads, tokenized as it tokenizes
-    it. No chat_template_kwargs: RewardConfig has none (see `scoring.RewardModelScore` for GRPO's)."""
-    from datasets import Dataset
-
-    prompts = rows["prompt"]
-    encoded = {}
-    for side in ("chosen", "rejected"):
-        texts = scoring.reward_model_texts(tokenizer, prompts, rows[side])
-        encoded[f"{side}_ids"] = tokenizer(text=texts, add_special_tokens=False)["input_ids"]
-    return Dataset.from_dict(encoded)
 
 
 def lora_config(recipe: Recipe):

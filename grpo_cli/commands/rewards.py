@@ -238,7 +238,7 @@ def test(
     from rich.markup import escape
     from rich.table import Table
 
-    from grpo_cli import plugins, scoring
+    from grpo_cli import grpo_advantages, plugins, reward_models, scoring
     from grpo_cli.recipe import RewardEntry
     from grpo_cli.trainer_fields import fields
 
@@ -292,7 +292,7 @@ def test(
             if chat and isinstance(item["prompt"], str):
                 item["prompt"] = [{"role": "user", "content": item["prompt"]}]
             item["columns"] = {**given_columns, **item["columns"]}
-    mode = scoring.scale_mode(trainer.get("scale_rewards", grpo_defaults["scale_rewards"].default))
+    mode = grpo_advantages.scale_mode(trainer.get("scale_rewards", grpo_defaults["scale_rewards"].default))
     aggregation = trainer.get(
         "multi_objective_aggregation", grpo_defaults["multi_objective_aggregation"].default
     )
@@ -310,7 +310,7 @@ def test(
                     else f"give its value with --column {name}=VALUE"
                 )
                 raise UserError(f"rewards[{i}] ({b.entry.name}) reads column {name!r}, {how}")
-    bound = scoring.load_reward_models(bound, dtype, chat_template_kwargs=chat_template_kwargs)
+    bound = reward_models.load_reward_models(bound, dtype, chat_template_kwargs=chat_template_kwargs)
 
     max_steps = trainer.get("max_steps", 0)
     state = scoring.run_state(step, max_steps if isinstance(max_steps, int) and max_steps > 0 else 0)
@@ -323,7 +323,7 @@ def test(
         for group, log in zip(groups.values(), logs, strict=True)
     ]
     weights = [b.entry.weight for b in bound]
-    group_advantages = scoring.advantages(tables, weights, mode, aggregation)
+    group_advantages = grpo_advantages.advantages(tables, weights, mode, aggregation)
 
     console = Console()
     header = {"group": "advantage (/std)", "batch": "advantage (/batch std)", "none": "advantage"}[mode]
