@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import data, models, plugins, prompting, reward_models, scoring, trainer_fields
+from grpo_cli import data, models, prompting, reward_binding, reward_models, scoring, trainer_fields
 from grpo_cli.errors import ConfigError, UserError
 from grpo_cli.eval_stats import difference, summarize
 from grpo_cli.generation import Sample, generate, sampling_settings
@@ -45,8 +45,8 @@ from grpo_cli.run_files import atomic_write, read_recipe
 
 @dataclass
 class Rewards:
-    training: list[plugins.BoundReward]  # the recipe's rewards, reward models loaded
-    eval_only: list[plugins.BoundReward]  # eval.rewards
+    training: list[reward_binding.BoundReward]  # the recipe's rewards, reward models loaded
+    eval_only: list[reward_binding.BoundReward]  # eval.rewards
 
     @property
     def names(self) -> list[str]:

@@ -46,7 +46,7 @@ LATER_SERIES = (
     Series("loss", "Loss", "loss"),
     Series("completion_length", "Completion length", "mean tokens"),
     Series("learning_rate", "Learning rate", "learning rate", smooth=False),
-    # SFT and reward-model stages (see runs.METRIC_NAMES), so a pipeline's stages overlay in one report.
+    # SFT and reward-model stages (see run_files.METRIC_NAMES), so a pipeline's stages overlay in one report.
     Series("token_accuracy", "SFT: next-token accuracy on the targets", "share of tokens"),
     Series("pairwise_accuracy", "Reward model: chosen scored above rejected", "share of pairs"),
     Series("margin", "Reward model: score of chosen minus rejected", "mean margin"),

@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import plugins
+from grpo_cli import reward_binding
 from grpo_cli.errors import UserError
 
 
@@ -95,11 +95,11 @@ def reward_model_texts(tokenizer, prompts: list, completions: list, chat_templat
 
 
 def load_reward_models(
-    bound: list[plugins.BoundReward],
+    bound: list[reward_binding.BoundReward],
     dtype: str = "auto",
     device=None,
     chat_template_kwargs: dict | None = None,
-) -> list[plugins.BoundReward]:
+) -> list[reward_binding.BoundReward]:
     """`bound` with every reward model loaded as a `RewardModelScore`, so that each one has a callable `fn`.
 
     `dtype` is a recipe's `model.dtype` (the policy's precision); `device` defaults to `default_device()`.

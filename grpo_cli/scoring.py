@@ -28,7 +28,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from grpo_cli import plugins
+from grpo_cli import reward_binding, signatures
 from grpo_cli.errors import UserError, describe
 
 # ---- one reward, called safely ----
@@ -51,7 +51,7 @@ _REWARD_FAILURES = (Exception, SystemExit)
 class RewardCall:
     """A bound reward as the trainers call it: TRL's contract, checked results, the entry's error policy."""
 
-    def __init__(self, bound: plugins.BoundReward):
+    def __init__(self, bound: reward_binding.BoundReward):
         if bound.fn is None:
             raise TypeError(
                 f"reward {bound.name!r} is a reward model: pass it through load_reward_models first"
@@ -60,7 +60,7 @@ class RewardCall:
         self.__name__ = bound.name  # TRL logs rewards/<__name__>/mean
         self.on_error = bound.entry.on_error
         self.timeout = bound.entry.timeout
-        self._accepts = plugins.accepted_kwargs(bound.fn)
+        self._accepts = signatures.accepted_kwargs(bound.fn)
         # Arguments bound from the recipe win over dataset columns of the same name.
         self._bound_args = set(bound.fn.keywords) if isinstance(bound.fn, functools.partial) else set()
         self._entry = (
@@ -169,7 +169,7 @@ class RewardCall:
 
 
 def _restore_call(entry, name: str) -> RewardCall:
-    call = RewardCall(plugins.bind(entry, f"reward {name!r}"))
+    call = RewardCall(reward_binding.bind(entry, f"reward {name!r}"))
     call.__name__ = name
     return call
 
@@ -297,7 +297,7 @@ def reward_kwargs(
 
 
 def score_table(
-    bound: list[plugins.BoundReward],
+    bound: list[reward_binding.BoundReward],
     prompts: list,
     completions: list,
     columns: dict[str, list],
@@ -314,7 +314,7 @@ def score_table(
     return [RewardCall(b).score(prompts, completions, kwargs)[0] for b in bound]
 
 
-def weighted_total(bound: list[plugins.BoundReward], table: list[list[float | None]]) -> list[float]:
+def weighted_total(bound: list[reward_binding.BoundReward], table: list[list[float | None]]) -> list[float]:
     """The weighted sum per completion, skipping None (as TRL's nansum does)."""
     weights = [b.entry.weight for b in bound]
     return [

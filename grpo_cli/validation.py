@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grpo_cli import data, data_formats, distributed, plugins, prompting, tasks, trainer_fields
+from grpo_cli import data, data_formats, distributed, prompting, reward_binding, tasks, trainer_fields
 from grpo_cli.distributed import launched, world_size
 from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
 from grpo_cli.recipe import Recipe, check_schema, finish, load_data
@@ -144,8 +144,8 @@ def check_ppo_batch_shape(recipe: Recipe, processes: int) -> list[str]:
 class RewardBinding:
     """A recipe's rewards bound: the training ones, the eval-only ones (`eval.rewards`), every problem found."""
 
-    training: list[plugins.BoundReward] = field(default_factory=list)
-    eval_only: list[plugins.BoundReward] = field(default_factory=list)
+    training: list[reward_binding.BoundReward] = field(default_factory=list)
+    eval_only: list[reward_binding.BoundReward] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     labels: list[str] = field(
         default_factory=list
@@ -158,7 +158,7 @@ def bind_rewards(recipe: Recipe, planned: dict[str, str] | None = None) -> Rewar
     `validate` and `eval` both call this, so what one accepts the other does: an eval-only reward must not
     repeat a training reward (eval reports those anyway). Reward models are bound (never loaded) too.
     """
-    bound, problems = plugins.bind_each(recipe.rewards)
+    bound, problems = reward_binding.bind_each(recipe.rewards)
     binding = RewardBinding(problems=list(problems))
     for i, reward in bound:
         binding.training.append(reward)
@@ -167,7 +167,7 @@ def bind_rewards(recipe: Recipe, planned: dict[str, str] | None = None) -> Rewar
     for i, entry in enumerate(recipe.eval.rewards if recipe.eval else []):
         label = f"eval.rewards[{i}]"
         try:
-            reward = plugins.bind(entry, label)
+            reward = reward_binding.bind(entry, label)
         except UserError as err:
             binding.problems.append(str(err))
             continue
@@ -187,7 +187,9 @@ def bind_rewards(recipe: Recipe, planned: dict[str, str] | None = None) -> Rewar
     return binding
 
 
-def reward_run_problem(reward: plugins.BoundReward, label: str, planned: dict[str, str] | None) -> str | None:
+def reward_run_problem(
+    reward: reward_binding.BoundReward, label: str, planned: dict[str, str] | None
+) -> str | None:
     """A `model:<dir>` reward naming a run directory (or a pipeline stage's) must be a finished reward run."""
     path = getattr(reward, "model_path", None)
     if path is None or looks_like_hub_id_only(path, planned):

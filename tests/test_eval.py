@@ -16,7 +16,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from grpo_cli import evaluate, generation, models, plugins, prompting
+from grpo_cli import evaluate, generation, models, prompting, reward_binding
 from grpo_cli.cli import handle_errors
 from grpo_cli.commands.eval import evaluate as eval_command
 from grpo_cli.errors import UserError
@@ -224,7 +224,7 @@ def test_metrics_of_a_model_with_known_output(tmp_path, token, text, length, cli
 
     (tmp_path / "stub.py").write_text(STUB_REWARDS)
     entries = [RewardEntry(name=f"{tmp_path / 'stub.py'}:{name}") for name in ("length", "even_answer")]
-    rewards = evaluate.Rewards(plugins.bind_all(entries), [])
+    rewards = evaluate.Rewards(reward_binding.bind_all(entries), [])
     evaluate.score(samples, rows, rewards, chat=False, batch_size=4)
     metrics = summarize(samples, rewards.names, with_total=True)
     assert metrics["completion_length"] == length

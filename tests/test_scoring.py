@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli import grpo_advantages, plugins, reward_models, scoring
+from grpo_cli import grpo_advantages, reward_binding, reward_models, scoring
 from grpo_cli.grpo_advantages import advantages
 from grpo_cli.recipe import RewardEntry
 from tests.test_plugins import bind, write  # one copy of the reward-file helpers
@@ -136,10 +136,10 @@ def test_arguments_from_the_recipe_win_over_a_column_of_the_same_name(tmp_path):
 
 def test_a_reward_that_never_returns_does_not_keep_the_process_alive(flaky):
     code = textwrap.dedent(f"""
-        from grpo_cli import plugins, scoring
+        from grpo_cli import reward_binding, scoring
         from grpo_cli.recipe import RewardEntry
         entry = RewardEntry(name={str(flaky) + ":sleeps"!r}, timeout=0.1, on_error="zero")
-        print(scoring.RewardCall(plugins.bind(entry, "r")).score(["p"], ["bad"], {{}}))
+        print(scoring.RewardCall(reward_binding.bind(entry, "r")).score(["p"], ["bad"], {{}}))
     """)
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=25)
@@ -185,7 +185,7 @@ def test_reward_calls_pickle_and_still_score(name, tmp_path, monkeypatch):
         "module": RewardEntry(name="kinds_mod:brevity", args={"limit": 2}),
         "timed file": RewardEntry(name=f"{path}:brevity", args={"limit": 2}, timeout=5, on_error="zero"),
     }[name]
-    reward = scoring.RewardCall(plugins.bind(entry, "rewards[0]"))
+    reward = scoring.RewardCall(reward_binding.bind(entry, "rewards[0]"))
     before = reward(["Q"] * 2, ["ab", "abcdef"], log_metric=lambda *a: None)  # a timed call ran its thread
     copy = pickle.loads(pickle.dumps(reward))
     assert copy is not reward and copy.__name__ == reward.__name__

@@ -14,8 +14,9 @@ from grpo_cli import (
     distributed,
     generation,
     models,
-    plugins,
     prompting,
+    reward_binding,
+    reward_models,
     scoring,
     trainer_fields,
     validation,
@@ -57,7 +58,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     from grpo_cli.callbacks import RunLogger, train_to_the_end
 
     # Rewards first: a bad reward should fail before a model loads.
-    rewards = plugins.bind_all(recipe.rewards)
+    rewards = reward_binding.bind_all(recipe.rewards)
 
     with phase(f"loading model {models.label(recipe.model)}"):
         model, tokenizer = models.load_model(recipe.model, recipe.seed)
@@ -73,7 +74,9 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         recipe, output_dir, weights, tokenizer, generation.eos_ids(model, tokenizer)
     )  # sets up processes
     # Reward models too go through scoring (not TRL's own reward-model path), so they log /errors and /seconds.
-    rewards = scoring.load_reward_models(rewards, recipe.model.dtype, args.device, args.chat_template_kwargs)
+    rewards = reward_models.load_reward_models(
+        rewards, recipe.model.dtype, args.device, args.chat_template_kwargs
+    )
     reward_funcs = [scoring.RewardCall(r) for r in rewards]
     main_process = distributed.is_main_process()
     begin_run(

@@ -35,7 +35,16 @@ import math
 import warnings
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, plugins, prompting, reward_models, trainer_fields, validation
+from grpo_cli import (
+    data,
+    distributed,
+    models,
+    prompting,
+    reward_binding,
+    reward_models,
+    trainer_fields,
+    validation,
+)
 from grpo_cli.algorithms import ppo_compat
 from grpo_cli.errors import UserError, describe
 from grpo_cli.phases import phase
@@ -81,7 +90,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     from grpo_cli.callbacks import RunLogger, guard, quiet_trainer
 
     # Rewards first: a bad reward should fail before the policy loads.
-    rewards = plugins.bind_all(recipe.rewards)
+    rewards = reward_binding.bind_all(recipe.rewards)
 
     with phase(f"loading model {models.label(recipe.model)}"):
         model, tokenizer = models.load_model(recipe.model, recipe.seed)

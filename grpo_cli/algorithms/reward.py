@@ -6,7 +6,7 @@ With `lora:` the adapter has task type SEQ_CLS, so peft trains the score head in
 (`modules_to_save`): a fresh head under a frozen LoRA would never learn.
 
 Departure from TRL's own text pipeline, on purpose: TRL appends EOS to each text answer, but GRPO and PPO score a
-completion as `prompt + completion` without it (`scoring.reward_model_texts`), so the score would be read at a
+completion as `prompt + completion` without it (`reward_models.reward_model_texts`), so the score would be read at a
 token the model never saw in training. This module tokenizes the pairs itself, exactly as they will be scored.
 """
 

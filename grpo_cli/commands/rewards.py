@@ -14,10 +14,10 @@ from grpo_cli.errors import UserError
 
 def ls() -> None:
     """List every reward a recipe can name: built-ins and installed plugins, with arguments and a description."""
-    from grpo_cli import plugins
+    from grpo_cli import reward_binding
 
-    builtins, installed = plugins.builtin_rewards(), plugins.installed_plugins()
-    for name, spec in sorted(plugins.available().items()):
+    builtins, installed = reward_binding.REWARDS.builtins(), reward_binding.REWARDS.installed()
+    for name, spec in sorted(reward_binding.REWARDS.available().items()):
         typer.echo(_describe(name, spec))
     for name, spec in sorted(installed.items()):
         if name in builtins:
@@ -37,7 +37,7 @@ def _origin(spec) -> str:
 
 def _describe(name: str, spec) -> str:
     """One reward as `rewards ls` shows it: name and origin, description, arguments, the columns it reads."""
-    from grpo_cli import plugins
+    from grpo_cli import signatures
 
     lines = [f"{name}  {_origin(spec)}"]
     try:
@@ -45,11 +45,11 @@ def _describe(name: str, spec) -> str:
         params = spec.parameters()
         # A function's parameters without a default are columns; a factory's are all arguments (the columns of
         # the reward it returns are known once it is called).
-        factory = plugins.is_factory(target)
+        factory = signatures.is_factory(target)
         if not inspect.isclass(target) and not factory:
             params = {n: p for n, p in params.items() if p.default is not p.empty}
         arguments = ", ".join(n if p.default is p.empty else f"{n}={p.default!r}" for n, p in params.items())
-        columns = "" if factory else ", ".join(plugins.required_columns(target))
+        columns = "" if factory else ", ".join(signatures.required_columns(target))
         lines.append(f"    {spec.description or '(no docstring)'}")
         lines.append(f"    args: {arguments or 'none'}")
         if columns:
@@ -238,7 +238,7 @@ def test(
     from rich.markup import escape
     from rich.table import Table
 
-    from grpo_cli import grpo_advantages, plugins, reward_models, scoring
+    from grpo_cli import grpo_advantages, reward_binding, reward_models, scoring
     from grpo_cli.recipe import RewardEntry
     from grpo_cli.trainer_fields import fields
 
@@ -299,7 +299,7 @@ def test(
     if scale is not None:
         mode = "group" if scale else "none"
 
-    bound = plugins.bind_all(entries)
+    bound = reward_binding.bind_all(entries)
     known = {name for item in items for name in item["columns"]}
     for i, b in enumerate(bound):
         for name in b.columns:
