@@ -119,24 +119,6 @@ def _read_parquet(path: Path) -> LocalData:
     return LocalData(list(parquet.schema_arrow.names), rows, first)
 
 
-def local_columns(path: Path) -> list[str]:
-    """The column names of a local data file, read from its first record or its schema."""
-    return read_local(path).columns
-
-
-def known_columns(spec: DatasetSection) -> list[str] | None:
-    """The dataset's columns when they can be known without downloading (local files, generated tasks)."""
-    if spec.generate is not None:
-        problems = check_task(spec.generate)
-        if problems:
-            raise UserError("; ".join(problems))
-        task = TASKS[spec.generate.task]
-        return list(task(size=1, seed=0, **spec.generate.options)[0])
-    if spec.source is not None and is_local(spec.source):
-        return local_columns(Path(spec.source))
-    return None
-
-
 def _load_raw(spec: DatasetSection, source: str | None, split: str | None) -> Dataset:
     from datasets import Dataset, load_dataset
 

@@ -17,9 +17,6 @@ from grpo_cli.distributed import launched, world_size
 from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
 from grpo_cli.recipe import Recipe, check_schema, finish, load_data
 
-# The old name of trainer_fields.value, until evaluate.py imports that.
-trainer_value = trainer_fields.value
-
 
 def _divisors(n: int, start: int, limit: int = 12) -> list[int]:
     """The first `limit` divisors of n from `start` (a large n is not scanned to its end)."""
@@ -378,15 +375,6 @@ def check_columns(recipe: Recipe, columns: list[str], binding: RewardBinding) ->
                     f"columns: {', '.join(columns)} (point it at another column in its args)"
                 )
     return problems
-
-
-def check_rewards_and_columns(recipe: Recipe) -> list[str]:
-    binding = bind_rewards(recipe)
-    problems, columns, _first = check_dataset(recipe)
-    problems = binding.problems + problems
-    if columns is None:
-        return problems  # a Hub dataset: its columns are known once it loads
-    return problems + check_columns(recipe, columns, binding)
 
 
 def check(

@@ -38,7 +38,7 @@ def write(tmp_path, fmt: str):
 def test_local_formats_load_with_columns(tmp_path, fmt):
     path = write(tmp_path, fmt)
     spec = DatasetSection(source=str(path), prompt="Q: {question}")
-    assert data.known_columns(spec) == ["question", "answer"]
+    assert data.read_local(path).columns == ["question", "answer"]
     train, held_out = data.load_splits(spec, seed=0)
     assert held_out is None
     prepared = prompting.prepare(train, spec, char_tokenizer("0123456789+=Q: "))
@@ -48,10 +48,10 @@ def test_local_formats_load_with_columns(tmp_path, fmt):
 
 def test_missing_file_and_unsupported_type(tmp_path):
     with pytest.raises(UserError, match="dataset file not found: .*nope.jsonl"):
-        data.known_columns(DatasetSection(source=str(tmp_path / "nope.jsonl")))
+        data.load_splits(DatasetSection(source=str(tmp_path / "nope.jsonl")), seed=0)
     (tmp_path / "d.txt").write_text("x")
     with pytest.raises(UserError, match="unsupported file type; use one of .jsonl, .json, .csv, .parquet"):
-        data.local_columns(tmp_path / "d.txt")
+        data.load_splits(DatasetSection(source=str(tmp_path / "d.txt")), seed=0)
 
 
 def test_template_with_a_missing_column(tmp_path):
@@ -195,7 +195,7 @@ def test_addition_task_is_distinct_deterministic_and_correct():
 
 def test_unknown_task():
     with pytest.raises(UserError, match="dataset.generate.task: unknown task 'sums'; available: addition"):
-        data.known_columns(DatasetSection(generate={"task": "sums"}))
+        data.load_splits(DatasetSection(generate={"task": "sums"}), seed=0)
 
 
 def test_generated_data_has_no_eval_split():
@@ -209,7 +209,7 @@ def test_jsonl_lines_must_be_objects(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text("5\n")
     with pytest.raises(UserError, match="each line must be a JSON object of columns, not 5"):
-        data.local_columns(path)
+        data.read_local(path)
 
 
 def test_generate_options_are_checked_by_name_type_and_range():
