@@ -20,9 +20,9 @@ import platform
 import statistics
 import time
 
-from grpo_cli import data, generation, models
-from grpo_cli.data import addition_task
+from grpo_cli import generation, models, prompting
 from grpo_cli.recipe import FromConfig
+from grpo_cli.tasks import addition_task
 
 VOCABULARY = "0123456789+="
 
@@ -106,7 +106,7 @@ def main() -> None:
         model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
         parameters = sum(p.numel() for p in model.parameters())
         label = name if args.model else f"{name} ({parameters / 1e6:.2f}M params)"
-        prompt_ids = data.tokenize_prompts(tokenizer, prompts)
+        prompt_ids = prompting.tokenize_prompts(tokenizer, prompts)
         timings = measure(model, tokenizer, prompt_ids, sampling, [1, args.batch_size], args.repeats)
         (single_s, single_tokens), (batched_s, batched_tokens) = timings[1], timings[args.batch_size]
         rows = [

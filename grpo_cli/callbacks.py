@@ -18,7 +18,7 @@ from transformers import PrinterCallback, TrainerCallback
 
 from grpo_cli import interrupts
 from grpo_cli.output import say
-from grpo_cli.runs import MetricsLog, read_metrics, rename_metrics
+from grpo_cli.run_files import MetricsLog, read_metrics, rename_metrics
 
 
 class RunLogger(TrainerCallback):
@@ -131,7 +131,7 @@ class RunGuard(TrainerCallback):
         """The trainer's `_save_checkpoint`, pointed at `.saving/` (see the class docstring)."""
         import shutil
 
-        from grpo_cli.runs import STAGING
+        from grpo_cli.run_dir import STAGING
 
         args = self.trainer.args
         staging = self.run_dir / STAGING
@@ -256,9 +256,9 @@ def train_to_the_end(
 ) -> dict:
     """What a run of a transformers-Trainer-based algorithm (GRPO, SFT, reward) does once its trainer is built:
     our progress and run guard installed, recipe.yaml written, training (from the checkpoint when resuming), then
-    the shared end (`runs.finish_run`). PPO's TRL trainer takes no checkpoint and needs its workarounds first."""
+    the shared end (`run_files.finish_run`). PPO's TRL trainer takes no checkpoint and needs its workarounds first."""
     from grpo_cli.models import trainable_parameters
-    from grpo_cli.runs import atomic_write, finish_run
+    from grpo_cli.run_files import atomic_write, finish_run
 
     quiet_trainer(trainer)
     guard(trainer, logger)  # after the other callbacks: checkpoints whole or not at all, signals, resumed lr

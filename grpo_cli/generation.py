@@ -1,5 +1,5 @@
-"""Generation outside the trainers: a saved model loaded for generating, the recipe's sampling settings, and
-batched `generate` with the same stop and suppressed tokens as training.
+"""Generation outside the trainers: the recipe's sampling settings, then batched `generate` with the same stop
+and suppressed tokens as training (`models.load_source` loads the model).
 
 Used by `eval`, and meant for `generate` and `export` alike; GRPO training takes `eos_ids` and
 `suppressed_special_tokens` from here too, so training and evaluation agree on when a completion ends and which
@@ -16,20 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grpo_cli import models
-from grpo_cli.errors import UserError, describe
 from grpo_cli.trainer_fields import mapping, value
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-    from grpo_cli.recipe import ModelSection, Recipe
-    from grpo_cli.runs import ModelSource
-
-TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+    from grpo_cli.recipe import Recipe
 
 
 # ---- stop and suppressed tokens (shared with GRPO training) ----
@@ -250,59 +244,3 @@ def generate(
 
 
 # ---- loading a model to generate with ----
-
-
-def load(source: ModelSource, recipe: Recipe) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model of a `runs.ModelSource` (an adapter merged into its base, for speed), in eval mode, on the GPU
-    when there is one, and its tokenizer."""
-    import torch
-
-    spec = recipe.model
-    if source.kind == "recipe":
-        model, tokenizer = models.load_model(source.spec, source.seed)
-    elif source.kind == "model":
-        model = _from_pretrained(source.path, spec)
-        tokenizer = _tokenizer(source, recipe)
-    else:
-        from peft import PeftModel
-
-        base_model, base_tokenizer = load(source.base, recipe)
-        try:
-            model = PeftModel.from_pretrained(base_model, str(source.path)).merge_and_unload()
-        except (OSError, ValueError, RuntimeError, KeyError) as err:
-            raise UserError(
-                f"cannot load the adapter in {source.path} on {source.base.describe()}: {describe(err)} "
-                "(was it trained from this base model?)"
-            ) from err
-        tokenizer = models.load_tokenizer(str(source.path)) if _has_tokenizer(source.path) else base_tokenizer
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device).eval(), tokenizer
-
-
-def _has_tokenizer(directory: Path) -> bool:
-    return any((directory / name).is_file() for name in TOKENIZER_FILES)
-
-
-def _from_pretrained(path: Path, spec: ModelSection) -> PreTrainedModel:
-    from transformers import AutoModelForCausalLM
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=models.torch_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code
-        )
-    except (OSError, ValueError) as err:
-        raise UserError(models.load_failure("model", str(path), err)) from err
-
-
-def _tokenizer(source: ModelSource, recipe: Recipe) -> PreTrainedTokenizerBase:
-    """A saved model's own tokenizer, else its base's."""
-    if _has_tokenizer(source.path):
-        return models.load_tokenizer(str(source.path), trust_remote_code=recipe.model.trust_remote_code)
-    base = source.base
-    if base.kind == "recipe" and base.spec.from_config is not None:
-        return models.char_tokenizer(base.spec.from_config.vocabulary)
-    if base.kind == "recipe":
-        return models.load_tokenizer(
-            base.spec.name_or_path, trust_remote_code=base.spec.trust_remote_code, revision=base.spec.revision
-        )
-    return _tokenizer(base, recipe)

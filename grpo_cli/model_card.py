@@ -23,7 +23,7 @@ import yaml
 
 from grpo_cli import __version__
 from grpo_cli.algorithms.table import ALGORITHMS
-from grpo_cli.runs import atomic_write
+from grpo_cli.run_files import atomic_write
 
 REWARD_PLOT = Path("report") / "reward.png"  # where `grpo-cli report RUN` draws the reward curve
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

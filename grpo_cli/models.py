@@ -13,14 +13,15 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grpo_cli.errors import UserError
+from grpo_cli.errors import UserError, describe
 
 if TYPE_CHECKING:
     import torch
     from peft import LoraConfig
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from grpo_cli.recipe import FromConfig, LoraSection, ModelSection
+    from grpo_cli.model_sources import ModelSource
+    from grpo_cli.recipe import FromConfig, LoraSection, ModelSection, Recipe
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 # What turns huggingface_hub's offline mode on, read as it reads them (1, ON, YES, TRUE).
@@ -71,21 +72,6 @@ def build_from_config(spec: FromConfig, seed: int) -> tuple[PreTrainedModel, Pre
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, tokenizer
-
-
-def save_base_model(model, tokenizer, directory: Path, *, write: bool) -> None:
-    """Keep a model built from a config in the run (`base_model/`) and point the model at it.
-
-    Nothing else has its initial weights: `eval --baseline` loads them from there, and TRL, which builds a
-    reference model (beta > 0, full fine-tuning) from `config._name_or_path`, finds them there too.
-    """
-    from accelerate import PartialState
-
-    if write:
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-    PartialState().wait_for_everyone()  # other processes read it only once it is whole
-    model.config._name_or_path = str(directory)
 
 
 def start_to_keep(spec: ModelSection, model, tokenizer):
@@ -375,7 +361,7 @@ def load_reward_model(path: str | Path, dtype):
 
 def run_algorithm(run_dir: Path) -> str | None:
     """The algorithm a run directory was trained with (its recipe.yaml), None when it holds no run."""
-    from grpo_cli.runs import read_recipe
+    from grpo_cli.run_files import read_recipe
 
     saved = read_recipe(run_dir) if run_dir.is_dir() else None
     algorithm = (saved or {}).get("algorithm", "grpo") if saved is not None else None
@@ -385,11 +371,12 @@ def run_algorithm(run_dir: Path) -> str | None:
 def load_run_model(run_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A previous policy run's trained model and tokenizer, its LoRA adapter (if any) merged into its base: the
     model a chained stage (`model: {run: DIR}`) starts from. The run is loaded as `eval --adapter DIR` loads it."""
-    from grpo_cli import generation, runs
+    from grpo_cli.model_sources import resolve_models
     from grpo_cli.recipe import Recipe
+    from grpo_cli.run_files import SUMMARY_FILE, read_recipe
 
-    saved = runs.read_recipe(run_dir)
-    if saved is None or not (run_dir / runs.SUMMARY_FILE).is_file():
+    saved = read_recipe(run_dir)
+    if saved is None or not (run_dir / SUMMARY_FILE).is_file():
         raise UserError(f"model.run: {run_dir} holds no finished run (no recipe.yaml and summary.json)")
     if saved.get("algorithm") == "reward":
         raise UserError(
@@ -397,6 +384,67 @@ def load_run_model(run_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerB
             f"(rewards: [{{name: 'model:{run_dir}'}}])"
         )
     recipe = Recipe.model_validate(saved)
-    tuned, _base = runs.resolve_models(recipe, run_dir, None)
-    model, tokenizer = generation.load(tuned, recipe)
+    tuned, _base = resolve_models(recipe, run_dir, None)
+    model, tokenizer = load_source(tuned, recipe)
     return model.to("cpu").train(), tokenizer
+
+
+# ---- a model source (`model_sources`) loaded to generate from ----
+
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+
+
+def load_source(source: ModelSource, recipe: Recipe) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model of a `model_sources.ModelSource` (an adapter merged into its base, for speed), in eval mode, on the GPU
+    when there is one, and its tokenizer."""
+    import torch
+
+    spec = recipe.model
+    if source.kind == "recipe":
+        model, tokenizer = load_model(source.spec, source.seed)
+    elif source.kind == "model":
+        model = _from_pretrained(source.path, spec)
+        tokenizer = _tokenizer(source, recipe)
+    else:
+        from peft import PeftModel
+
+        base_model, base_tokenizer = load_source(source.base, recipe)
+        try:
+            model = PeftModel.from_pretrained(base_model, str(source.path)).merge_and_unload()
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            raise UserError(
+                f"cannot load the adapter in {source.path} on {source.base.describe()}: {describe(err)} "
+                "(was it trained from this base model?)"
+            ) from err
+        tokenizer = load_tokenizer(str(source.path)) if _has_tokenizer(source.path) else base_tokenizer
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval(), tokenizer
+
+
+def _has_tokenizer(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _from_pretrained(path: Path, spec: ModelSection) -> PreTrainedModel:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=torch_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(load_failure("model", str(path), err)) from err
+
+
+def _tokenizer(source: ModelSource, recipe: Recipe) -> PreTrainedTokenizerBase:
+    """A saved model's own tokenizer, else its base's."""
+    if _has_tokenizer(source.path):
+        return load_tokenizer(str(source.path), trust_remote_code=recipe.model.trust_remote_code)
+    base = source.base
+    if base.kind == "recipe" and base.spec.from_config is not None:
+        return char_tokenizer(base.spec.from_config.vocabulary)
+    if base.kind == "recipe":
+        return load_tokenizer(
+            base.spec.name_or_path, trust_remote_code=base.spec.trust_remote_code, revision=base.spec.revision
+        )
+    return _tokenizer(base, recipe)

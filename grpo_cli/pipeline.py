@@ -114,7 +114,8 @@ def train(
     """Train the stages in order: a finished run is skipped (unless `overwrite`), an interrupted one with a
     checkpoint resumed. Yields one mapping of facts per stage as it ends (what happened, wall time, `trained`);
     `show_recipe` as for `workflows.train.train_recipe`."""
-    from grpo_cli.runs import holds_run, last_checkpoint, read_summary
+    from grpo_cli.run_dir import holds_run, last_checkpoint
+    from grpo_cli.run_files import read_summary
     from grpo_cli.workflows.train import train_recipe
 
     stages = validate(name_or_path, overrides)
@@ -193,7 +194,7 @@ def evaluate(
     A stage without a finished run, or one whose evaluation fails with a user's mistake (its message printed), is
     reported and the rest still evaluated: evaluating a long pipeline should not stop at its first gap.
     """
-    from grpo_cli.runs import read_summary
+    from grpo_cli.run_files import read_summary
     from grpo_cli.workflows.evaluate import evaluate_recipe
 
     stages = stage_recipes(name_or_path)

@@ -106,7 +106,7 @@ class LoraSection(_Strict):
 
 
 class GenerateSection(_Strict):
-    """A synthetic task dataset made in code (see `grpo_cli.data.TASKS`)."""
+    """A synthetic task dataset made in code (see `grpo_cli.tasks.TASKS`)."""
 
     task: str
     size: int = Field(1000, gt=0, le=1_000_000)
@@ -397,7 +397,7 @@ def absolutize_paths(data: dict, base: Path) -> None:
     distributed.config_file, and reward names of the forms `file.py:attr`, `model:<dir>` and `<dir>`
     (in rewards and eval.rewards). output_dir is not one: like `-o`, it is where the user runs the command.
     """
-    from grpo_cli.data import LOCAL_FORMATS
+    from grpo_cli.data_formats import LOCAL_FORMATS
 
     sections = {name: data.get(name) for name in ("dataset", "model", "distributed")}
     for section, key in (

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli.errors import UserError
-from grpo_cli.runs import METRICS_FILE, atomic_write, read_metrics, read_recipe, read_summary
+from grpo_cli.run_files import METRICS_FILE, atomic_write, read_metrics, read_recipe, read_summary
 
 REPORT_FILE = "report.md"
 REWARD_PREFIX = "rewards/"
@@ -46,7 +46,7 @@ LATER_SERIES = (
     Series("loss", "Loss", "loss"),
     Series("completion_length", "Completion length", "mean tokens"),
     Series("learning_rate", "Learning rate", "learning rate", smooth=False),
-    # SFT and reward-model stages (see runs.METRIC_NAMES), so a pipeline's stages overlay in one report.
+    # SFT and reward-model stages (see run_files.METRIC_NAMES), so a pipeline's stages overlay in one report.
     Series("token_accuracy", "SFT: next-token accuracy on the targets", "share of tokens"),
     Series("pairwise_accuracy", "Reward model: chosen scored above rejected", "share of pairs"),
     Series("margin", "Reward model: score of chosen minus rejected", "mean margin"),
@@ -116,7 +116,7 @@ class Report:
 
 
 def load_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The logged steps of a run (`runs.read_metrics`), or a UserError when `run_dir` is not a run's directory."""
+    """The logged steps of a run (`run_files.read_metrics`), or a UserError when `run_dir` is not a run's directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "is not a directory" if run_dir.exists() else "does not exist"

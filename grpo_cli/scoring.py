@@ -1,10 +1,8 @@
 """Calling rewards: the one path by which `train` (GRPO and PPO), `eval` and `rewards test` score completions.
 
-`plugins` names rewards (resolves a recipe entry and binds its args); this module calls what it bound:
+`plugins` names rewards (resolves a recipe entry and binds its args), `reward_models` makes reward models
+callable; this module calls what they give it:
 
-- `load_reward_models` turns every `model:` reward into a callable `RewardModelScore`, so that from here on a
-  reward model is scored like a function: on the policy's device, batched, with the text TRL's GRPOTrainer gives
-  reward models (prompt + completion; the reward tokenizer's chat template for chat prompts).
 - `RewardCall` wraps each reward as the trainers call it (TRL's contract): it checks every result (count, type,
   NaN), applies the entry's `on_error` policy and `timeout`, and reports its time and error count through TRL's
   `log_metric`. It pickles as the recipe entry it came from and binds that again when unpickled, so a reward
@@ -13,13 +11,12 @@
   dataset columns, `completion_ids`, `trainer_state`, `log_extra`, `log_metric`), for the paths that are not
   GRPOTrainer: PPO's bridge, eval and `rewards test`. `RewardLog` is where their `log_metric` and `log_extra`
   calls go; `run_state` is the `trainer_state` they get.
-- `score_table` and `weighted_total` score a batch with several rewards and sum them as TRL does;
-  `advantages` is GRPO's group-advantage arithmetic over such tables (what `rewards test` shows).
+- `score_table` and `weighted_total` score a batch with several rewards and sum them as TRL does
+  (`advantages` turns such tables into GRPO's advantages).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import math
@@ -31,7 +28,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from grpo_cli import plugins
+from grpo_cli import reward_binding, signatures
 from grpo_cli.errors import UserError, describe
 
 # ---- one reward, called safely ----
@@ -54,7 +51,7 @@ _REWARD_FAILURES = (Exception, SystemExit)
 class RewardCall:
     """A bound reward as the trainers call it: TRL's contract, checked results, the entry's error policy."""
 
-    def __init__(self, bound: plugins.BoundReward):
+    def __init__(self, bound: reward_binding.BoundReward):
         if bound.fn is None:
             raise TypeError(
                 f"reward {bound.name!r} is a reward model: pass it through load_reward_models first"
@@ -63,7 +60,7 @@ class RewardCall:
         self.__name__ = bound.name  # TRL logs rewards/<__name__>/mean
         self.on_error = bound.entry.on_error
         self.timeout = bound.entry.timeout
-        self._accepts = plugins.accepted_kwargs(bound.fn)
+        self._accepts = signatures.accepted_kwargs(bound.fn)
         # Arguments bound from the recipe win over dataset columns of the same name.
         self._bound_args = set(bound.fn.keywords) if isinstance(bound.fn, functools.partial) else set()
         self._entry = (
@@ -172,7 +169,7 @@ class RewardCall:
 
 
 def _restore_call(entry, name: str) -> RewardCall:
-    call = RewardCall(plugins.bind(entry, f"reward {name!r}"))
+    call = RewardCall(reward_binding.bind(entry, f"reward {name!r}"))
     call.__name__ = name
     return call
 
@@ -216,113 +213,6 @@ def shorten(value, limit: int = 200) -> str:
     """A value's repr, cut to `limit` characters: prompts and completions in messages and tables."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-# ---- reward models ----
-
-
-def default_device() -> str:
-    """Where eval and `rewards test` put models: the GPU when there is one. Training passes the trainer's device."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class RewardModelScore:
-    """A sequence-classification reward model as a reward function: its score of prompt + completion.
-
-    The text is built as TRL 1.12's GRPOTrainer builds it for reward models: concatenated for text prompts,
-    through the reward tokenizer's chat template (with `chat_template_kwargs`) for chat prompts; right-padded, no
-    special tokens added; the whole batch in one forward pass.
-    """
-
-    def __init__(self, path: str, dtype, device=None, chat_template_kwargs: dict | None = None):
-        from grpo_cli import models
-
-        self.path = path
-        self.chat_template_kwargs = dict(chat_template_kwargs or {})
-        # A saved model, or a reward run's LoRA adapter merged into its base; pad_token_id set from the tokenizer.
-        self.model, self.tokenizer = models.load_reward_model(path, dtype)
-        if self.tokenizer.pad_token_id is None:
-            raise UserError(
-                f"reward model {path}: its tokenizer has no pad token, nor an unk or EOS token to pad with"
-            )
-        self.model.requires_grad_(False).eval().to(device or default_device())
-        # A reward run renders its pairs without chat_template_kwargs (RewardConfig has none): whether GRPO's change
-        # what it reads depends on the template (Qwen3's reads enable_thinking only for the generation prompt, which
-        # is not scored), so the first conversation scored is rendered both ways (`texts`).
-        self._compare_kwargs = (
-            bool(self.chat_template_kwargs) and models.run_algorithm(Path(path)) == "reward"
-        )
-
-    def texts(self, prompts: list, completions: list) -> list[str]:
-        """What the model reads for each completion (see the class docstring)."""
-        texts = reward_model_texts(self.tokenizer, prompts, completions, self.chat_template_kwargs)
-        if self._compare_kwargs and texts:
-            self._compare_kwargs = False
-            if reward_model_texts(self.tokenizer, prompts[:1], completions[:1]) != texts[:1]:
-                from grpo_cli.data import warn_once
-
-                warn_once(
-                    f"reward model {self.path}: trainer.chat_template_kwargs {self.chat_template_kwargs} change "
-                    "what its chat template renders, but its reward run rendered its pairs without them, so it "
-                    "scores text unlike what it was trained on"
-                )
-        return texts
-
-    def __call__(self, prompts: list, completions: list, **_columns: Any) -> list[float]:
-        import torch
-
-        if not completions:
-            return []
-        inputs = self.tokenizer(
-            text=self.texts(prompts, completions),
-            return_tensors="pt",
-            padding=True,
-            padding_side="right",
-            add_special_tokens=False,
-        ).to(self.model.device)
-        with torch.inference_mode():
-            return self.model(**inputs).logits[:, 0].float().tolist()
-
-
-def reward_model_texts(tokenizer, prompts: list, completions: list, chat_template_kwargs: dict | None = None):
-    """What a reward model reads for each (prompt, completion): `RewardModelScore` scores these texts, and reward
-    runs train on them (tokenized without special tokens), so a model is trained on what it will score."""
-    from trl.data_utils import apply_chat_template
-
-    if prompts and isinstance(prompts[0], list):
-        return [
-            apply_chat_template({"messages": p + c}, tokenizer, **(chat_template_kwargs or {}))["text"]
-            for p, c in zip(prompts, completions, strict=True)
-        ]
-    return [p + c for p, c in zip(prompts, completions, strict=True)]
-
-
-def load_reward_models(
-    bound: list[plugins.BoundReward],
-    dtype: str = "auto",
-    device=None,
-    chat_template_kwargs: dict | None = None,
-) -> list[plugins.BoundReward]:
-    """`bound` with every reward model loaded as a `RewardModelScore`, so that each one has a callable `fn`.
-
-    `dtype` is a recipe's `model.dtype` (the policy's precision); `device` defaults to `default_device()`.
-    """
-    if all(b.fn is not None for b in bound):
-        return list(bound)  # nothing to load: no torch import for rewards that are plain functions
-    from grpo_cli.models import torch_dtype
-    from grpo_cli.output import phase
-
-    loaded = []
-    for b in bound:
-        if b.fn is None:
-            with phase(f"loading reward model {b.model_path}"):
-                b = dataclasses.replace(
-                    b, fn=RewardModelScore(b.model_path, torch_dtype(dtype), device, chat_template_kwargs)
-                )
-        loaded.append(b)
-    return loaded
 
 
 # ---- what a reward is called with, besides prompts and completions ----
@@ -407,7 +297,7 @@ def reward_kwargs(
 
 
 def score_table(
-    bound: list[plugins.BoundReward],
+    bound: list[reward_binding.BoundReward],
     prompts: list,
     completions: list,
     columns: dict[str, list],
@@ -424,90 +314,10 @@ def score_table(
     return [RewardCall(b).score(prompts, completions, kwargs)[0] for b in bound]
 
 
-def weighted_total(bound: list[plugins.BoundReward], table: list[list[float | None]]) -> list[float]:
+def weighted_total(bound: list[reward_binding.BoundReward], table: list[list[float | None]]) -> list[float]:
     """The weighted sum per completion, skipping None (as TRL's nansum does)."""
     weights = [b.entry.weight for b in bound]
     return [
         sum(w * s for w, s in zip(weights, col, strict=True) if s is not None)
         for col in zip(*table, strict=True)
     ]
-
-
-# ---- GRPO's advantages ----
-
-
-def _std(values: list[float | None]) -> float:
-    """The unbiased standard deviation of the values that are not None, NaN for fewer than two (TRL's nanstd)."""
-    valid = [v for v in values if v is not None]
-    if len(valid) < 2:
-        return math.nan
-    mean = sum(valid) / len(valid)
-    return (sum((v - mean) ** 2 for v in valid) / (len(valid) - 1)) ** 0.5
-
-
-def _mean(values: list[float | None]) -> float:
-    valid = [v for v in values if v is not None]
-    return sum(valid) / len(valid) if valid else math.nan
-
-
-def _normalise(values: list[float | None], mean: float, std: float | None) -> list[float | None]:
-    """(v - mean) / (std + 1e-4), or v - mean when std is None; None stays None."""
-    if std is None:
-        return [None if v is None else v - mean for v in values]
-    return [None if v is None else (v - mean) / (std + 1e-4) for v in values]  # NaN when std is NaN
-
-
-def advantages(
-    tables: list[list[list[float | None]]],
-    weights: list[float],
-    scale: str = "group",
-    aggregation: str = "sum_then_normalize",
-) -> list[list[float]]:
-    """GRPO's advantage of every completion, computed as TRL 1.12's GRPOTrainer does.
-
-    `tables[g][k][i]` is reward k's score of completion i in group g (the completions of one prompt), None where
-    the reward does not apply. `scale` is the recipe's `trainer.scale_rewards`: "group" divides by the group's
-    std, "batch" by the std over all groups, "none" not at all (std unbiased, plus 1e-4). A completion that every
-    reward gave None is left out of its group's statistics and gets 0, as does anything divided by the std of
-    fewer than two values.
-
-    The README's worked example: rewards 1, 0, 2 in one group have mean 1, so unscaled advantages 0, -1, +1.
-
-    >>> advantages([[[1.0, 0.0, 2.0]]], [1.0], "none")
-    [[0.0, -1.0, 1.0]]
-    """
-
-    def weighted(scores) -> float | None:  # TRL's nansum over the rewards; None when no reward applies
-        valid = [(w, s) for w, s in zip(weights, scores, strict=True) if s is not None and not math.isnan(s)]
-        return sum(w * s for w, s in valid) if valid else None
-
-    unscorable = [[all(s is None for s in column) for column in zip(*table, strict=True)] for table in tables]
-    if aggregation == "sum_then_normalize":
-        totals = [[weighted(column) for column in zip(*table, strict=True)] for table in tables]
-        batch_std = _std([t for group in totals for t in group])
-        result = []
-        for group in totals:
-            std = {"group": _std(group), "batch": batch_std, "none": None}[scale]
-            result.append(_normalise(group, _mean(group), std))
-    elif aggregation == "normalize_then_sum":
-        # Each reward normalised within its group, then weighted and summed, then the sums over the whole batch.
-        totals = []
-        for table, skip in zip(tables, unscorable, strict=True):
-            normalised = [_normalise(scores, _mean(scores), _std(scores)) for scores in table]
-            sums = [weighted(column) for column in zip(*normalised, strict=True)]
-            totals.append([None if s else (t or 0.0) for t, s in zip(sums, skip, strict=True)])
-        everything = [t for group in totals for t in group]
-        result = [_normalise(group, _mean(everything), _std(everything)) for group in totals]
-    else:
-        raise UserError(
-            f"trainer.multi_objective_aggregation: {aggregation!r} is not sum_then_normalize or normalize_then_sum"
-        )
-    return [[0.0 if a is None or math.isnan(a) else a for a in group] for group in result]
-
-
-def scale_mode(value) -> str:
-    """A recipe's trainer.scale_rewards as TRL reads it (True and False are its older spellings)."""
-    mode = {True: "group", False: "none"}.get(value, value) if isinstance(value, bool) else value
-    if mode not in ("group", "batch", "none"):
-        raise UserError(f"trainer.scale_rewards: {value!r} is not group, batch or none")
-    return mode

@@ -12,15 +12,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grpo_cli import data, distributed, plugins, trainer_fields
+from grpo_cli import data, data_formats, distributed, prompting, reward_binding, tasks, trainer_fields
 from grpo_cli.algorithms.table import ALGORITHMS, RunKind, algorithms_making
 from grpo_cli.distributed import launched, world_size
 from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
 from grpo_cli.recipe import Recipe, check_schema, finish, load_data
-
-# The old name of trainer_fields.value, until evaluate.py imports that.
-trainer_value = trainer_fields.value
-
 
 # ---- rewards ----
 
@@ -29,8 +25,8 @@ trainer_value = trainer_fields.value
 class RewardBinding:
     """A recipe's rewards bound: the training ones, the eval-only ones (`eval.rewards`), every problem found."""
 
-    training: list[plugins.BoundReward] = field(default_factory=list)
-    eval_only: list[plugins.BoundReward] = field(default_factory=list)
+    training: list[reward_binding.BoundReward] = field(default_factory=list)
+    eval_only: list[reward_binding.BoundReward] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     labels: list[str] = field(
         default_factory=list
@@ -43,7 +39,7 @@ def bind_rewards(recipe: Recipe, planned: dict[str, str] | None = None) -> Rewar
     `validate` and `eval` both call this, so what one accepts the other does: an eval-only reward must not
     repeat a training reward (eval reports those anyway). Reward models are bound (never loaded) too.
     """
-    bound, problems = plugins.bind_each(recipe.rewards)
+    bound, problems = reward_binding.bind_each(recipe.rewards)
     binding = RewardBinding(problems=list(problems))
     for i, reward in bound:
         binding.training.append(reward)
@@ -52,7 +48,7 @@ def bind_rewards(recipe: Recipe, planned: dict[str, str] | None = None) -> Rewar
     for i, entry in enumerate(recipe.eval.rewards if recipe.eval else []):
         label = f"eval.rewards[{i}]"
         try:
-            reward = plugins.bind(entry, label)
+            reward = reward_binding.bind(entry, label)
         except UserError as err:
             binding.problems.append(str(err))
             continue
@@ -72,7 +68,9 @@ def bind_rewards(recipe: Recipe, planned: dict[str, str] | None = None) -> Rewar
     return binding
 
 
-def reward_run_problem(reward: plugins.BoundReward, label: str, planned: dict[str, str] | None) -> str | None:
+def reward_run_problem(
+    reward: reward_binding.BoundReward, label: str, planned: dict[str, str] | None
+) -> str | None:
     """A `model:<dir>` reward naming a run directory (or a pipeline stage's) must be a finished reward run."""
     path = getattr(reward, "model_path", None)
     if path is None or looks_like_hub_id_only(path, planned):
@@ -174,9 +172,9 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
     problems = []
     columns, first, rows, records = None, None, None, None
     if spec.generate is not None:
-        problems = data.check_task(spec.generate)
+        problems = tasks.check_task(spec.generate)
         if not problems:
-            generated = data.TASKS[spec.generate.task](size=1, seed=0, **spec.generate.options)
+            generated = tasks.TASKS[spec.generate.task](size=1, seed=0, **spec.generate.options)
             first, columns = generated[0], list(generated[0])
     elif data.is_local(spec.source):
         try:
@@ -189,7 +187,7 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
     elif not HUB_ID.match(spec.source):
         problems.append(
             f"dataset.source: {spec.source!r} is neither a local data file "
-            f"({', '.join(data.LOCAL_FORMATS)}) nor a Hub dataset id (org/name)"
+            f"({', '.join(data_formats.LOCAL_FORMATS)}) nor a Hub dataset id (org/name)"
         )
     problems += [p for p in [data.eval_split_problem(spec)] if p]
     if spec.eval_split is not None and data.is_local(spec.eval_split):
@@ -199,7 +197,7 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
             problems.append(f"dataset.eval_split: {err}")
     if spec.generate is not None and not problems:
         problems += [
-            p for p in [data.held_out_problem(spec, data.task_prompts(spec.generate), "prompts")] if p
+            p for p in [data.held_out_problem(spec, tasks.task_prompts(spec.generate), "prompts")] if p
         ]
     elif records is not None and (spec.eval_size is not None or spec.eval_ratio is not None):
         # Counted as train splits them: rows that share a prompt are held out together.
@@ -207,11 +205,11 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
     elif rows is not None:
         problems += [p for p in [data.held_out_problem(spec, rows)] if p]
     if spec.prompt is not None:
-        template = data.template_problems(spec.prompt)
+        template = prompting.template_problems(spec.prompt)
         problems += template
-        if not template and first is not None and all(c in first for c in data.prompt_columns(spec)):
+        if not template and first is not None and all(c in first for c in prompting.prompt_columns(spec)):
             try:
-                data.build_prompt(spec, first, chat=False)
+                prompting.build_prompt(spec, first, chat=False)
             except UserError as err:
                 problems.append(str(err))
     return problems, columns, first
@@ -220,22 +218,24 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
 def check_columns(recipe: Recipe, columns: list[str], binding: RewardBinding) -> list[str]:
     problems = []
     if recipe.algorithm == "sft":
-        problems += [p for p in [data.sft_target_problem(recipe.dataset, columns)] if p]
-        if recipe.dataset.completion is not None and not data.template_problems(recipe.dataset.completion):
+        problems += [p for p in [prompting.sft_target_problem(recipe.dataset, columns)] if p]
+        if recipe.dataset.completion is not None and not prompting.template_problems(
+            recipe.dataset.completion
+        ):
             problems += [
                 f"dataset.completion uses column {column!r}, which the dataset does not have; columns: {', '.join(columns)}"
-                for column in data.template_fields(recipe.dataset.completion)
+                for column in prompting.template_fields(recipe.dataset.completion)
                 if column not in columns
             ]
     if recipe.algorithm == "reward":
-        problems += data.preference_problems(recipe.dataset, columns)
+        problems += prompting.preference_problems(recipe.dataset, columns)
     elif recipe.dataset.prompt is None and not {"prompt", "messages"} & set(columns):
         problems.append(
             f"dataset: no prompt: set dataset.prompt to a template over the columns ({', '.join(columns)}), "
             'e.g. prompt: "{' + columns[0] + '}", or provide a `prompt` or `messages` column'
         )
-    if recipe.dataset.prompt is not None and not data.template_problems(recipe.dataset.prompt):
-        for column in data.prompt_columns(recipe.dataset):
+    if recipe.dataset.prompt is not None and not prompting.template_problems(recipe.dataset.prompt):
+        for column in prompting.prompt_columns(recipe.dataset):
             if column not in columns:
                 problems.append(
                     f"dataset.prompt uses column {column!r}, which the dataset does not have; columns: {', '.join(columns)}"
@@ -243,7 +243,7 @@ def check_columns(recipe: Recipe, columns: list[str], binding: RewardBinding) ->
     if recipe.algorithm == "sft" and recipe.dataset.completion is not None:
         problems += [
             p.replace("dataset.prompt", "dataset.completion")
-            for p in data.template_problems(recipe.dataset.completion)
+            for p in prompting.template_problems(recipe.dataset.completion)
         ]
     for label, reward in zip(binding.labels, binding.training + binding.eval_only, strict=True):
         for column in reward.columns:
@@ -253,15 +253,6 @@ def check_columns(recipe: Recipe, columns: list[str], binding: RewardBinding) ->
                     f"columns: {', '.join(columns)} (point it at another column in its args)"
                 )
     return problems
-
-
-def check_rewards_and_columns(recipe: Recipe) -> list[str]:
-    binding = bind_rewards(recipe)
-    problems, columns, _first = check_dataset(recipe)
-    problems = binding.problems + problems
-    if columns is None:
-        return problems  # a Hub dataset: its columns are known once it loads
-    return problems + check_columns(recipe, columns, binding)
 
 
 def check(
@@ -308,8 +299,8 @@ def warnings_for(recipe: Recipe) -> list[str]:
     if has_template is not False:
         return []  # the common case reads no data file a second time
     _problems, _columns, first = check_dataset(recipe)
-    name = recipe.model.name_or_path or data.BUILT_FROM_CONFIG
-    warning = data.chat_as_text_warning(spec, first, has_template, name)
+    name = recipe.model.name_or_path or prompting.BUILT_FROM_CONFIG
+    warning = prompting.chat_as_text_warning(spec, first, has_template, name)
     return [warning] if warning else []
 
 
@@ -341,7 +332,7 @@ def raise_if_problems(recipe: Recipe, problems: list[str]) -> None:
 def check_loaded(recipe: Recipe, model, tokenizer, rows=None) -> list[str]:
     """What can only be checked with the model and tokenizer in hand: LoRA target modules that match no module,
     and a chat template that fails on the first prompt. `train` calls it after loading the model and before it
-    touches the output directory; `rows` are the dataset rows (before `data.prepare`), when loaded."""
+    touches the output directory; `rows` are the dataset rows (before `prompting.prepare`), when loaded."""
     problems = []
     if recipe.lora is not None and recipe.lora.target_modules != "all-linear":
         problems += _check_lora_targets(
@@ -349,10 +340,10 @@ def check_loaded(recipe: Recipe, model, tokenizer, rows=None) -> list[str]:
         )
     if rows is not None and len(rows):
         try:
-            chat = data.uses_chat(recipe.dataset, tokenizer)
+            chat = prompting.uses_chat(recipe.dataset, tokenizer)
             if chat:
-                prompt = data.build_prompt(recipe.dataset, dict(rows[0]), chat=True)
-                data.tokenize_prompts(tokenizer, [prompt])
+                prompt = prompting.build_prompt(recipe.dataset, dict(rows[0]), chat=True)
+                prompting.tokenize_prompts(tokenizer, [prompt])
         except UserError as err:
             problems.append(str(err))
         except Exception as err:  # a template is user code (Jinja): any error is the template's

@@ -83,29 +83,34 @@ def ppo_recipe(tmp_path):
 
 @pytest.fixture(autouse=True)
 def isolated_entry_points(monkeypatch):
-    """Reward plugins installed where the tests run stay out of them: the `grpo_cli.rewards` entry points are
-    those of distributions on sys.path entries a test adds itself (fake_plugin, acme), never the environment's."""
+    """Plugins installed where the tests run stay out of them: the entry points of grpo-cli's groups
+    (`grpo_cli.rewards`, ...) are those of distributions on sys.path entries a test adds itself (fake_plugin, acme),
+    never the environment's. The registry's cache of entry points is cleared before and after each test."""
     import importlib.metadata
     import sys
 
-    from grpo_cli.plugins import ENTRY_POINT_GROUP
+    from grpo_cli import registry
 
     real = importlib.metadata.entry_points
     environment = set(sys.path)
 
     def entry_points(**params):
-        if params.get("group") != ENTRY_POINT_GROUP:
+        group = params.get("group") or ""
+        if not group.startswith("grpo_cli."):
             return real(**params)
         added = [p for p in sys.path if p not in environment]
         found = [
             ep
             for dist in importlib.metadata.distributions(path=added)
             for ep in dist.entry_points
-            if ep.group == ENTRY_POINT_GROUP
+            if ep.group == group
         ]
         return importlib.metadata.EntryPoints(found)
 
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    registry.clear_caches()
+    yield
+    registry.clear_caches()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ MIN_RISE = 1.0
 
 
 def test_grpo_from_scratch_raises_its_mean_reward(tmp_path, cli, one_torch_thread):
-    from grpo_cli.runs import read_metrics
+    from grpo_cli.run_files import read_metrics
 
     run = tmp_path / "addition"
     result = cli("train", "addition", f"trainer.max_steps={STEPS}", "-o", run)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from grpo_cli import data
+from grpo_cli import data, prompting, tasks
 from grpo_cli.errors import UserError
 from grpo_cli.models import char_tokenizer
 from grpo_cli.recipe import DatasetSection
@@ -38,20 +38,20 @@ def write(tmp_path, fmt: str):
 def test_local_formats_load_with_columns(tmp_path, fmt):
     path = write(tmp_path, fmt)
     spec = DatasetSection(source=str(path), prompt="Q: {question}")
-    assert data.known_columns(spec) == ["question", "answer"]
+    assert data.read_local(path).columns == ["question", "answer"]
     train, held_out = data.load_splits(spec, seed=0)
     assert held_out is None
-    prepared = data.prepare(train, spec, char_tokenizer("0123456789+=Q: "))
+    prepared = prompting.prepare(train, spec, char_tokenizer("0123456789+=Q: "))
     assert prepared["prompt"] == ["Q: 1+2=", "Q: 4+4=", "Q: 0+5="]
     assert [str(a) for a in prepared["answer"]] == ["3", "8", "5"]  # other columns pass through
 
 
 def test_missing_file_and_unsupported_type(tmp_path):
     with pytest.raises(UserError, match="dataset file not found: .*nope.jsonl"):
-        data.known_columns(DatasetSection(source=str(tmp_path / "nope.jsonl")))
+        data.load_splits(DatasetSection(source=str(tmp_path / "nope.jsonl")), seed=0)
     (tmp_path / "d.txt").write_text("x")
     with pytest.raises(UserError, match="unsupported file type; use one of .jsonl, .json, .csv, .parquet"):
-        data.local_columns(tmp_path / "d.txt")
+        data.load_splits(DatasetSection(source=str(tmp_path / "d.txt")), seed=0)
 
 
 def test_template_with_a_missing_column(tmp_path):
@@ -60,30 +60,30 @@ def test_template_with_a_missing_column(tmp_path):
     with pytest.raises(
         UserError, match="dataset.prompt uses column\\(s\\) problem .* columns: question, answer"
     ):
-        data.prepare(train, spec, char_tokenizer("0123456789"))
+        prompting.prepare(train, spec, char_tokenizer("0123456789"))
 
 
 def test_messages_column_drops_the_reference_answer_and_adds_system_prompt():
     spec = DatasetSection(source="x.jsonl", system_prompt="Be brief.")
     row = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
-    assert data.build_prompt(spec, row, chat=True) == [
+    assert prompting.build_prompt(spec, row, chat=True) == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "2+2?"},
     ]
-    assert data.build_prompt(spec, row, chat=False) == "Be brief.\n\n2+2?"
+    assert prompting.build_prompt(spec, row, chat=False) == "Be brief.\n\n2+2?"
 
 
 def test_chat_follows_the_tokenizer_template_unless_the_recipe_says():
     plain = char_tokenizer("ab")
     chatty = char_tokenizer("ab")
     chatty.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    assert data.uses_chat(DatasetSection(source="x.jsonl"), plain) is False
-    assert data.uses_chat(DatasetSection(source="x.jsonl"), chatty) is True
-    assert data.uses_chat(DatasetSection(source="x.jsonl", chat_template=False), chatty) is False
+    assert prompting.uses_chat(DatasetSection(source="x.jsonl"), plain) is False
+    assert prompting.uses_chat(DatasetSection(source="x.jsonl"), chatty) is True
+    assert prompting.uses_chat(DatasetSection(source="x.jsonl", chat_template=False), chatty) is False
     with pytest.raises(
         UserError, match="dataset.chat_template is true, but the tokenizer has no chat template"
     ):
-        data.uses_chat(DatasetSection(source="x.jsonl", chat_template=True), plain)
+        prompting.uses_chat(DatasetSection(source="x.jsonl", chat_template=True), plain)
 
 
 CHAT_ROWS = [
@@ -102,11 +102,11 @@ def test_chat_data_turned_into_text_is_said_once_when_prepared(monkeypatch, caps
     every command that prepares prompts) says so once, once the tokenizer is loaded."""
     from datasets import Dataset
 
-    monkeypatch.setattr(data, "_said", set())
+    monkeypatch.setattr(prompting, "_said", set())
     rows = Dataset.from_list(CHAT_ROWS)
     spec = DatasetSection(source="x.jsonl")
-    prepared = data.prepare(rows, spec, char_tokenizer("0123456789+?"))
-    data.prepare(rows, spec, char_tokenizer("0123456789+?"))  # the held-out rows, say: not said again
+    prepared = prompting.prepare(rows, spec, char_tokenizer("0123456789+?"))
+    prompting.prepare(rows, spec, char_tokenizer("0123456789+?"))  # the held-out rows, say: not said again
     assert prepared["prompt"] == ["1+1?", "2+2?"]  # plain text, as the warning says
     assert capsys.readouterr().err == PLAIN_TEXT.format(name="a model built from a config")
 
@@ -114,13 +114,19 @@ def test_chat_data_turned_into_text_is_said_once_when_prepared(monkeypatch, caps
     # template, the data is text, or another process (not the main one) prepares it.
     chatty = char_tokenizer("0123456789+?")
     chatty.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    monkeypatch.setattr(data, "_said", set())
-    data.prepare(rows, DatasetSection(source="x.jsonl", chat_template=False), char_tokenizer("0123456789+?"))
-    data.prepare(rows, DatasetSection(source="x.jsonl", prompt="{answer}"), char_tokenizer("0123456789+?"))
-    data.prepare(rows, spec, chatty)
-    data.prepare(Dataset.from_list([{"prompt": "1+1?", "answer": "2"}]), spec, char_tokenizer("0123456789+?"))
+    monkeypatch.setattr(prompting, "_said", set())
+    prompting.prepare(
+        rows, DatasetSection(source="x.jsonl", chat_template=False), char_tokenizer("0123456789+?")
+    )
+    prompting.prepare(
+        rows, DatasetSection(source="x.jsonl", prompt="{answer}"), char_tokenizer("0123456789+?")
+    )
+    prompting.prepare(rows, spec, chatty)
+    prompting.prepare(
+        Dataset.from_list([{"prompt": "1+1?", "answer": "2"}]), spec, char_tokenizer("0123456789+?")
+    )
     monkeypatch.setenv("RANK", "1")
-    data.prepare(rows, spec, char_tokenizer("0123456789+?"))
+    prompting.prepare(rows, spec, char_tokenizer("0123456789+?"))
     assert capsys.readouterr().err == ""
 
 
@@ -156,7 +162,7 @@ def test_validate_says_chat_data_would_become_text_when_it_can_know(cli, tiny_re
 
 def test_no_prompt_source_is_explained():
     with pytest.raises(UserError, match=r"dataset: no prompt; set dataset.prompt to a template"):
-        data.build_prompt(DatasetSection(source="x.jsonl"), {"question": "q"}, chat=False)
+        prompting.build_prompt(DatasetSection(source="x.jsonl"), {"question": "q"}, chat=False)
 
 
 def test_held_out_by_size_ratio_and_file(tmp_path):
@@ -179,9 +185,9 @@ def test_limit_takes_the_first_rows():
 
 
 def test_addition_task_is_distinct_deterministic_and_correct():
-    rows = data.addition_task(size=1000, seed=3)
+    rows = tasks.addition_task(size=1000, seed=3)
     assert len(rows) == 100 and len({r["question"] for r in rows}) == 100
-    assert rows == data.addition_task(size=1000, seed=3)
+    assert rows == tasks.addition_task(size=1000, seed=3)
     for row in rows:
         a, b = row["question"].rstrip("=").split("+")
         assert int(row["answer"]) == int(a) + int(b)
@@ -189,7 +195,7 @@ def test_addition_task_is_distinct_deterministic_and_correct():
 
 def test_unknown_task():
     with pytest.raises(UserError, match="dataset.generate.task: unknown task 'sums'; available: addition"):
-        data.known_columns(DatasetSection(generate={"task": "sums"}))
+        data.load_splits(DatasetSection(generate={"task": "sums"}), seed=0)
 
 
 def test_generated_data_has_no_eval_split():
@@ -203,21 +209,21 @@ def test_jsonl_lines_must_be_objects(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text("5\n")
     with pytest.raises(UserError, match="each line must be a JSON object of columns, not 5"):
-        data.local_columns(path)
+        data.read_local(path)
 
 
 def test_generate_options_are_checked_by_name_type_and_range():
     from grpo_cli.recipe import GenerateSection
 
-    assert data.check_task(GenerateSection(task="addition", options={"max_operand": 99})) == []
-    assert data.check_task(GenerateSection(task="addition", options={"max_operand": True})) == [
+    assert tasks.check_task(GenerateSection(task="addition", options={"max_operand": 99})) == []
+    assert tasks.check_task(GenerateSection(task="addition", options={"max_operand": True})) == [
         "dataset.generate.options: max_operand must be a whole number, got True"
     ]
-    assert data.check_task(
+    assert tasks.check_task(
         GenerateSection(task="addition", options={"min_operand": 5, "max_operand": 2})
     ) == ["dataset.generate.options: max_operand (2) is below min_operand (5)"]
-    assert data.task_prompts(GenerateSection(task="addition", size=1000, options={"max_sum": 9})) == 55
-    assert data.task_prompts(GenerateSection(task="addition", size=10)) == 10
+    assert tasks.task_prompts(GenerateSection(task="addition", size=1000, options={"max_sum": 9})) == 55
+    assert tasks.task_prompts(GenerateSection(task="addition", size=10)) == 10
 
 
 def test_held_out_parts_that_leave_no_training_rows():
@@ -233,8 +239,8 @@ def test_held_out_parts_that_leave_no_training_rows():
 
 
 def test_template_problems_name_what_format_cannot_fill_by_column():
-    assert data.template_problems("Q: {question} {{literal}}") == []
-    assert data.template_problems("{x[0]}") == [
+    assert prompting.template_problems("Q: {question} {{literal}}") == []
+    assert prompting.template_problems("{x[0]}") == [
         "dataset.prompt: {x[0]} reads an attribute or item; name a column only (write {{ and }} for literal braces)"
     ]
 

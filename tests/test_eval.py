@@ -16,12 +16,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from grpo_cli import data, generation, models, plugins
+from grpo_cli import generation, models, prompting, reward_binding
 from grpo_cli.cli import handle_errors
 from grpo_cli.commands.eval import evaluate as eval_command
 from grpo_cli.errors import UserError
+from grpo_cli.eval_stats import difference, pass_at_k, summarize
 from grpo_cli.generation import Sample
-from grpo_cli.metrics import difference, pass_at_k, summarize
 from grpo_cli.recipe import FromConfig, LoraSection, RewardEntry, load_recipe
 from grpo_cli.workflows import evaluate_generations as evaluate
 
@@ -219,13 +219,13 @@ def test_metrics_of_a_model_with_known_output(tmp_path, token, text, length, cli
         {"prompt": f"{a}+{b}=", "answer": str(a + b)} for a, b in [(1, 1), (2, 3), (4, 4), (3, 4), (0, 2)]
     ]
     sampling = generation.Sampling(num_samples=3, max_new_tokens=3, seed=0)
-    prompt_ids = data.tokenize_prompts(tokenizer, [r["prompt"] for r in rows])
+    prompt_ids = prompting.tokenize_prompts(tokenizer, [r["prompt"] for r in rows])
     samples = generation.generate(model, tokenizer, prompt_ids, sampling, batch_size=4)
     assert [[s.text for s in group] for group in samples] == [[text] * 3] * 5
 
     (tmp_path / "stub.py").write_text(STUB_REWARDS)
     entries = [RewardEntry(name=f"{tmp_path / 'stub.py'}:{name}") for name in ("length", "even_answer")]
-    rewards = evaluate.Rewards(plugins.bind_all(entries), [])
+    rewards = evaluate.Rewards(reward_binding.bind_all(entries), [])
     evaluate.score(samples, rows, rewards, chat=False, batch_size=4)
     metrics = summarize(samples, rewards.names, with_total=True)
     assert metrics["completion_length"] == length
@@ -242,7 +242,7 @@ def test_metrics_of_a_model_with_known_output(tmp_path, token, text, length, cli
 def test_batched_greedy_generation_equals_one_prompt_at_a_time():
     model, tokenizer = varied_model()
     prompts = ["1+2=", "12+7=", "3+45=", "9=", "100+200=", "5+5="]  # different lengths: left padding matters
-    ids = data.tokenize_prompts(tokenizer, prompts)
+    ids = prompting.tokenize_prompts(tokenizer, prompts)
     sampling = generation.Sampling(num_samples=1, max_new_tokens=5, seed=0)
     batched = generation.generate(model, tokenizer, ids, sampling, batch_size=6)
     single = generation.generate(model, tokenizer, ids, sampling, batch_size=1)
@@ -252,7 +252,7 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time():
 
 def test_sampling_is_seeded():
     model, tokenizer = varied_model()
-    ids = data.tokenize_prompts(tokenizer, ["1+2=", "3+4="])
+    ids = prompting.tokenize_prompts(tokenizer, ["1+2=", "3+4="])
     runs = [
         [
             s.text
@@ -440,7 +440,7 @@ def test_chat_prompts_use_the_template_and_hand_rewards_messages(workdir, runner
     assert report["metrics"]["tuned"]["rewards/is_chat"] == 1.0
     assert samples[0]["prompt"][0] == {"role": "system", "content": "+"}
     question = samples[0]["columns"]["question"]
-    (ids,) = data.tokenize_prompts(tokenizer, [samples[0]["prompt"]])
+    (ids,) = prompting.tokenize_prompts(tokenizer, [samples[0]["prompt"]])
     assert tokenizer.decode(ids) == f"+{question}=="  # the template, with its generation prompt
 
 
@@ -494,7 +494,7 @@ def test_eval_command_imports_no_heavy_library():
 
 def test_bind_rewards_loads_reward_models(workdir, reward_model_dir):
     """Reward models are scored in eval as in training (issue 14), not skipped: see also test_scoring.py."""
-    from grpo_cli.scoring import RewardModelScore
+    from grpo_cli.reward_models import RewardModelScore
 
     recipe = load_recipe("recipe.yaml")
     recipe.rewards.append(RewardEntry(name=f"model:{reward_model_dir}"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grpo_cli import data, generation, runs
+from grpo_cli import generation, model_sources, models, prompting
 from grpo_cli.recipe import load_recipe
 from grpo_cli.workflows import evaluate_generations as evaluate
 from grpo_cli.workflows.export import MARKER
@@ -28,15 +28,15 @@ def run_recipe(run: Path):
 
 def held_out_prompt_ids(run: Path, tokenizer) -> list[list[int]]:
     recipe = run_recipe(run)
-    rows = data.prepare(evaluate.held_out_rows(recipe, None), recipe.dataset, tokenizer)
-    return data.tokenize_prompts(tokenizer, list(rows["prompt"]))
+    rows = prompting.prepare(evaluate.held_out_rows(recipe, None), recipe.dataset, tokenizer)
+    return prompting.tokenize_prompts(tokenizer, list(rows["prompt"]))
 
 
 def eval_completions(run: Path) -> tuple[list[str], list[list[int]]]:
     """Greedy completions of the run's held-out prompts, generated as `grpo-cli eval --adapter RUN` does."""
     recipe = run_recipe(run)
-    tuned, _ = runs.resolve_models(recipe, adapter=run, model=None)
-    model, tokenizer = generation.load(tuned, recipe)
+    tuned, _ = model_sources.resolve_models(recipe, adapter=run, model=None)
+    model, tokenizer = models.load_source(tuned, recipe)
     prompt_ids = held_out_prompt_ids(run, tokenizer)
     samples = generation.generate(model, tokenizer, prompt_ids, generation.sampling_settings(recipe, 1), 8)
     return [group[0].text for group in samples], prompt_ids
@@ -148,8 +148,8 @@ def test_adapter_only_loads_with_peft_on_its_base(cli, tmp_path):
     assert not (out / "model.safetensors").exists()
     exported = AutoPeftModelForCausalLM.from_pretrained(str(out))
     recipe = load_recipe(run / "recipe.yaml")
-    tuned, _ = runs.resolve_models(recipe, adapter=run, model=None)
-    merged, tokenizer = generation.load(tuned, recipe)
+    tuned, _ = model_sources.resolve_models(recipe, adapter=run, model=None)
+    merged, tokenizer = models.load_source(tuned, recipe)
     ids = torch.tensor([held_out_prompt_ids(run, tokenizer)[0]])
     with torch.inference_mode():
         assert torch.allclose(exported(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4)

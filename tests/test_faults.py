@@ -105,7 +105,7 @@ def wait_until(condition, what: str, train: Train | None = None, timeout: float 
 
 
 def complete_checkpoints(run: Path) -> list[int]:
-    from grpo_cli.runs import checkpoint_is_complete, checkpoints
+    from grpo_cli.run_dir import checkpoint_is_complete, checkpoints
 
     return sorted(int(p.name.split("-")[1]) for p in checkpoints(run) if checkpoint_is_complete(p))
 
@@ -367,7 +367,7 @@ def test_overwrite_refuses_a_run_without_its_marker(tmp_path, cli, tiny_recipe):
 
 
 def test_resume_of_a_run_that_never_reached_a_checkpoint_says_so(tmp_path, cli, tiny_recipe):
-    from grpo_cli.runs import write_marker
+    from grpo_cli.run_dir import write_marker
 
     recipe = tiny_recipe()
     run = Path(yaml.safe_load(recipe.read_text())["output_dir"])
@@ -429,7 +429,7 @@ def test_ppo_resume_with_a_longer_max_steps_trains_from_the_first_resumed_step(t
 
 def test_a_run_lock_names_its_holder_and_goes_with_an_empty_directory(tmp_path, monkeypatch):
     from grpo_cli.errors import UserError
-    from grpo_cli.runs import LOCK_ENV, RunLock
+    from grpo_cli.run_dir import LOCK_ENV, RunLock
 
     run = tmp_path / "new-run"
     first = RunLock(run)
@@ -443,7 +443,7 @@ def test_a_run_lock_names_its_holder_and_goes_with_an_empty_directory(tmp_path, 
 
 
 def test_overwrite_clears_only_a_runs_own_files(tmp_path):
-    from grpo_cli.runs import clear_previous_run
+    from grpo_cli.run_dir import clear_previous_run
 
     run = tmp_path / "run"
     for name in [
@@ -463,7 +463,7 @@ def test_overwrite_clears_only_a_runs_own_files(tmp_path):
 
 
 def test_resume_skips_incomplete_checkpoints(tmp_path, capsys):
-    from grpo_cli.runs import last_complete_checkpoint
+    from grpo_cli.run_dir import last_complete_checkpoint
 
     for step, state in [(2, {"global_step": 2}), (4, {"global_step": 4}), (6, None)]:
         folder = tmp_path / f"checkpoint-{step}"
@@ -495,7 +495,7 @@ def test_the_resume_command_is_the_typed_one_with_resume(monkeypatch):
 
 
 def test_resume_of_a_run_finished_without_checkpoints(tmp_path, cli, tiny_recipe):
-    from grpo_cli.runs import write_marker
+    from grpo_cli.run_dir import write_marker
 
     recipe = tiny_recipe()
     run = Path(yaml.safe_load(recipe.read_text())["output_dir"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from grpo_cli import data, generation, runs
+from grpo_cli import generation, model_sources, models, prompting
 from grpo_cli.workflows import evaluate_generations as evaluate
 from tests.test_export import eval_completions, run_recipe
 from tests.tiny_runs import CHAT_TEMPLATE, fake_run
@@ -126,14 +126,14 @@ def test_scripted_chat_keeps_history_until_reset(tmp_path):
     assert len(turns) == 3
     # The second turn saw the first in its prompt; after /reset the same question is asked afresh.
     assert turns[2] == answers(ok(run, "-p", "3+4="))["3+4="][0]
-    tuned, _ = runs.resolve_models(recipe, adapter=run, model=None)
-    model, tokenizer = generation.load(tuned, recipe)
+    tuned, _ = model_sources.resolve_models(recipe, adapter=run, model=None)
+    model, tokenizer = models.load_source(tuned, recipe)
     history = [
         {"role": "user", "content": "1+2="},
         {"role": "assistant", "content": turns[0]},
         {"role": "user", "content": "3+4="},
     ]
-    ids = data.tokenize_prompts(tokenizer, [history])
+    ids = prompting.tokenize_prompts(tokenizer, [history])
     (sample,) = generation.generate(model, tokenizer, ids, generation.sampling_settings(recipe, 1), 1)[0]
     assert turns[1] == sample.text
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli import plugins, scoring
+from grpo_cli import registry, reward_binding, scoring
 from grpo_cli._paths import REWARDS_DIR
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import RewardEntry, load_recipe
@@ -33,7 +33,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def bind(name: str, **fields):
-    return plugins.bind(RewardEntry(name=name, **fields), "rewards[0]")
+    return reward_binding.bind(RewardEntry(name=name, **fields), "rewards[0]")
 
 
 def bind_error(name: str, **fields) -> str:
@@ -58,7 +58,7 @@ def make_dist(
     info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
     write(info / "METADATA", f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
-    write(info / "entry_points.txt", f"[{plugins.ENTRY_POINT_GROUP}]\n{lines}")
+    write(info / "entry_points.txt", f"[{reward_binding.ENTRY_POINT_GROUP}]\n{lines}")
     for module, source in modules.items():
         write(site / f"{module}.py", source)
 
@@ -112,8 +112,8 @@ def test_installed_entry_point_resolves_with_its_distribution(fake_plugin):
 def test_builtin_wins_over_an_entry_point_of_the_same_name(tmp_path, monkeypatch, cli):
     make_dist(tmp_path, "acme-clash", "2.0", {"accuracy": "acme_clash:accuracy"}, {"acme_clash": SHOUT})
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert plugins.find("accuracy").origin == "built-in"
-    assert plugins.installed_plugins()["accuracy"].dist == "acme-clash 2.0"
+    assert reward_binding.find("accuracy").origin == "built-in"
+    assert reward_binding.REWARDS.installed()["accuracy"].dist == "acme-clash 2.0"
     listing = cli("rewards", "ls").stdout
     assert (
         "accuracy  from acme-clash 2.0 (acme_clash:accuracy): unused, the built-in 'accuracy' comes first; "
@@ -134,7 +134,7 @@ def test_file_plugin_relative_to_the_recipe(tiny_recipe, tmp_path):
         tiny_recipe({"rewards": [{"name": "lib/my_rewards.py:brevity", "args": {"limit": 2}}]})
     )
     assert recipe.rewards[0].name == f"{tmp_path / 'lib' / 'my_rewards.py'}:brevity"
-    (bound,) = plugins.bind_all(recipe.rewards)
+    (bound,) = reward_binding.bind_all(recipe.rewards)
     assert (bound.name, bound.spec.origin, bound.columns) == ("brevity", "file", [])
     # A function that takes neither prompts nor **kwargs still gets called as TRL calls rewards.
     trl_kwargs = {"completion_ids": [[1], [2]], "trainer_state": None, "log_extra": print}
@@ -197,7 +197,7 @@ def test_validate_a_recipe_naming_every_kind(cli, tiny_recipe, tmp_path, fake_pl
     result = cli("validate", tiny_recipe({"rewards": rewards}))
     assert result.exit_code == 0, result.output
     assert result.stdout == "tiny.yaml: ok (grpo, 5 rewards)\n"
-    bound = plugins.bind_all(load_recipe(tmp_path / "tiny.yaml").rewards)
+    bound = reward_binding.bind_all(load_recipe(tmp_path / "tiny.yaml").rewards)
     assert [(b.name, b.spec.origin) for b in bound] == [
         ("accuracy", "built-in"),
         ("fast_shout", "plugin (acme-fast 0.1)"),
@@ -221,7 +221,7 @@ def test_a_users_own_rewards_module_and_the_builtins_both_resolve(
     path = tiny_recipe({"rewards": [{"name": "rewards:my_fn"}, {"name": "accuracy"}, {"name": "closeness"}]})
     result = cli("validate", path)
     assert result.exit_code == 0, result.output
-    bound = plugins.bind_all(load_recipe(path).rewards)
+    bound = reward_binding.bind_all(load_recipe(path).rewards)
     assert [(b.name, b.spec.origin) for b in bound] == [
         ("my_fn", "module"),
         ("accuracy", "built-in"),
@@ -325,7 +325,7 @@ def test_unknown_name_lists_close_matches_and_where_it_looked():
         "rewards[0]: unknown reward 'acuracy' (did you mean 'accuracy' or 'reasoned_accuracy'?); looked in the "
         f"built-ins ({REWARDS_DIR}) and the installed plugins (entry-point group 'grpo_cli.rewards'); other names "
         "are path/to/file.py:function, package.module:function or model:<Hub id or dir>. "
-        f"Available: {', '.join(sorted(plugins.available()))} (see `grpo-cli rewards ls`)"
+        f"Available: {', '.join(sorted(reward_binding.REWARDS.available()))} (see `grpo-cli rewards ls`)"
     )
 
 
@@ -494,7 +494,7 @@ def test_builtin_arguments_are_checked_when_bound():
 def test_bind_all_reports_every_problem_and_duplicate_names():
     entries = [RewardEntry(name="acuracy"), RewardEntry(name="format"), RewardEntry(name="format")]
     with pytest.raises(UserError) as info:
-        plugins.bind_all(entries)
+        reward_binding.bind_all(entries)
     assert len(info.value.problems) == 2
     assert info.value.problems[0].startswith("rewards[0]: unknown reward 'acuracy'")
     assert info.value.problems[1] == "rewards: format listed twice; metrics need distinct names"
@@ -524,7 +524,7 @@ def acme(acme_installed, monkeypatch):
 
 @pytest.mark.slow
 def test_pip_installed_plugin_is_found_through_its_entry_points(acme):
-    specs = plugins.installed_plugins()
+    specs = reward_binding.REWARDS.installed()
     assert {n: (s.dist, s.source) for n, s in specs.items() if s.dist.startswith("acme-rewards")} == {
         "shouting": ("acme-rewards 0.1.0", "acme_rewards:shouting_reward"),
         "on_topic": ("acme-rewards 0.1.0", "acme_rewards:OnTopic"),
@@ -602,7 +602,11 @@ def test_plugins_installed_where_the_tests_run_stay_out_of_them(tmp_path):
     make_dist(site, "aardvark-rewards", "1.0", {"aaa": "aardvark:aaa"}, {"aardvark": SHOUT})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), str(site)])}
     listed = subprocess.run(
-        [sys.executable, "-c", "from grpo_cli import plugins; print(sorted(plugins.installed_plugins()))"],
+        [
+            sys.executable,
+            "-c",
+            "from grpo_cli.reward_binding import REWARDS; print(sorted(REWARDS.installed()))",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -618,3 +622,43 @@ def test_plugins_installed_where_the_tests_run_stay_out_of_them(tmp_path):
         timeout=120,
     )
     assert "1 passed" in result.stdout, result.stdout
+
+
+# ---- the generic registry ----------------------------------------------------------------------------------
+
+
+def test_entry_points_are_read_once_until_sys_path_changes(fake_plugin, monkeypatch, tmp_path):
+    import importlib.metadata
+
+    calls = []
+    patched = importlib.metadata.entry_points  # conftest's isolated view
+
+    def counting(**params):
+        calls.append(params.get("group"))
+        return patched(**params)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", counting)
+    registry.clear_caches()
+    for _ in range(3):
+        assert "fast_shout" in reward_binding.REWARDS.installed()
+    assert calls == [reward_binding.ENTRY_POINT_GROUP]
+    make_dist(tmp_path / "later", "acme-later", "1.0", {"later": "acme_later:shout"}, {"acme_later": SHOUT})
+    monkeypatch.syspath_prepend(
+        str(tmp_path / "later")
+    )  # installed while the process runs: seen, as imports see it
+    assert "later" in reward_binding.REWARDS.installed() and len(calls) == 2
+
+
+def test_available_lists_are_capped_with_the_total():
+    def builtins():
+        return {f"r{i:02}": registry.PluginSpec(f"r{i:02}", "built-in", lambda: None) for i in range(25)}
+
+    tools = registry.Registry("tool", "grpo_cli.tools", builtins, "tools/", "path/to/file.py:function", "ls")
+    with pytest.raises(UserError) as raised:
+        tools.find("zzz")
+    shown = ", ".join(f"r{i:02}" for i in range(registry.LISTED))
+    assert str(raised.value) == (
+        "unknown tool 'zzz'; looked in the built-ins (tools/) and the installed "
+        "plugins (entry-point group 'grpo_cli.tools'); other names are path/to/file.py:function. "
+        f"Available: {shown}, ... (25 total) (see `ls`)"
+    )

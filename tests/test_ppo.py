@@ -375,8 +375,8 @@ CHAT_TEMPLATE = (
 
 
 def test_chat_prompts_are_tokenized_through_the_chat_template_with_the_generation_prompt():
-    from grpo_cli.data import tokenize_prompts
     from grpo_cli.models import char_tokenizer
+    from grpo_cli.prompting import tokenize_prompts
 
     tokenizer = char_tokenizer("0123456789+=")
     assert tokenize_prompts(tokenizer, ["1+2=", "10+3="]) == [
@@ -417,7 +417,7 @@ def test_chat_prompts_end_to_end(cli, ppo_recipe, saved_policy, reward_model_dir
 def test_the_same_recipe_and_seed_train_the_same_run(cli, ppo_recipe, tmp_path):
     """TRL 1.12's PPOTrainer shuffles minibatches with numpy, which it never seeds: two runs in one process (numpy's
     state moved on by the first) trained differently from the first step's value loss on."""
-    from grpo_cli.runs import read_metrics
+    from grpo_cli.run_files import read_metrics
 
     changes = {"trainer": {"num_mini_batches": 2, "max_steps": 3, "save_steps": 10}}
     timings = ("time", "eps")  # and each reward's `/seconds`: how fast, not what was trained

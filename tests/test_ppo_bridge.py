@@ -252,8 +252,8 @@ def test_drives_a_real_ppo_run(tokenizer, tmp_path):
 
 def test_rollout_rewards_weigh_sum_and_log_each_reward():
     from grpo_cli.algorithms.ppo_bridge import RolloutRewards
-    from grpo_cli.plugins import bind_all
     from grpo_cli.recipe import RewardEntry
+    from grpo_cli.reward_binding import bind_all
 
     def shouting(completions, **_):
         return [None if c == "" else float(c.isupper()) for c in completions]
@@ -292,9 +292,9 @@ def test_rollout_rewards_log_completion_length_and_clipped_ratio_as_grpo_does():
     from types import SimpleNamespace
 
     from grpo_cli.algorithms.ppo_bridge import RolloutRewards
-    from grpo_cli.plugins import bind_all
     from grpo_cli.recipe import RewardEntry
-    from grpo_cli.runs import rename_metrics
+    from grpo_cli.reward_binding import bind_all
+    from grpo_cli.run_files import rename_metrics
 
     rewards = bind_all([RewardEntry(name="accuracy")])
     rewards[0].name, rewards[0].fn = "one", lambda completions, **_: [1.0] * len(completions)

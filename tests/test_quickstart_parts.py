@@ -1,7 +1,7 @@
 """Exact values for the parts the quickstart recipe adds: the `digits` reward and `addition_task(max_sum=...)`."""
 
 from grpo_cli.builtin_rewards.digits import digits_reward
-from grpo_cli.data import addition_task
+from grpo_cli.tasks import addition_task
 
 
 def test_digits_reward_pays_per_character_in_place():

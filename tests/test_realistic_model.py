@@ -211,7 +211,7 @@ def test_reward_model_scores_the_chat_template_text(realistic):
     """A `model:` reward (PPO's bridge, eval and rewards test score with it) gives, for a chat prompt and its completion, the model's score of the templated text."""
     import torch
 
-    from grpo_cli.scoring import RewardModelScore
+    from grpo_cli.reward_models import RewardModelScore
 
     rows = realistic_model.chat_rows(48, 10)  # the training file's rows
     prompts = [row["messages"][:-1] for row in rows[:3]]
@@ -247,9 +247,9 @@ def _policy_pair(realistic):
 
 
 def data_tokenize(tokenizer, prompts):
-    from grpo_cli import data
+    from grpo_cli import prompting
 
-    return data.tokenize_prompts(tokenizer, prompts)
+    return prompting.tokenize_prompts(tokenizer, prompts)
 
 
 def test_eval_decodes_greedily_without_the_models_sampling_settings(realistic):
@@ -716,20 +716,19 @@ def test_pairs_are_plain_text_on_both_sides_with_chat_template_false(realistic, 
     import torch
     from datasets import Dataset
 
-    from grpo_cli import data
-    from grpo_cli.algorithms.reward import tokenize_pairs
+    from grpo_cli import prompting
     from grpo_cli.recipe import DatasetSection
-    from grpo_cli.scoring import RewardModelScore
+    from grpo_cli.reward_models import RewardModelScore, tokenize_pairs
 
     reshape, dataset = PAIR_SHAPES[shape]
     raw = Dataset.from_list([reshape(r) for r in chat_preferences(4, 30)])
     spec = DatasetSection(source="preferences.jsonl", chat_template=False, **dataset)
     tokenizer = realistic.tokenizer()
-    prepared = data.prepare_preferences(raw, spec, tokenizer)
+    prepared = prompting.prepare_preferences(raw, spec, tokenizer)
     assert all(isinstance(row[side], str) for row in prepared for side in ("prompt", "chosen", "rejected"))
     pairs = tokenize_pairs(prepared, tokenizer)
 
-    prompts = data.prepare(raw, spec, tokenizer)["prompt"]  # GRPO's and PPO's prompts: text
+    prompts = prompting.prepare(raw, spec, tokenizer)["prompt"]  # GRPO's and PPO's prompts: text
     reward = RewardModelScore(str(realistic.reward_model), torch.float32, "cpu")
     for side in ("chosen", "rejected"):
         replies = [a if isinstance(a, str) else a[0]["content"] for a in raw[side]]
@@ -771,10 +770,9 @@ def test_chat_pairs_are_trained_on_the_text_rl_scores(chat_reward_run, chat_rewa
     from transformers import AutoModelForSequenceClassification
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
-    from grpo_cli import data, models
-    from grpo_cli.algorithms.reward import tokenize_pairs
+    from grpo_cli import models, prompting
     from grpo_cli.recipe import load_recipe
-    from grpo_cli.scoring import RewardModelScore
+    from grpo_cli.reward_models import RewardModelScore, tokenize_pairs
     from grpo_cli.workflows.evaluate_generations import held_out_rows
 
     _, run, _ = chat_reward_run
@@ -782,7 +780,7 @@ def test_chat_pairs_are_trained_on_the_text_rl_scores(chat_reward_run, chat_rewa
     tokenizer = models.policy_tokenizer(recipe.model)  # the tokenizer train loads
     raw = held_out_rows(recipe, None)  # the held-out pairs as the data has them, in eval's order
     # What GRPO and PPO score: the prompt they build from the row, and the reply as one assistant message.
-    prompts = data.prepare(raw, recipe.dataset, tokenizer)["prompt"]
+    prompts = prompting.prepare(raw, recipe.dataset, tokenizer)["prompt"]
     chosen = [
         [{"role": "assistant", "content": c if isinstance(c, str) else c[0]["content"]}]
         for c in raw["chosen"]
@@ -791,7 +789,7 @@ def test_chat_pairs_are_trained_on_the_text_rl_scores(chat_reward_run, chat_rewa
     assert {len(p) for p in prompts} == ({1} if recipe.dataset.prompt else {1, 2})
 
     # The pairs as train tokenizes them.
-    pairs = tokenize_pairs(data.prepare_preferences(raw, recipe.dataset, tokenizer), tokenizer)
+    pairs = tokenize_pairs(prompting.prepare_preferences(raw, recipe.dataset, tokenizer), tokenizer)
     reward = RewardModelScore(str(run), torch.float32, "cpu")
     scored = reward.tokenizer(text=reward.texts(prompts, chosen), add_special_tokens=False)["input_ids"]
     assert scored == pairs["chosen_ids"]

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from grpo_cli import plugins
+from grpo_cli import reward_binding
 
 WORKED_EXAMPLE = ["-r", "reasoned_accuracy", "--prompt", "What is 2 + 3?", "--column", "answer=5"]
 
@@ -282,7 +282,7 @@ def test_a_reward_that_fails_shows_the_offending_completion(cli, tmp_path):
 def test_ls_lists_every_builtin_with_origin_arguments_columns_and_description(cli):
     result = cli("rewards", "ls")
     assert result.exit_code == 0
-    for name in plugins.builtin_rewards():
+    for name in reward_binding.REWARDS.builtins():
         assert f"\n{name}  built-in\n" in f"\n{result.stdout}"
     assert (
         "reasoned_accuracy  built-in\n"

@@ -1,4 +1,4 @@
-"""Reading a run directory back (`runs.read_*`, the one reader of each file) and writing summary.json."""
+"""Reading a run directory back (`run_dir.read_*`, the one reader of each file) and writing summary.json."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from grpo_cli import runs
+from grpo_cli import model_sources, run_dir, run_files
 from grpo_cli.errors import UserError
 
 
@@ -19,8 +19,8 @@ def write_metrics(run, rewards):
 def test_summary_keys_are_the_same_for_a_short_and_a_long_run(tmp_path):
     write_metrics(tmp_path / "short", [0.5])
     write_metrics(tmp_path / "long", [float(i) for i in range(60)])
-    short = runs.write_summary(tmp_path / "short", algorithm="grpo", wall_time_s=1.0)
-    long = runs.write_summary(tmp_path / "long", algorithm="grpo", wall_time_s=2.0)
+    short = run_files.write_summary(tmp_path / "short", algorithm="grpo", wall_time_s=1.0)
+    long = run_files.write_summary(tmp_path / "long", algorithm="grpo", wall_time_s=2.0)
 
     assert short.keys() == long.keys()
     assert json.loads((tmp_path / "long" / "summary.json").read_text()).keys() == long.keys()
@@ -40,7 +40,7 @@ def test_summary_keys_are_the_same_for_a_short_and_a_long_run(tmp_path):
 
 def test_summary_without_a_logged_reward_has_the_keys_with_no_values(tmp_path):
     write_metrics(tmp_path, [])
-    summary = runs.write_summary(tmp_path, algorithm="ppo", wall_time_s=0.0)
+    summary = run_files.write_summary(tmp_path, algorithm="ppo", wall_time_s=0.0)
     assert [summary[k] for k in ("first_mean_reward", "last_mean_reward", "mean_reward_window")] == [None] * 3
 
 
@@ -62,9 +62,9 @@ def test_train_says_nothing_about_rewards_when_none_was_logged(tiny_recipe, tmp_
 
 
 def test_absent_files_read_as_nothing(tmp_path):
-    assert runs.read_recipe(tmp_path) is None
-    assert runs.read_summary(tmp_path) is None
-    assert runs.read_metrics(tmp_path) == []
+    assert run_files.read_recipe(tmp_path) is None
+    assert run_files.read_summary(tmp_path) is None
+    assert run_files.read_metrics(tmp_path) == []
 
 
 def test_metrics_skip_a_cut_last_line_and_keep_the_later_line_of_a_step(tmp_path):
@@ -75,11 +75,11 @@ def test_metrics_skip_a_cut_last_line_and_keep_the_later_line_of_a_step(tmp_path
         '{"step": 3, "re',
     ]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
-    assert runs.read_metrics(tmp_path) == [{"step": 1, "reward": 0.1}, {"step": 2, "reward": 0.3}]
+    assert run_files.read_metrics(tmp_path) == [{"step": 1, "reward": 0.1}, {"step": 2, "reward": 0.3}]
 
     (tmp_path / "metrics.jsonl").write_text("\n".join([lines[0], "garbage", lines[1]]))
     with pytest.raises(UserError, match=r"metrics.jsonl, line 2, is not a JSON object"):
-        runs.read_metrics(tmp_path)
+        run_files.read_metrics(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -87,18 +87,18 @@ def test_metrics_skip_a_cut_last_line_and_keep_the_later_line_of_a_step(tmp_path
     [("model: [unclosed", "is not valid YAML"), ("- a list\n", "should hold a mapping")],
 )
 def test_a_broken_recipe_yaml_is_one_error_for_every_reader(tmp_path, tiny_recipe, text, message):
-    """eval's base-model lookup, report and --resume all read recipe.yaml through runs.read_recipe."""
+    """eval's base-model lookup, report and --resume all read recipe.yaml through run_files.read_recipe."""
     from grpo_cli.recipe import load_recipe
 
     (tmp_path / "recipe.yaml").write_text(text)
     with pytest.raises(UserError, match=message):
-        runs.read_recipe(tmp_path)
+        run_files.read_recipe(tmp_path)
     with pytest.raises(UserError, match=message):  # used to be a yaml traceback
-        runs.check_resume_matches(load_recipe(tiny_recipe()), tmp_path)
+        run_dir.check_resume_matches(load_recipe(tiny_recipe()), tmp_path)
     recipe = load_recipe(tiny_recipe())
-    base = runs.ModelSource("recipe", spec=recipe.model, seed=recipe.seed)
+    base = model_sources.ModelSource("recipe", spec=recipe.model, seed=recipe.seed)
     with pytest.raises(UserError, match=message):  # used to fall back silently to the given recipe's model
-        runs.run_base(tmp_path, base)
+        model_sources.run_base(tmp_path, base)
 
 
 def test_a_runs_own_recipe_names_its_base_model(tmp_path, tiny_recipe):
@@ -106,8 +106,10 @@ def test_a_runs_own_recipe_names_its_base_model(tmp_path, tiny_recipe):
 
     recipe = load_recipe(tiny_recipe())
     (tmp_path / "recipe.yaml").write_text("model: {name_or_path: some/model}\nseed: 7\n")
-    base = runs.run_base(tmp_path, runs.ModelSource("recipe", spec=recipe.model, seed=recipe.seed))
+    base = model_sources.run_base(
+        tmp_path, model_sources.ModelSource("recipe", spec=recipe.model, seed=recipe.seed)
+    )
     assert (base.kind, base.spec.name_or_path, base.seed) == ("recipe", "some/model", 7)
     checkpoint = tmp_path / "checkpoint-4"
     checkpoint.mkdir()
-    assert runs.run_root(checkpoint) == tmp_path and runs.run_root(tmp_path) == tmp_path
+    assert model_sources.run_root(checkpoint) == tmp_path and model_sources.run_root(tmp_path) == tmp_path

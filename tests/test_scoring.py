@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli import plugins, scoring
+from grpo_cli import grpo_advantages, reward_binding, reward_models, scoring
+from grpo_cli.grpo_advantages import advantages
 from grpo_cli.recipe import RewardEntry
-from grpo_cli.scoring import advantages
 from tests.test_plugins import bind, write  # one copy of the reward-file helpers
 
 
@@ -136,10 +136,10 @@ def test_arguments_from_the_recipe_win_over_a_column_of_the_same_name(tmp_path):
 
 def test_a_reward_that_never_returns_does_not_keep_the_process_alive(flaky):
     code = textwrap.dedent(f"""
-        from grpo_cli import plugins, scoring
+        from grpo_cli import reward_binding, scoring
         from grpo_cli.recipe import RewardEntry
         entry = RewardEntry(name={str(flaky) + ":sleeps"!r}, timeout=0.1, on_error="zero")
-        print(scoring.RewardCall(plugins.bind(entry, "r")).score(["p"], ["bad"], {{}}))
+        print(scoring.RewardCall(reward_binding.bind(entry, "r")).score(["p"], ["bad"], {{}}))
     """)
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=25)
@@ -185,7 +185,7 @@ def test_reward_calls_pickle_and_still_score(name, tmp_path, monkeypatch):
         "module": RewardEntry(name="kinds_mod:brevity", args={"limit": 2}),
         "timed file": RewardEntry(name=f"{path}:brevity", args={"limit": 2}, timeout=5, on_error="zero"),
     }[name]
-    reward = scoring.RewardCall(plugins.bind(entry, "rewards[0]"))
+    reward = scoring.RewardCall(reward_binding.bind(entry, "rewards[0]"))
     before = reward(["Q"] * 2, ["ab", "abcdef"], log_metric=lambda *a: None)  # a timed call ran its thread
     copy = pickle.loads(pickle.dumps(reward))
     assert copy is not reward and copy.__name__ == reward.__name__
@@ -355,7 +355,7 @@ def test_the_readmes_worked_example():
 
 
 def test_scale_mode_reads_trls_spellings():
-    assert [scoring.scale_mode(v) for v in (True, False, "group", "batch", "none")] == [
+    assert [grpo_advantages.scale_mode(v) for v in (True, False, "group", "batch", "none")] == [
         "group",
         "none",
         "group",
@@ -363,7 +363,7 @@ def test_scale_mode_reads_trls_spellings():
         "none",
     ]
     with pytest.raises(scoring.UserError, match="trainer.scale_rewards: 'std' is not group, batch or none"):
-        scoring.scale_mode("std")
+        grpo_advantages.scale_mode("std")
 
 
 def test_weighted_total_skips_none_as_trls_nansum():
@@ -422,7 +422,7 @@ def direct_scores(model_dir: Path, texts: list[str]) -> list[float]:
 def test_reward_model_score_is_the_models_logit_on_prompt_plus_completion(reward_model_dir):
     import torch
 
-    score = scoring.RewardModelScore(str(reward_model_dir), torch.float32)
+    score = reward_models.RewardModelScore(str(reward_model_dir), torch.float32)
     got = score(["1+2=", "9+9="], ["3", "18"])
     assert got == pytest.approx(direct_scores(reward_model_dir, ["1+2=3", "9+9=18"]), abs=1e-5)
     assert score([], []) == []
@@ -435,7 +435,7 @@ def test_reward_model_reads_chat_through_its_own_chat_template(reward_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}={% endfor %}"
     tokenizer.save_pretrained(reward_model_dir)
-    score = scoring.RewardModelScore(str(reward_model_dir), torch.float32)
+    score = reward_models.RewardModelScore(str(reward_model_dir), torch.float32)
     prompts = [[{"role": "user", "content": "1+2"}], [{"role": "user", "content": "9+9"}]]
     completions = [[{"role": "assistant", "content": "3"}], [{"role": "assistant", "content": "18"}]]
     assert score.texts(prompts, completions) == ["1+2=3=", "9+9=18="]
@@ -470,16 +470,16 @@ def test_a_reward_run_scored_with_kwargs_that_change_its_text_is_said_once(
     import torch
     from transformers import AutoTokenizer
 
-    from grpo_cli import data
+    from grpo_cli import prompting
 
     tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
     tokenizer.chat_template = template
     tokenizer.save_pretrained(reward_model_dir)
     if trained_by_a_reward_run:
         (reward_model_dir / "recipe.yaml").write_text("algorithm: reward\n")
-    monkeypatch.setattr(data, "_said", set())
+    monkeypatch.setattr(prompting, "_said", set())
     kwargs = {"enable_thinking": False}
-    score = scoring.RewardModelScore(str(reward_model_dir), torch.float32, "cpu", kwargs)
+    score = reward_models.RewardModelScore(str(reward_model_dir), torch.float32, "cpu", kwargs)
     prompts, completions = [[{"role": "user", "content": "1+2"}]], [[{"role": "assistant", "content": "3"}]]
     score(prompts, completions)
     score(prompts, completions)
@@ -496,8 +496,10 @@ def test_a_reward_run_scored_with_kwargs_that_change_its_text_is_said_once(
 
 
 def test_a_reward_model_goes_through_reward_call_like_a_function(reward_model_dir):
-    (loaded,) = scoring.load_reward_models([bind(f"model:{reward_model_dir}", on_error="skip")], "float32")
-    assert isinstance(loaded.fn, scoring.RewardModelScore) and loaded.name == "judge"
+    (loaded,) = reward_models.load_reward_models(
+        [bind(f"model:{reward_model_dir}", on_error="skip")], "float32"
+    )
+    assert isinstance(loaded.fn, reward_models.RewardModelScore) and loaded.name == "judge"
     logged = {}
     scores = scoring.RewardCall(loaded)(["1+2="], ["3"], log_metric=logged.__setitem__)
     assert scores == pytest.approx(direct_scores(reward_model_dir, ["1+2=3"]), abs=1e-5)

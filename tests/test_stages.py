@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grpo_cli import data, pipeline, validation
+from grpo_cli import data, pipeline, prompting, tasks, validation
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import DatasetSection, load_recipe
 from tests.conftest import TINY_RECIPE
@@ -157,18 +157,18 @@ def test_sft_rows_from_a_template_a_completion_column_or_messages(tmp_path):
 
     recipe = load_recipe(write(tmp_path, SFT))
     rows = Dataset.from_list([{"question": "1+2=", "answer": "3"}])
-    assert data.prepare_sft(rows, recipe.dataset, char_tokenizer("0123456789+=")).to_list() == [
+    assert prompting.prepare_sft(rows, recipe.dataset, char_tokenizer("0123456789+=")).to_list() == [
         {"prompt": "1+2=", "completion": "3"}
     ]
     chat_tokenizer = char_tokenizer("0123456789+=")
     chat_tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     spec = recipe.dataset.model_copy(update={"prompt": None, "completion": None})
     conversation = [{"role": "user", "content": "1+2="}, {"role": "assistant", "content": "3"}]
-    assert data.prepare_sft(
+    assert prompting.prepare_sft(
         Dataset.from_list([{"messages": conversation}]), spec, chat_tokenizer
     ).to_list() == [{"prompt": conversation[:1], "completion": conversation[1:]}]
     with pytest.raises(UserError, match="must end with the assistant's turn"):
-        data.prepare_sft(Dataset.from_list([{"messages": conversation[:1]}]), spec, chat_tokenizer)
+        prompting.prepare_sft(Dataset.from_list([{"messages": conversation[:1]}]), spec, chat_tokenizer)
 
 
 def test_preference_rows_with_or_without_a_prompt(tmp_path):
@@ -177,12 +177,12 @@ def test_preference_rows_with_or_without_a_prompt(tmp_path):
     pairs_file(tmp_path, [{"chosen": "2", "rejected": "3"}] * 4)
     spec = load_recipe(write(tmp_path, REWARD)).dataset
     rows = Dataset.from_list([{"chosen": "2", "rejected": "3"}])
-    assert data.prepare_preferences(rows, spec, None).to_list() == [
+    assert prompting.prepare_preferences(rows, spec, None).to_list() == [
         {"prompt": "", "chosen": "2", "rejected": "3"}
     ]
     with_prompt = spec.model_copy(update={"prompt": "{question}"})
     rows = Dataset.from_list([{"question": "1+1=", "chosen": "2", "rejected": "3"}])
-    assert data.prepare_preferences(rows, with_prompt, None)[0]["prompt"] == "1+1="
+    assert prompting.prepare_preferences(rows, with_prompt, None)[0]["prompt"] == "1+1="
 
 
 # Role markers, so that a rendering through the template tells itself apart from the plain text.
@@ -212,16 +212,16 @@ def test_preference_pairs_are_chat_or_text_as_the_policy_stages_decide(dataset, 
     dataset.chat_template: false, or without a template, both prompt and answers are plain text."""
     from datasets import Dataset
 
-    from grpo_cli.algorithms.reward import tokenize_pairs
     from grpo_cli.models import char_tokenizer
+    from grpo_cli.reward_models import tokenize_pairs
 
     tokenizer = char_tokenizer("0123456789+=<>/aeinrstu")
     tokenizer.chat_template = ROLES_TEMPLATE
     rows = Dataset.from_list([row])
     spec = DatasetSection(source="pairs.jsonl", **dataset)
-    prepared = data.prepare_preferences(rows, spec, tokenizer)
+    prepared = prompting.prepare_preferences(rows, spec, tokenizer)
     assert (
-        prepared[0]["prompt"] == data.prepare(rows, spec, tokenizer)[0]["prompt"]
+        prepared[0]["prompt"] == prompting.prepare(rows, spec, tokenizer)[0]["prompt"]
     )  # GRPO's and PPO's prompt
     assert prepared[0]["chosen"] == [{"role": "assistant", "content": "2"}]
     tokens = tokenize_pairs(prepared, tokenizer)
@@ -229,7 +229,7 @@ def test_preference_pairs_are_chat_or_text_as_the_policy_stages_decide(dataset, 
     assert tokenizer.decode(tokens["rejected_ids"][0]) == "<user>1+1=<assistant>3"
 
     for plain, tok in ((spec.model_copy(update={"chat_template": False}), tokenizer), (spec, None)):
-        prepared = data.prepare_preferences(rows, plain, tok)
+        prepared = prompting.prepare_preferences(rows, plain, tok)
         assert prepared.to_list() == [{"prompt": "1+1=", "chosen": "2", "rejected": "3"}]
         tokens = tokenize_pairs(prepared, tokenizer)
         assert tokenizer.decode(tokens["chosen_ids"][0]) == "1+1=2"
@@ -237,18 +237,18 @@ def test_preference_pairs_are_chat_or_text_as_the_policy_stages_decide(dataset, 
 
 
 def test_addition_preferences_pair_the_sum_with_a_near_miss():
-    rows = data.addition_preferences_task(size=400, seed=0, max_operand=19)
+    rows = tasks.addition_preferences_task(size=400, seed=0, max_operand=19)
     assert len(rows) == 400
     assert all(r["chosen"] == r["answer"] != r["rejected"] and int(r["rejected"]) >= 0 for r in rows)
     assert {abs(int(r["chosen"]) - int(r["rejected"])) for r in rows} == {1, 2, 3, 10}
     # the same problems, in the same order, as the policy's task: the held-out split is the same problems
     assert [r["question"] for r in rows] == [
-        r["question"] for r in data.addition_task(400, 0, max_operand=19)
+        r["question"] for r in tasks.addition_task(400, 0, max_operand=19)
     ]
 
 
 def test_several_pairs_per_problem_are_held_out_together_as_the_policy_tasks_problems():
-    rows = data.addition_preferences_task(size=900, seed=0, max_operand=29, pairs_per_problem=8)
+    rows = tasks.addition_preferences_task(size=900, seed=0, max_operand=29, pairs_per_problem=8)
     by_problem: dict[str, set[str]] = {}
     for row in rows:
         assert row["chosen"] == row["answer"] != row["rejected"] and int(row["rejected"]) >= 0
@@ -283,7 +283,7 @@ def test_several_pairs_per_problem_are_held_out_together_as_the_policy_tasks_pro
     # one pair a problem: the row split datasets would make (the same rows, in the same order)
     _, one_held_out = data.load_splits(spec, seed=0)
     assert one_held_out["question"] == policy_held_out["question"]
-    assert data.check_task(spec.generate.model_copy(update={"options": {"pairs_per_problem": 9}})) == [
+    assert tasks.check_task(spec.generate.model_copy(update={"options": {"pairs_per_problem": 9}})) == [
         "dataset.generate.options: pairs_per_problem must be between 1 and 8, got 9"
     ]
 
@@ -308,8 +308,8 @@ def test_validate_counts_held_out_prompts_as_train_splits_them(cli, tmp_path):
 
 
 def test_reward_pairs_are_tokenized_as_they_are_scored():
-    from grpo_cli.algorithms.reward import tokenize_pairs
     from grpo_cli.models import char_tokenizer
+    from grpo_cli.reward_models import tokenize_pairs
 
     tokenizer = char_tokenizer("0123456789+=")
     tokens = tokenize_pairs({"prompt": ["1+1="], "chosen": ["2"], "rejected": ["13"]}, tokenizer)

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grpo_cli import plugins, scoring
+from grpo_cli import registry, reward_binding, scoring
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import RewardEntry
+from grpo_cli.signatures import TRAINER_KWARGS
 
 trl_rewards = pytest.importorskip("trl.rewards")
 
@@ -117,9 +118,14 @@ def recipe_entries(tmp_path: Path, record: Path) -> list[dict]:
 # ---- binding and scoring ----
 
 
-def bound_function(name: str, fn) -> plugins.BoundReward:
+def bound_function(name: str, fn) -> reward_binding.BoundReward:
     """A reward function of a test, bound as a recipe entry naming it would be."""
-    return plugins.BoundReward(name, RewardEntry(name=name), plugins.RewardSpec(name, "file", lambda: fn), fn)
+    return reward_binding.BoundReward(
+        name,
+        RewardEntry(name=name),
+        registry.PluginSpec(name, "file", lambda: fn, reserved=TRAINER_KWARGS),
+        fn,
+    )
 
 
 def test_every_public_trl_reward_is_covered():
@@ -129,7 +135,7 @@ def test_every_public_trl_reward_is_covered():
 
 @pytest.mark.parametrize("name", sorted(TRL_REWARDS))
 def test_each_trl_reward_scores_as_trl_does(name):
-    bound = plugins.bind(RewardEntry(name=f"trl.rewards:{name}", args=TRL_REWARDS[name]), "rewards[0]")
+    bound = reward_binding.bind(RewardEntry(name=f"trl.rewards:{name}", args=TRL_REWARDS[name]), "rewards[0]")
     assert bound.name == METRIC_NAMES[name]
     assert bound.factory == name.startswith("get_")
     completions = [chat(c) for c in COMPLETIONS]
@@ -146,7 +152,7 @@ def test_each_trl_reward_scores_as_trl_does(name):
 
 def test_the_columns_of_trl_rewards_are_known_before_training():
     columns = {
-        name: plugins.bind(RewardEntry(name=f"trl.rewards:{name}", args=args), "r").columns
+        name: reward_binding.bind(RewardEntry(name=f"trl.rewards:{name}", args=args), "r").columns
         for name, args in TRL_REWARDS.items()
     }
     assert columns == {
@@ -172,14 +178,16 @@ def test_a_factory_is_called_once_with_its_args_and_checked_like_a_reward(tmp_pa
         "def make_no_completions():\n"
         "    return lambda prompts: [0.0]\n"
     )
-    bound = plugins.bind(RewardEntry(name=f"{tmp_path}/factories.py:make_length", args={"scale": 2}), "r")
+    bound = reward_binding.bind(
+        RewardEntry(name=f"{tmp_path}/factories.py:make_length", args={"scale": 2}), "r"
+    )
     assert bound.name == "length" and bound.factory
     assert scoring.score_table([bound], ["p", "p"], ["ab", "abc"], {}) == [[4.0, 6.0]]
     assert sys.modules[bound.fn.__module__].CALLS == [2]
 
     def error(attr, args):
         with pytest.raises(UserError) as info:
-            plugins.bind(RewardEntry(name=f"{tmp_path}/factories.py:{attr}", args=args), "rewards[0]")
+            reward_binding.bind(RewardEntry(name=f"{tmp_path}/factories.py:{attr}", args=args), "rewards[0]")
         return str(info.value).split(": ", 1)[1]
 
     assert error("make_length", {}) == "missing argument 'scale': set it in args; its arguments: scale"
@@ -194,7 +202,9 @@ def test_a_factory_is_called_once_with_its_args_and_checked_like_a_reward(tmp_pa
 def test_rewards_ls_describes_a_factory_by_its_arguments():
     from grpo_cli.commands.rewards import _describe
 
-    spec = plugins.RewardSpec("rep", "built-in", lambda: trl_rewards.get_repetition_penalty_reward)
+    spec = registry.PluginSpec(
+        "rep", "built-in", lambda: trl_rewards.get_repetition_penalty_reward, reserved=TRAINER_KWARGS
+    )
     lines = _describe("rep", spec).splitlines()
     assert lines[2] == "    args: ngram_size=3, max_penalty=-1.0"
     assert len(lines) == 3  # no columns: the reward it returns reads none it could name before being called
@@ -211,8 +221,8 @@ def test_an_optional_import_guard_reaches_only_the_rewards_that_use_it(tmp_path,
     with pytest.raises(
         UserError, match=r"needs the module 'acme_sympy', which is not installed: pip install acme-sympy$"
     ):
-        plugins.bind(RewardEntry(name=f"{tmp_path}/guarded.py:symbolic"), "rewards[0]")
-    assert plugins.bind(RewardEntry(name=f"{tmp_path}/guarded.py:plain"), "rewards[0]").name == "plain"
+        reward_binding.bind(RewardEntry(name=f"{tmp_path}/guarded.py:symbolic"), "rewards[0]")
+    assert reward_binding.bind(RewardEntry(name=f"{tmp_path}/guarded.py:plain"), "rewards[0]").name == "plain"
 
 
 def test_a_missing_optional_dependency_is_found_at_binding(monkeypatch):
@@ -224,14 +234,14 @@ def test_a_missing_optional_dependency_is_found_at_binding(monkeypatch):
     )
     for name in ("accuracy_reward", "reasoning_accuracy_reward", "get_cosine_scaled_reward"):
         with pytest.raises(UserError) as info:
-            plugins.bind(RewardEntry(name=f"trl.rewards:{name}", args=TRL_REWARDS[name]), "rewards[0]")
+            reward_binding.bind(RewardEntry(name=f"trl.rewards:{name}", args=TRL_REWARDS[name]), "rewards[0]")
         assert str(info.value) == (
             f"rewards[0] (trl.rewards:{name}) needs the module 'math_verify', which is not installed: "
             "pip install math-verify"
         )
     # The rewards of trl.rewards that do not use it still bind.
     for name in ("think_format_reward", "get_repetition_penalty_reward", "get_soft_overlong_punishment"):
-        plugins.bind(RewardEntry(name=f"trl.rewards:{name}", args=TRL_REWARDS[name]), "rewards[0]")
+        reward_binding.bind(RewardEntry(name=f"trl.rewards:{name}", args=TRL_REWARDS[name]), "rewards[0]")
 
 
 def test_validate_refuses_a_missing_optional_dependency_in_one_line(cli, tiny_recipe, monkeypatch):
@@ -299,7 +309,7 @@ def test_ppo_bridge_gives_rewards_ids_state_and_logs_metrics():
 
     from grpo_cli.algorithms.ppo_bridge import RolloutRewards
 
-    bound = plugins.bind(
+    bound = reward_binding.bind(
         RewardEntry(
             name="trl.rewards:get_soft_overlong_punishment", args=TRL_REWARDS["get_soft_overlong_punishment"]
         ),
@@ -327,8 +337,8 @@ def test_ppo_bridge_gives_rewards_ids_state_and_logs_metrics():
 
 
 def test_the_state_eval_gives_rewards(tmp_path, tiny_recipe):
+    from grpo_cli.model_sources import ModelSource
     from grpo_cli.recipe import load_recipe
-    from grpo_cli.runs import ModelSource
     from grpo_cli.workflows.evaluate_generations import evaluated_state
 
     recipe = load_recipe(tiny_recipe())

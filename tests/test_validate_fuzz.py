@@ -402,15 +402,15 @@ def test_five_mistakes_in_one_round(tmp_path):
 
 
 def test_a_huge_operand_range_is_sampled_not_listed(tmp_path):
-    from grpo_cli import data
+    from grpo_cli import tasks
 
     outcome = run_case(_options(max_operand=10_000_000, max_sum="null"), tmp_path)
     assert outcome.code == 0 and outcome.seconds < TIMEOUT_S
-    rows = data.addition_task(size=50, seed=1, max_operand=10_000_000)
+    rows = tasks.addition_task(size=50, seed=1, max_operand=10_000_000)
     assert len({r["question"] for r in rows}) == 50
     assert all(int(r["answer"]) == sum(map(int, r["question"].rstrip("=").split("+"))) for r in rows)
     # Small ranges keep the exact order they always had (the addition recipe's split does not move).
-    assert [r["question"] for r in data.addition_task(size=3, seed=0, max_sum=9)] == ["3+2=", "1+2=", "5+0="]
+    assert [r["question"] for r in tasks.addition_task(size=3, seed=0, max_sum=9)] == ["3+2=", "1+2=", "5+0="]
 
 
 def test_json_lines_are_read_as_train_reads_them(tmp_path):

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, distributed, generation, models, plugins, scoring, trainer_fields, validation
+from grpo_cli import (
+    data,
+    distributed,
+    generation,
+    models,
+    prompting,
+    reward_binding,
+    reward_models,
+    scoring,
+    trainer_fields,
+    validation,
+)
 from grpo_cli.algorithms.table import TRAINER_DEFAULTS
 from grpo_cli.output import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import begin_run, checkpoint_step
+from grpo_cli.run_dir import begin_run, checkpoint_step
 
 # Our defaults for TRL's GRPOConfig beyond table.TRAINER_DEFAULTS; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -49,7 +60,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     from grpo_cli.callbacks import RunLogger, train_to_the_end
 
     # Rewards first: a bad reward should fail before a model loads.
-    rewards = plugins.bind_all(recipe.rewards)
+    rewards = reward_binding.bind_all(recipe.rewards)
 
     with phase(f"loading model {models.label(recipe.model)}"):
         model, tokenizer = models.load_model(recipe.model, recipe.seed)
@@ -58,11 +69,13 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     # LoRA targets and the chat template, checked now that they are loaded and before the run directory is touched.
     validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer, train_rows))
     with phase(f"preparing {len(train_rows)} prompts"):
-        train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
+        train_rows = prompting.prepare(train_rows, recipe.dataset, tokenizer)
 
     args = config(recipe, output_dir, tokenizer, generation.eos_ids(model, tokenizer))  # sets up processes
     # Reward models too go through scoring (not TRL's own reward-model path), so they log /errors and /seconds.
-    rewards = scoring.load_reward_models(rewards, recipe.model.dtype, args.device, args.chat_template_kwargs)
+    rewards = reward_models.load_reward_models(
+        rewards, recipe.model.dtype, args.device, args.chat_template_kwargs
+    )
     reward_funcs = [scoring.RewardCall(r) for r in rewards]
     main_process = distributed.is_main_process()
     begin_run(

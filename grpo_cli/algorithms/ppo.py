@@ -35,13 +35,23 @@ import math
 import warnings
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, plugins, scoring, trainer_fields, validation
+from grpo_cli import (
+    data,
+    distributed,
+    models,
+    prompting,
+    reward_binding,
+    reward_models,
+    trainer_fields,
+    validation,
+)
 from grpo_cli.algorithms import ppo_compat
 from grpo_cli.algorithms.table import TRAINER_DEFAULTS
 from grpo_cli.errors import UserError, describe
 from grpo_cli.output import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import atomic_write, begin_run, checkpoint_step, finish_run
+from grpo_cli.run_dir import begin_run, checkpoint_step
+from grpo_cli.run_files import atomic_write, finish_run
 
 # Our defaults for TRL's PPOConfig beyond table.TRAINER_DEFAULTS; anything in the recipe's `trainer:` wins.
 DEFAULTS = {
@@ -78,7 +88,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     from grpo_cli.callbacks import RunLogger, guard, quiet_trainer
 
     # Rewards first: a bad reward should fail before the policy loads.
-    rewards = plugins.bind_all(recipe.rewards)
+    rewards = reward_binding.bind_all(recipe.rewards)
 
     with phase(f"loading model {models.label(recipe.model)}"):
         model, tokenizer = models.load_model(recipe.model, recipe.seed)
@@ -89,16 +99,16 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     # LoRA targets and the chat template, checked now that they are loaded and before the run directory is touched.
     validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer, train_rows))
     with phase(f"preparing {len(train_rows)} prompts"):
-        train_rows = data.prepare(train_rows, recipe.dataset, tokenizer)
+        train_rows = prompting.prepare(train_rows, recipe.dataset, tokenizer)
     args = config(recipe, output_dir, len(train_rows))
     per_step = episodes_per_step(args)
     _check_enough_rows(len(train_rows), per_step)
     # Reward models load only now, beside the policy on the device the trainer uses (args.device).
-    scorer = RolloutRewards(scoring.load_reward_models(rewards, recipe.model.dtype, device=args.device))
+    scorer = RolloutRewards(reward_models.load_reward_models(rewards, recipe.model.dtype, device=args.device))
     # TRL's sample tables (num_sample_generations > 0) generate on the held-out prompts: the bridge must know them.
     eval_rows = []
     if held_out is not None and args.num_sample_generations:
-        eval_rows = data.prepare(held_out, recipe.dataset, tokenizer).to_list()
+        eval_rows = prompting.prepare(held_out, recipe.dataset, tokenizer).to_list()
 
     main_process = distributed.is_main_process()
     begin_run(
@@ -112,7 +122,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     # PPO batches token ids: every prompt left-padded to one width, which the bridge uses to find each rollout's row.
     rows = train_rows.to_list() + eval_rows
     queries = left_pad(
-        data.tokenize_prompts(tokenizer, [row["prompt"] for row in rows]), tokenizer.pad_token_id
+        prompting.tokenize_prompts(tokenizer, [row["prompt"] for row in rows]), tokenizer.pad_token_id
     )
     train_queries, eval_queries = queries[: len(train_rows)], queries[len(train_rows) :]
 

@@ -13,7 +13,7 @@ TRL 1.12's `PPOTrainer` only accepts a reward *model*, and scores each rollout w
 row its query came from, calls the reward functions (the same contract as GRPO: `fn(prompts, completions,
 **columns)`), and writes the score at every position, so whichever position `get_reward` picks carries it.
 `score` is the identity. `RolloutRewards` is the score function grpo-cli gives it: every reward of the recipe
-through `grpo_cli.scoring` (reward models reach it as reward functions too, see `scoring.RewardModelScore`), with
+through `grpo_cli.scoring` (reward models reach it as reward functions too, see `reward_models.RewardModelScore`), with
 the arguments GRPOTrainer gives rewards (`scoring.reward_kwargs`): the response's token ids as `completion_ids`
 (up to and including the stop token, as GRPO's), PPOTrainer's own `TrainerState` as `trainer_state`, and
 `log_metric` values averaged into each logged step of metrics.jsonl.
@@ -37,7 +37,7 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.modeling_outputs import BaseModelOutput
 
-from grpo_cli import plugins, scoring
+from grpo_cli import reward_binding, scoring, signatures
 from grpo_cli.errors import UserError
 
 ScoreFn = Callable[..., Sequence[float]]
@@ -151,7 +151,7 @@ class _RewardBackbone(nn.Module):
         self.context_length = widths.pop()
         self.prompt_key = prompt_key
         self.score_fn = score_fn
-        self._takes_ids = "completion_ids" in (plugins.accepted_kwargs(score_fn) or {"completion_ids"})
+        self._takes_ids = "completion_ids" in (signatures.accepted_kwargs(score_fn) or {"completion_ids"})
         self.rows = [dict(row) for row in rows]
         self.row_index = _index_rows(self.rows, query_ids, prompt_key)
         self.columns = [key for key in self.rows[0] if key != prompt_key]
@@ -282,8 +282,8 @@ class RolloutRewards(TrainerCallback):
     share of responses that reached `response_length` tokens without one.
     """
 
-    def __init__(self, rewards: list[plugins.BoundReward]):
-        self.rewards = rewards  # each with a callable `fn`: see scoring.load_reward_models
+    def __init__(self, rewards: list[reward_binding.BoundReward]):
+        self.rewards = rewards  # each with a callable `fn`: see reward_models.load_reward_models
         self.calls = [scoring.RewardCall(r) for r in rewards]
         self.logging = True
         self.state = None  # the trainer's TrainerState, once training begins

@@ -6,7 +6,7 @@ With `lora:` the adapter has task type SEQ_CLS, so peft trains the score head in
 (`modules_to_save`): a fresh head under a frozen LoRA would never learn.
 
 Departure from TRL's own text pipeline, on purpose: TRL appends EOS to each text answer, but GRPO and PPO score a
-completion as `prompt + completion` without it (`scoring.reward_model_texts`), so the score would be read at a
+completion as `prompt + completion` without it (`reward_models.reward_model_texts`), so the score would be read at a
 token the model never saw in training. This module tokenizes the pairs itself, exactly as they will be scored.
 """
 
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, scoring, trainer_fields, validation
+from grpo_cli import data, distributed, models, prompting, trainer_fields, validation
 from grpo_cli.algorithms.table import TRAINER_DEFAULTS
 from grpo_cli.output import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import begin_run, checkpoint_step
+from grpo_cli.reward_models import tokenize_pairs
+from grpo_cli.run_dir import begin_run, checkpoint_step
 
 
 def config(recipe: Recipe, output_dir: Path):
@@ -26,20 +27,6 @@ def config(recipe: Recipe, output_dir: Path):
 
     args = {**TRAINER_DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
     return trainer_fields.build_config(RewardConfig, output_dir=str(output_dir), seed=recipe.seed, **args)
-
-
-def tokenize_pairs(rows, tokenizer):
-    """Rows from `data.prepare_preferences` (chat or text on both sides, as GRPO and PPO will score them) -> TRL's
-    processed format (`chosen_ids`, `rejected_ids`): the text a `model:` reward reads, tokenized as it tokenizes
-    it. No chat_template_kwargs: RewardConfig has none (see `scoring.RewardModelScore` for GRPO's)."""
-    from datasets import Dataset
-
-    prompts = rows["prompt"]
-    encoded = {}
-    for side in ("chosen", "rejected"):
-        texts = scoring.reward_model_texts(tokenizer, prompts, rows[side])
-        encoded[f"{side}_ids"] = tokenizer(text=texts, add_special_tokens=False)["input_ids"]
-    return Dataset.from_dict(encoded)
 
 
 def lora_config(recipe: Recipe):
@@ -61,7 +48,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer))
     with phase(f"preparing {len(train_rows)} preference pairs"):
         train_rows = tokenize_pairs(
-            data.prepare_preferences(train_rows, recipe.dataset, tokenizer), tokenizer
+            prompting.prepare_preferences(train_rows, recipe.dataset, tokenizer), tokenizer
         )
 
     args = config(recipe, output_dir)  # sets up processes

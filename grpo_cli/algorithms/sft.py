@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, trainer_fields, validation
+from grpo_cli import data, distributed, models, prompting, trainer_fields, validation
 from grpo_cli.algorithms.table import TRAINER_DEFAULTS
 from grpo_cli.output import phase
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import begin_run, checkpoint_step
+from grpo_cli.run_dir import begin_run, checkpoint_step
 
 
 def config(recipe: Recipe, output_dir: Path):
@@ -38,7 +38,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     # LoRA targets and the chat template, checked now that they are loaded and before the run directory is touched.
     validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer, train_rows))
     with phase(f"preparing {len(train_rows)} demonstrations"):
-        train_rows = data.prepare_sft(train_rows, recipe.dataset, tokenizer)
+        train_rows = prompting.prepare_sft(train_rows, recipe.dataset, tokenizer)
 
     args = config(recipe, output_dir)  # sets up processes
     main_process = distributed.is_main_process()

@@ -266,7 +266,7 @@ def headline(result) -> list[tuple[str, str]]:
 def started_from(recipe) -> str:
     """The model a stage's run started from (what --baseline evaluates), in a few words, from its recipe."""
     from grpo_cli import pipeline
-    from grpo_cli.runs import read_summary
+    from grpo_cli.run_files import read_summary
 
     spec = recipe.model
     if spec.run is not None:

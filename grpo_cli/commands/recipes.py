@@ -73,7 +73,7 @@ def cp(
 
     from grpo_cli.pipeline import stage_paths
     from grpo_cli.recipe import absolutize_paths, find_recipe, parse_yaml, read_text
-    from grpo_cli.runs import atomic_write
+    from grpo_cli.run_files import atomic_write
 
     source = find_recipe(name)
     into = Path(dest)

@@ -14,10 +14,10 @@ from grpo_cli.errors import UserError
 
 def ls() -> None:
     """List every reward a recipe can name: built-ins and installed plugins, with arguments and a description."""
-    from grpo_cli import plugins
+    from grpo_cli import reward_binding
 
-    builtins, installed = plugins.builtin_rewards(), plugins.installed_plugins()
-    for name, spec in sorted(plugins.available().items()):
+    builtins, installed = reward_binding.REWARDS.builtins(), reward_binding.REWARDS.installed()
+    for name, spec in sorted(reward_binding.REWARDS.available().items()):
         typer.echo(_describe(name, spec))
     for name, spec in sorted(installed.items()):
         if name in builtins:
@@ -37,7 +37,7 @@ def _origin(spec) -> str:
 
 def _describe(name: str, spec) -> str:
     """One reward as `rewards ls` shows it: name and origin, description, arguments, the columns it reads."""
-    from grpo_cli import plugins
+    from grpo_cli import signatures
 
     lines = [f"{name}  {_origin(spec)}"]
     try:
@@ -45,11 +45,11 @@ def _describe(name: str, spec) -> str:
         params = spec.parameters()
         # A function's parameters without a default are columns; a factory's are all arguments (the columns of
         # the reward it returns are known once it is called).
-        factory = plugins.is_factory(target)
+        factory = signatures.is_factory(target)
         if not inspect.isclass(target) and not factory:
             params = {n: p for n, p in params.items() if p.default is not p.empty}
         arguments = ", ".join(n if p.default is p.empty else f"{n}={p.default!r}" for n, p in params.items())
-        columns = "" if factory else ", ".join(plugins.required_columns(target))
+        columns = "" if factory else ", ".join(signatures.required_columns(target))
         lines.append(f"    {spec.description or '(no docstring)'}")
         lines.append(f"    args: {arguments or 'none'}")
         if columns:
@@ -238,7 +238,7 @@ def test(
     from rich.markup import escape
     from rich.table import Table
 
-    from grpo_cli import plugins, scoring
+    from grpo_cli import grpo_advantages, reward_binding, reward_models, scoring
     from grpo_cli.recipe import RewardEntry
     from grpo_cli.trainer_fields import fields
 
@@ -292,14 +292,14 @@ def test(
             if chat and isinstance(item["prompt"], str):
                 item["prompt"] = [{"role": "user", "content": item["prompt"]}]
             item["columns"] = {**given_columns, **item["columns"]}
-    mode = scoring.scale_mode(trainer.get("scale_rewards", grpo_defaults["scale_rewards"].default))
+    mode = grpo_advantages.scale_mode(trainer.get("scale_rewards", grpo_defaults["scale_rewards"].default))
     aggregation = trainer.get(
         "multi_objective_aggregation", grpo_defaults["multi_objective_aggregation"].default
     )
     if scale is not None:
         mode = "group" if scale else "none"
 
-    bound = plugins.bind_all(entries)
+    bound = reward_binding.bind_all(entries)
     known = {name for item in items for name in item["columns"]}
     for i, b in enumerate(bound):
         for name in b.columns:
@@ -310,7 +310,7 @@ def test(
                     else f"give its value with --column {name}=VALUE"
                 )
                 raise UserError(f"rewards[{i}] ({b.entry.name}) reads column {name!r}, {how}")
-    bound = scoring.load_reward_models(bound, dtype, chat_template_kwargs=chat_template_kwargs)
+    bound = reward_models.load_reward_models(bound, dtype, chat_template_kwargs=chat_template_kwargs)
 
     max_steps = trainer.get("max_steps", 0)
     state = scoring.run_state(step, max_steps if isinstance(max_steps, int) and max_steps > 0 else 0)
@@ -323,7 +323,7 @@ def test(
         for group, log in zip(groups.values(), logs, strict=True)
     ]
     weights = [b.entry.weight for b in bound]
-    group_advantages = scoring.advantages(tables, weights, mode, aggregation)
+    group_advantages = grpo_advantages.advantages(tables, weights, mode, aggregation)
 
     console = Console()
     header = {"group": "advantage (/std)", "batch": "advantage (/batch std)", "none": "advantage"}[mode]
@@ -363,13 +363,13 @@ def _fill_from_rows(items: list[dict], recipe, prompt: str | None, row: int | No
     policy's tokenizer."""
     import datasets
 
-    from grpo_cli import data, models
+    from grpo_cli import models, prompting
 
     datasets.disable_progress_bars()  # the table is the output
     rows = _file_rows(recipe)
     # Prompts as the trainer sees them: messages when the policy's tokenizer has a chat template.
     tokenizer = models.policy_tokenizer(recipe.model)
-    chat = data.uses_chat(recipe.dataset, tokenizer)
+    chat = prompting.uses_chat(recipe.dataset, tokenizer)
     for item in items:
         index = item["row"] if item["row"] is not None else (row or 0)
         if not 0 <= index < len(rows):
@@ -377,7 +377,7 @@ def _fill_from_rows(items: list[dict], recipe, prompt: str | None, row: int | No
         record = dict(rows[index])
         item["row"] = index
         if item["prompt"] is None and prompt is None:
-            item["prompt"] = data.build_prompt(recipe.dataset, record, chat)
+            item["prompt"] = prompting.build_prompt(recipe.dataset, record, chat)
         else:
             given = item["prompt"] if item["prompt"] is not None else prompt
             item["prompt"] = _as_prompt(recipe.dataset, given, chat)
@@ -396,14 +396,14 @@ def _file_rows(recipe):
 
 
 def _as_prompt(spec, text, chat: bool):
-    """A prompt given as text (--prompt, or a .jsonl `prompt`), built as data.py builds a row's: as the user's
+    """A prompt given as text (--prompt, or a .jsonl `prompt`), built as prompting.py builds a row's: as the user's
     message, after the recipe's system prompt, for chat data. A message list is taken as it is."""
-    from grpo_cli import data
+    from grpo_cli import prompting
 
     if not isinstance(text, str):
         return text
     # Through build_prompt itself, with the text as the whole template's value: one way to build prompts.
-    return data.build_prompt(spec.model_copy(update={"prompt": "{text}"}), {"text": text}, chat)
+    return prompting.build_prompt(spec.model_copy(update={"prompt": "{text}"}), {"text": text}, chat)
 
 
 def _score_group(bound, group: list[dict], tokenizer, state, log) -> list[list[float | None]]:

@@ -1,7 +1,7 @@
 """Evaluating a policy from start to finish: held-out prompts -> K completions each from the tuned model (and, with
 `--baseline`, its base) -> the recipe's rewards and any eval-only ones -> metrics, eval.json and eval_samples.jsonl.
 
-The parts live elsewhere: which models a run directory holds (`runs.resolve_models`), loading and generating
+The parts live elsewhere: which models a run directory holds (`model_sources.resolve_models`), loading and generating
 (`generation`), the metrics (`metrics`). This module binds the rewards, scores, and writes the result.
 
 What a training run's output directory must hold to be evaluated (GRPO and PPO runs share this layout):
@@ -30,21 +30,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import data, models, plugins, scoring, trainer_fields
+from grpo_cli import data, models, prompting, reward_binding, reward_models, scoring, trainer_fields
 from grpo_cli.errors import ConfigError, UserError
-from grpo_cli.generation import Sample, generate, load, sampling_settings
-from grpo_cli.metrics import difference, summarize
+from grpo_cli.eval_stats import difference, summarize
+from grpo_cli.generation import Sample, generate, sampling_settings
+from grpo_cli.model_sources import resolve_models
+from grpo_cli.models import load_source
 from grpo_cli.output import phase
 from grpo_cli.recipe import EvalSection, Recipe
-from grpo_cli.runs import atomic_write, read_recipe, resolve_models
+from grpo_cli.run_files import atomic_write, read_recipe
 
 # ---- rewards and prompts ----
 
 
 @dataclass
 class Rewards:
-    training: list[plugins.BoundReward]  # the recipe's rewards, reward models loaded
-    eval_only: list[plugins.BoundReward]  # eval.rewards
+    training: list[reward_binding.BoundReward]  # the recipe's rewards, reward models loaded
+    eval_only: list[reward_binding.BoundReward]  # eval.rewards
 
     @property
     def names(self) -> list[str]:
@@ -60,7 +62,7 @@ def bind_rewards(recipe: Recipe) -> Rewards:
         raise ConfigError(recipe.path.name if recipe.path else "recipe", binding.problems)
     kwargs = trainer_fields.mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
     load_models = functools.partial(
-        scoring.load_reward_models, dtype=recipe.model.dtype, chat_template_kwargs=kwargs
+        reward_models.load_reward_models, dtype=recipe.model.dtype, chat_template_kwargs=kwargs
     )
     return Rewards(load_models(binding.training), load_models(binding.eval_only))
 
@@ -122,7 +124,8 @@ def evaluated_state(source, recipe: Recipe):
     not a run's: the start of training, `global_step` 0 and `max_steps` the recipe's `trainer.max_steps` (0 when
     it sets none). `run` gives the base model `global_step` 0 and the evaluated run's `max_steps`.
     """
-    from grpo_cli.runs import checkpoint_step, last_checkpoint, read_summary
+    from grpo_cli.run_dir import checkpoint_step, last_checkpoint
+    from grpo_cli.run_files import read_summary
 
     planned = trainer_fields.value(recipe, "max_steps")
     start = scoring.run_state(0, planned if isinstance(planned, int) and planned > 0 else 0)
@@ -252,19 +255,21 @@ def run(
     for role, source in roles:
         with warnings.catch_warnings(), phase(f"loading the {role} model ({source.describe()})"):
             warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecations inside peft's merge
-            loaded, own_tokenizer = load(source, recipe)
+            loaded, own_tokenizer = load_source(source, recipe)
         if tokenizer is None:  # the first model's tokenizer serves both (see the module docstring)
             tokenizer = own_tokenizer
             with phase(f"preparing {len(raw_rows)} prompts"):
-                prepared = data.prepare(raw_rows, recipe.dataset, tokenizer)
+                prepared = prompting.prepare(raw_rows, recipe.dataset, tokenizer)
                 rows = list(prepared)
-                chat = data.uses_chat(recipe.dataset, tokenizer)
+                chat = prompting.uses_chat(recipe.dataset, tokenizer)
                 template_kwargs = (
                     trainer_fields.mapping(recipe, "chat_template_kwargs")
                     if recipe.algorithm == "grpo"
                     else {}
                 )
-                prompt_ids = data.tokenize_prompts(tokenizer, [r["prompt"] for r in rows], template_kwargs)
+                prompt_ids = prompting.tokenize_prompts(
+                    tokenizer, [r["prompt"] for r in rows], template_kwargs
+                )
         started = time.perf_counter()
         with _progress(f"generating ({role})", len(rows) * num_samples, progress) as advance:
             samples[role] = generate(loaded, tokenizer, prompt_ids, sampling, batch_size, advance)

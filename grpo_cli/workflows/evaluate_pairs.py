@@ -3,7 +3,7 @@
 model it started from (its fresh score head: about 0.5).
 
 Pairs are read as the reward run trained on them and as GRPO and PPO score completions
-(`algorithms.reward.tokenize_pairs`): prompt + answer, no special tokens, the score at the last real token.
+(`reward_models.tokenize_pairs`): prompt + answer, no special tokens, the score at the last real token.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import data, models
+from grpo_cli import models, prompting
 from grpo_cli.errors import UserError
+from grpo_cli.model_sources import run_root
 from grpo_cli.recipe import Recipe
-from grpo_cli.runs import read_summary, run_root
+from grpo_cli.run_files import read_summary
 from grpo_cli.workflows.evaluate_generations import EvalResult, held_out_rows
 
 
@@ -43,7 +44,7 @@ def pair_scores(model, tokenizer, rows, batch_size: int = 64) -> list[tuple[floa
     """(score of chosen, score of rejected) for each prepared preference row."""
     import torch
 
-    from grpo_cli.algorithms.reward import tokenize_pairs
+    from grpo_cli.reward_models import tokenize_pairs
 
     tokens = tokenize_pairs(rows, tokenizer)
     pad = tokenizer.pad_token_id
@@ -111,7 +112,7 @@ def run(
     for role, loader in roles:
         (loaded, tokenizer), where = loader()
         if rows is None:
-            rows = data.prepare_preferences(raw, recipe.dataset, tokenizer)
+            rows = prompting.prepare_preferences(raw, recipe.dataset, tokenizer)
         started = time.perf_counter()
         samples[role] = pair_scores(loaded, tokenizer, rows, batch_size)
         timing[role] = {"scoring_s": round(time.perf_counter() - started, 3)}

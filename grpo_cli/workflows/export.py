@@ -29,11 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import __version__, data, models
+from grpo_cli import __version__, data, models, prompting
 from grpo_cli.errors import UserError, describe
-from grpo_cli.generation import TOKENIZER_FILES, eos_ids, load, suppressed_special_tokens
+from grpo_cli.generation import eos_ids, suppressed_special_tokens
+from grpo_cli.model_sources import ModelSource, resolve_models
+from grpo_cli.models import TOKENIZER_FILES, load_source
 from grpo_cli.recipe import Recipe, load_recipe
-from grpo_cli.runs import ModelSource, atomic_write, last_checkpoint, resolve_models
+from grpo_cli.run_dir import last_checkpoint
+from grpo_cli.run_files import atomic_write
 
 MARKER = "grpo-cli-export.json"  # what says a directory holds an export that --overwrite may replace
 DTYPES = ("float32", "bfloat16", "float16")
@@ -231,7 +234,7 @@ def _export_merged(source: Source, staging: Path, dtype: str | None) -> Exported
     if source.is_adapter:
         model, tokenizer = _adapter_on_base(source)
     else:
-        model, tokenizer = load(source.tuned, recipe)
+        model, tokenizer = load_source(source.tuned, recipe)
     prompts = check_prompts(recipe, tokenizer)
     reference = logits(model, prompts)
     if source.is_adapter:
@@ -271,7 +274,7 @@ def _adapter_on_base(source: Source):
     """The run's adapter on its base (not merged: the reference the merged model must match) and the tokenizer."""
     from peft import PeftModel
 
-    base_model, base_tokenizer = load(source.tuned.base, source.recipe)
+    base_model, base_tokenizer = load_source(source.tuned.base, source.recipe)
     try:
         model = PeftModel.from_pretrained(base_model, str(source.path))
     except (OSError, ValueError, RuntimeError, KeyError) as err:
@@ -394,8 +397,8 @@ def check_prompts(recipe: Recipe, tokenizer) -> list[list[int]]:
     try:
         train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
         rows = held_out if held_out is not None and len(held_out) else train_rows
-        rows = data.prepare(rows.select(range(min(CHECK_PROMPTS, len(rows)))), recipe.dataset, tokenizer)
-        ids = data.tokenize_prompts(tokenizer, list(rows["prompt"]))
+        rows = prompting.prepare(rows.select(range(min(CHECK_PROMPTS, len(rows)))), recipe.dataset, tokenizer)
+        ids = prompting.tokenize_prompts(tokenizer, list(rows["prompt"]))
     except Exception:  # any failure to read the data: the check still runs on fixed texts
         ids = []
     ids = [row for row in ids if row]

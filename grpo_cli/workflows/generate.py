@@ -19,11 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpo_cli import data, models
+from grpo_cli import data, models, prompting
 from grpo_cli.errors import UserError
-from grpo_cli.generation import Sample, Sampling, generate, load, sampling_settings
+from grpo_cli.generation import Sample, Sampling, generate, sampling_settings
+from grpo_cli.model_sources import ModelSource, resolve_models
+from grpo_cli.models import load_source
 from grpo_cli.recipe import ModelSection, Recipe, apply_overrides, load_recipe, parse_recipe
-from grpo_cli.runs import ModelSource, resolve_models
 from grpo_cli.trainer_fields import mapping
 from grpo_cli.workflows.evaluate_generations import bind_rewards, evaluated_state, score
 from grpo_cli.workflows.export import MARKER
@@ -160,10 +161,10 @@ def sampling(
 def free_prompt(recipe: Recipe, text: str, chat: bool):
     """A typed prompt, prepared as training prepares a dataset row: a one-field template takes the text."""
     spec = recipe.dataset
-    fields = data.template_fields(spec.prompt) if spec.prompt else []
+    fields = prompting.template_fields(spec.prompt) if spec.prompt else []
     if len(set(fields)) == 1:
-        return data.build_prompt(spec, {fields[0]: text}, chat)
-    return data.build_prompt(spec.model_copy(update={"prompt": None}), {"prompt": text}, chat)
+        return prompting.build_prompt(spec, {fields[0]: text}, chat)
+    return prompting.build_prompt(spec.model_copy(update={"prompt": None}), {"prompt": text}, chat)
 
 
 def read_prompt_file(path: Path) -> list[dict]:
@@ -193,16 +194,16 @@ def prepare_rows(recipe: Recipe, items: list[dict], chat: bool) -> list[dict]:
     """Rows with the `prompt` the model sees plus their other columns: `{"text": ...}` items are typed prompts,
     other items are dataset-like rows (built with the recipe's template when they have its columns)."""
     spec = recipe.dataset
-    fields = data.template_fields(spec.prompt) if spec.prompt else []
+    fields = prompting.template_fields(spec.prompt) if spec.prompt else []
     rows = []
     for number, item in enumerate(items, 1):
         if set(item) == {"text"}:
             rows.append({"prompt": free_prompt(recipe, item["text"], chat)})
             continue
         if fields and all(f in item for f in fields):
-            prompt = data.build_prompt(spec, item, chat)
+            prompt = prompting.build_prompt(spec, item, chat)
         elif "prompt" in item or "messages" in item:
-            prompt = data.build_prompt(spec.model_copy(update={"prompt": None}), item, chat)
+            prompt = prompting.build_prompt(spec.model_copy(update={"prompt": None}), item, chat)
         else:
             wanted = ", ".join(["prompt", "messages", *fields])
             raise UserError(f"prompt {number} has none of the keys {wanted}: give one")
@@ -223,7 +224,7 @@ def attach_columns(recipe: Recipe, rows: list[dict], needed: list[str], tokenize
     known = {}
     for part in (train_rows, held_out):
         if part is not None and len(part):
-            for row in data.prepare(part, recipe.dataset, tokenizer):
+            for row in prompting.prepare(part, recipe.dataset, tokenizer):
                 known.setdefault(json.dumps(row["prompt"], sort_keys=True), row)
     for row in missing:
         match = known.get(json.dumps(row["prompt"], sort_keys=True))
@@ -265,7 +266,7 @@ def run(
 ) -> Tried:
     """Generate for every item (see prepare_rows) and, with `rewards`, score with the recipe's rewards."""
     recipe = target.recipe
-    chat = data.uses_chat(recipe.dataset, tokenizer)
+    chat = prompting.uses_chat(recipe.dataset, tokenizer)
     rows = prepare_rows(recipe, items, chat)
     bound = bind_rewards(recipe) if rewards else None
     if bound is not None:
@@ -275,7 +276,7 @@ def run(
         for row in rows:  # one set of columns for every row, as a dataset batch has
             for column in columns - set(row):
                 row[column] = None
-    prompt_ids = data.tokenize_prompts(tokenizer, [r["prompt"] for r in rows], _template_kwargs(recipe))
+    prompt_ids = prompting.tokenize_prompts(tokenizer, [r["prompt"] for r in rows], _template_kwargs(recipe))
     samples = generate(model, tokenizer, prompt_ids, settings, batch_size)
     if bound is not None:
         score(samples, rows, bound, chat, batch_size, evaluated_state(target.source, recipe))
@@ -299,7 +300,7 @@ def chat(
     template (else each line is a prompt on its own). `/reset` clears the history; end of input (Ctrl-D) ends.
     Returns the number of turns answered."""
     recipe = target.recipe
-    with_history = data.uses_chat(recipe.dataset, tokenizer)
+    with_history = prompting.uses_chat(recipe.dataset, tokenizer)
     if not with_history:
         note("the tokenizer has no chat template: each line is a prompt of its own, with no history")
     one = dataclasses.replace(settings, num_samples=1)
@@ -319,10 +320,10 @@ def chat(
         if with_history:
             messages = [*history, {"role": "user", "content": text}]
             spec = recipe.dataset.model_copy(update={"prompt": None})
-            prompt = data.build_prompt(spec, {"messages": messages}, True)
+            prompt = prompting.build_prompt(spec, {"messages": messages}, True)
         else:
             prompt = free_prompt(recipe, text, False)
-        ids = data.tokenize_prompts(tokenizer, [prompt], _template_kwargs(recipe))
+        ids = prompting.tokenize_prompts(tokenizer, [prompt], _template_kwargs(recipe))
         (sample,) = generate(model, tokenizer, ids, one, 1)[0]
         write(sample.text)
         turns += 1
@@ -332,4 +333,4 @@ def chat(
 
 def load_target(target: Target):
     models.quiet_progress_bars()
-    return load(target.source, target.recipe)
+    return load_source(target.source, target.recipe)

@@ -19,7 +19,7 @@ from grpo_cli import distributed, interrupts, models, validation
 from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.errors import Stop, UserError, describe
 from grpo_cli.output import phase, say
-from grpo_cli.runs import (
+from grpo_cli.run_dir import (
     STAGING,
     check_resume_matches,
     checkpoint_step,

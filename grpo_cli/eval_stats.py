@@ -1,4 +1,4 @@
-"""Evaluation metrics over scored completions: pass@k, one model's summary, the difference of two.
+"""Evaluation statistics over scored completions: pass@k, one model's summary, the difference of two.
 
 Pure arithmetic on `generation.Sample`s (anything with `scores`, `total`, `length` and `clipped`): no model,
 no file, so every number `eval` reports can be checked by hand.
@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from grpo_cli.generation import Sample
+
+class Sample(Protocol):
+    """What a scored completion gives these statistics (`generation.Sample` is one)."""
+
+    @property
+    def scores(self) -> dict[str, float | None]: ...
+    @property
+    def total(self) -> float | None: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def clipped(self) -> bool: ...
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

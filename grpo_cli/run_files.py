@@ -1,0 +1,222 @@
+"""The files a run writes as it trains, each with its one writer and its one reader.
+
+Layout (shared by every algorithm, so `eval` and `report` treat runs alike):
+    recipe.yaml        the resolved recipe
+    metrics.jsonl      one JSON line per logged step, with the same names for every algorithm (METRIC_NAMES)
+    summary.json       steps, wall time, first and last mean reward (written at the end; the same keys always)
+    checkpoint-N/      TRL/transformers checkpoints (see `run_dir`)
+    base_model/        the initial weights, when the model was built from a config (nothing else has them)
+    adapter_* / model  the trained adapter or full model, and the tokenizer
+
+One rule for every reader: a file that is absent reads as None (or no rows); a file that is there but does not
+parse is the user's to repair, and says so. The exception is metrics.jsonl's last line, which a run still
+training may be halfway through writing: it is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from grpo_cli.errors import UserError
+
+# Trainer log keys -> the names metrics.jsonl uses for both algorithms. Other keys are kept as they are.
+METRIC_NAMES = {
+    # GRPO (trl.GRPOTrainer)
+    "reward": "reward",
+    "reward_std": "reward_std",
+    "kl": "kl",
+    "loss": "loss",
+    "entropy": "entropy",
+    "completions/mean_length": "completion_length",
+    "completions/clipped_ratio": "clipped_ratio",
+    "learning_rate": "learning_rate",
+    "grad_norm": "grad_norm",
+    "epoch": "epoch",
+    # PPO (trl.experimental.ppo.PPOTrainer)
+    "objective/scores": "reward",
+    "objective/kl": "kl",
+    "objective/entropy": "entropy",
+    "loss/policy_avg": "loss",
+    "lr": "learning_rate",
+    # SFT (trl.SFTTrainer): loss, entropy and learning_rate as above
+    "mean_token_accuracy": "token_accuracy",
+    # Reward models (trl.RewardTrainer): how often chosen outscores rejected, and by how much
+    "accuracy": "pairwise_accuracy",
+    "margin": "margin",
+}
+
+
+def atomic_write(path: Path, content: str | Callable[[IO[bytes]], Any]) -> None:
+    """Write a file so that readers see the old content or the new, never half of it.
+
+    `content` is the text, or a function that writes bytes to the open file. Not tempfile.mkstemp: its files
+    are private (0600), and run files are made to be read by others. An OSError becomes a one-line UserError.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "xb") as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode("utf-8"))
+        os.replace(temporary, path)
+    except BaseException as err:
+        temporary.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise UserError(f"cannot write {path}: {err.strerror or err}") from err
+        raise
+
+
+def rename_metrics(logs: dict[str, Any]) -> dict[str, Any]:
+    """A trainer's log dict in metrics.jsonl's names (see METRIC_NAMES)."""
+    row = {}
+    for key, value in logs.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        if key in METRIC_NAMES:
+            row[METRIC_NAMES[key]] = value
+        elif key.startswith("rewards/") and key.endswith("/mean"):
+            row[key.removesuffix("/mean")] = value  # rewards/<name>
+        else:
+            row[key] = value
+    return row
+
+
+class MetricsLog:
+    """metrics.jsonl: appended and flushed line by line, so `report` can read a run in progress."""
+
+    def __init__(self, path: Path, *, resume_from_step: int | None = None):
+        self.path = path
+        if resume_from_step is not None and path.exists():
+            # Steps after the checkpoint will be trained, and logged, again.
+            kept = [line for line in path.read_text().splitlines() if _step(line) <= resume_from_step]
+            atomic_write(path, "".join(line + "\n" for line in kept))
+        self._file = path.open("a")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return math.inf  # an unreadable line goes
+
+
+RECIPE_FILE, METRICS_FILE, SUMMARY_FILE = "recipe.yaml", "metrics.jsonl", "summary.json"
+
+
+def read_recipe(run_dir: Path) -> dict[str, Any] | None:
+    """The run's saved recipe.yaml as a mapping (the resolved recipe, absolute paths), None when it has none."""
+    import yaml
+
+    return _read_mapping(Path(run_dir) / RECIPE_FILE, yaml.safe_load, "YAML")
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run's summary.json, None while the run is in progress (it is written at the end)."""
+    return _read_mapping(Path(run_dir) / SUMMARY_FILE, json.loads, "JSON")
+
+
+def _read_mapping(path: Path, parse: Callable[[str], Any], kind: str) -> dict[str, Any] | None:
+    import yaml
+
+    if not path.is_file():
+        return None
+    try:
+        data = parse(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from e
+    except (ValueError, yaml.YAMLError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{path} is damaged: it is not valid {kind} ({first_line}); repair or delete it"
+        ) from e
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is damaged: it should hold a mapping of keys to values; repair or delete it")
+    return data
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The logged steps of a run, one dict per step in step order; no rows when it has no metrics.jsonl.
+
+    The last line is skipped if it does not parse: a run appends to the log while it trains, so it may be cut
+    short. A resumed run logs again the steps after its last checkpoint; the later line of a step wins.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    try:
+        # A cut-off last line may end inside a multi-byte character: replace it rather than fail.
+        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from e
+
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    by_step: dict[int, dict[str, Any]] = {}
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        step = row.get("step") if isinstance(row, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int):
+            if i == last:
+                break
+            raise UserError(
+                f"{path}, line {i + 1}, is not a JSON object with an integer 'step': delete or repair that line"
+            )
+        by_step[step] = row
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def finish_run(
+    trainer, output_dir: Path, *, algorithm: str, wall_time_s: float, resume_from: Path | None, extra: dict
+) -> dict:
+    """The end every algorithm shares: save the trained model (or adapter), then, on the main process only,
+    summary.json ({} on the others)."""
+    trainer.save_model(str(output_dir))
+    if not trainer.accelerator.is_main_process:
+        return {}
+    return write_summary(
+        output_dir,
+        algorithm=algorithm,
+        wall_time_s=wall_time_s,
+        extra={**extra, "resumed_from": resume_from.name if resume_from else None},
+    )
+
+
+def write_summary(output_dir: Path, *, algorithm: str, wall_time_s: float, extra: dict | None = None) -> dict:
+    """summary.json, from metrics.jsonl: its keys are the same whatever the run's length."""
+    rows = read_metrics(output_dir)
+    rewards = [r["reward"] for r in rows if r.get("reward") is not None]
+    window = max(1, min(10, len(rewards) // 5))  # first/last mean over a few steps: single steps are noisy
+    summary = {
+        "algorithm": algorithm,
+        "steps": max((r.get("step", 0) for r in rows), default=0),
+        "wall_time_s": round(wall_time_s, 2),
+        "first_reward": rewards[0] if rewards else None,
+        "last_reward": rewards[-1] if rewards else None,
+        "first_mean_reward": sum(rewards[:window]) / window if rewards else None,
+        "last_mean_reward": sum(rewards[-window:]) / window if rewards else None,
+        "mean_reward_window": window if rewards else None,  # the steps each of the two means is over
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(extra or {}),
+    }
+    atomic_write(output_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    return summary
