@@ -12,11 +12,17 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+# Set for the processes `relaunch` starts: the grpo-cli process above them forwards signals, reports the exit code
+# and holds the run lock (`interrupts` reads it); and the command that was typed, for the resume hint.
+FORWARDED_ENV = "GRPO_CLI_SIGNALS_FORWARDED"
+COMMAND_ENV = "GRPO_CLI_COMMAND"
+SIGNALS = (signal.SIGINT, signal.SIGTERM)  # what stops a run after a checkpoint (see `interrupts`)
 BACKENDS_NEEDING_GPU = {"deepspeed-zero2", "deepspeed-zero3", "fsdp"}
 
 
@@ -152,18 +158,15 @@ def relaunch(spec) -> int:
     it ends is killed: no orphan keeps writing into the run.
     """
     import shlex
-    import signal
 
     import yaml
-
-    from grpo_cli import interrupts
 
     argv = [*_argv_without_num_processes(sys.argv[1:]), f"distributed.num_processes={spec.num_processes}"]
     env = {
         **os.environ,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-        interrupts.FORWARDED_ENV: "1",
-        interrupts.COMMAND_ENV: shlex.join(["grpo-cli", *sys.argv[1:]]),
+        FORWARDED_ENV: "1",
+        COMMAND_ENV: shlex.join(["grpo-cli", *sys.argv[1:]]),
     }
     received: list[int] = []
 
@@ -180,7 +183,7 @@ def relaunch(spec) -> int:
             config_file = str(Path(tmp) / "accelerate_config.yaml")
             Path(config_file).write_text(yaml.safe_dump(accelerate_config(spec)))
         launcher = subprocess.Popen(launch_command(spec, argv, config_file), env=env, start_new_session=True)
-        previous = {signum: signal.signal(signum, forward) for signum in interrupts.SIGNALS}
+        previous = {signum: signal.signal(signum, forward) for signum in SIGNALS}
         try:
             code = launcher.wait()
         finally:

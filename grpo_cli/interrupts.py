@@ -12,11 +12,10 @@ import os
 import signal
 import sys
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-# Set by `distributed.relaunch` for the processes it launches: the grpo-cli process above them forwards signals,
-# reports the exit code and holds the run lock.
-FORWARDED_ENV = "GRPO_CLI_SIGNALS_FORWARDED"
-COMMAND_ENV = "GRPO_CLI_COMMAND"
+# FORWARDED_ENV: set for the processes `distributed.relaunch` starts (the grpo-cli process above them forwards
+# signals, reports the exit code and holds the run lock); COMMAND_ENV: the command that was typed.
+from grpo_cli.distributed import COMMAND_ENV, SIGNALS
+from grpo_cli.output import say
 
 
 class Interrupted(Exception):
@@ -48,17 +47,14 @@ def _handle(signum, _frame) -> None:
         raise Interrupted(signum)
     if _requested:
         if signum == signal.SIGINT:
-            print("second interrupt: stopping at once, without a checkpoint", file=sys.stderr, flush=True)
+            say("second interrupt: stopping at once, without a checkpoint", every_process=True)
             os._exit(130)
         return
     _requested = signum
-    if os.environ.get("RANK", "0") == "0":
-        print(
-            f"\n{signal.Signals(signum).name}: finishing the current step and saving a checkpoint "
-            "(Ctrl-C again to stop at once)",
-            file=sys.stderr,
-            flush=True,
-        )
+    say(
+        f"\n{signal.Signals(signum).name}: finishing the current step and saving a checkpoint "
+        "(Ctrl-C again to stop at once)"
+    )
 
 
 def install() -> None:

@@ -6,6 +6,7 @@ import string
 from typing import TYPE_CHECKING, Any
 
 from grpo_cli.errors import UserError, describe
+from grpo_cli.output import warn_once
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -88,17 +89,6 @@ def chat_as_text_warning(
 
 
 BUILT_FROM_CONFIG = "a model built from a config"
-_said: set[str] = set()
-
-
-def warn_once(message: str) -> None:
-    """A warning on stderr, once per process (prepare runs for train and held-out rows alike), main process only."""
-    from grpo_cli.distributed import is_main_process
-    from grpo_cli.output import say
-
-    if message not in _said and is_main_process():
-        _said.add(message)
-        say(f"warning: {message}")
 
 
 def uses_chat(spec: DatasetSection, tokenizer) -> bool:

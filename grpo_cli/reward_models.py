@@ -14,6 +14,7 @@ from typing import Any
 
 from grpo_cli import reward_binding
 from grpo_cli.errors import UserError
+from grpo_cli.output import warn_once
 
 
 def default_device() -> str:
@@ -56,8 +57,6 @@ class RewardModelScore:
         if self._compare_kwargs and texts:
             self._compare_kwargs = False
             if reward_model_texts(self.tokenizer, prompts[:1], completions[:1]) != texts[:1]:
-                from grpo_cli.prompting import warn_once
-
                 warn_once(
                     f"reward model {self.path}: trainer.chat_template_kwargs {self.chat_template_kwargs} change "
                     "what its chat template renders, but its reward run rendered its pairs without them, so it "

@@ -14,11 +14,11 @@ import json
 import os
 import secrets
 import shutil
-import sys
 import time
 from pathlib import Path
 
 from grpo_cli.errors import UserError
+from grpo_cli.output import say
 from grpo_cli.run_files import atomic_write, read_recipe
 
 MARKER = "run.json"
@@ -59,10 +59,6 @@ RUN_FILES = frozenset(
     }
 )
 RUN_PATTERNS = ("checkpoint-*", "model-*-of-*.safetensors", ".*.tmp")
-
-
-def notice(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def holds_run(directory: Path) -> bool:
@@ -129,7 +125,7 @@ def last_complete_checkpoint(directory: Path, *, quiet: bool = True) -> Path | N
         if checkpoint_is_complete(checkpoint):
             return checkpoint
         if not quiet:
-            notice(f"skipping {checkpoint.name}: incomplete (it was being written when the run stopped)")
+            say(f"skipping {checkpoint.name}: incomplete (it was being written when the run stopped)")
     return None
 
 
@@ -297,7 +293,7 @@ def begin_run(
         kept = clear_previous_run(directory)
         write_marker(directory, algorithm)
         if kept:
-            notice(f"kept in {directory}, not part of the run: {', '.join(kept)}")
+            say(f"kept in {directory}, not part of the run: {', '.join(kept)}")
     elif main_process and not holds_run(
         directory
     ):  # a run from before the marker: it is a run, say so from now on

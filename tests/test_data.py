@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from grpo_cli import data, prompting, tasks
+from grpo_cli import data, output, prompting, tasks
 from grpo_cli.errors import UserError
 from grpo_cli.models import char_tokenizer
 from grpo_cli.recipe import DatasetSection
@@ -102,7 +102,7 @@ def test_chat_data_turned_into_text_is_said_once_when_prepared(monkeypatch, caps
     every command that prepares prompts) says so once, once the tokenizer is loaded."""
     from datasets import Dataset
 
-    monkeypatch.setattr(prompting, "_said", set())
+    monkeypatch.setattr(output, "_warned", set())
     rows = Dataset.from_list(CHAT_ROWS)
     spec = DatasetSection(source="x.jsonl")
     prepared = prompting.prepare(rows, spec, char_tokenizer("0123456789+?"))
@@ -114,7 +114,7 @@ def test_chat_data_turned_into_text_is_said_once_when_prepared(monkeypatch, caps
     # template, the data is text, or another process (not the main one) prepares it.
     chatty = char_tokenizer("0123456789+?")
     chatty.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    monkeypatch.setattr(prompting, "_said", set())
+    monkeypatch.setattr(output, "_warned", set())
     prompting.prepare(
         rows, DatasetSection(source="x.jsonl", chat_template=False), char_tokenizer("0123456789+?")
     )

@@ -470,14 +470,14 @@ def test_a_reward_run_scored_with_kwargs_that_change_its_text_is_said_once(
     import torch
     from transformers import AutoTokenizer
 
-    from grpo_cli import prompting
+    from grpo_cli import output
 
     tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
     tokenizer.chat_template = template
     tokenizer.save_pretrained(reward_model_dir)
     if trained_by_a_reward_run:
         (reward_model_dir / "recipe.yaml").write_text("algorithm: reward\n")
-    monkeypatch.setattr(prompting, "_said", set())
+    monkeypatch.setattr(output, "_warned", set())
     kwargs = {"enable_thinking": False}
     score = reward_models.RewardModelScore(str(reward_model_dir), torch.float32, "cpu", kwargs)
     prompts, completions = [[{"role": "user", "content": "1+2"}]], [[{"role": "assistant", "content": "3"}]]

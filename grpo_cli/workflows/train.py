@@ -140,7 +140,7 @@ def _report_interruption(stop: interrupts.Interrupted, out: Path, in_pipeline: b
             f"{interrupts.resume_command(out, in_pipeline=in_pipeline)}"
         )
     # Under `grpo-cli train --num-processes N`, the grpo-cli process above reports the exit code.
-    return 0 if os.environ.get(interrupts.FORWARDED_ENV) else stop.exit_code
+    return 0 if os.environ.get(distributed.FORWARDED_ENV) else stop.exit_code
 
 
 def _raise_if_disk_full(err: BaseException, out: Path) -> None:
