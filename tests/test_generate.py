@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from grpo_cli import data, evaluate, generation, runs
-from tests.test_export import eval_completions, run_recipe
+from tests.helpers import eval_completions, run_recipe
 from tests.tiny_runs import CHAT_TEMPLATE, fake_run
 
 

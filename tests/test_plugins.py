@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -22,18 +21,9 @@ from grpo_cli import plugins, scoring
 from grpo_cli._paths import REWARDS_DIR
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import RewardEntry, load_recipe
+from tests.helpers import bind, call, write
 
 FIXTURE_DIST = Path(__file__).parent / "plugin_fixture"
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
-
-def bind(name: str, **fields):
-    return plugins.bind(RewardEntry(name=name, **fields), "rewards[0]")
 
 
 def bind_error(name: str, **fields) -> str:
@@ -42,13 +32,6 @@ def bind_error(name: str, **fields) -> str:
     message = str(info.value)
     assert "\n" not in message, "a mistake before training is reported on one line"
     return message
-
-
-def call(name: str, completions, prompts=None, **fields):
-    """Score through scoring.RewardCall.score, as training does; returns (scores, errors)."""
-    prompts = prompts if prompts is not None else ["P"] * len(completions)
-    columns = fields.pop("columns", {})
-    return scoring.RewardCall(bind(name, **fields)).score(prompts, completions, columns)
 
 
 def make_dist(

@@ -20,15 +20,7 @@ import pytest
 from grpo_cli import plugins, scoring
 from grpo_cli.recipe import RewardEntry
 from grpo_cli.scoring import advantages
-from tests.test_plugins import bind, write  # one copy of the reward-file helpers
-
-
-def call(name: str, completions, prompts=None, **fields):
-    """Score through scoring.RewardCall.score, as training does; returns (scores, errors)."""
-    prompts = prompts if prompts is not None else ["P"] * len(completions)
-    columns = fields.pop("columns", {})
-    return scoring.RewardCall(bind(name, **fields)).score(prompts, completions, columns)
-
+from tests.helpers import bind, call, write
 
 # ---- mistakes at run time -----------------------------------------------------------------------------
 
