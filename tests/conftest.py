@@ -9,49 +9,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from tests.helpers import PPO_RECIPE, TINY_RECIPE
+
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-TINY_RECIPE = {
-    "algorithm": "grpo",
-    "seed": 0,
-    "model": {
-        "from_config": {
-            "model_type": "qwen2",
-            "vocabulary": "0123456789+=",
-            "hidden_size": 16,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-        }
-    },
-    "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-    "dataset": {"generate": {"task": "addition", "size": 40}, "prompt": "{question}", "eval_size": 8},
-    "rewards": [{"name": "accuracy"}, {"name": "closeness", "weight": 0.5}],
-    "trainer": {
-        "learning_rate": 0.05,
-        "max_steps": 4,
-        "num_generations": 4,
-        "per_device_train_batch_size": 8,
-        "max_completion_length": 2,
-        "save_steps": 2,
-    },
-}
-
-
-# TINY_RECIPE as PPO: one completion per prompt, so PPO's own trainer settings instead of GRPO's.
-PPO_RECIPE = {
-    **TINY_RECIPE,
-    "algorithm": "ppo",
-    "trainer": {
-        "learning_rate": 0.05,
-        "max_steps": 4,
-        "per_device_train_batch_size": 8,
-        "response_length": 2,
-        "num_ppo_epochs": 2,
-        "save_steps": 2,
-    },
-}
 
 
 def _recipe_writer(tmp_path: Path, base: dict, default_name: str):
@@ -136,13 +98,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def phase_names(stderr: str) -> list[str]:
-    """The steps a command announced on stderr (`grpo_cli.output`), without their times."""
-    import re
-
-    return [m.group(1) for m in re.finditer(r"^(.+) \.\.\. \d+\.\d s$", stderr, re.MULTILINE)]
 
 
 def tiny_reward_model(tokenizer, seed: int = 0):

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from grpo_cli.recipe import shipped_recipes
+from tests.helpers import heavy_modules_after
 
 COMMANDS = [
     [],
@@ -35,19 +36,13 @@ def test_help_of_every_command(cli, command):
     assert "Usage: grpo-cli" in result.output
 
 
-def _heavy_modules_after(code: str) -> list[str]:
-    probe = f"{code}\nimport sys\nprint(sorted(m for m in ('torch', 'trl', 'transformers', 'peft', 'datasets', 'matplotlib') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    return eval(out.strip().splitlines()[-1])
-
-
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "grpo-cli")
 def test_help_imports_no_torch_or_trl(command):
     code = (
         "from grpo_cli.cli import app\n"
         f"try:\n    app({[*command, '--help']!r}, prog_name='grpo-cli')\nexcept SystemExit:\n    pass"
     )
-    assert _heavy_modules_after(code) == []
+    assert heavy_modules_after(code) == []
 
 
 def test_validate_imports_no_torch_or_trl():
@@ -55,7 +50,7 @@ def test_validate_imports_no_torch_or_trl():
         "from grpo_cli.cli import app\n"
         "try:\n    app(['validate', 'quickstart'], prog_name='grpo-cli')\nexcept SystemExit:\n    pass"
     )
-    assert _heavy_modules_after(code) == []
+    assert heavy_modules_after(code) == []
 
 
 def test_validate_ok(cli, tiny_recipe):

@@ -101,7 +101,7 @@ def train_in_two_processes(tmp_path, data: dict) -> tuple[Path, subprocess.Compl
 
 @pytest.mark.slow
 def test_two_process_run_trains_once_and_writes_once(tmp_path):
-    from tests.conftest import TINY_RECIPE
+    from tests.helpers import TINY_RECIPE
 
     trainer = {**TINY_RECIPE["trainer"], "per_device_train_batch_size": 4}
     run, result = train_in_two_processes(tmp_path, {**TINY_RECIPE, "trainer": trainer})
@@ -119,7 +119,7 @@ def test_two_process_run_trains_once_and_writes_once(tmp_path):
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_two_process_ppo_run(tmp_path, lora):
     """TRL 1.12's PPOTrainer needs grpo-cli's DDP shims (ppo._unwrap_for_ddp) to run in several processes."""
-    from tests.conftest import TINY_RECIPE
+    from tests.helpers import TINY_RECIPE
 
     trainer = {
         "learning_rate": 1e-3,
@@ -149,7 +149,7 @@ def test_gradients_are_synchronised_across_processes(tmp_path):
     """After one step both processes hold the same trained adapter, though each generated for other prompts."""
     import torch
 
-    from tests.conftest import TINY_RECIPE
+    from tests.helpers import TINY_RECIPE
 
     recipe = tmp_path / "tiny.yaml"
     trainer = {**TINY_RECIPE["trainer"], "per_device_train_batch_size": 4, "max_steps": 2}

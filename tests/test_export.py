@@ -14,32 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grpo_cli import generation, model_sources, models, prompting
+from grpo_cli import model_sources, models
 from grpo_cli.recipe import load_recipe
-from grpo_cli.workflows import evaluate_generations as evaluate
 from grpo_cli.workflows.export import MARKER
+from tests.helpers import PPO_RECIPE, eval_completions, held_out_prompt_ids
 from tests.tiny_runs import CHAT_TEMPLATE, bpe_model, fake_run
-
-
-def run_recipe(run: Path):
-    """The recipe of a run, or of the run a checkpoint-N belongs to."""
-    return load_recipe((run if (run / "recipe.yaml").is_file() else run.parent) / "recipe.yaml")
-
-
-def held_out_prompt_ids(run: Path, tokenizer) -> list[list[int]]:
-    recipe = run_recipe(run)
-    rows = prompting.prepare(evaluate.held_out_rows(recipe, None), recipe.dataset, tokenizer)
-    return prompting.tokenize_prompts(tokenizer, list(rows["prompt"]))
-
-
-def eval_completions(run: Path) -> tuple[list[str], list[list[int]]]:
-    """Greedy completions of the run's held-out prompts, generated as `grpo-cli eval --adapter RUN` does."""
-    recipe = run_recipe(run)
-    tuned, _ = model_sources.resolve_models(recipe, adapter=run, model=None)
-    model, tokenizer = models.load_source(tuned, recipe)
-    prompt_ids = held_out_prompt_ids(run, tokenizer)
-    samples = generation.generate(model, tokenizer, prompt_ids, generation.sampling_settings(recipe, 1), 8)
-    return [group[0].text for group in samples], prompt_ids
 
 
 def plain_completions(directory: Path, prompt_ids: list[list[int]], max_new_tokens: int) -> list[str]:
@@ -263,8 +242,6 @@ def test_full_fine_tuning_run(cli, tmp_path, tiny_recipe):
 
 @pytest.mark.slow
 def test_ppo_run(cli, tmp_path):
-    from tests.test_ppo import PPO_RECIPE
-
     recipe = tmp_path / "ppo.yaml"
     recipe.write_text(yaml.safe_dump(PPO_RECIPE, sort_keys=False))
     run = train(cli, recipe, tmp_path / "run")

@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY_RECIPE
-from tests.test_ppo import PPO_RECIPE
+from tests.helpers import PPO_RECIPE, TINY_RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from grpo_cli import generation, model_sources, models, prompting
 from grpo_cli.workflows import evaluate_generations as evaluate
-from tests.test_export import eval_completions, run_recipe
+from tests.helpers import eval_completions, run_recipe
 from tests.tiny_runs import CHAT_TEMPLATE, fake_run
 
 

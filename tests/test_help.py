@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from grpo_cli import __version__
 from grpo_cli.cli import app
 from grpo_cli.recipe import shipped_recipes
+from tests.helpers import heavy_modules_after
 
 # Each command with text its help must show word for word: the usage line, and help text with placeholders
 # (`<recipe name>`, `<column>`) that a markdown renderer swallowed as HTML tags.
@@ -88,10 +89,8 @@ def test_version(cli):
 
 
 def test_version_imports_no_torch():
-    from tests.test_cli import _heavy_modules_after
-
     code = "from grpo_cli.cli import app\ntry:\n    app(['--version'])\nexcept SystemExit:\n    pass"
-    assert _heavy_modules_after(code) == []
+    assert heavy_modules_after(code) == []
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import PPO_RECIPE
+from tests.helpers import PPO_RECIPE
 
 
 def output_of(recipe_path: Path) -> Path:
@@ -56,7 +56,7 @@ def ok(result):
 
 @pytest.mark.slow
 def test_reward_functions_end_to_end(cli, ppo_recipe):
-    from tests.conftest import phase_names
+    from tests.helpers import phase_names
 
     path = ppo_recipe()
     result = ok(cli("train", path))

@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tests import realistic_model
-from tests.conftest import phase_names
+from tests.helpers import phase_names
 from tests.realistic_model import DEFAULT_SYSTEM, ENDOFTEXT, IM_END
 
 # Rewards in a file next to the recipe, written as the README says a chat reward is written.

@@ -220,7 +220,7 @@ def test_shipped_recipes_are_found_by_name():
 def _recipe_elsewhere(tmp_path, monkeypatch, changes: dict):
     """A recipe in tmp_path/project, loaded from tmp_path/elsewhere (the current directory)."""
     from grpo_cli.recipe import deep_merge
-    from tests.conftest import TINY_RECIPE
+    from tests.helpers import TINY_RECIPE
 
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     project.mkdir()

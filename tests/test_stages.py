@@ -13,7 +13,7 @@ import yaml
 from grpo_cli import data, pipeline, prompting, tasks, validation
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import DatasetSection, load_recipe
-from tests.conftest import TINY_RECIPE
+from tests.helpers import TINY_RECIPE
 
 SFT = {**TINY_RECIPE, "algorithm": "sft", "lora": None, "rewards": [], "trainer": {"max_steps": 2}}
 SFT["dataset"] = {**TINY_RECIPE["dataset"], "completion": "{answer}"}

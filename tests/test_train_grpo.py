@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
     from typer.testing import CliRunner
 
     from grpo_cli.cli import app
-    from tests.conftest import TINY_RECIPE
+    from tests.helpers import TINY_RECIPE
 
     tmp = tmp_path_factory.mktemp("grpo")
     recipe = tmp / "tiny.yaml"
@@ -55,7 +55,7 @@ def test_run_writes_the_layout(trained):
 
 
 def test_says_what_it_does_before_the_progress_bar(trained):
-    from tests.conftest import phase_names
+    from tests.helpers import phase_names
 
     _recipe, _run, result = trained
     assert phase_names(result.stderr) == [

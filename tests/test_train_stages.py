@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import PPO_RECIPE, TINY_RECIPE
+from tests.helpers import PPO_RECIPE, TINY_RECIPE
 
 pytestmark = pytest.mark.slow
 

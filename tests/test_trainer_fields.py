@@ -1,14 +1,49 @@
-"""The trainer field table used by `validate` must match the installed TRL (regenerate: python -m grpo_cli.trainer_fields)."""
+"""The trainer field table used by `validate` must match the installed TRL (regenerate: python -m grpo_cli.algorithms.fields_table).
+
+Only what validate reads is compared: each field's name, type (its choices included) and default, and that every
+model type it accepts is one the installed transformers can build. Help texts and the other model types a newer
+transformers adds do not change what validate says, so they may drift.
+"""
 
 import json
 
 from grpo_cli import trainer_fields
+from grpo_cli.algorithms import fields_table
+from grpo_cli.algorithms.table import ALGORITHMS
+
+REGENERATE = "run `python -m grpo_cli.algorithms.fields_table`"
+
+
+def _validated(table: dict) -> dict:
+    """algorithm -> field -> (type, default): what validate checks a recipe's `trainer:` against."""
+    return {
+        algorithm: {
+            name: (spec["type"], spec["default"]) for name, spec in table[algorithm]["fields"].items()
+        }
+        for algorithm in ALGORITHMS
+    }
 
 
 def test_table_matches_installed_trl():
-    table = json.loads(trainer_fields.TABLE_PATH.read_text())
-    assert table == json.loads(json.dumps(trainer_fields.generate())), (
-        "grpo_cli/trainer_fields.json drifted from the installed TRL: run `python -m grpo_cli.trainer_fields`"
+    shipped = _validated(json.loads(trainer_fields.TABLE_PATH.read_text()))
+    installed = _validated(json.loads(json.dumps(fields_table.generate())))
+    drift = [
+        f"{algorithm}.{name}: table {shipped[algorithm].get(name)}, installed {installed[algorithm].get(name)}"
+        for algorithm in shipped
+        for name in sorted(shipped[algorithm].keys() | installed[algorithm].keys())
+        if shipped[algorithm].get(name) != installed[algorithm].get(name)
+    ]
+    assert not drift, (
+        f"grpo_cli/trainer_fields.json drifted from the installed TRL ({REGENERATE}):\n" + "\n".join(drift)
+    )
+
+
+def test_every_model_type_validate_accepts_is_buildable():
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    gone = sorted(set(trainer_fields.causal_lm_model_types()) - set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES))
+    assert not gone, (
+        f"validate accepts model types the installed transformers cannot build ({REGENERATE}): {gone}"
     )
 
 

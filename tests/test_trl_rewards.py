@@ -8,6 +8,7 @@ The slow runs use a tiny character-level model whose vocabulary holds what TRL's
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -22,6 +23,14 @@ from grpo_cli.recipe import RewardEntry
 from grpo_cli.signatures import TRAINER_KWARGS
 
 trl_rewards = pytest.importorskip("trl.rewards")
+
+# TRL's accuracy rewards import math-verify (the test extra: pip install -e '.[test]'); without it they cannot score,
+# and the "missing dependency" tests would see latex2sympy2_extended, which math-verify brings, missing too.
+MATH_VERIFY = {"accuracy_reward", "reasoning_accuracy_reward", "get_cosine_scaled_reward"}
+needs_math_verify = pytest.mark.skipif(
+    importlib.util.find_spec("math_verify") is None,
+    reason="needs math-verify, which TRL's accuracy rewards import (pip install -e '.[test]')",
+)
 
 # Every public reward of trl.rewards, with the args a recipe gives it (the factories need some).
 TRL_REWARDS = {
@@ -133,7 +142,9 @@ def test_every_public_trl_reward_is_covered():
     assert public == set(TRL_REWARDS)
 
 
-@pytest.mark.parametrize("name", sorted(TRL_REWARDS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=needs_math_verify) if n in MATH_VERIFY else n for n in sorted(TRL_REWARDS)]
+)
 def test_each_trl_reward_scores_as_trl_does(name):
     bound = reward_binding.bind(RewardEntry(name=f"trl.rewards:{name}", args=TRL_REWARDS[name]), "rewards[0]")
     assert bound.name == METRIC_NAMES[name]
@@ -150,6 +161,7 @@ def test_each_trl_reward_scores_as_trl_does(name):
     assert any(s not in (0.0, None) for s in expected)  # not vacuous: every reward scores something here
 
 
+@needs_math_verify
 def test_the_columns_of_trl_rewards_are_known_before_training():
     columns = {
         name: reward_binding.bind(RewardEntry(name=f"trl.rewards:{name}", args=args), "r").columns
@@ -225,6 +237,7 @@ def test_an_optional_import_guard_reaches_only_the_rewards_that_use_it(tmp_path,
     assert reward_binding.bind(RewardEntry(name=f"{tmp_path}/guarded.py:plain"), "rewards[0]").name == "plain"
 
 
+@needs_math_verify
 def test_a_missing_optional_dependency_is_found_at_binding(monkeypatch):
     import importlib.util
 
@@ -232,7 +245,7 @@ def test_a_missing_optional_dependency_is_found_at_binding(monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "math_verify" else real(name, *a)
     )
-    for name in ("accuracy_reward", "reasoning_accuracy_reward", "get_cosine_scaled_reward"):
+    for name in sorted(MATH_VERIFY):
         with pytest.raises(UserError) as info:
             reward_binding.bind(RewardEntry(name=f"trl.rewards:{name}", args=TRL_REWARDS[name]), "rewards[0]")
         assert str(info.value) == (
@@ -244,6 +257,7 @@ def test_a_missing_optional_dependency_is_found_at_binding(monkeypatch):
         reward_binding.bind(RewardEntry(name=f"trl.rewards:{name}", args=TRL_REWARDS[name]), "rewards[0]")
 
 
+@needs_math_verify
 def test_validate_refuses_a_missing_optional_dependency_in_one_line(cli, tiny_recipe, monkeypatch):
     import importlib.util
 
@@ -264,6 +278,7 @@ def test_validate_refuses_a_missing_optional_dependency_in_one_line(cli, tiny_re
     )
 
 
+@needs_math_verify
 def test_validate_binds_trl_rewards_and_factories_without_importing_torch(tmp_path):
     rows = [{"question": "1+2", "solution": "3"}] * 4
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -373,6 +388,7 @@ def number(cell: str):
     return None if cell == "None" else float(cell)
 
 
+@needs_math_verify
 def test_rewards_test_chat_gives_message_lists(cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
     args = []
@@ -478,6 +494,7 @@ def trl_scores_of(call: dict) -> dict[str, list]:
     }
 
 
+@needs_math_verify
 def test_rewards_test_with_a_recipe_uses_its_tokenizer_and_chat_shape(cli, tmp_path, chat_model, monkeypatch):
     from transformers import AutoTokenizer
 
@@ -521,6 +538,7 @@ def assert_step_means_agree(run: Path, calls: list[dict], tokenizer) -> None:
 
 
 @pytest.mark.slow
+@needs_math_verify
 @pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
 def test_training_and_eval_score_trl_rewards_as_trl_does(cli, tmp_path, chat_model, algorithm):
     from transformers import AutoTokenizer

@@ -43,8 +43,7 @@ def test_accepted_cases_start_training(accepted, tmp_path):
     for i, case in enumerate(accepted):
         directory = tmp_path / f"case{i}"
         directory.mkdir()
-        for name, content in case.files.items():
-            (directory / name).write_bytes(content)
+        case.write(directory)
         previous = os.getcwd()
         os.chdir(directory)
         try:

@@ -1,0 +1,124 @@
+"""What more than one test module uses: the tiny recipes, reward-file helpers, probes of a run and of stderr.
+
+Test modules import from here (and take conftest's fixtures), never from each other. Heavy imports stay inside
+the functions, so that importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+TINY_RECIPE = {
+    "algorithm": "grpo",
+    "seed": 0,
+    "model": {
+        "from_config": {
+            "model_type": "qwen2",
+            "vocabulary": "0123456789+=",
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        }
+    },
+    "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+    "dataset": {"generate": {"task": "addition", "size": 40}, "prompt": "{question}", "eval_size": 8},
+    "rewards": [{"name": "accuracy"}, {"name": "closeness", "weight": 0.5}],
+    "trainer": {
+        "learning_rate": 0.05,
+        "max_steps": 4,
+        "num_generations": 4,
+        "per_device_train_batch_size": 8,
+        "max_completion_length": 2,
+        "save_steps": 2,
+    },
+}
+
+
+# TINY_RECIPE as PPO: one completion per prompt, so PPO's own trainer settings instead of GRPO's.
+PPO_RECIPE = {
+    **TINY_RECIPE,
+    "algorithm": "ppo",
+    "trainer": {
+        "learning_rate": 0.05,
+        "max_steps": 4,
+        "per_device_train_batch_size": 8,
+        "response_length": 2,
+        "num_ppo_epochs": 2,
+        "save_steps": 2,
+    },
+}
+
+
+def phase_names(stderr: str) -> list[str]:
+    """The steps a command announced on stderr (`grpo_cli.phases`), without their times."""
+    return [m.group(1) for m in re.finditer(r"^(.+) \.\.\. \d+\.\d s$", stderr, re.MULTILINE)]
+
+
+def heavy_modules_after(code: str) -> list[str]:
+    """Which of torch, trl, transformers, peft, datasets and matplotlib a fresh Python has imported after `code`."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in ('torch', 'trl', 'transformers', 'peft', 'datasets', 'matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return eval(out.strip().splitlines()[-1])
+
+
+# ---- reward files ----
+
+
+def write(path: Path, text: str) -> Path:
+    """Write dedented `text` to `path` (its directories made); return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def bind(name: str, **fields):
+    """Bind the reward `name` (with RewardEntry `fields`) as the recipe's first reward."""
+    from grpo_cli import reward_binding
+    from grpo_cli.recipe import RewardEntry
+
+    return reward_binding.bind(RewardEntry(name=name, **fields), "rewards[0]")
+
+
+def call(name: str, completions, prompts=None, **fields):
+    """Score through scoring.RewardCall.score, as training does; returns (scores, errors)."""
+    from grpo_cli import scoring
+
+    prompts = prompts if prompts is not None else ["P"] * len(completions)
+    columns = fields.pop("columns", {})
+    return scoring.RewardCall(bind(name, **fields)).score(prompts, completions, columns)
+
+
+# ---- a trained run ----
+
+
+def run_recipe(run: Path):
+    """The recipe of a run, or of the run a checkpoint-N belongs to."""
+    from grpo_cli.recipe import load_recipe
+
+    return load_recipe((run if (run / "recipe.yaml").is_file() else run.parent) / "recipe.yaml")
+
+
+def held_out_prompt_ids(run: Path, tokenizer) -> list[list[int]]:
+    """The token ids of a run's held-out prompts, as eval builds them."""
+    from grpo_cli import prompting
+    from grpo_cli.workflows.evaluate_generations import held_out_rows
+
+    recipe = run_recipe(run)
+    rows = prompting.prepare(held_out_rows(recipe, None), recipe.dataset, tokenizer)
+    return prompting.tokenize_prompts(tokenizer, list(rows["prompt"]))
+
+
+def eval_completions(run: Path) -> tuple[list[str], list[list[int]]]:
+    """Greedy completions of the run's held-out prompts, generated as `grpo-cli eval --adapter RUN` does."""
+    from grpo_cli import generation, model_sources, models
+
+    recipe = run_recipe(run)
+    tuned, _ = model_sources.resolve_models(recipe, adapter=run, model=None)
+    model, tokenizer = models.load_source(tuned, recipe)
+    prompt_ids = held_out_prompt_ids(run, tokenizer)
+    samples = generation.generate(model, tokenizer, prompt_ids, generation.sampling_settings(recipe, 1), 8)
+    return [group[0].text for group in samples], prompt_ids
