@@ -272,6 +272,20 @@ def load_splits(spec: DatasetSection, seed: int) -> tuple[Dataset, Dataset | Non
     return train, held_out
 
 
+def first_rows(spec: DatasetSection, n: int) -> Dataset:
+    """Up to `n` rows of the dataset, held-out ones when the recipe names a held-out split or file, read without
+    splitting: a generated task makes only `n` rows; a file or Hub split is still loaded whole (see `_load_raw`)
+    before its first `n` are taken."""
+    if spec.generate is not None:
+        fewer = spec.generate.model_copy(update={"size": min(n, spec.generate.size)})
+        return _load_raw(spec.model_copy(update={"generate": fewer}), None, None)
+    if spec.eval_split is not None and not eval_split_problem(spec):
+        rows = _load_raw(spec, spec.eval_split if is_local(spec.eval_split) else spec.source, spec.eval_split)
+    else:
+        rows = _load_raw(spec, spec.source, spec.split)
+    return rows.select(range(min(n, len(rows))))
+
+
 def hold_out(spec: DatasetSection, rows: Dataset, seed: int) -> tuple[Dataset, Dataset]:
     """Split off `eval_size` prompts (or `eval_ratio` of them) with every row that shares one, so a prompt with
     several rows (preference pairs for one question) is never on both sides of the split.
