@@ -3,7 +3,6 @@ into training and held-out rows (the held-out ones are what `eval` scores)."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -17,6 +16,7 @@ from grpo_cli.prompting import build_prompt
 from grpo_cli.tasks import TASKS, check_task
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from datasets import Dataset
 
     from grpo_cli.recipe import DatasetSection
@@ -28,20 +28,36 @@ def is_local(source: str) -> bool:
 
 @dataclass
 class LocalData:
-    """What `validate` learns from reading a local data file: its columns, row count and first row, and every
-    row when reading the file parsed them all anyway (JSON and CSV; not parquet, read by its first row group)."""
+    """A parsed local data file: its columns, row count and first row, and (JSON and CSV) every row as one
+    arrow table, which `load_splits` wraps as the training rows without parsing the file again. Parquet is
+    read by its first row group here and loaded by `datasets` from the file."""
 
     columns: list[str]
     rows: int
     first: dict[str, Any]
-    records: list[dict[str, Any]] | None = None
+    table: pa.Table | None = None
+
+    def row_dicts(self, columns: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every row (only these columns, when given) as a dict, for a check that reads rows one by one."""
+        if self.table is None:
+            raise ValueError("only JSON and CSV files keep their rows")
+        table = self.table.select([c for c in columns if c in self.columns]) if columns else self.table
+        return table.to_pylist()
+
+
+# The files parsed in this process, by (resolved path, size, mtime): `validate` and `load_splits` share one
+# parse. A few entries (a training file and a held-out file); the table is the one the loaded rows wrap, so
+# the cache holds no second copy of them.
+_PARSED: dict[tuple[str, int, int], LocalData] = {}
+_PARSED_KEEP = 4
 
 
 def read_local(path: Path) -> LocalData:
     """Read a local data file the way `train` will, and say in one line what would stop it.
 
     Every JSON line is parsed (a single malformed line fails pyarrow in `train`), text must be UTF-8, and the
-    file must hold at least one row of columns.
+    file must hold at least one row of columns. A file read before in this process, unchanged since (same
+    size and modification time), is not read again.
     """
     suffix = path.suffix.lower()
     if suffix not in LOCAL_FORMATS:
@@ -49,8 +65,20 @@ def read_local(path: Path) -> LocalData:
     if not path.is_file():
         what = "is a directory, not a file" if path.is_dir() else "not found"
         raise UserError(f"dataset file {what}: {path}")
-    if suffix == ".parquet":
-        return _read_parquet(path)
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise UserError(f"dataset {path}: cannot read it ({err.strerror or err})") from err
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _PARSED:
+        local = _read_parquet(path) if suffix == ".parquet" else _parse(path, suffix)
+        while len(_PARSED) >= _PARSED_KEEP:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[key] = local
+    return _PARSED[key]
+
+
+def _parse(path: Path, suffix: str) -> LocalData:
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -61,8 +89,11 @@ def read_local(path: Path) -> LocalData:
         raise UserError(
             f"dataset {path}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}); save it as UTF-8"
         ) from err
+    del raw
+    if suffix == ".csv":
+        return _parse_csv(path, text)
+    columns = _Columns()
     if suffix == ".jsonl":
-        records = []
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -74,9 +105,8 @@ def read_local(path: Path) -> LocalData:
                 raise UserError(
                     f"dataset {path}:{number}: each line must be a JSON object of columns, not {line.strip()[:40]}"
                 )
-            records.append(record)
-        return _records(path, records)
-    if suffix == ".json":
+            columns.add(record)
+    else:
         try:
             loaded = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as err:
@@ -85,24 +115,97 @@ def read_local(path: Path) -> LocalData:
             loaded = next(iter(loaded.values()))  # {"data": [records]}
         if not isinstance(loaded, list) or not all(isinstance(r, dict) for r in loaded):
             raise UserError(f"dataset {path}: must be a JSON list of objects (one per row) of columns")
-        return _records(path, loaded)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader, [])
-        rows = list(reader)
-    except csv.Error as err:
-        raise UserError(f"dataset {path}: invalid CSV: {err}") from err
-    rows = [r for r in rows if r]
-    if not header or not rows:
-        raise UserError(f"dataset {path}: no rows (a header line, then one line per row)")
-    records = [dict(zip(header, row, strict=False)) for row in rows]
-    return LocalData(header, len(rows), records[0], records)
-
-
-def _records(path: Path, records: list[dict]) -> LocalData:
-    if not records or not records[0]:
+        for record in loaded:
+            columns.add(record)
+    if not columns.rows or not columns.first:
         raise UserError(f"dataset {path}: no rows")
-    return LocalData(list(records[0]), len(records), records[0], records)
+    return LocalData(list(columns.values), columns.rows, columns.first, columns.table())
+
+
+class _Columns:
+    """JSON rows gathered column by column, as `datasets`' JSON loader reads them: every key any row has is a
+    column, null where a row lacks it, in the order keys first appear."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list] = {}
+        self.rows = 0
+        self.first: dict[str, Any] | None = None
+
+    def add(self, record: dict[str, Any]) -> None:
+        for name, value in record.items():
+            column = self.values.get(name)
+            if column is None:
+                column = self.values[name] = [None] * self.rows
+            column.append(value)
+        self.rows += 1
+        if len(record) < len(self.values):
+            for column in self.values.values():
+                if len(column) < self.rows:
+                    column.append(None)
+        if self.first is None:
+            self.first = record
+
+    def table(self) -> pa.Table | None:
+        """The rows as one arrow table, or None where `datasets`' JSON loader would read them otherwise, which
+        then reads the file itself: a column mixing types arrow cannot hold in one column (a number in one
+        row, text in another), objects whose keys differ from row to row below the top level (it stores those
+        as JSON text), or text it reads as dates (it infers them from the file's first rows)."""
+        import pyarrow as pa
+        import pyarrow.json as paj
+
+        if any(_mixed_structs(column) for column in self.values.values()):
+            return None
+        try:
+            table = pa.table(self.values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return None
+        sample = "\n".join(json.dumps(row) for row in table.slice(0, 100).to_pylist())
+        try:
+            inferred = paj.read_json(io.BytesIO(sample.encode())).schema
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        for field in inferred:
+            if not pa.types.is_null(field.type) and field.type != table.schema.field(field.name).type:
+                return None
+        return table
+
+
+def _mixed_structs(values: list) -> bool:
+    """Whether these values of one column hold objects with differing keys, or objects or lists beside plain
+    values, at some depth: what `datasets`' JSON loader stores as JSON text instead of a typed column."""
+    pending = [values]
+    while pending:
+        content = [x for x in pending.pop() if x is not None]
+        if not content:
+            continue
+        if all(isinstance(x, dict) for x in content):
+            keys = set(content[0])
+            if not keys or any(set(x) != keys for x in content):
+                return True
+            pending += [[x[key] for x in content] for key in keys]
+        elif all(isinstance(x, list) for x in content):
+            pending.append([item for x in content for item in x])
+        elif any(isinstance(x, (dict, list)) for x in content):
+            return True
+    return False
+
+
+def _parse_csv(path: Path, text: str) -> LocalData:
+    # pandas, as `datasets`' CSV loader reads it: numbers become number columns, empty cells null.
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except pd.errors.EmptyDataError:
+        frame = None
+    except (pd.errors.ParserError, ValueError) as err:
+        raise UserError(f"dataset {path}: invalid CSV: {str(err).strip()}") from err
+    if frame is None or frame.empty:
+        raise UserError(f"dataset {path}: no rows (a header line, then one line per row)")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    first = table.slice(0, 1).to_pylist()[0]
+    return LocalData(list(table.column_names), table.num_rows, first, table)
 
 
 def _read_parquet(path: Path) -> LocalData:
@@ -130,7 +233,9 @@ def _load_raw(spec: DatasetSection, source: str | None, split: str | None) -> Da
         return Dataset.from_list(TASKS[gen.task](size=gen.size, seed=gen.seed, **gen.options))
     if is_local(source):
         path = Path(source)
-        read_local(path)  # clear errors for a missing, unreadable or malformed file
+        local = read_local(path)  # clear errors for a missing, unreadable or malformed file
+        if local.table is not None:
+            return Dataset(local.table)  # the rows `validate` parsed, not a second parse of the file
         return load_dataset(LOCAL_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
     try:
         return load_dataset(source, spec.config, split=split)
@@ -165,6 +270,20 @@ def load_splits(spec: DatasetSection, seed: int) -> tuple[Dataset, Dataset | Non
     if spec.limit is not None:
         train = train.select(range(min(spec.limit, len(train))))
     return train, held_out
+
+
+def first_rows(spec: DatasetSection, n: int) -> Dataset:
+    """Up to `n` rows of the dataset, held-out ones when the recipe names a held-out split or file, read without
+    splitting: a generated task makes only `n` rows; a file or Hub split is still loaded whole (see `_load_raw`)
+    before its first `n` are taken."""
+    if spec.generate is not None:
+        fewer = spec.generate.model_copy(update={"size": min(n, spec.generate.size)})
+        return _load_raw(spec.model_copy(update={"generate": fewer}), None, None)
+    if spec.eval_split is not None and not eval_split_problem(spec):
+        rows = _load_raw(spec, spec.eval_split if is_local(spec.eval_split) else spec.source, spec.eval_split)
+    else:
+        rows = _load_raw(spec, spec.source, spec.split)
+    return rows.select(range(min(n, len(rows))))
 
 
 def hold_out(spec: DatasetSection, rows: Dataset, seed: int) -> tuple[Dataset, Dataset]:

@@ -79,7 +79,7 @@ def is_reward_model(name: str) -> bool:
 
 def find(name: str) -> PluginSpec:
     """Resolve a reward name: a built-in or installed plugin, a reward model, a file or a module (see `registry`)."""
-    if name not in REWARDS.available() and is_reward_model(name):
+    if is_reward_model(name) and name not in REWARDS.available():
         path = name.removeprefix(MODEL_PREFIX)
         if not path:
             raise UserError("model: needs a Hub id or a local directory, e.g. model:./my-reward-model")

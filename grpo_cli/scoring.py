@@ -297,7 +297,7 @@ def reward_kwargs(
 
 
 def score_table(
-    bound: list[reward_binding.BoundReward],
+    rewards: list[RewardCall] | list[reward_binding.BoundReward],
     prompts: list,
     completions: list,
     columns: dict[str, list],
@@ -307,11 +307,13 @@ def score_table(
     log: RewardLog | None = None,
 ) -> list[list[float | None]]:
     """Each reward's scores (one list per reward) for a batch, through the same checks as training, called with
-    what GRPOTrainer passes (see `reward_kwargs`; `completion_ids` default: `text_ids` of the completions)."""
+    what GRPOTrainer passes (see `reward_kwargs`; `completion_ids` default: `text_ids` of the completions).
+    Bound rewards are wrapped for this batch only: to score many batches, wrap them once and pass the calls."""
     if completion_ids is None:
         completion_ids = text_ids(completions)
     kwargs = reward_kwargs(columns, completion_ids, trainer_state, log)
-    return [RewardCall(b).score(prompts, completions, kwargs)[0] for b in bound]
+    calls = [r if isinstance(r, RewardCall) else RewardCall(r) for r in rewards]
+    return [call.score(prompts, completions, kwargs)[0] for call in calls]
 
 
 def weighted_total(bound: list[reward_binding.BoundReward], table: list[list[float | None]]) -> list[float]:

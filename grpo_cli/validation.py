@@ -170,7 +170,7 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
     """Problems with the dataset section and its data: (problems, the columns if known, a first row if known)."""
     spec = recipe.dataset
     problems = []
-    columns, first, rows, records = None, None, None, None
+    columns, first, rows, local = None, None, None, None
     if spec.generate is not None:
         problems = tasks.check_task(spec.generate)
         if not problems:
@@ -179,7 +179,7 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
     elif data.is_local(spec.source):
         try:
             local = data.read_local(Path(spec.source))
-            columns, first, rows, records = local.columns, local.first, local.rows, local.records
+            columns, first, rows = local.columns, local.first, local.rows
         except UserError as err:
             problems.append(str(err))
     elif looks_like_path(spec.source):
@@ -199,9 +199,14 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
         problems += [
             p for p in [data.held_out_problem(spec, tasks.task_prompts(spec.generate), "prompts")] if p
         ]
-    elif records is not None and (spec.eval_size is not None or spec.eval_ratio is not None):
+    elif (
+        local is not None
+        and local.table is not None
+        and (spec.eval_size is not None or spec.eval_ratio is not None)
+    ):
         # Counted as train splits them: rows that share a prompt are held out together.
-        problems += [p for p in [data.split_problem(spec, data.prompt_keys(spec, records))] if p]
+        keys = data.prompt_keys(spec, local.row_dicts(prompting.prompt_columns(spec)))
+        problems += [p for p in [data.split_problem(spec, keys)] if p]
     elif rows is not None:
         problems += [p for p in [data.held_out_problem(spec, rows)] if p]
     if spec.prompt is not None:

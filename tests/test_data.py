@@ -275,3 +275,70 @@ def test_a_split_name_for_a_local_file_is_refused_not_read_as_the_training_file(
     with pytest.raises(UserError) as info:
         data.load_splits(spec, seed=0)
     assert str(info.value) == message
+
+
+def test_train_parses_a_local_file_once(tmp_path, tiny_recipe, monkeypatch):
+    # `validate` reads the file for its checks; the training rows are built from that parse, not read again.
+    import datasets
+
+    from grpo_cli.algorithms import grpo
+    from grpo_cli.workflows import train
+
+    path = tmp_path / "d.jsonl"
+    rows = [{"question": f"{a}+{b}=", "answer": str(a + b)} for a in range(5) for b in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tiny_recipe({"dataset": {"generate": None, "source": str(path)}})
+    parses, loaded = [], []
+    parse = data._parse
+    monkeypatch.setattr(data, "_parse", lambda *a: parses.append(a) or parse(*a))
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("the file was loaded again"))
+
+    class Loaded(Exception):
+        pass
+
+    def fake_train(recipe, out, resume_from=None):
+        loaded.append(data.load_splits(recipe.dataset, recipe.seed))
+        raise Loaded
+
+    monkeypatch.setattr(grpo, "config", lambda *a, **k: None)
+    monkeypatch.setattr(grpo, "train", fake_train)
+    with pytest.raises(Loaded):
+        train.train_recipe(str(recipe))
+    assert len(parses) == 1
+    [(train_rows, held_out)] = loaded
+    assert len(train_rows) + len(held_out) == len(rows) and len(held_out) == 8
+    assert sorted([*train_rows["question"], *held_out["question"]]) == sorted(r["question"] for r in rows)
+
+
+def test_a_changed_file_is_parsed_again(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"q": "1"}) + "\n")
+    assert data.read_local(path).rows == 1
+    path.write_text(json.dumps({"q": "1"}) + "\n" + json.dumps({"q": "2"}) + "\n")
+    assert data.read_local(path).rows == 2
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"q": "1", "n": 1}, {"q": "2", "n": 2.5, "extra": True}],  # a column only some rows have
+        [
+            {"messages": [{"role": "user", "content": "hi"}]},
+            {"messages": [{"role": "user", "content": "yo"}]},
+        ],
+        [
+            {"q": "1", "meta": {"a": 1}},
+            {"q": "2", "meta": {"b": "x"}},
+        ],  # objects whose keys differ: JSON text
+        [{"q": "1", "when": "2020-01-01"}, {"q": "2", "when": "2021-02-03"}],  # read as dates
+        [{"q": 1}, {"q": "two"}],  # mixed types
+    ],
+)
+def test_local_rows_load_as_datasets_json_loader_reads_them(tmp_path, rows):
+    from datasets import load_dataset
+
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    expected = load_dataset("json", data_files=str(path), split="train")
+    train, _ = data.load_splits(DatasetSection(source=str(path)), seed=0)
+    assert (train.features, train.to_list()) == (expected.features, expected.to_list())

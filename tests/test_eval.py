@@ -239,6 +239,27 @@ def test_metrics_of_a_model_with_known_output(tmp_path, token, text, length, cli
     assert metrics["reward"] == pytest.approx(len(text) + 0.6)
 
 
+def test_each_reward_is_wrapped_once_per_evaluation_not_per_batch(tmp_path, monkeypatch):
+    from grpo_cli import scoring
+
+    (tmp_path / "stub.py").write_text(STUB_REWARDS)
+    entries = [RewardEntry(name=f"{tmp_path / 'stub.py'}:{name}") for name in ("length", "even_answer")]
+    rewards = evaluate.Rewards(reward_binding.bind_all(entries[:1]), reward_binding.bind_all(entries[1:]))
+    rows = [{"prompt": f"{a}+1=", "answer": str(a + 1)} for a in range(5)]
+    samples = [[Sample(i, j, "12"[: j + 1], [0] * (j + 1), False) for j in range(3)] for i in range(5)]
+    made = []
+    init = scoring.RewardCall.__init__
+    monkeypatch.setattr(
+        scoring.RewardCall, "__init__", lambda self, bound: made.append(bound.name) or init(self, bound)
+    )
+    evaluate.score(samples, rows, rewards, chat=False, batch_size=4)  # 15 samples: 4 batches
+    assert sorted(made) == sorted(rewards.names)
+    assert [[s.scores["length"] for s in group] for group in samples] == [[1.0, 2.0, 2.0]] * 5
+    assert [s.scores["even_answer"] for group in samples for s in group] == [
+        float(int(r["answer"]) % 2 == 0) for r in rows for _ in range(3)
+    ]
+
+
 def test_batched_greedy_generation_equals_one_prompt_at_a_time():
     model, tokenizer = varied_model()
     prompts = ["1+2=", "12+7=", "3+45=", "9=", "100+200=", "5+5="]  # different lengths: left padding matters

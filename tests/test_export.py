@@ -249,3 +249,25 @@ def test_ppo_run(cli, tmp_path):
     export_ok(cli, run, "-o", tmp_path / "exported")
     check_standalone(run, tmp_path / "exported", varied=False)
     export_ok(cli, run / "checkpoint-2", "-o", tmp_path / "adapter", "--adapter-only")
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_check_prompts_are_the_first_rows_prepared_as_in_training_without_splitting(
+    tmp_path, tiny_recipe, monkeypatch, local
+):
+    from grpo_cli import data, tasks
+    from grpo_cli.workflows import export
+
+    rows = tasks.TASKS["addition"](size=export.CHECK_PROMPTS, seed=0)
+    changes = {}
+    if local:
+        path = tmp_path / "d.jsonl"
+        more = tasks.TASKS["addition"](size=20, seed=1)
+        path.write_text("".join(json.dumps(r) + "\n" for r in more))
+        rows, changes = more, {"dataset": {"generate": None, "source": str(path)}}
+    recipe = load_recipe(tiny_recipe(changes))
+    monkeypatch.setattr(data, "hold_out", lambda *a: pytest.fail("the dataset was split"))
+    tokenizer = models.char_tokenizer("0123456789+=")
+    ids = export.check_prompts(recipe, tokenizer)
+    expected = [r["question"] for r in rows[: export.CHECK_PROMPTS]]
+    assert [tokenizer.decode(row, skip_special_tokens=True) for row in ids] == expected

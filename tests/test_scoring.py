@@ -203,6 +203,28 @@ def test_reward_calls_pickle_and_still_score(name, tmp_path, monkeypatch):
     sys.modules.pop("kinds_mod", None)
 
 
+def test_unpickling_many_rewards_reads_entry_points_at_most_once(tmp_path, monkeypatch):
+    # What a worker process does for each reward it is sent: no scan of every installed distribution per reward.
+    import importlib.metadata
+
+    from grpo_cli import registry
+
+    path = write(tmp_path / "kinds.py", KINDS)
+    names = ["length", "accuracy", f"{path}:brevity", f"{path}:Locked", "length"]
+    args = [{"target": 3}, {}, {"limit": 2}, {"limit": 2}, {"max_length": 5}]
+    pickled = [pickle.dumps(scoring.RewardCall(bind(n, args=a))) for n, a in zip(names, args, strict=True)]
+    scans, real = [], importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **k: scans.append(k) or real(**k))
+    registry.clear_caches()
+    copies = [pickle.loads(p) for p in pickled]
+    assert [c.__name__ for c in copies] == ["length", "accuracy", "brevity", "Locked", "length"]
+    assert scans == [{"group": reward_binding.ENTRY_POINT_GROUP}]
+    registry.clear_caches()
+    for built_in in ("length", "accuracy"):
+        pickle.loads(pickled[names.index(built_in)])
+    assert len(scans) == 1  # a built-in resolves without reading them
+
+
 def test_a_file_reward_unpickles_in_another_process(tmp_path):
     path = write(tmp_path / "kinds.py", KINDS)
     reward = scoring.RewardCall(bind(f"{path}:brevity", args={"limit": 2}))

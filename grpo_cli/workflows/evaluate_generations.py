@@ -96,6 +96,10 @@ def score(
     extra: dict[tuple[int, int], dict] = {}
     flat = [s for group in samples for s in group]
     columns = [c for c in (rows[0] if rows else {}) if c != "prompt"]
+    # Each reward wrapped once (its signature read once), then called batch after batch.
+    training = [scoring.RewardCall(r) for r in rewards.training]
+    eval_only = [scoring.RewardCall(r) for r in rewards.eval_only]
+    names = [r.name for r in rewards.training + rewards.eval_only]
     for start in range(0, len(flat), batch_size):
         part = flat[start : start + batch_size]
         prompts = [rows[s.prompt_index]["prompt"] for s in part]
@@ -103,13 +107,13 @@ def score(
         completions = [[{"role": "assistant", "content": s.text}] if chat else s.text for s in part]
         kwargs = {c: [rows[s.prompt_index][c] for s in part] for c in columns}
         given = {"completion_ids": [s.token_ids for s in part], "trainer_state": trainer_state, "log": log}
-        table = scoring.score_table(rewards.training, prompts, completions, kwargs, **given)
+        table = scoring.score_table(training, prompts, completions, kwargs, **given)
         totals = scoring.weighted_total(rewards.training, table) if table else [None] * len(part)
-        eval_only = scoring.score_table(rewards.eval_only, prompts, completions, kwargs, **given)
-        names = [r.name for r in rewards.training + rewards.eval_only]
+        table_eval_only = scoring.score_table(eval_only, prompts, completions, kwargs, **given)
         logged = log.take_extra(len(part))
         for n, sample in enumerate(part):
-            sample.scores = {name: scores[n] for name, scores in zip(names, table + eval_only, strict=True)}
+            scored = table + table_eval_only
+            sample.scores = {name: scores[n] for name, scores in zip(names, scored, strict=True)}
             sample.total = totals[n]
             if logged:
                 extra[(sample.prompt_index, sample.sample_index)] = {c: v[n] for c, v in logged.items()}

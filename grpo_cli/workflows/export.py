@@ -392,12 +392,13 @@ def _check_adapter_export(source: Source, out: Path) -> Check:
 
 
 def check_prompts(recipe: Recipe, tokenizer) -> list[list[int]]:
-    """Token ids of a few of the recipe's prompts, prepared as in training (held-out ones first); fixed texts when
-    the dataset cannot be read here (e.g. a Hub dataset offline)."""
+    """Token ids of a few of the recipe's prompts, prepared as in training (a named held-out split's, else the
+    first rows); fixed texts when the dataset cannot be read here (e.g. a Hub dataset offline)."""
     try:
-        train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
-        rows = held_out if held_out is not None and len(held_out) else train_rows
-        rows = prompting.prepare(rows.select(range(min(CHECK_PROMPTS, len(rows)))), recipe.dataset, tokenizer)
+        # Nothing is split: a generated task makes only these rows; a local file is still parsed whole and a
+        # Hub split loaded whole (from its cache), as reading its first rows alone would need another reader.
+        rows = data.first_rows(recipe.dataset, CHECK_PROMPTS)
+        rows = prompting.prepare(rows, recipe.dataset, tokenizer)
         ids = prompting.tokenize_prompts(tokenizer, list(rows["prompt"]))
     except Exception:  # any failure to read the data: the check still runs on fixed texts
         ids = []
