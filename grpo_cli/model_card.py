@@ -23,7 +23,7 @@ import yaml
 
 from grpo_cli import __version__
 from grpo_cli.algorithms.table import ALGORITHMS
-from grpo_cli.run_files import atomic_write
+from grpo_cli.run_files import atomic_write, run_algorithm
 
 REWARD_PLOT = Path("report") / "reward.png"  # where `grpo-cli report RUN` draws the reward curve
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -73,7 +73,7 @@ def render(
     recipe = _read_yaml(run_dir / "recipe.yaml") or {}
     summary = _read_json(run_dir / "summary.json") or {}
     evaluation = _read_json(run_dir / "eval" / "eval.json")
-    algorithm = str(recipe.get("algorithm", summary.get("algorithm", "grpo")))
+    algorithm = run_algorithm(run_dir) or "grpo"
     model = recipe.get("model") or {}
     lora = recipe.get("lora")
     base_name = model.get("name_or_path")

@@ -290,7 +290,9 @@ def load_reward_model_for_training(spec: ModelSection, seed: int):
     (a reward run's model as it is; a policy run's model under a fresh score head) or built from a config."""
     from transformers import AutoModelForSequenceClassification
 
-    if spec.run is not None and run_algorithm(Path(spec.run)) == "reward":
+    from grpo_cli.run_files import run_kind
+
+    if spec.run is not None and run_kind(Path(spec.run)) == "reward model":
         return load_reward_model(spec.run, torch_dtype(spec.dtype))
     if spec.name_or_path is None:  # from_config, or a policy run's model
         causal, tokenizer = load_model(spec, seed)
@@ -359,26 +361,17 @@ def load_reward_model(path: str | Path, dtype):
     return model, tokenizer
 
 
-def run_algorithm(run_dir: Path) -> str | None:
-    """The algorithm a run directory was trained with (its recipe.yaml), None when it holds no run."""
-    from grpo_cli.run_files import read_recipe
-
-    saved = read_recipe(run_dir) if run_dir.is_dir() else None
-    algorithm = (saved or {}).get("algorithm", "grpo") if saved is not None else None
-    return algorithm if isinstance(algorithm, str) else None
-
-
 def load_run_model(run_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A previous policy run's trained model and tokenizer, its LoRA adapter (if any) merged into its base: the
     model a chained stage (`model: {run: DIR}`) starts from. The run is loaded as `eval --adapter DIR` loads it."""
     from grpo_cli.model_sources import resolve_models
     from grpo_cli.recipe import Recipe
-    from grpo_cli.run_files import SUMMARY_FILE, read_recipe
+    from grpo_cli.run_files import SUMMARY_FILE, read_recipe, run_kind
 
     saved = read_recipe(run_dir)
     if saved is None or not (run_dir / SUMMARY_FILE).is_file():
         raise UserError(f"model.run: {run_dir} holds no finished run (no recipe.yaml and summary.json)")
-    if saved.get("algorithm") == "reward":
+    if run_kind(run_dir) == "reward model":
         raise UserError(
             f"model.run: {run_dir} is a reward-model run, not a policy; name it as a reward "
             f"(rewards: [{{name: 'model:{run_dir}'}}])"

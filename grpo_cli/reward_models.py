@@ -15,6 +15,7 @@ from typing import Any
 from grpo_cli import reward_binding
 from grpo_cli.errors import UserError
 from grpo_cli.output import warn_once
+from grpo_cli.run_files import run_kind
 
 
 def default_device() -> str:
@@ -47,9 +48,7 @@ class RewardModelScore:
         # A reward run renders its pairs without chat_template_kwargs (RewardConfig has none): whether GRPO's change
         # what it reads depends on the template (Qwen3's reads enable_thinking only for the generation prompt, which
         # is not scored), so the first conversation scored is rendered both ways (`texts`).
-        self._compare_kwargs = (
-            bool(self.chat_template_kwargs) and models.run_algorithm(Path(path)) == "reward"
-        )
+        self._compare_kwargs = bool(self.chat_template_kwargs) and run_kind(Path(path)) == "reward model"
 
     def texts(self, prompts: list, completions: list) -> list[str]:
         """What the model reads for each completion (see the class docstring)."""

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from grpo_cli.errors import UserError
 from grpo_cli.output import say
+from grpo_cli.run_files import MARKER_FILE as MARKER
 from grpo_cli.run_files import atomic_write, read_recipe
 
-MARKER = "run.json"
 LOCK = "run.lock"
 STAGING = ".saving"
 FORMAT_VERSION = 1

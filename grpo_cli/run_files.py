@@ -1,6 +1,7 @@
 """The files a run writes as it trains, each with its one writer and its one reader.
 
 Layout (shared by every algorithm, so `eval` and `report` treat runs alike):
+    run.json           the marker (see `run_dir`): the algorithm, written before any other run file
     recipe.yaml        the resolved recipe
     metrics.jsonl      one JSON line per logged step, with the same names for every algorithm (METRIC_NAMES)
     summary.json       steps, wall time, first and last mean reward (written at the end; the same keys always)
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from grpo_cli.algorithms.table import ALGORITHMS, RunKind
 from grpo_cli.errors import UserError
 
 # Trainer log keys -> the names metrics.jsonl uses for both algorithms. Other keys are kept as they are.
@@ -116,7 +118,12 @@ def _step(line: str) -> int:
         return math.inf  # an unreadable line goes
 
 
-RECIPE_FILE, METRICS_FILE, SUMMARY_FILE = "recipe.yaml", "metrics.jsonl", "summary.json"
+MARKER_FILE, RECIPE_FILE, METRICS_FILE, SUMMARY_FILE = (
+    "run.json",
+    "recipe.yaml",
+    "metrics.jsonl",
+    "summary.json",
+)
 
 
 def read_recipe(run_dir: Path) -> dict[str, Any] | None:
@@ -129,6 +136,26 @@ def read_recipe(run_dir: Path) -> dict[str, Any] | None:
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
     """The run's summary.json, None while the run is in progress (it is written at the end)."""
     return _read_mapping(Path(run_dir) / SUMMARY_FILE, json.loads, "JSON")
+
+
+def run_algorithm(run_dir: Path) -> str | None:
+    """The algorithm that trained the run in `run_dir`: its marker's, else (a run from before the marker) its
+    recipe.yaml's, `grpo` when that names none; None when the directory holds neither or they name no algorithm."""
+    run_dir = Path(run_dir)
+    saved = _read_mapping(run_dir / MARKER_FILE, json.loads, "JSON")
+    if saved is None:
+        saved = read_recipe(run_dir)
+        if saved is None:
+            return None
+        saved = {"algorithm": "grpo", **saved}  # the recipe's default
+    algorithm = saved.get("algorithm")
+    return algorithm if isinstance(algorithm, str) else None
+
+
+def run_kind(run_dir: Path) -> RunKind | None:
+    """What the run in `run_dir` made (a policy, a reward model), None when it holds none of a known algorithm."""
+    algorithm = ALGORITHMS.get(run_algorithm(run_dir))
+    return algorithm.makes if algorithm else None
 
 
 def _read_mapping(path: Path, parse: Callable[[str], Any], kind: str) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from grpo_cli.algorithms.table import ALGORITHMS, RunKind, algorithms_making
 from grpo_cli.distributed import launched, world_size
 from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
 from grpo_cli.recipe import Recipe, check_schema, finish, load_data
+from grpo_cli.run_files import run_algorithm
 
 # ---- rewards ----
 
@@ -112,10 +113,9 @@ def run_problem(
             what = "does not exist" if not path.exists() else "holds no grpo-cli run (no recipe.yaml)"
             return f"{label}: {directory} {what}; train the stage that writes it first"
         try:
-            saved = data_yaml(path / "recipe.yaml")
+            algorithm = run_algorithm(path)
         except UserError as err:
             return f"{label}: {err}"
-        algorithm = saved.get("algorithm", "grpo") if isinstance(saved, dict) else None
         if not (path / "summary.json").is_file():
             return (
                 f"{label}: the run in {directory} is not finished (no summary.json); finish it with --resume"
@@ -132,12 +132,6 @@ def run_problem(
         expected = ", ".join(algorithms_making(kinds))
         return f"{label}: {directory} holds a {str(algorithm).upper()} run; expected one of {expected}"
     return None
-
-
-def data_yaml(path: Path):
-    from grpo_cli.recipe import load_yaml
-
-    return load_yaml(path, "run recipe")
 
 
 def check_model(recipe: Recipe, planned: dict[str, str] | None = None) -> list[str]:

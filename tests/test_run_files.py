@@ -113,3 +113,18 @@ def test_a_runs_own_recipe_names_its_base_model(tmp_path, tiny_recipe):
     checkpoint = tmp_path / "checkpoint-4"
     checkpoint.mkdir()
     assert model_sources.run_root(checkpoint) == tmp_path and model_sources.run_root(tmp_path) == tmp_path
+
+
+def test_the_algorithm_of_a_run_is_its_markers_else_its_recipes(tmp_path):
+    """run.json (written first) says which algorithm trained a run; a run from before the marker has its
+    recipe.yaml (GRPO when it names none); a damaged marker is the one error of every reader."""
+    assert run_files.run_algorithm(tmp_path) is None and run_files.run_kind(tmp_path) is None
+    (tmp_path / "recipe.yaml").write_text("model: {name_or_path: some/model}\n")
+    assert run_files.run_algorithm(tmp_path) == "grpo" and run_files.run_kind(tmp_path) == "policy"
+    (tmp_path / "recipe.yaml").write_text("algorithm: sft\n")
+    assert run_files.run_algorithm(tmp_path) == "sft"
+    run_dir.write_marker(tmp_path, "reward")  # the marker wins
+    assert run_files.run_algorithm(tmp_path) == "reward" and run_files.run_kind(tmp_path) == "reward model"
+    (tmp_path / "run.json").write_text("{")
+    with pytest.raises(UserError, match=r"run.json is damaged: it is not valid JSON .*; repair or delete it"):
+        run_files.run_algorithm(tmp_path)
