@@ -23,7 +23,7 @@ import yaml
 
 from grpo_cli import __version__
 from grpo_cli.algorithms.table import ALGORITHMS
-from grpo_cli.run_files import atomic_write, run_algorithm
+from grpo_cli.run_files import atomic_write, read_eval_report, read_recipe, read_summary, run_algorithm
 
 REWARD_PLOT = Path("report") / "reward.png"  # where `grpo-cli report RUN` draws the reward curve
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -70,9 +70,9 @@ def render(
     exported: bool = False,
 ) -> str:
     """The card's text. `kind`: "adapter" (a peft adapter), "merged" (adapter merged into its base) or "full"."""
-    recipe = _read_yaml(run_dir / "recipe.yaml") or {}
-    summary = _read_json(run_dir / "summary.json") or {}
-    evaluation = _read_json(run_dir / "eval" / "eval.json")
+    recipe = read_recipe(run_dir) or {}
+    summary = read_summary(run_dir) or {}
+    evaluation = read_eval_report(run_dir)
     algorithm = run_algorithm(run_dir) or "grpo"
     model = recipe.get("model") or {}
     lora = recipe.get("lora")
@@ -297,18 +297,3 @@ def _how_to_load(kind, base_name, adapter_base, exported, algorithm, run_dir) ->
         "",
     ]
     return lines
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return loaded if isinstance(loaded, dict) else None

@@ -325,9 +325,9 @@ def load_reward_model_for_training(spec: ModelSection, seed: int):
 def load_reward_model(path: str | Path, dtype):
     """A trained reward model and its tokenizer from a directory: a saved sequence classifier, or a reward run
     whose LoRA adapter (with its score head) is merged into the base it was trained on. A Hub id works too."""
-    import json
-
     from transformers import AutoModelForSequenceClassification
+
+    from grpo_cli.run_files import read_adapter_config
 
     tokenizer = load_tokenizer(str(path))
     directory = Path(path)
@@ -343,7 +343,7 @@ def load_reward_model(path: str | Path, dtype):
                 if (saved_base / "config.json").is_file():
                     base_name = str(saved_base)
                 else:
-                    base_name = json.loads(adapter_file.read_text()).get("base_model_name_or_path")
+                    base_name = (read_adapter_config(directory) or {}).get("base_model_name_or_path")
                 if not base_name:
                     raise ValueError(f"the adapter in {directory} does not say which model it adapts")
                 base = AutoModelForSequenceClassification.from_pretrained(

@@ -5,9 +5,11 @@ Layout (shared by every algorithm, so `eval` and `report` treat runs alike):
     recipe.yaml        the resolved recipe
     metrics.jsonl      one JSON line per logged step, with the same names for every algorithm (METRIC_NAMES)
     summary.json       steps, wall time, first and last mean reward (written at the end; the same keys always)
-    checkpoint-N/      TRL/transformers checkpoints (see `run_dir`)
+    checkpoint-N/      TRL/transformers checkpoints (see `run_dir`), each with transformers' trainer_state.json
     base_model/        the initial weights, when the model was built from a config (nothing else has them)
-    adapter_* / model  the trained adapter or full model, and the tokenizer
+    adapter_* / model  the trained adapter (adapter_config.json: peft's) or full model, and the tokenizer
+    eval/eval.json     what `eval RUN` measured last (written by eval, read by the model card)
+An export (`grpo-cli export`) holds grpo-cli-export.json, its marker: where it came from, and the run's recipe.
 
 One rule for every reader: a file that is absent reads as None (or no rows); a file that is there but does not
 parse is the user's to repair, and says so. The exception is metrics.jsonl's last line, which a run still
@@ -118,12 +120,14 @@ def _step(line: str) -> int:
         return math.inf  # an unreadable line goes
 
 
-MARKER_FILE, RECIPE_FILE, METRICS_FILE, SUMMARY_FILE = (
-    "run.json",
-    "recipe.yaml",
-    "metrics.jsonl",
-    "summary.json",
-)
+MARKER_FILE = "run.json"
+RECIPE_FILE = "recipe.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+TRAINER_STATE_FILE = "trainer_state.json"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+EVAL_REPORT_FILE = Path("eval") / "eval.json"
+EXPORT_MARKER_FILE = "grpo-cli-export.json"
 
 
 def read_recipe(run_dir: Path) -> dict[str, Any] | None:
@@ -136,6 +140,26 @@ def read_recipe(run_dir: Path) -> dict[str, Any] | None:
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
     """The run's summary.json, None while the run is in progress (it is written at the end)."""
     return _read_mapping(Path(run_dir) / SUMMARY_FILE, json.loads, "JSON")
+
+
+def read_trainer_state(checkpoint: Path) -> dict[str, Any] | None:
+    """A checkpoint's trainer_state.json (transformers' TrainerState: global_step, max_steps, ...), None without."""
+    return _read_mapping(Path(checkpoint) / TRAINER_STATE_FILE, json.loads, "JSON")
+
+
+def read_adapter_config(directory: Path) -> dict[str, Any] | None:
+    """A peft adapter's adapter_config.json (base_model_name_or_path, ...), None when the directory holds none."""
+    return _read_mapping(Path(directory) / ADAPTER_CONFIG_FILE, json.loads, "JSON")
+
+
+def read_eval_report(run_dir: Path) -> dict[str, Any] | None:
+    """RUN/eval/eval.json, what the latest `eval RUN` measured, None before any."""
+    return _read_mapping(Path(run_dir) / EVAL_REPORT_FILE, json.loads, "JSON")
+
+
+def read_export_marker(directory: Path) -> dict[str, Any] | None:
+    """An export's grpo-cli-export.json (the run it came from, its recipe), None when it is no export."""
+    return _read_mapping(Path(directory) / EXPORT_MARKER_FILE, json.loads, "JSON")
 
 
 def run_algorithm(run_dir: Path) -> str | None:

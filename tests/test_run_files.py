@@ -128,3 +128,16 @@ def test_the_algorithm_of_a_run_is_its_markers_else_its_recipes(tmp_path):
     (tmp_path / "run.json").write_text("{")
     with pytest.raises(UserError, match=r"run.json is damaged: it is not valid JSON .*; repair or delete it"):
         run_files.run_algorithm(tmp_path)
+
+
+def test_eval_of_a_checkpoint_with_a_damaged_trainer_state_names_the_file(tmp_path, cli):
+    """A damaged trainer_state.json used to read as step 0 for the rewards, silently; it is the one error now."""
+    from tests.tiny_runs import fake_run
+
+    run = fake_run(tmp_path)
+    state = run / "checkpoint-2" / "trainer_state.json"
+    state.write_text('{"global_step": 2, "max_')
+    result = cli("eval", tmp_path / "tiny.yaml", "--adapter", run / "checkpoint-2")
+    assert result.exit_code == 2, result.output
+    assert f"{state} is damaged: it is not valid JSON" in result.stderr
+    assert "repair or delete it" in result.stderr

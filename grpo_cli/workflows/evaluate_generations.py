@@ -125,29 +125,21 @@ def evaluated_state(source, recipe: Recipe):
     it sets none). `run` gives the base model `global_step` 0 and the evaluated run's `max_steps`.
     """
     from grpo_cli.run_dir import checkpoint_step, last_checkpoint
-    from grpo_cli.run_files import read_summary
+    from grpo_cli.run_files import TRAINER_STATE_FILE, read_summary, read_trainer_state
 
     planned = trainer_fields.value(recipe, "max_steps")
     start = scoring.run_state(0, planned if isinstance(planned, int) and planned > 0 else 0)
     path = getattr(source, "path", None)
     if path is None or source.run_dir is None:
         return start
-    if (path / "trainer_state.json").is_file():
-        return scoring.run_state(**_read_state(path / "trainer_state.json"))
+    if (path / TRAINER_STATE_FILE).is_file():
+        return scoring.run_state(**read_trainer_state(path))
     checkpoint = last_checkpoint(path)
-    saved = _read_state(checkpoint / "trainer_state.json") if checkpoint else {}
+    saved = (read_trainer_state(checkpoint) if checkpoint else None) or {}
     steps = (read_summary(source.run_dir) or {}).get("steps")
     if not isinstance(steps, int):
         steps = checkpoint_step(checkpoint) if checkpoint else 0
     return scoring.run_state(**{**saved, "global_step": steps, "max_steps": saved.get("max_steps", steps)})
-
-
-def _read_state(path: Path) -> dict:
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
 
 
 # ---- the whole evaluation ----

@@ -36,9 +36,9 @@ from grpo_cli.model_sources import ModelSource, resolve_models
 from grpo_cli.models import TOKENIZER_FILES, load_source
 from grpo_cli.recipe import Recipe, load_recipe
 from grpo_cli.run_dir import last_checkpoint
-from grpo_cli.run_files import atomic_write
+from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER  # says a directory holds an export to replace
+from grpo_cli.run_files import atomic_write, read_adapter_config
 
-MARKER = "grpo-cli-export.json"  # what says a directory holds an export that --overwrite may replace
 DTYPES = ("float32", "bfloat16", "float16")
 # Largest |logit difference| accepted, relative to max(1, largest |logit|): merging reorders float sums, and a
 # lower precision rounds every weight.
@@ -377,7 +377,7 @@ def _check_adapter_export(source: Source, out: Path) -> Check:
         raise UserError(
             f"the exported adapter in {out} does not load with peft on its base: {describe(err)}"
         ) from err
-    config = json.loads((out / "adapter_config.json").read_text())
+    config = read_adapter_config(out) or {}
     dtype = str(next(exported.parameters()).dtype).removeprefix("torch.")
     check = compare(reference, logits(exported, prompts), dtype if dtype in DTYPES else "float32")
     if config.get("base_model_name_or_path") is None or not check.ok:
@@ -433,5 +433,4 @@ def _card_base(source: Source, out: Path, result: Exported) -> str | None:
     """The base an adapter export names (the path in its adapter_config.json)."""
     if result.kind != "adapter":
         return None
-    config = json.loads((result.directory / "adapter_config.json").read_text())
-    return config.get("base_model_name_or_path")
+    return (read_adapter_config(result.directory) or {}).get("base_model_name_or_path")

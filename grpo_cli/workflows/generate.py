@@ -25,9 +25,10 @@ from grpo_cli.generation import Sample, Sampling, generate, sampling_settings
 from grpo_cli.model_sources import ModelSource, resolve_models
 from grpo_cli.models import load_source
 from grpo_cli.recipe import ModelSection, Recipe, apply_overrides, load_recipe, parse_recipe
+from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER
+from grpo_cli.run_files import read_adapter_config, read_export_marker
 from grpo_cli.trainer_fields import mapping
 from grpo_cli.workflows.evaluate_generations import bind_rewards, evaluated_state, score
-from grpo_cli.workflows.export import MARKER
 
 
 @dataclass
@@ -48,7 +49,7 @@ def resolve(
     given = load_recipe(recipe, overrides) if recipe is not None else None
     run_dir = _run_dir(path)
     if run_dir is None and (path / MARKER).is_file():
-        marker = _read_json(path / MARKER) or {}
+        marker = read_export_marker(path) or {}
         exported_from = Path(marker.get("source") or "")
         if base:
             run_dir = _run_dir(exported_from)
@@ -100,7 +101,7 @@ def _run_dir(path: Path) -> Path | None:
 def _saved_model(path: Path, recipe: Recipe) -> ModelSource:
     """A model directory (config.json) or a peft adapter (adapter_config.json) on the base it names."""
     if (path / "adapter_config.json").is_file():
-        config = _read_json(path / "adapter_config.json") or {}
+        config = read_adapter_config(path) or {}
         base_name = config.get("base_model_name_or_path")
         if not base_name:
             raise UserError(f"{path}/adapter_config.json names no base model (base_model_name_or_path)")
@@ -120,13 +121,6 @@ def default_recipe(model: str) -> Recipe:
     return Recipe.model_validate(
         {"model": {"name_or_path": model}, "dataset": {"source": "(prompts given to generate)"}}
     )
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def sampling(
