@@ -23,6 +23,7 @@ import yaml
 
 from grpo_cli import __version__
 from grpo_cli.algorithms.table import ALGORITHMS
+from grpo_cli.model_sources import run_root
 from grpo_cli.run_files import atomic_write, read_eval_report, read_recipe, read_summary, run_algorithm
 
 REWARD_PLOT = Path("report") / "reward.png"  # where `grpo-cli report RUN` draws the reward curve
@@ -42,7 +43,7 @@ def write_run_card(run_dir: Path) -> Path:
 
 def write_export_card(directory: Path, source: Path, *, kind: str, base: str | None = None) -> Path:
     """README.md for an export of `source` (a run or checkpoint) into `directory`; the reward curve is copied in."""
-    run_dir = source if (source / "recipe.yaml").is_file() else source.parent
+    run_dir = run_root(source)
     plot = None
     if (run_dir / REWARD_PLOT).is_file():
         plot = Path("reward.png")

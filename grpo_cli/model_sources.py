@@ -52,8 +52,9 @@ class ModelSource:
 
 
 def run_root(directory: Path) -> Path:
-    """The run a directory belongs to: itself, or its parent for a checkpoint-N inside a run."""
-    if not (directory / RECIPE_FILE).is_file() and (directory.parent / RECIPE_FILE).is_file():
+    """The run a directory belongs to: its parent for a checkpoint-N inside a run, else itself."""
+    directory = Path(directory)
+    if directory.name.startswith("checkpoint-") and (directory.parent / RECIPE_FILE).is_file():
         return directory.parent
     return directory
 

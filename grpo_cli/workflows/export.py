@@ -32,7 +32,7 @@ from typing import Any
 from grpo_cli import __version__, data, models, prompting
 from grpo_cli.errors import UserError, describe
 from grpo_cli.generation import eos_ids, suppressed_special_tokens
-from grpo_cli.model_sources import ModelSource, resolve_models
+from grpo_cli.model_sources import ModelSource, resolve_models, run_root
 from grpo_cli.models import TOKENIZER_FILES, load_source
 from grpo_cli.recipe import Recipe, load_recipe
 from grpo_cli.run_dir import last_checkpoint
@@ -104,7 +104,7 @@ def find_source(path: Path) -> Source:
         raise UserError(
             f"{path}: no such directory; give a training run's output directory (or a checkpoint-N in it)"
         )
-    run_dir = path if (path / "recipe.yaml").is_file() else path.parent
+    run_dir = run_root(path)
     if not (run_dir / "recipe.yaml").is_file():
         raise UserError(
             f"{path} is not a grpo-cli run (no recipe.yaml in it or its parent); "

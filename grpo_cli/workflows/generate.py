@@ -22,11 +22,11 @@ from pathlib import Path
 from grpo_cli import data, models, prompting
 from grpo_cli.errors import UserError
 from grpo_cli.generation import Sample, Sampling, generate, sampling_settings
-from grpo_cli.model_sources import ModelSource, resolve_models
+from grpo_cli.model_sources import ModelSource, resolve_models, run_root
 from grpo_cli.models import load_source
 from grpo_cli.recipe import ModelSection, Recipe, apply_overrides, load_recipe, parse_recipe
 from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER
-from grpo_cli.run_files import read_adapter_config, read_export_marker
+from grpo_cli.run_files import RECIPE_FILE, read_adapter_config, read_export_marker
 from grpo_cli.trainer_fields import mapping
 from grpo_cli.workflows.evaluate_generations import bind_rewards, evaluated_state, score
 
@@ -94,8 +94,8 @@ def _run_dir(path: Path) -> Path | None:
     """The run `path` is, or whose checkpoint-N it is."""
     if not str(path) or not path.is_dir():
         return None
-    candidates = [path, path.parent] if path.name.startswith("checkpoint-") else [path]
-    return next((c for c in candidates if (c / "recipe.yaml").is_file()), None)
+    root = run_root(path)
+    return root if (root / RECIPE_FILE).is_file() else None
 
 
 def _saved_model(path: Path, recipe: Recipe) -> ModelSource:
