@@ -410,7 +410,7 @@ def _score_group(bound, group: list[dict], tokenizer, state, log) -> list[list[f
     """Each reward's scores of one group's completions, as TRL passes them: a completion is text for a text
     prompt and an assistant message for a chat prompt; the columns are all but the prompt; `completion_ids` are
     the completions' ids in `tokenizer` (see scoring.text_ids)."""
-    from grpo_cli import scoring
+    from grpo_cli import prompting, scoring
 
     names = list(dict.fromkeys(k for item in group for k in item["columns"]))
     columns = {
@@ -418,9 +418,7 @@ def _score_group(bound, group: list[dict], tokenizer, state, log) -> list[list[f
     }
     prompts = [item["prompt"] for item in group]
     completions = [
-        [{"role": "assistant", "content": item["completion"]}]
-        if isinstance(p, list) and isinstance(item["completion"], str)
-        else item["completion"]
+        prompting.as_completion(item["completion"], isinstance(p, list))
         for p, item in zip(prompts, group, strict=True)
     ]
     ids = scoring.text_ids(completions, tokenizer)

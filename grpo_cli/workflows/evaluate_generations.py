@@ -100,7 +100,7 @@ def score(
         part = flat[start : start + batch_size]
         prompts = [rows[s.prompt_index]["prompt"] for s in part]
         # Completions as TRL hands them to rewards: text, or an assistant message for chat prompts.
-        completions = [[{"role": "assistant", "content": s.text}] if chat else s.text for s in part]
+        completions = [prompting.as_completion(s.text, chat) for s in part]
         kwargs = {c: [rows[s.prompt_index][c] for s in part] for c in columns}
         given = {"completion_ids": [s.token_ids for s in part], "trainer_state": trainer_state, "log": log}
         table = scoring.score_table(rewards.training, prompts, completions, kwargs, **given)

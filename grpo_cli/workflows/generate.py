@@ -322,7 +322,7 @@ def chat(
         write(sample.text)
         turns += 1
         if with_history:
-            history += [{"role": "user", "content": text}, {"role": "assistant", "content": sample.text}]
+            history += [{"role": "user", "content": text}, *prompting.as_completion(sample.text, chat=True)]
 
 
 def load_target(target: Target):
