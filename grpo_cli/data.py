@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grpo_cli.data_formats import LOCAL_FORMATS
+from grpo_cli.data_formats import LOCAL_FORMATS, jsonl_objects
 from grpo_cli.errors import UserError, describe
 from grpo_cli.prompting import build_prompt
 from grpo_cli.tasks import TASKS, check_task
@@ -62,20 +62,8 @@ def read_local(path: Path) -> LocalData:
             f"dataset {path}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}); save it as UTF-8"
         ) from err
     if suffix == ".jsonl":
-        records = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as err:
-                raise UserError(f"dataset {path}:{number}: invalid JSON: {getattr(err, 'msg', err)}") from err
-            if not isinstance(record, dict):
-                raise UserError(
-                    f"dataset {path}:{number}: each line must be a JSON object of columns, not {line.strip()[:40]}"
-                )
-            records.append(record)
-        return _records(path, records)
+        lines = jsonl_objects(text, f"dataset {path}", "a JSON object of columns")
+        return _records(path, [record for _, record in lines])
     if suffix == ".json":
         try:
             loaded = json.loads(text)

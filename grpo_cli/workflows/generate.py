@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grpo_cli import data, models, prompting
+from grpo_cli.data_formats import jsonl_objects
 from grpo_cli.errors import UserError
 from grpo_cli.generation import Sample, Sampling, generate, sampling_settings
 from grpo_cli.model_sources import ModelSource, resolve_models, run_root
@@ -170,18 +171,7 @@ def read_prompt_file(path: Path) -> list[dict]:
         raise UserError(f"-f {path}: cannot read it ({err.strerror or err})") from err
     if path.suffix.lower() != ".jsonl":
         return [{"text": line} for line in text.splitlines() if line.strip()]
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"-f {path}: line {number} is not JSON ({err.msg})") from err
-        if not isinstance(row, dict):
-            raise UserError(f'-f {path}: line {number} must be a JSON object, like {{"prompt": "..."}}')
-        rows.append(row)
-    return rows
+    return [row for _, row in jsonl_objects(text, f"-f {path}", 'a JSON object, like {"prompt": "..."}')]
 
 
 def prepare_rows(recipe: Recipe, items: list[dict], chat: bool) -> list[dict]:
