@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.errors import UserError
+from grpo_cli.errors import UserError, shorten
 
 
 def ls() -> None:
@@ -339,7 +339,7 @@ def test(
     ):
         totals = scoring.weighted_total(bound, table_scores)
         unscorable = [all(scores[i] is None for scores in table_scores) for i in range(len(group))]
-        title = f"prompt: {scoring.shorten(group[0]['prompt'])}" + (f" (row {index})" if recipe else "")
+        title = f"prompt: {shorten(group[0]['prompt'])}" + (f" (row {index})" if recipe else "")
         no_prompt = recipe is None and not any(item["prompt"] for item in group)
         table = Table(title=None if no_prompt else escape(title), title_justify="left")
         table.add_column("completion")
