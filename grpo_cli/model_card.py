@@ -14,7 +14,6 @@ built from a config); the text names such a base instead.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,10 @@ import yaml
 
 from grpo_cli import __version__
 from grpo_cli.algorithms.table import ALGORITHMS
-from grpo_cli.model_sources import run_root
+from grpo_cli.model_sources import HUB_ID, run_root
 from grpo_cli.run_files import atomic_write, read_eval_report, read_recipe, read_summary, run_algorithm
 
 REWARD_PLOT = Path("report") / "reward.png"  # where `grpo-cli report RUN` draws the reward curve
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def write_run_card(run_dir: Path) -> Path:

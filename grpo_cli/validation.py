@@ -16,6 +16,7 @@ from grpo_cli import data, data_formats, distributed, prompting, reward_binding,
 from grpo_cli.algorithms.table import ALGORITHMS, RunKind, algorithms_making
 from grpo_cli.distributed import launched, world_size
 from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
+from grpo_cli.model_sources import HUB_ID
 from grpo_cli.recipe import Recipe, check_schema, finish, load_data
 from grpo_cli.run_files import run_algorithm
 
@@ -87,9 +88,6 @@ def looks_like_hub_id_only(path: str, planned: dict[str, str] | None) -> bool:
 
 
 # ---- model and dataset ----
-
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # `name` or `org/name`, as the Hub allows
 
 
 def looks_like_path(value: str) -> bool:
