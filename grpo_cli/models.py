@@ -13,10 +13,10 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from grpo_cli.devices import default_device, torch_dtype
 from grpo_cli.errors import UserError, describe
 
 if TYPE_CHECKING:
-    import torch
     from peft import LoraConfig
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -78,16 +78,6 @@ def start_to_keep(spec: ModelSection, model, tokenizer):
     """(model, tokenizer) when the run must keep its starting weights (built from a config, or merged from a
     previous run: nothing else holds them), else None (a Hub id or a directory holds them)."""
     return (model, tokenizer) if spec.name_or_path is None else None
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    """The dtype to load weights in: `auto` is bfloat16 on a GPU that supports it, else float32."""
-    import torch
-
-    if name == "auto":
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
-    return getattr(torch, name)
 
 
 def chat_template_on_disk(spec: ModelSection) -> bool | None:
@@ -208,23 +198,6 @@ def lora_config(spec: LoraSection, task_type: str = "CAUSAL_LM") -> LoraConfig:
         bias=spec.bias,
         task_type=task_type,
     )
-
-
-def hardware_defaults(trainer_args: dict) -> dict:
-    """Trainer settings that depend on the machine, unless the recipe set them.
-
-    Precision: bf16 where the GPU supports it, else fp32 (TRL defaults to bf16, which fails on a CPU).
-    Pinned memory only helps with a GPU, and warns without one.
-    Without a GPU, `use_cpu`: with several processes that is what makes them DDP over gloo.
-    """
-    import torch
-
-    cuda = torch.cuda.is_available()
-    # use_cpu also makes several CPU processes run DDP over gloo instead of training independently.
-    defaults = {"dataloader_pin_memory": cuda, "use_cpu": not cuda}
-    if "bf16" not in trainer_args and "fp16" not in trainer_args:
-        defaults.update(bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False)
-    return {k: v for k, v in defaults.items() if k not in trainer_args}
 
 
 def trainable_parameters(model) -> int:
@@ -390,8 +363,6 @@ TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 def load_source(source: ModelSource, recipe: Recipe) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model of a `model_sources.ModelSource` (an adapter merged into its base, for speed), in eval mode, on the GPU
     when there is one, and its tokenizer."""
-    import torch
-
     spec = recipe.model
     if source.kind == "recipe":
         model, tokenizer = load_model(source.spec, source.seed)
@@ -410,8 +381,7 @@ def load_source(source: ModelSource, recipe: Recipe) -> tuple[PreTrainedModel, P
                 "(was it trained from this base model?)"
             ) from err
         tokenizer = load_tokenizer(str(source.path)) if _has_tokenizer(source.path) else base_tokenizer
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device).eval(), tokenizer
+    return model.to(default_device()).eval(), tokenizer
 
 
 def _has_tokenizer(directory: Path) -> bool:

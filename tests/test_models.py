@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grpo_cli import generation, models
+from grpo_cli import devices, generation, models
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import FromConfig, LoraSection, ModelSection
 
@@ -119,15 +119,15 @@ def test_precision_follows_hardware_unless_set():
 
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     cuda = torch.cuda.is_available()
-    assert models.hardware_defaults({}) == {
+    assert devices.hardware_defaults({}) == {
         "bf16": bf16,
         "fp16": False,
         "dataloader_pin_memory": cuda,
         "use_cpu": not cuda,
     }
-    assert models.hardware_defaults({"bf16": True, "dataloader_pin_memory": True, "use_cpu": False}) == {}
-    assert models.torch_dtype("float16") == torch.float16
-    assert models.torch_dtype("auto") == (torch.bfloat16 if bf16 else torch.float32)
+    assert devices.hardware_defaults({"bf16": True, "dataloader_pin_memory": True, "use_cpu": False}) == {}
+    assert devices.torch_dtype("float16") == torch.float16
+    assert devices.torch_dtype("auto") == (torch.bfloat16 if bf16 else torch.float32)
 
 
 def test_pad_and_unk_are_kept_out_of_generation_unless_they_end_it():

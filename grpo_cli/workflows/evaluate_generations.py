@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli import data, models, prompting, reward_binding, reward_models, scoring, trainer_fields
+from grpo_cli.devices import device_name
 from grpo_cli.errors import ConfigError, UserError
 from grpo_cli.eval_stats import difference, summarize
 from grpo_cli.generation import Sample, generate, sampling_settings
@@ -298,7 +299,7 @@ def run(
         "rewards": [{"name": r.name, "weight": r.entry.weight} for r in rewards.training],
         "eval_rewards": [r.name for r in rewards.eval_only],
         "trainer_state": {"global_step": final.global_step, "max_steps": final.max_steps},  # rewards get
-        "device": _device_name(),
+        "device": device_name(),
     }
     return EvalResult(settings, identities, metrics, samples, rows, timing, notes, extra)
 
@@ -308,12 +309,6 @@ def _held_out_spec(recipe: Recipe) -> dict[str, Any]:
     return {
         k: getattr(spec, k) for k in ("eval_split", "eval_ratio", "eval_size") if getattr(spec, k) is not None
     }
-
-
-def _device_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def _check_same_split(recipe: Recipe, run_dir: Path, tell: Callable[[str], None]) -> None:

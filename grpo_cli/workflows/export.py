@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli import __version__, data, models, prompting
+from grpo_cli.devices import default_device
 from grpo_cli.errors import UserError, describe
 from grpo_cli.generation import eos_ids, suppressed_special_tokens
 from grpo_cli.model_sources import ModelSource, resolve_models, run_root
@@ -312,11 +313,10 @@ def _saved_dtype(source: Source) -> str:
 
 
 def _from_pretrained(directory: Path):
-    import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(directory), dtype="auto")
-    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    return model.to(default_device()).eval()
 
 
 # ---- adapter only ----
