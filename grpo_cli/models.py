@@ -400,14 +400,9 @@ def _from_pretrained(path: Path, spec: ModelSection) -> PreTrainedModel:
 
 
 def _tokenizer(source: ModelSource, recipe: Recipe) -> PreTrainedTokenizerBase:
-    """A saved model's own tokenizer, else its base's."""
+    """A saved model's own tokenizer, else its base's (for a recipe's model, the one `load_model` gives it)."""
     if _has_tokenizer(source.path):
         return load_tokenizer(str(source.path), trust_remote_code=recipe.model.trust_remote_code)
-    base = source.base
-    if base.kind == "recipe" and base.spec.from_config is not None:
-        return char_tokenizer(base.spec.from_config.vocabulary)
-    if base.kind == "recipe":
-        return load_tokenizer(
-            base.spec.name_or_path, trust_remote_code=base.spec.trust_remote_code, revision=base.spec.revision
-        )
-    return _tokenizer(base, recipe)
+    if source.base.kind == "recipe":
+        return policy_tokenizer(source.base.spec)
+    return _tokenizer(source.base, recipe)
