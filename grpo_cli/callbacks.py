@@ -18,7 +18,7 @@ from transformers import PrinterCallback, TrainerCallback
 
 from grpo_cli import interrupts
 from grpo_cli.output import say
-from grpo_cli.run_files import MetricsLog, read_metrics, rename_metrics
+from grpo_cli.run_files import MetricsLog, read_metrics, read_trainer_state, rename_metrics
 
 
 class RunLogger(TrainerCallback):
@@ -206,8 +206,6 @@ class RunGuard(TrainerCallback):
         max_steps that is the old schedule's (0.0 at the end of a linear decay), and the rate would jump after one
         step. The schedule is the one for the new length, as if the run had been planned that long from the start.
         """
-        import json
-
         scheduler, optimizer = self.trainer.lr_scheduler, self.trainer.optimizer
         lambdas = getattr(scheduler, "lr_lambdas", None)
         if not lambdas or optimizer is None:
@@ -217,11 +215,8 @@ class RunGuard(TrainerCallback):
         for group, rate in zip(optimizer.param_groups, rates, strict=True):
             group["lr"] = rate
         scheduler._last_lr = list(rates)
-        saved = self.run_dir / f"checkpoint-{state.global_step}" / "trainer_state.json"
-        try:
-            old_max = json.loads(saved.read_text()).get("max_steps")
-        except (OSError, ValueError):
-            old_max = None
+        saved = read_trainer_state(self.run_dir / f"checkpoint-{state.global_step}") or {}
+        old_max = saved.get("max_steps")
         if state.is_world_process_zero and old_max and old_max != state.max_steps:
             say(
                 f"max_steps {old_max} -> {state.max_steps}: the learning-rate schedule ({args_name(self.trainer)}) "

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grpo_cli.data_formats import LOCAL_FORMATS
+from grpo_cli.data_formats import LOCAL_FORMATS, jsonl_objects
 from grpo_cli.errors import UserError, describe
 from grpo_cli.prompting import build_prompt
 from grpo_cli.tasks import TASKS, check_task
@@ -94,17 +94,7 @@ def _parse(path: Path, suffix: str) -> LocalData:
         return _parse_csv(path, text)
     columns = _Columns()
     if suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as err:
-                raise UserError(f"dataset {path}:{number}: invalid JSON: {getattr(err, 'msg', err)}") from err
-            if not isinstance(record, dict):
-                raise UserError(
-                    f"dataset {path}:{number}: each line must be a JSON object of columns, not {line.strip()[:40]}"
-                )
+        for _number, record in jsonl_objects(text, f"dataset {path}", "a JSON object of columns"):
             columns.add(record)
     else:
         try:

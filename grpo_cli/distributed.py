@@ -4,7 +4,7 @@
 under `accelerate launch`; running it under `accelerate launch -m grpo_cli train ...` or
 `torchrun -m grpo_cli train ...` directly works the same way. Each process reads WORLD_SIZE/RANK from the
 environment; only rank 0 prepares the output directory and writes recipe.yaml, metrics.jsonl and summary.json.
-Without a GPU the processes run DDP over gloo (the trainer is told `use_cpu`, see models.hardware_defaults).
+Without a GPU the processes run DDP over gloo (the trainer is told `use_cpu`, see devices.hardware_defaults).
 """
 
 from __future__ import annotations

@@ -13,6 +13,12 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
+def shorten(value: object, limit: int = 200) -> str:
+    """A value's repr, cut to `limit` characters: what a message or table shows of a prompt, completion or object."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def did_you_mean(word: str, choices: Iterable[str], n: int = 1) -> str:
     """` (did you mean 'x'?)`, or with n > 1 ` (did you mean 'x' or 'y'?)`, for the (at most n) choices close to
     `word`; '' when none is. Long lists of similar names (TRL's fields, recipe keys) take n=1; short ones

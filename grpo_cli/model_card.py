@@ -14,7 +14,6 @@ built from a config); the text names such a base instead.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,12 @@ import yaml
 
 from grpo_cli import __version__
 from grpo_cli.algorithms.table import ALGORITHMS
-from grpo_cli.run_files import atomic_write
+from grpo_cli.errors import UserError
+from grpo_cli.model_sources import HUB_ID, run_root
+from grpo_cli.output import warn_once
+from grpo_cli.run_files import atomic_write, read_eval_report, read_recipe, read_summary, run_algorithm
 
 REWARD_PLOT = Path("report") / "reward.png"  # where `grpo-cli report RUN` draws the reward curve
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def write_run_card(run_dir: Path) -> Path:
@@ -42,7 +43,7 @@ def write_run_card(run_dir: Path) -> Path:
 
 def write_export_card(directory: Path, source: Path, *, kind: str, base: str | None = None) -> Path:
     """README.md for an export of `source` (a run or checkpoint) into `directory`; the reward curve is copied in."""
-    run_dir = source if (source / "recipe.yaml").is_file() else source.parent
+    run_dir = run_root(source)
     plot = None
     if (run_dir / REWARD_PLOT).is_file():
         plot = Path("reward.png")
@@ -70,10 +71,16 @@ def render(
     exported: bool = False,
 ) -> str:
     """The card's text. `kind`: "adapter" (a peft adapter), "merged" (adapter merged into its base) or "full"."""
-    recipe = _read_yaml(run_dir / "recipe.yaml") or {}
-    summary = _read_json(run_dir / "summary.json") or {}
-    evaluation = _read_json(run_dir / "eval" / "eval.json")
-    algorithm = str(recipe.get("algorithm", summary.get("algorithm", "grpo")))
+    recipe = read_recipe(run_dir) or {}
+    summary = read_summary(run_dir) or {}
+    try:
+        evaluation = read_eval_report(run_dir)
+    except (
+        UserError
+    ) as err:  # the card is written after training: a damaged eval result must not fail the run
+        warn_once(f"{err}; the model card leaves its eval results out")
+        evaluation = None
+    algorithm = run_algorithm(run_dir) or "grpo"
     model = recipe.get("model") or {}
     lora = recipe.get("lora")
     base_name = model.get("name_or_path")
@@ -297,18 +304,3 @@ def _how_to_load(kind, base_name, adapter_base, exported, algorithm, run_dir) ->
         "",
     ]
     return lines
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return loaded if isinstance(loaded, dict) else None

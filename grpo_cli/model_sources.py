@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -10,6 +11,9 @@ from grpo_cli.errors import UserError
 from grpo_cli.recipe import ModelSection, Recipe
 from grpo_cli.run_dir import last_checkpoint
 from grpo_cli.run_files import RECIPE_FILE, read_recipe, read_summary
+
+# A Hub repository id, `name` or `org/name`, as the Hub allows (models and datasets alike).
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 @dataclass
@@ -52,8 +56,9 @@ class ModelSource:
 
 
 def run_root(directory: Path) -> Path:
-    """The run a directory belongs to: itself, or its parent for a checkpoint-N inside a run."""
-    if not (directory / RECIPE_FILE).is_file() and (directory.parent / RECIPE_FILE).is_file():
+    """The run a directory belongs to: its parent for a checkpoint-N inside a run, else itself."""
+    directory = Path(directory)
+    if directory.name.startswith("checkpoint-") and (directory.parent / RECIPE_FILE).is_file():
         return directory.parent
     return directory
 

@@ -13,10 +13,10 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from grpo_cli.devices import default_device, torch_dtype
 from grpo_cli.errors import UserError, describe
 
 if TYPE_CHECKING:
-    import torch
     from peft import LoraConfig
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -78,16 +78,6 @@ def start_to_keep(spec: ModelSection, model, tokenizer):
     """(model, tokenizer) when the run must keep its starting weights (built from a config, or merged from a
     previous run: nothing else holds them), else None (a Hub id or a directory holds them)."""
     return (model, tokenizer) if spec.name_or_path is None else None
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    """The dtype to load weights in: `auto` is bfloat16 on a GPU that supports it, else float32."""
-    import torch
-
-    if name == "auto":
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
-    return getattr(torch, name)
 
 
 def chat_template_on_disk(spec: ModelSection) -> bool | None:
@@ -210,23 +200,6 @@ def lora_config(spec: LoraSection, task_type: str = "CAUSAL_LM") -> LoraConfig:
     )
 
 
-def hardware_defaults(trainer_args: dict) -> dict:
-    """Trainer settings that depend on the machine, unless the recipe set them.
-
-    Precision: bf16 where the GPU supports it, else fp32 (TRL defaults to bf16, which fails on a CPU).
-    Pinned memory only helps with a GPU, and warns without one.
-    Without a GPU, `use_cpu`: with several processes that is what makes them DDP over gloo.
-    """
-    import torch
-
-    cuda = torch.cuda.is_available()
-    # use_cpu also makes several CPU processes run DDP over gloo instead of training independently.
-    defaults = {"dataloader_pin_memory": cuda, "use_cpu": not cuda}
-    if "bf16" not in trainer_args and "fp16" not in trainer_args:
-        defaults.update(bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False)
-    return {k: v for k, v in defaults.items() if k not in trainer_args}
-
-
 def trainable_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -290,7 +263,9 @@ def load_reward_model_for_training(spec: ModelSection, seed: int):
     (a reward run's model as it is; a policy run's model under a fresh score head) or built from a config."""
     from transformers import AutoModelForSequenceClassification
 
-    if spec.run is not None and run_algorithm(Path(spec.run)) == "reward":
+    from grpo_cli.run_files import run_kind
+
+    if spec.run is not None and run_kind(Path(spec.run)) == "reward model":
         return load_reward_model(spec.run, torch_dtype(spec.dtype))
     if spec.name_or_path is None:  # from_config, or a policy run's model
         causal, tokenizer = load_model(spec, seed)
@@ -323,9 +298,9 @@ def load_reward_model_for_training(spec: ModelSection, seed: int):
 def load_reward_model(path: str | Path, dtype):
     """A trained reward model and its tokenizer from a directory: a saved sequence classifier, or a reward run
     whose LoRA adapter (with its score head) is merged into the base it was trained on. A Hub id works too."""
-    import json
-
     from transformers import AutoModelForSequenceClassification
+
+    from grpo_cli.run_files import read_adapter_config
 
     tokenizer = load_tokenizer(str(path))
     directory = Path(path)
@@ -341,7 +316,7 @@ def load_reward_model(path: str | Path, dtype):
                 if (saved_base / "config.json").is_file():
                     base_name = str(saved_base)
                 else:
-                    base_name = json.loads(adapter_file.read_text()).get("base_model_name_or_path")
+                    base_name = (read_adapter_config(directory) or {}).get("base_model_name_or_path")
                 if not base_name:
                     raise ValueError(f"the adapter in {directory} does not say which model it adapts")
                 base = AutoModelForSequenceClassification.from_pretrained(
@@ -359,26 +334,17 @@ def load_reward_model(path: str | Path, dtype):
     return model, tokenizer
 
 
-def run_algorithm(run_dir: Path) -> str | None:
-    """The algorithm a run directory was trained with (its recipe.yaml), None when it holds no run."""
-    from grpo_cli.run_files import read_recipe
-
-    saved = read_recipe(run_dir) if run_dir.is_dir() else None
-    algorithm = (saved or {}).get("algorithm", "grpo") if saved is not None else None
-    return algorithm if isinstance(algorithm, str) else None
-
-
 def load_run_model(run_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A previous policy run's trained model and tokenizer, its LoRA adapter (if any) merged into its base: the
     model a chained stage (`model: {run: DIR}`) starts from. The run is loaded as `eval --adapter DIR` loads it."""
     from grpo_cli.model_sources import resolve_models
     from grpo_cli.recipe import Recipe
-    from grpo_cli.run_files import SUMMARY_FILE, read_recipe
+    from grpo_cli.run_files import SUMMARY_FILE, read_recipe, run_kind
 
     saved = read_recipe(run_dir)
     if saved is None or not (run_dir / SUMMARY_FILE).is_file():
         raise UserError(f"model.run: {run_dir} holds no finished run (no recipe.yaml and summary.json)")
-    if saved.get("algorithm") == "reward":
+    if run_kind(run_dir) == "reward model":
         raise UserError(
             f"model.run: {run_dir} is a reward-model run, not a policy; name it as a reward "
             f"(rewards: [{{name: 'model:{run_dir}'}}])"
@@ -397,8 +363,6 @@ TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 def load_source(source: ModelSource, recipe: Recipe) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model of a `model_sources.ModelSource` (an adapter merged into its base, for speed), in eval mode, on the GPU
     when there is one, and its tokenizer."""
-    import torch
-
     spec = recipe.model
     if source.kind == "recipe":
         model, tokenizer = load_model(source.spec, source.seed)
@@ -417,8 +381,7 @@ def load_source(source: ModelSource, recipe: Recipe) -> tuple[PreTrainedModel, P
                 "(was it trained from this base model?)"
             ) from err
         tokenizer = load_tokenizer(str(source.path)) if _has_tokenizer(source.path) else base_tokenizer
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device).eval(), tokenizer
+    return model.to(default_device()).eval(), tokenizer
 
 
 def _has_tokenizer(directory: Path) -> bool:
@@ -437,14 +400,9 @@ def _from_pretrained(path: Path, spec: ModelSection) -> PreTrainedModel:
 
 
 def _tokenizer(source: ModelSource, recipe: Recipe) -> PreTrainedTokenizerBase:
-    """A saved model's own tokenizer, else its base's."""
+    """A saved model's own tokenizer, else its base's (for a recipe's model, the one `load_model` gives it)."""
     if _has_tokenizer(source.path):
         return load_tokenizer(str(source.path), trust_remote_code=recipe.model.trust_remote_code)
-    base = source.base
-    if base.kind == "recipe" and base.spec.from_config is not None:
-        return char_tokenizer(base.spec.from_config.vocabulary)
-    if base.kind == "recipe":
-        return load_tokenizer(
-            base.spec.name_or_path, trust_remote_code=base.spec.trust_remote_code, revision=base.spec.revision
-        )
-    return _tokenizer(base, recipe)
+    if source.base.kind == "recipe":
+        return policy_tokenizer(source.base.spec)
+    return _tokenizer(source.base, recipe)

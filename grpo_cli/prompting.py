@@ -151,6 +151,12 @@ def sft_target_problem(spec: DatasetSection, columns: list[str]) -> str | None:
     )
 
 
+def as_completion(answer: str | list[dict], chat: bool) -> str | list[dict]:
+    """A completion as TRL hands it to rewards and trainers: a text is one assistant message (in a list) for a chat
+    prompt, else itself; a message list stays as it is."""
+    return [{"role": "assistant", "content": answer}] if chat and isinstance(answer, str) else answer
+
+
 def build_completion(spec: DatasetSection, row: dict[str, Any], chat: bool) -> str | list[dict]:
     """The SFT target of one row: `dataset.completion` filled from the row, else its `completion` column."""
     if spec.completion is not None:
@@ -162,9 +168,7 @@ def build_completion(spec: DatasetSection, row: dict[str, Any], chat: bool) -> s
             ) from err
     else:
         text = row["completion"]
-    if isinstance(text, str) and chat:
-        return [{"role": "assistant", "content": text}]
-    return text
+    return as_completion(text, chat)
 
 
 def prepare_sft(dataset: Dataset, spec: DatasetSection, tokenizer) -> Dataset:
@@ -248,7 +252,7 @@ def prepare_preferences(dataset: Dataset, spec: DatasetSection, tokenizer) -> Da
 def _answer(answer: str | list[dict], chat: bool) -> str | list[dict]:
     """A preferred or worse answer as the policy's reply would be: one assistant message in chat, else text."""
     if chat:
-        return [{"role": "assistant", "content": answer}] if isinstance(answer, str) else list(answer)
+        return list(as_completion(answer, chat))
     return answer if isinstance(answer, str) else "\n\n".join(m["content"] for m in answer)
 
 

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli.errors import UserError
-from grpo_cli.run_files import METRICS_FILE, atomic_write, read_metrics, read_recipe, read_summary
+from grpo_cli.run_files import (
+    METRICS_FILE,
+    atomic_write,
+    read_metrics,
+    read_recipe,
+    read_summary,
+    run_algorithm,
+)
 
 REPORT_FILE = "report.md"
 REWARD_PREFIX = "rewards/"
@@ -132,11 +139,10 @@ def load_run(run_dir: Path) -> Run:
     metrics = load_metrics(run_dir)
     recipe = read_recipe(run_dir) or {}
     summary = read_summary(run_dir)
-    algorithm = recipe.get("algorithm") or (summary or {}).get("algorithm")
+    algorithm = run_algorithm(run_dir)
     trainer = recipe.get("trainer")
     max_steps = trainer.get("max_steps") if isinstance(trainer, dict) else None
     name = run_dir.resolve().name
-    algorithm = algorithm if isinstance(algorithm, str) else None
     return Run(
         path=run_dir,
         metrics=metrics,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli._paths import REWARDS_DIR
-from grpo_cli.errors import UserError, describe
+from grpo_cli.errors import UserError, describe, shorten
 from grpo_cli.optional_deps import missing_optional_modules
 from grpo_cli.registry import PluginSpec, Registry
 from grpo_cli.signatures import (
@@ -148,7 +148,7 @@ def bind(entry, label: str) -> BoundReward:
         raise UserError(f"{label} ({entry.name}): args {entry.args} rejected: {describe(err)}") from err
     if not callable(fn):
         what = (
-            f"calling it with its args returned {shorten(fn)}, not a reward"
+            f"calling it with its args returned {shorten(fn, 80)}, not a reward"
             if factory
             else f"an instance of {target.__name__} is not callable (no __call__)"
         )
@@ -179,11 +179,6 @@ def bind(entry, label: str) -> BoundReward:
             fn.__name__
         )  # the name TRL logs it under: what the factory made, e.g. repetition_penalty_reward
     return BoundReward(name, entry, spec, fn, factory=factory)
-
-
-def shorten(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_builtin_args(fn: Callable, entry, label: str) -> None:

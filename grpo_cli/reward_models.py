@@ -13,15 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli import reward_binding
+from grpo_cli.devices import default_device
 from grpo_cli.errors import UserError
 from grpo_cli.output import warn_once
-
-
-def default_device() -> str:
-    """Where eval and `rewards test` put models: the GPU when there is one. Training passes the trainer's device."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from grpo_cli.run_files import run_kind
 
 
 class RewardModelScore:
@@ -47,9 +42,7 @@ class RewardModelScore:
         # A reward run renders its pairs without chat_template_kwargs (RewardConfig has none): whether GRPO's change
         # what it reads depends on the template (Qwen3's reads enable_thinking only for the generation prompt, which
         # is not scored), so the first conversation scored is rendered both ways (`texts`).
-        self._compare_kwargs = (
-            bool(self.chat_template_kwargs) and models.run_algorithm(Path(path)) == "reward"
-        )
+        self._compare_kwargs = bool(self.chat_template_kwargs) and run_kind(Path(path)) == "reward model"
 
     def texts(self, prompts: list, completions: list) -> list[str]:
         """What the model reads for each completion (see the class docstring)."""
@@ -101,11 +94,11 @@ def load_reward_models(
 ) -> list[reward_binding.BoundReward]:
     """`bound` with every reward model loaded as a `RewardModelScore`, so that each one has a callable `fn`.
 
-    `dtype` is a recipe's `model.dtype` (the policy's precision); `device` defaults to `default_device()`.
+    `dtype` is a recipe's `model.dtype` (the policy's precision); `device` defaults to `devices.default_device()`.
     """
     if all(b.fn is not None for b in bound):
         return list(bound)  # nothing to load: no torch import for rewards that are plain functions
-    from grpo_cli.models import torch_dtype
+    from grpo_cli.devices import torch_dtype
     from grpo_cli.output import phase
 
     loaded = []

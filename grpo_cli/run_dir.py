@@ -19,9 +19,9 @@ from pathlib import Path
 
 from grpo_cli.errors import UserError
 from grpo_cli.output import say
-from grpo_cli.run_files import atomic_write, read_recipe
+from grpo_cli.run_files import MARKER_FILE as MARKER
+from grpo_cli.run_files import atomic_write, read_recipe, read_summary, read_trainer_state
 
-MARKER = "run.json"
 LOCK = "run.lock"
 STAGING = ".saving"
 FORMAT_VERSION = 1
@@ -108,10 +108,10 @@ def checkpoints(directory: Path) -> list[Path]:
 def checkpoint_is_complete(checkpoint: Path) -> bool:
     """A checkpoint is whole when its trainer_state.json (written last) reads and names its own step."""
     try:
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
-    except (OSError, ValueError):
+        state = read_trainer_state(checkpoint)
+    except UserError:  # damaged: it was being written when the run stopped
         return False
-    return isinstance(state, dict) and state.get("global_step") == checkpoint_step(checkpoint)
+    return state is not None and state.get("global_step") == checkpoint_step(checkpoint)
 
 
 def last_checkpoint(directory: Path) -> Path | None:
@@ -131,10 +131,10 @@ def last_complete_checkpoint(directory: Path, *, quiet: bool = True) -> Path | N
 
 def finished_steps(directory: Path) -> int | None:
     """How many steps a finished run trained (summary.json is written when training ends), else None."""
+    summary = read_summary(directory)
     try:
-        summary = json.loads((directory / "summary.json").read_text())
         return int(summary["steps"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 

@@ -1,12 +1,15 @@
 """The files a run writes as it trains, each with its one writer and its one reader.
 
 Layout (shared by every algorithm, so `eval` and `report` treat runs alike):
+    run.json           the marker (see `run_dir`): the algorithm, written before any other run file
     recipe.yaml        the resolved recipe
     metrics.jsonl      one JSON line per logged step, with the same names for every algorithm (METRIC_NAMES)
     summary.json       steps, wall time, first and last mean reward (written at the end; the same keys always)
-    checkpoint-N/      TRL/transformers checkpoints (see `run_dir`)
+    checkpoint-N/      TRL/transformers checkpoints (see `run_dir`), each with transformers' trainer_state.json
     base_model/        the initial weights, when the model was built from a config (nothing else has them)
-    adapter_* / model  the trained adapter or full model, and the tokenizer
+    adapter_* / model  the trained adapter (adapter_config.json: peft's) or full model, and the tokenizer
+    eval/eval.json     what `eval RUN` measured last (written by eval, read by the model card)
+An export (`grpo-cli export`) holds grpo-cli-export.json, its marker: where it came from, and the run's recipe.
 
 One rule for every reader: a file that is absent reads as None (or no rows); a file that is there but does not
 parse is the user's to repair, and says so. The exception is metrics.jsonl's last line, which a run still
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from grpo_cli.algorithms.table import ALGORITHMS, RunKind
 from grpo_cli.errors import UserError
 
 # Trainer log keys -> the names metrics.jsonl uses for both algorithms. Other keys are kept as they are.
@@ -116,7 +120,14 @@ def _step(line: str) -> int:
         return math.inf  # an unreadable line goes
 
 
-RECIPE_FILE, METRICS_FILE, SUMMARY_FILE = "recipe.yaml", "metrics.jsonl", "summary.json"
+MARKER_FILE = "run.json"
+RECIPE_FILE = "recipe.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+TRAINER_STATE_FILE = "trainer_state.json"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+EVAL_REPORT_FILE = Path("eval") / "eval.json"
+EXPORT_MARKER_FILE = "grpo-cli-export.json"
 
 
 def read_recipe(run_dir: Path) -> dict[str, Any] | None:
@@ -129,6 +140,46 @@ def read_recipe(run_dir: Path) -> dict[str, Any] | None:
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
     """The run's summary.json, None while the run is in progress (it is written at the end)."""
     return _read_mapping(Path(run_dir) / SUMMARY_FILE, json.loads, "JSON")
+
+
+def read_trainer_state(checkpoint: Path) -> dict[str, Any] | None:
+    """A checkpoint's trainer_state.json (transformers' TrainerState: global_step, max_steps, ...), None without."""
+    return _read_mapping(Path(checkpoint) / TRAINER_STATE_FILE, json.loads, "JSON")
+
+
+def read_adapter_config(directory: Path) -> dict[str, Any] | None:
+    """A peft adapter's adapter_config.json (base_model_name_or_path, ...), None when the directory holds none."""
+    return _read_mapping(Path(directory) / ADAPTER_CONFIG_FILE, json.loads, "JSON")
+
+
+def read_eval_report(run_dir: Path) -> dict[str, Any] | None:
+    """RUN/eval/eval.json, what the latest `eval RUN` measured, None before any."""
+    return _read_mapping(Path(run_dir) / EVAL_REPORT_FILE, json.loads, "JSON")
+
+
+def read_export_marker(directory: Path) -> dict[str, Any] | None:
+    """An export's grpo-cli-export.json (the run it came from, its recipe), None when it is no export."""
+    return _read_mapping(Path(directory) / EXPORT_MARKER_FILE, json.loads, "JSON")
+
+
+def run_algorithm(run_dir: Path) -> str | None:
+    """The algorithm that trained the run in `run_dir`: its marker's, else (a run from before the marker) its
+    recipe.yaml's, `grpo` when that names none; None when the directory holds neither or they name no algorithm."""
+    run_dir = Path(run_dir)
+    saved = _read_mapping(run_dir / MARKER_FILE, json.loads, "JSON")
+    if saved is None:
+        saved = read_recipe(run_dir)
+        if saved is None:
+            return None
+        saved = {"algorithm": "grpo", **saved}  # the recipe's default
+    algorithm = saved.get("algorithm")
+    return algorithm if isinstance(algorithm, str) else None
+
+
+def run_kind(run_dir: Path) -> RunKind | None:
+    """What the run in `run_dir` made (a policy, a reward model), None when it holds none of a known algorithm."""
+    algorithm = ALGORITHMS.get(run_algorithm(run_dir))
+    return algorithm.makes if algorithm else None
 
 
 def _read_mapping(path: Path, parse: Callable[[str], Any], kind: str) -> dict[str, Any] | None:

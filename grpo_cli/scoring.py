@@ -29,7 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from grpo_cli import reward_binding, signatures
-from grpo_cli.errors import UserError, describe
+from grpo_cli.errors import UserError, describe, shorten
 
 # ---- one reward, called safely ----
 
@@ -207,12 +207,6 @@ def _bad_value(value) -> str | None:
     if math.isinf(number):
         return f"an infinite score {number}"
     return None
-
-
-def shorten(value, limit: int = 200) -> str:
-    """A value's repr, cut to `limit` characters: prompts and completions in messages and tables."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ---- what a reward is called with, besides prompts and completions ----

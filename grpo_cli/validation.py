@@ -16,7 +16,9 @@ from grpo_cli import data, data_formats, distributed, prompting, reward_binding,
 from grpo_cli.algorithms.table import ALGORITHMS, RunKind, algorithms_making
 from grpo_cli.distributed import launched, world_size
 from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
+from grpo_cli.model_sources import HUB_ID
 from grpo_cli.recipe import Recipe, check_schema, finish, load_data
+from grpo_cli.run_files import run_algorithm
 
 # ---- rewards ----
 
@@ -88,9 +90,6 @@ def looks_like_hub_id_only(path: str, planned: dict[str, str] | None) -> bool:
 # ---- model and dataset ----
 
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # `name` or `org/name`, as the Hub allows
-
-
 def looks_like_path(value: str) -> bool:
     """Whether a model or dataset name is meant as a local path rather than a Hub id (`org/name`)."""
     return (
@@ -112,10 +111,9 @@ def run_problem(
             what = "does not exist" if not path.exists() else "holds no grpo-cli run (no recipe.yaml)"
             return f"{label}: {directory} {what}; train the stage that writes it first"
         try:
-            saved = data_yaml(path / "recipe.yaml")
+            algorithm = run_algorithm(path)
         except UserError as err:
             return f"{label}: {err}"
-        algorithm = saved.get("algorithm", "grpo") if isinstance(saved, dict) else None
         if not (path / "summary.json").is_file():
             return (
                 f"{label}: the run in {directory} is not finished (no summary.json); finish it with --resume"
@@ -132,12 +130,6 @@ def run_problem(
         expected = ", ".join(algorithms_making(kinds))
         return f"{label}: {directory} holds a {str(algorithm).upper()} run; expected one of {expected}"
     return None
-
-
-def data_yaml(path: Path):
-    from grpo_cli.recipe import load_yaml
-
-    return load_yaml(path, "run recipe")
 
 
 def check_model(recipe: Recipe, planned: dict[str, str] | None = None) -> list[str]:

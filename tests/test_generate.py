@@ -154,7 +154,7 @@ def test_scripted_chat_without_a_chat_template(run):
         (["empty", "-p", "1"], "holds no model"),
         (["run/base_model", "--base", "-p", "1"], "has no base to try"),
         (["run", "-f", "missing.txt"], "-f missing.txt: cannot read it"),
-        (["run", "-f", "bad.jsonl"], "line 2 is not JSON"),
+        (["run", "-f", "bad.jsonl"], "-f bad.jsonl:2: invalid JSON"),
         (["run", "-f", "keys.jsonl"], "prompt 1 has none of the keys prompt, messages, question"),
         (["run", "-k", "2", "-t", "0", "-p", "1"], "give a --temperature above 0"),
         (["run/base_model", "trainer.top_k=3", "-p", "1"], "has none: give one with --recipe"),

@@ -156,3 +156,16 @@ def test_train_writes_the_card(cli, tiny_recipe, monkeypatch):
     assert result.exit_code == 0, result.output
     out = Path(yaml.safe_load(path.read_text())["output_dir"])
     assert "Mean reward: 0.000 (first step) -> 1.000 (last step)" in (out / "README.md").read_text()
+
+
+def test_a_damaged_eval_result_leaves_the_card_without_it_and_says_so(tmp_path, capsys):
+    """The card is written when training ends: a damaged RUN/eval/eval.json must not fail the run it describes."""
+    from grpo_cli import output
+
+    run = fake_run(tmp_path)
+    (run / "eval").mkdir()
+    (run / "eval" / "eval.json").write_text("{not json")
+    output._warned.clear()
+    card = model_card.write_run_card(run).read_text()
+    assert "## Evaluation" not in card and "trained with" in card
+    assert "eval.json is damaged" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grpo_cli import generation, models
+from grpo_cli import devices, generation, models
 from grpo_cli.errors import UserError
 from grpo_cli.recipe import FromConfig, LoraSection, ModelSection
 
@@ -119,15 +119,15 @@ def test_precision_follows_hardware_unless_set():
 
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     cuda = torch.cuda.is_available()
-    assert models.hardware_defaults({}) == {
+    assert devices.hardware_defaults({}) == {
         "bf16": bf16,
         "fp16": False,
         "dataloader_pin_memory": cuda,
         "use_cpu": not cuda,
     }
-    assert models.hardware_defaults({"bf16": True, "dataloader_pin_memory": True, "use_cpu": False}) == {}
-    assert models.torch_dtype("float16") == torch.float16
-    assert models.torch_dtype("auto") == (torch.bfloat16 if bf16 else torch.float32)
+    assert devices.hardware_defaults({"bf16": True, "dataloader_pin_memory": True, "use_cpu": False}) == {}
+    assert devices.torch_dtype("float16") == torch.float16
+    assert devices.torch_dtype("auto") == (torch.bfloat16 if bf16 else torch.float32)
 
 
 def test_pad_and_unk_are_kept_out_of_generation_unless_they_end_it():
@@ -166,3 +166,23 @@ def test_the_model_is_named_as_the_recipe_names_it():
         == "qwen2 built from a config"
     )
     assert models.label(ModelSection(run="runs/sft")) == "from the run runs/sft"  # was "None"
+
+
+def test_a_saved_model_without_a_tokenizer_on_a_run_gets_the_runs_tokenizer(tmp_path):
+    """`load_source` of a saved model that has no tokenizer takes its base's: for a recipe whose model is
+    `model: {run: DIR}`, the run's (a drifted copy of policy_tokenizer used to miss model.run)."""
+    from grpo_cli.model_sources import ModelSource
+    from grpo_cli.recipe import load_recipe
+    from tests.tiny_runs import CHAT_TEMPLATE, fake_run
+
+    run = fake_run(
+        tmp_path, chat_template=CHAT_TEMPLATE
+    )  # the run's tokenizer, unlike a fresh one, has a template
+    recipe = load_recipe(tmp_path / "tiny.yaml")
+    model, _ = models.build_from_config(recipe.model.from_config, recipe.seed)
+    model.save_pretrained(tmp_path / "saved")  # weights and config.json, no tokenizer files
+    recipe = recipe.model_copy(update={"model": ModelSection(run=str(run))})
+    source = ModelSource("model", path=tmp_path / "saved", base=ModelSource("recipe", spec=recipe.model))
+    _, tokenizer = models.load_source(source, recipe)
+    assert tokenizer.chat_template == CHAT_TEMPLATE
+    assert tokenizer.get_vocab() == models.policy_tokenizer(recipe.model).get_vocab()

@@ -113,3 +113,31 @@ def test_a_runs_own_recipe_names_its_base_model(tmp_path, tiny_recipe):
     checkpoint = tmp_path / "checkpoint-4"
     checkpoint.mkdir()
     assert model_sources.run_root(checkpoint) == tmp_path and model_sources.run_root(tmp_path) == tmp_path
+
+
+def test_the_algorithm_of_a_run_is_its_markers_else_its_recipes(tmp_path):
+    """run.json (written first) says which algorithm trained a run; a run from before the marker has its
+    recipe.yaml (GRPO when it names none); a damaged marker is the one error of every reader."""
+    assert run_files.run_algorithm(tmp_path) is None and run_files.run_kind(tmp_path) is None
+    (tmp_path / "recipe.yaml").write_text("model: {name_or_path: some/model}\n")
+    assert run_files.run_algorithm(tmp_path) == "grpo" and run_files.run_kind(tmp_path) == "policy"
+    (tmp_path / "recipe.yaml").write_text("algorithm: sft\n")
+    assert run_files.run_algorithm(tmp_path) == "sft"
+    run_dir.write_marker(tmp_path, "reward")  # the marker wins
+    assert run_files.run_algorithm(tmp_path) == "reward" and run_files.run_kind(tmp_path) == "reward model"
+    (tmp_path / "run.json").write_text("{")
+    with pytest.raises(UserError, match=r"run.json is damaged: it is not valid JSON .*; repair or delete it"):
+        run_files.run_algorithm(tmp_path)
+
+
+def test_eval_of_a_checkpoint_with_a_damaged_trainer_state_names_the_file(tmp_path, cli):
+    """A damaged trainer_state.json used to read as step 0 for the rewards, silently; it is the one error now."""
+    from tests.tiny_runs import fake_run
+
+    run = fake_run(tmp_path)
+    state = run / "checkpoint-2" / "trainer_state.json"
+    state.write_text('{"global_step": 2, "max_')
+    result = cli("eval", tmp_path / "tiny.yaml", "--adapter", run / "checkpoint-2")
+    assert result.exit_code == 2, result.output
+    assert f"{state} is damaged: it is not valid JSON" in result.stderr
+    assert "repair or delete it" in result.stderr

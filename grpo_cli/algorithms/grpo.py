@@ -11,6 +11,7 @@ from pathlib import Path
 
 from grpo_cli import (
     data,
+    devices,
     distributed,
     generation,
     models,
@@ -37,7 +38,7 @@ def config(recipe: Recipe, output_dir: Path, tokenizer=None, eos_ids=()):
     without its generation settings."""
     from trl import GRPOConfig
 
-    args = {**TRAINER_DEFAULTS, **DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
+    args = {**TRAINER_DEFAULTS, **DEFAULTS, **devices.hardware_defaults(recipe.trainer), **recipe.trainer}
     if tokenizer is not None and not args.get(
         "use_vllm"
     ):  # vLLM's sampling parameters have no suppress_tokens

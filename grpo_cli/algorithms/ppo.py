@@ -37,6 +37,7 @@ from pathlib import Path
 
 from grpo_cli import (
     data,
+    devices,
     distributed,
     models,
     prompting,
@@ -65,7 +66,7 @@ def config(recipe: Recipe, output_dir: Path, train_size: int = 0):
     from the epochs over `train_size` prompts, 0 for the check before anything loads)."""
     from trl.experimental.ppo import PPOConfig
 
-    args = {**TRAINER_DEFAULTS, **DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
+    args = {**TRAINER_DEFAULTS, **DEFAULTS, **devices.hardware_defaults(recipe.trainer), **recipe.trainer}
     if args.get("stop_token_id") is not None and "stop_token" not in recipe.trainer:
         del args["stop_token"]  # TRL refuses both; the recipe's stop_token_id wins over our default
     ppo_config = trainer_fields.build_config(PPOConfig, output_dir=str(output_dir), seed=recipe.seed, **args)

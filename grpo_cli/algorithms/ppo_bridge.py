@@ -39,6 +39,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from grpo_cli import reward_binding, scoring, signatures
 from grpo_cli.errors import UserError
+from grpo_cli.prompting import as_completion
 
 ScoreFn = Callable[..., Sequence[float]]
 """`score_fn(prompts, completions, columns[, completion_ids=...]) -> one float per completion` (weights and error
@@ -211,7 +212,7 @@ class _RewardBackbone(nn.Module):
         prompts = [row[self.prompt_key] for row in batch_rows]
         # Conversational prompts (message lists) get completions as message lists, as in GRPO.
         as_fed = [
-            [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
+            as_completion(text, isinstance(prompt, list))
             for prompt, text in zip(prompts, completions, strict=True)
         ]
         columns = {key: [row[key] for row in batch_rows] for key in self.columns}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, distributed, models, prompting, trainer_fields, validation
+from grpo_cli import data, devices, distributed, models, prompting, trainer_fields, validation
 from grpo_cli.algorithms.table import TRAINER_DEFAULTS
 from grpo_cli.output import phase
 from grpo_cli.recipe import Recipe
@@ -25,7 +25,7 @@ from grpo_cli.run_dir import begin_run, checkpoint_step
 def config(recipe: Recipe, output_dir: Path):
     from trl import RewardConfig
 
-    args = {**TRAINER_DEFAULTS, **models.hardware_defaults(recipe.trainer), **recipe.trainer}
+    args = {**TRAINER_DEFAULTS, **devices.hardware_defaults(recipe.trainer), **recipe.trainer}
     return trainer_fields.build_config(RewardConfig, output_dir=str(output_dir), seed=recipe.seed, **args)
 
 

@@ -266,7 +266,8 @@ def headline(result) -> list[tuple[str, str]]:
 def started_from(recipe) -> str:
     """The model a stage's run started from (what --baseline evaluates), in a few words, from its recipe."""
     from grpo_cli import pipeline
-    from grpo_cli.run_files import read_summary
+    from grpo_cli.algorithms.table import ALGORITHMS
+    from grpo_cli.run_files import run_kind
 
     spec = recipe.model
     if spec.run is not None:
@@ -276,7 +277,6 @@ def started_from(recipe) -> str:
     else:
         start = spec.name_or_path
     # A reward stage puts a fresh score head on a policy; a reward run's model it continues as it is.
-    fresh_head = spec.from_config is None and (
-        spec.run is None or (read_summary(Path(spec.run)) or {}).get("algorithm") != "reward"
-    )
-    return f"{start}, fresh score head" if recipe.algorithm == "reward" and fresh_head else start
+    fresh_head = spec.from_config is None and (spec.run is None or run_kind(Path(spec.run)) != "reward model")
+    makes_reward_model = ALGORITHMS[recipe.algorithm].makes == "reward model"
+    return f"{start}, fresh score head" if makes_reward_model and fresh_head else start

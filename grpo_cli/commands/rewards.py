@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.errors import UserError
+from grpo_cli.errors import UserError, shorten
 
 
 def ls() -> None:
@@ -96,39 +96,44 @@ def _split_pairs(pairs: list[str], what: str) -> list[tuple[str, str]]:
     return split
 
 
+COMPLETION_LINE = 'an object with a "completion" key'  # what each line of a .jsonl completions file is
+
+
 def _read_completions(path: Path) -> list[dict]:
     """A .jsonl file: one JSON object per line with `completion` and optionally `row`, `prompt` and column values.
     Any other file: one completion per line (blank lines skipped)."""
+    from grpo_cli.data_formats import jsonl_objects
+
     if not path.is_file():
         raise UserError(f"completions file not found: {path}")
-    items = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        if path.suffix.lower() != ".jsonl":
-            items.append({"completion": line, "row": None, "prompt": None, "columns": {}})
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{number}: invalid JSON: {err.msg}") from err
-        if not isinstance(item, dict) or "completion" not in item:
-            raise UserError(f'{path}:{number}: each line must be an object with a "completion" key')
-        row = item.get("row")
-        if row is not None and (not isinstance(row, int) or isinstance(row, bool)):
-            raise UserError(f'{path}:{number}: "row" must be a dataset row number, got {row!r}')
-        completion = item.pop("completion")
-        items.append(
-            {
-                "completion": completion,
-                "row": item.pop("row", None),
-                "prompt": item.pop("prompt", None),
-                "columns": item,  # the rest: column values for this completion
-            }
-        )
+    text = path.read_text()
+    if path.suffix.lower() != ".jsonl":
+        lines = [line for line in text.splitlines() if line.strip()]
+        items = [{"completion": line, "row": None, "prompt": None, "columns": {}} for line in lines]
+    else:
+        items = [
+            _completion_item(path, number, item)
+            for number, item in jsonl_objects(text, str(path), COMPLETION_LINE)
+        ]
     if not items:
         raise UserError(f"{path} holds no completions")
     return items
+
+
+def _completion_item(path: Path, number: int, item: dict) -> dict:
+    """One line of a .jsonl completions file: its completion, row, prompt and the rest (column values)."""
+    if "completion" not in item:
+        raise UserError(f"{path}:{number}: each line must be {COMPLETION_LINE}")
+    row = item.get("row")
+    if row is not None and (not isinstance(row, int) or isinstance(row, bool)):
+        raise UserError(f'{path}:{number}: "row" must be a dataset row number, got {row!r}')
+    completion = item.pop("completion")
+    return {
+        "completion": completion,
+        "row": item.pop("row", None),
+        "prompt": item.pop("prompt", None),
+        "columns": item,  # the rest: column values for this completion
+    }
 
 
 def test(
@@ -334,7 +339,7 @@ def test(
     ):
         totals = scoring.weighted_total(bound, table_scores)
         unscorable = [all(scores[i] is None for scores in table_scores) for i in range(len(group))]
-        title = f"prompt: {scoring.shorten(group[0]['prompt'])}" + (f" (row {index})" if recipe else "")
+        title = f"prompt: {shorten(group[0]['prompt'])}" + (f" (row {index})" if recipe else "")
         no_prompt = recipe is None and not any(item["prompt"] for item in group)
         table = Table(title=None if no_prompt else escape(title), title_justify="left")
         table.add_column("completion")
@@ -410,7 +415,7 @@ def _score_group(bound, group: list[dict], tokenizer, state, log) -> list[list[f
     """Each reward's scores of one group's completions, as TRL passes them: a completion is text for a text
     prompt and an assistant message for a chat prompt; the columns are all but the prompt; `completion_ids` are
     the completions' ids in `tokenizer` (see scoring.text_ids)."""
-    from grpo_cli import scoring
+    from grpo_cli import prompting, scoring
 
     names = list(dict.fromkeys(k for item in group for k in item["columns"]))
     columns = {
@@ -418,9 +423,7 @@ def _score_group(bound, group: list[dict], tokenizer, state, log) -> list[list[f
     }
     prompts = [item["prompt"] for item in group]
     completions = [
-        [{"role": "assistant", "content": item["completion"]}]
-        if isinstance(p, list) and isinstance(item["completion"], str)
-        else item["completion"]
+        prompting.as_completion(item["completion"], isinstance(p, list))
         for p, item in zip(prompts, group, strict=True)
     ]
     ids = scoring.text_ids(completions, tokenizer)

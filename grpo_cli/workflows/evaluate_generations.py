@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli import data, models, prompting, reward_binding, reward_models, scoring, trainer_fields
+from grpo_cli.devices import device_name
 from grpo_cli.errors import ConfigError, UserError
 from grpo_cli.eval_stats import difference, summarize
 from grpo_cli.generation import Sample, generate, sampling_settings
@@ -104,7 +105,7 @@ def score(
         part = flat[start : start + batch_size]
         prompts = [rows[s.prompt_index]["prompt"] for s in part]
         # Completions as TRL hands them to rewards: text, or an assistant message for chat prompts.
-        completions = [[{"role": "assistant", "content": s.text}] if chat else s.text for s in part]
+        completions = [prompting.as_completion(s.text, chat) for s in part]
         kwargs = {c: [rows[s.prompt_index][c] for s in part] for c in columns}
         given = {"completion_ids": [s.token_ids for s in part], "trainer_state": trainer_state, "log": log}
         table = scoring.score_table(training, prompts, completions, kwargs, **given)
@@ -129,29 +130,21 @@ def evaluated_state(source, recipe: Recipe):
     it sets none). `run` gives the base model `global_step` 0 and the evaluated run's `max_steps`.
     """
     from grpo_cli.run_dir import checkpoint_step, last_checkpoint
-    from grpo_cli.run_files import read_summary
+    from grpo_cli.run_files import TRAINER_STATE_FILE, read_summary, read_trainer_state
 
     planned = trainer_fields.value(recipe, "max_steps")
     start = scoring.run_state(0, planned if isinstance(planned, int) and planned > 0 else 0)
     path = getattr(source, "path", None)
     if path is None or source.run_dir is None:
         return start
-    if (path / "trainer_state.json").is_file():
-        return scoring.run_state(**_read_state(path / "trainer_state.json"))
+    if (path / TRAINER_STATE_FILE).is_file():
+        return scoring.run_state(**read_trainer_state(path))
     checkpoint = last_checkpoint(path)
-    saved = _read_state(checkpoint / "trainer_state.json") if checkpoint else {}
+    saved = (read_trainer_state(checkpoint) if checkpoint else None) or {}
     steps = (read_summary(source.run_dir) or {}).get("steps")
     if not isinstance(steps, int):
         steps = checkpoint_step(checkpoint) if checkpoint else 0
     return scoring.run_state(**{**saved, "global_step": steps, "max_steps": saved.get("max_steps", steps)})
-
-
-def _read_state(path: Path) -> dict:
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
 
 
 # ---- the whole evaluation ----
@@ -310,7 +303,7 @@ def run(
         "rewards": [{"name": r.name, "weight": r.entry.weight} for r in rewards.training],
         "eval_rewards": [r.name for r in rewards.eval_only],
         "trainer_state": {"global_step": final.global_step, "max_steps": final.max_steps},  # rewards get
-        "device": _device_name(),
+        "device": device_name(),
     }
     return EvalResult(settings, identities, metrics, samples, rows, timing, notes, extra)
 
@@ -320,12 +313,6 @@ def _held_out_spec(recipe: Recipe) -> dict[str, Any]:
     return {
         k: getattr(spec, k) for k in ("eval_split", "eval_ratio", "eval_size") if getattr(spec, k) is not None
     }
-
-
-def _device_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def _check_same_split(recipe: Recipe, run_dir: Path, tell: Callable[[str], None]) -> None:

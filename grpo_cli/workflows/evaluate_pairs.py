@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import models, prompting
+from grpo_cli import devices, models, prompting
 from grpo_cli.errors import UserError
 from grpo_cli.model_sources import run_root
 from grpo_cli.recipe import Recipe
@@ -73,7 +73,7 @@ def summarize_pairs(scored: list[tuple[float, float]]) -> dict[str, float]:
 def _base_model(recipe: Recipe, run_dir: Path | None):
     """The reward model a run started from: its base_model/ (saved initial weights), else the recipe's model."""
     if run_dir is not None and (run_dir / "base_model" / "config.json").is_file():
-        return models.load_reward_model(run_dir / "base_model", models.torch_dtype(recipe.model.dtype)), str(
+        return models.load_reward_model(run_dir / "base_model", devices.torch_dtype(recipe.model.dtype)), str(
             run_dir / "base_model"
         )
     return models.load_reward_model_for_training(
@@ -101,7 +101,7 @@ def run(
     limit = limit if limit is not None else (recipe.eval.limit if recipe.eval else None)
     raw = held_out_rows(recipe, limit)
     run_dir = run_root(adapter) if adapter is not None else None
-    dtype = models.torch_dtype(recipe.model.dtype)
+    dtype = devices.torch_dtype(recipe.model.dtype)
     roles: list[tuple[str, Any]] = []
     if tuned_path is not None:
         roles.append(("tuned", lambda: (models.load_reward_model(tuned_path, dtype), str(tuned_path))))

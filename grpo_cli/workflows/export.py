@@ -30,15 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli import __version__, data, models, prompting
+from grpo_cli.devices import default_device
 from grpo_cli.errors import UserError, describe
 from grpo_cli.generation import eos_ids, suppressed_special_tokens
-from grpo_cli.model_sources import ModelSource, resolve_models
+from grpo_cli.model_sources import ModelSource, resolve_models, run_root
 from grpo_cli.models import TOKENIZER_FILES, load_source
 from grpo_cli.recipe import Recipe, load_recipe
 from grpo_cli.run_dir import last_checkpoint
-from grpo_cli.run_files import atomic_write
+from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER  # says a directory holds an export to replace
+from grpo_cli.run_files import atomic_write, read_adapter_config
 
-MARKER = "grpo-cli-export.json"  # what says a directory holds an export that --overwrite may replace
 DTYPES = ("float32", "bfloat16", "float16")
 # Largest |logit difference| accepted, relative to max(1, largest |logit|): merging reorders float sums, and a
 # lower precision rounds every weight.
@@ -104,7 +105,7 @@ def find_source(path: Path) -> Source:
         raise UserError(
             f"{path}: no such directory; give a training run's output directory (or a checkpoint-N in it)"
         )
-    run_dir = path if (path / "recipe.yaml").is_file() else path.parent
+    run_dir = run_root(path)
     if not (run_dir / "recipe.yaml").is_file():
         raise UserError(
             f"{path} is not a grpo-cli run (no recipe.yaml in it or its parent); "
@@ -312,11 +313,10 @@ def _saved_dtype(source: Source) -> str:
 
 
 def _from_pretrained(directory: Path):
-    import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(directory), dtype="auto")
-    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    return model.to(default_device()).eval()
 
 
 # ---- adapter only ----
@@ -377,7 +377,7 @@ def _check_adapter_export(source: Source, out: Path) -> Check:
         raise UserError(
             f"the exported adapter in {out} does not load with peft on its base: {describe(err)}"
         ) from err
-    config = json.loads((out / "adapter_config.json").read_text())
+    config = read_adapter_config(out) or {}
     dtype = str(next(exported.parameters()).dtype).removeprefix("torch.")
     check = compare(reference, logits(exported, prompts), dtype if dtype in DTYPES else "float32")
     if config.get("base_model_name_or_path") is None or not check.ok:
@@ -434,5 +434,4 @@ def _card_base(source: Source, out: Path, result: Exported) -> str | None:
     """The base an adapter export names (the path in its adapter_config.json)."""
     if result.kind != "adapter":
         return None
-    config = json.loads((result.directory / "adapter_config.json").read_text())
-    return config.get("base_model_name_or_path")
+    return (read_adapter_config(result.directory) or {}).get("base_model_name_or_path")

@@ -20,14 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grpo_cli import data, models, prompting
+from grpo_cli.data_formats import jsonl_objects
 from grpo_cli.errors import UserError
 from grpo_cli.generation import Sample, Sampling, generate, sampling_settings
-from grpo_cli.model_sources import ModelSource, resolve_models
+from grpo_cli.model_sources import ModelSource, resolve_models, run_root
 from grpo_cli.models import load_source
 from grpo_cli.recipe import ModelSection, Recipe, apply_overrides, load_recipe, parse_recipe
+from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER
+from grpo_cli.run_files import RECIPE_FILE, read_adapter_config, read_export_marker
 from grpo_cli.trainer_fields import mapping
 from grpo_cli.workflows.evaluate_generations import bind_rewards, evaluated_state, score
-from grpo_cli.workflows.export import MARKER
 
 
 @dataclass
@@ -48,7 +50,7 @@ def resolve(
     given = load_recipe(recipe, overrides) if recipe is not None else None
     run_dir = _run_dir(path)
     if run_dir is None and (path / MARKER).is_file():
-        marker = _read_json(path / MARKER) or {}
+        marker = read_export_marker(path) or {}
         exported_from = Path(marker.get("source") or "")
         if base:
             run_dir = _run_dir(exported_from)
@@ -93,14 +95,14 @@ def _run_dir(path: Path) -> Path | None:
     """The run `path` is, or whose checkpoint-N it is."""
     if not str(path) or not path.is_dir():
         return None
-    candidates = [path, path.parent] if path.name.startswith("checkpoint-") else [path]
-    return next((c for c in candidates if (c / "recipe.yaml").is_file()), None)
+    root = run_root(path)
+    return root if (root / RECIPE_FILE).is_file() else None
 
 
 def _saved_model(path: Path, recipe: Recipe) -> ModelSource:
     """A model directory (config.json) or a peft adapter (adapter_config.json) on the base it names."""
     if (path / "adapter_config.json").is_file():
-        config = _read_json(path / "adapter_config.json") or {}
+        config = read_adapter_config(path) or {}
         base_name = config.get("base_model_name_or_path")
         if not base_name:
             raise UserError(f"{path}/adapter_config.json names no base model (base_model_name_or_path)")
@@ -120,13 +122,6 @@ def default_recipe(model: str) -> Recipe:
     return Recipe.model_validate(
         {"model": {"name_or_path": model}, "dataset": {"source": "(prompts given to generate)"}}
     )
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def sampling(
@@ -176,18 +171,7 @@ def read_prompt_file(path: Path) -> list[dict]:
         raise UserError(f"-f {path}: cannot read it ({err.strerror or err})") from err
     if path.suffix.lower() != ".jsonl":
         return [{"text": line} for line in text.splitlines() if line.strip()]
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"-f {path}: line {number} is not JSON ({err.msg})") from err
-        if not isinstance(row, dict):
-            raise UserError(f'-f {path}: line {number} must be a JSON object, like {{"prompt": "..."}}')
-        rows.append(row)
-    return rows
+    return [row for _, row in jsonl_objects(text, f"-f {path}", 'a JSON object, like {"prompt": "..."}')]
 
 
 def prepare_rows(recipe: Recipe, items: list[dict], chat: bool) -> list[dict]:
@@ -328,7 +312,7 @@ def chat(
         write(sample.text)
         turns += 1
         if with_history:
-            history += [{"role": "user", "content": text}, {"role": "assistant", "content": sample.text}]
+            history += [{"role": "user", "content": text}, *prompting.as_completion(sample.text, chat=True)]
 
 
 def load_target(target: Target):
