@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from grpo_cli.compat import Relies
 
-CHECKED_AGAINST = {"accelerate": "1.16.0"}
+# The floor (pyproject.toml, .ci/floors.sh) and the newest release checked.
+CHECKED_AGAINST = {"accelerate": ("1.4.0", "1.16.0")}
 
 RELIES_ON = (
     Relies(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grpo_cli.compat import Relies
 
-CHECKED_AGAINST = {"torch": "2.13.0"}
+CHECKED_AGAINST = {"torch": ("2.13.0",)}
 
 RELIES_ON = (
     Relies(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from grpo_cli.compat import Relies
 
-CHECKED_AGAINST = {"transformers": "5.24.0", "floor": "5.2.0"}
+# The floor (pyproject.toml, .ci/floors.sh) and the newest release checked.
+CHECKED_AGAINST = {"transformers": ("5.6.0", "5.24.0")}
 
 RELIES_ON = (
     Relies(
