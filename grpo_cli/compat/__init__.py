@@ -27,10 +27,12 @@ MODULES = (
 class Relies:
     """One thing of a library that grpo-cli relies on: `module`'s attribute `name` (dotted, e.g.
     "PPOTrainer.train") exists, takes every parameter in `params`, and its source contains every text in `source`
-    (an instance attribute it sets, a message it raises, a call it makes)."""
+    (an instance attribute it sets, a message it raises, a call it makes). With `since`, the library's releases
+    from that version on have it, and older ones down to the floor do without (the code using it is harmless there)."""
 
     module: str
     name: str
     params: tuple[str, ...] = ()
     source: tuple[str, ...] = ()
     why: str = ""
+    since: str = ""

@@ -45,9 +45,10 @@ RELIES_ON = (
     ),
     Relies(
         "transformers",
-        "Trainer.__init__",
-        source=("self.is_distributed_loading_by_transformers =",),
+        "Trainer._save",
+        source=("self.is_distributed_loading_by_transformers",),
         why="compat.trl.unwrap_for_ddp sets it on TRL's PPOTrainer, which never runs Trainer.__init__",
+        since="5.19.0",
     ),
     Relies(
         "transformers",

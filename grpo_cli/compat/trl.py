@@ -130,7 +130,7 @@ def sample_as_configured(trainer, prepare) -> None:
 def unwrap_for_ddp(trainer) -> None:
     """Give accelerate's DistributedDataParallel wrapper of PPOTrainer's model the `policy` and `config` PPOTrainer
     reads from it as if it were unwrapped (plain attributes, not registered submodules: training still goes
-    through the wrapper), and set the transformers Trainer attribute PPOTrainer never sets (its save reads it)."""
+    through the wrapper), and set the transformers Trainer attribute PPOTrainer never sets (its save reads it from transformers 5.19)."""
     inner = trainer.accelerator.unwrap_model(trainer.model)
     object.__setattr__(trainer.model, "policy", inner.policy)
     object.__setattr__(trainer.model, "config", inner.config)
