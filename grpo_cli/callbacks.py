@@ -17,6 +17,10 @@ from rich.progress import (
 from transformers import PrinterCallback, TrainerCallback
 
 from grpo_cli import interrupts
+from grpo_cli.compat import accelerate as accelerate_compat
+from grpo_cli.compat import torch as torch_compat
+from grpo_cli.compat import transformers as transformers_compat
+from grpo_cli.compat.trl import PPO_BANNER
 from grpo_cli.output import say
 from grpo_cli.run_files import MetricsLog, read_metrics, read_trainer_state, rename_metrics
 
@@ -95,14 +99,7 @@ def quiet_trainer(trainer) -> None:
     """Our progress bar and metrics.jsonl replace the trainer's printing of each log dict, and of TRL 1.12 PPO's
     "===training policy===" banner (the progress bar says as much); everything else it prints still shows."""
     trainer.remove_callback(PrinterCallback)
-    accelerator = trainer.accelerator
-    print_ = accelerator.print
-
-    def print_all_but_the_banner(*args, **kwargs):
-        if args != ("===training policy===",):
-            print_(*args, **kwargs)
-
-    accelerator.print = print_all_but_the_banner
+    accelerate_compat.drop_printed_line(trainer.accelerator, PPO_BANNER)
 
 
 class RunGuard(TrainerCallback):
@@ -166,9 +163,9 @@ class RunGuard(TrainerCallback):
                 os.replace(card, self.run_dir / "README.md")
             shutil.rmtree(staged.parent, ignore_errors=True)
             if args.save_total_limit:
-                from transformers.trainer_utils import rotate_checkpoints
-
-                rotate_checkpoints(str(self.run_dir), args.save_total_limit, state.best_model_checkpoint)
+                transformers_compat.rotate_checkpoints(
+                    self.run_dir, args.save_total_limit, state.best_model_checkpoint
+                )
         self.trainer.accelerator.wait_for_everyone()
         if interrupts.requested():
             self.logger.on_train_end(args, state, control)
@@ -207,14 +204,13 @@ class RunGuard(TrainerCallback):
         step. The schedule is the one for the new length, as if the run had been planned that long from the start.
         """
         scheduler, optimizer = self.trainer.lr_scheduler, self.trainer.optimizer
-        lambdas = getattr(scheduler, "lr_lambdas", None)
-        if not lambdas or optimizer is None:
+        rates = torch_compat.schedule_rates(scheduler, state.global_step)
+        if rates is None or optimizer is None:
             return
-        rates = [base * fn(state.global_step) for base, fn in zip(scheduler.base_lrs, lambdas, strict=True)]
         before = [group["lr"] for group in optimizer.param_groups]
         for group, rate in zip(optimizer.param_groups, rates, strict=True):
             group["lr"] = rate
-        scheduler._last_lr = list(rates)
+        torch_compat.set_last_rates(scheduler, rates)
         saved = read_trainer_state(self.run_dir / f"checkpoint-{state.global_step}") or {}
         old_max = saved.get("max_steps")
         if state.is_world_process_zero and old_max and old_max != state.max_steps:
@@ -233,8 +229,7 @@ def args_name(trainer) -> str:
 def guard(trainer, logger: RunLogger) -> RunGuard:
     """Install RunGuard on a trainer (after its other callbacks: it must see `on_save` last)."""
     run_guard = RunGuard(trainer, logger)
-    original = trainer._save_checkpoint
-    trainer._save_checkpoint = lambda model, trial: run_guard.save_checkpoint(original, model, trial)
+    transformers_compat.stage_checkpoint_saves(trainer, run_guard.save_checkpoint)
     trainer.add_callback(run_guard)
     return run_guard
 

@@ -306,7 +306,7 @@ def save_base_model(model, tokenizer, directory: Path, *, write: bool) -> None:
     """Keep a model built from a config in the run (`base_model/`) and point the model at it.
 
     Nothing else has its initial weights: `eval --baseline` loads them from there, and TRL, which builds a
-    reference model (beta > 0, full fine-tuning) from `config._name_or_path`, finds them there too.
+    reference model (beta > 0, full fine-tuning) from `config.name_or_path`, finds them there too.
     """
     from accelerate import PartialState
 
@@ -314,4 +314,4 @@ def save_base_model(model, tokenizer, directory: Path, *, write: bool) -> None:
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
     PartialState().wait_for_everyone()  # other processes read it only once it is whole
-    model.config._name_or_path = str(directory)
+    model.config.name_or_path = str(directory)

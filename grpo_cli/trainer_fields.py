@@ -230,17 +230,25 @@ def check_ranges(trainer: dict) -> list[str]:
             problems.append(
                 f"trainer.{key}: a whole number of steps above 1 (below 1: a fraction of the run), got {given}"
             )
+    # grpo-cli evaluates after training (`grpo-cli eval`), never during it: no trainer is given a held-out set.
+    # Without one, transformers' Trainer refuses eval_strategy once the run directory exists, save_strategy: best
+    # never saves, and there is no best checkpoint to load at the end. (Were evaluation added: RunGuard stages every
+    # save in .saving/, and transformers records the best checkpoint there, a path gone once it is moved in place.)
+    if trainer.get("eval_strategy", "no") not in ("no", None):
+        problems.append(
+            "trainer.eval_strategy: grpo-cli does not evaluate during training (the trainer gets no held-out "
+            "set); leave it 'no' and evaluate checkpoints with `grpo-cli eval --adapter RUN_DIR/checkpoint-N`"
+        )
+    if trainer.get("save_strategy") == "best":
+        problems.append(
+            "trainer.save_strategy: 'best' needs evaluation during training, which grpo-cli does not run, so it "
+            "would save no checkpoint; use 'steps' or 'epoch'"
+        )
     if trainer.get("load_best_model_at_end"):
-        # transformers' TrainingArguments refuses this in __post_init__ (the defaults are the same for every TRL
-        # config: they come from TrainingArguments).
-        defaults = fields("grpo")
-        save = trainer.get("save_strategy", defaults["save_strategy"].default)
-        evaluate = trainer.get("eval_strategy", defaults["eval_strategy"].default)
-        if save != "best" and save != evaluate:
-            problems.append(
-                f"trainer.load_best_model_at_end: needs save_strategy and eval_strategy to match (or "
-                f"save_strategy: best), got save_strategy {save!r} and eval_strategy {evaluate!r}"
-            )
+        problems.append(
+            "trainer.load_best_model_at_end: grpo-cli does not evaluate during training, so there is no best "
+            "checkpoint to load; compare checkpoints with `grpo-cli eval --adapter RUN_DIR/checkpoint-N`"
+        )
     return problems
 
 

@@ -54,7 +54,7 @@ PPO_RECIPE = {
 
 
 def phase_names(stderr: str) -> list[str]:
-    """The steps a command announced on stderr (`grpo_cli.phases`), without their times."""
+    """The steps a command announced on stderr (`grpo_cli.output`), without their times."""
     return [m.group(1) for m in re.finditer(r"^(.+) \.\.\. \d+\.\d s$", stderr, re.MULTILINE)]
 
 

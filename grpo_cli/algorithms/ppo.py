@@ -48,6 +48,7 @@ from grpo_cli import (
 )
 from grpo_cli.algorithms import ppo_compat
 from grpo_cli.algorithms.table import TRAINER_DEFAULTS
+from grpo_cli.compat import trl as trl_compat
 from grpo_cli.errors import UserError, describe
 from grpo_cli.output import phase
 from grpo_cli.recipe import Recipe
@@ -164,7 +165,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     if distributed.world_size() > 1:
         ppo_compat.unwrap_for_ddp(trainer)
     if args.num_sample_generations:
-        trainer.generate_completions = scorer.unlogged(trainer.generate_completions)
+        trl_compat.wrap_sample_generations(trainer, scorer.unlogged)
     if resume_from is not None:
         ppo_compat.restore_optimizer_and_schedule(trainer, resume_from, total_steps)
     if main_process:
@@ -193,7 +194,7 @@ def _run(trainer, tokenizer) -> None:
         try:
             trainer.train()
         except ValueError as err:
-            if "sum of the mask is zero" not in str(err):
+            if not trl_compat.is_empty_mask_error(err):
                 raise
             # TRL's PPO ends a response at its first pad token: one that starts with it has no token to train, and
             # costs no KL either, so a policy can drift onto it (seen with too high a learning rate).

@@ -12,7 +12,8 @@
   random state, so two runs of one recipe and seed trained differently.
 
 TRL 1.13 removed PPOTrainer, so none of this has an upstream fix to wait for; each piece names the TRL 1.12
-behaviour it works around, so it can go when that behaviour does.
+behaviour it works around, so it can go when that behaviour does. The code that reaches into TRL's, transformers'
+and torch's internals is in `grpo_cli.compat`, which lists what it relies on (tests/test_compat.py checks it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from grpo_cli.compat import transformers as transformers_compat
+from grpo_cli.compat import trl as trl_compat
 from grpo_cli.recipe import Recipe
 
 
@@ -42,9 +45,12 @@ class CheckpointExtras(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.steps_done:
-            state.global_step = self.steps_done
-            state.episode = self.steps_done * self.per_step
-            state.max_steps = self.total_steps
+            trl_compat.continue_counters(
+                state,
+                steps_done=self.steps_done,
+                episodes_done=self.steps_done * self.per_step,
+                max_steps=self.total_steps,
+            )
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -73,9 +79,7 @@ def restore_optimizer_and_schedule(trainer, checkpoint: Path, total_steps: int) 
     """
     import torch
 
-    trainer.lr_scheduler = None
-    trainer.create_scheduler(num_training_steps=total_steps, optimizer=trainer.optimizer.optimizer)
-    trainer.callback_handler.lr_scheduler = trainer.lr_scheduler
+    transformers_compat.replace_schedule(trainer, total_steps, trainer.optimizer.optimizer)
     device = trainer.accelerator.device
     trainer.optimizer.load_state_dict(
         torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True)
@@ -92,10 +96,7 @@ def unwrap_for_ddp(trainer) -> None:
     attributes (not registered as submodules); `policy` is only used there without gradients (training goes
     through the wrapper). Transformers' save also reads an attribute PPOTrainer never sets.
     """
-    inner = trainer.accelerator.unwrap_model(trainer.model)
-    object.__setattr__(trainer.model, "policy", inner.policy)
-    object.__setattr__(trainer.model, "config", inner.config)
-    trainer.is_distributed_loading_by_transformers = False
+    trl_compat.unwrap_for_ddp(trainer)
 
 
 def sample_as_configured(trainer) -> None:
@@ -108,24 +109,9 @@ def sample_as_configured(trainer) -> None:
     which a saved model keeps, is left as it is. The `return_dict_in_generate` and `output_scores` TRL passes
     beside the config go into it: transformers warns at every run that passing both is deprecated.
     """
-    from transformers import GenerationConfig
-
     from grpo_cli.generation import without_model_defaults
 
-    policy = trainer.policy_model
-    generate = policy.generate
-    settings = set(GenerationConfig().to_dict())
-
-    def generate_as_configured(*args, generation_config=None, **kwargs):
-        if generation_config is not None:
-            generation_config = without_model_defaults(generation_config)
-            for key in [k for k in kwargs if k in settings]:
-                setattr(generation_config, key, kwargs.pop(key))
-        return generate(*args, generation_config=generation_config, **kwargs)
-
-    policy.generate = (
-        generate_as_configured  # an instance attribute: PPOTrainer calls `model.policy.generate`
-    )
+    trl_compat.sample_as_configured(trainer, without_model_defaults)
 
 
 def seed_minibatch_shuffle(trainer) -> None:
@@ -136,6 +122,4 @@ def seed_minibatch_shuffle(trainer) -> None:
     same recipe gave the same rewards for 15 steps but a different `loss/value_avg` from step 1, and held-out
     accuracy 0.88 or 0.92 in the end.
     """
-    import numpy as np
-
-    np.random.seed(trainer.local_seed % 2**32)
+    trl_compat.seed_minibatch_shuffle(trainer)
