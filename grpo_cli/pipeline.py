@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from grpo_cli._paths import RECIPES_DIR
 from grpo_cli.errors import ConfigError, UserError
 from grpo_cli.output import say
-from grpo_cli.recipe import find_recipe, load_data, load_yaml, read_text, shipped_recipes
+from grpo_cli.recipe_files import find_recipe, load_data, load_yaml, read_text, shipped_recipes
 
 if TYPE_CHECKING:
     from grpo_cli.recipe import Recipe

@@ -17,7 +17,8 @@ from grpo_cli.algorithms.table import ALGORITHMS, RunKind, algorithms_making
 from grpo_cli.distributed import launched, world_size
 from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
 from grpo_cli.model_sources import HUB_ID
-from grpo_cli.recipe import Recipe, check_schema, finish, load_data
+from grpo_cli.recipe import Recipe, check_schema, finish
+from grpo_cli.recipe_files import load_data
 from grpo_cli.run_files import run_algorithm
 
 # ---- rewards ----

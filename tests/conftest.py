@@ -19,7 +19,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 def _recipe_writer(tmp_path: Path, base: dict, default_name: str):
     """`write(changes, name)`: `base` with `changes` deep-merged (mappings merge key by key, anything else,
     None and lists included, replaces), written into tmp_path with an output_dir under tmp_path/runs."""
-    from grpo_cli.recipe import deep_merge
+    from grpo_cli.recipe_files import deep_merge
 
     def write(changes: dict | None = None, name: str = default_name) -> Path:
         data = deep_merge(base, changes or {})

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from grpo_cli.recipe import shipped_recipes
+from grpo_cli.recipe_files import shipped_recipes
 from tests.helpers import heavy_modules_after
 
 COMMANDS = [

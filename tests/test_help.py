@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from grpo_cli import __version__
 from grpo_cli.cli import app
-from grpo_cli.recipe import shipped_recipes
+from grpo_cli.recipe_files import shipped_recipes
 from tests.helpers import heavy_modules_after
 
 # Each command with text its help must show word for word: the usage line, and help text with placeholders

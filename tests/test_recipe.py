@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from grpo_cli.errors import UserError
-from grpo_cli.recipe import apply_overrides, load_recipe, shipped_recipes
+from grpo_cli.recipe import load_recipe
+from grpo_cli.recipe_files import apply_overrides, shipped_recipes
 
 
 def problems_of(path, overrides=()) -> list[str]:
@@ -219,7 +220,7 @@ def test_shipped_recipes_are_found_by_name():
 
 def _recipe_elsewhere(tmp_path, monkeypatch, changes: dict):
     """A recipe in tmp_path/project, loaded from tmp_path/elsewhere (the current directory)."""
-    from grpo_cli.recipe import deep_merge
+    from grpo_cli.recipe_files import deep_merge
     from tests.helpers import TINY_RECIPE
 
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
@@ -338,7 +339,7 @@ def test_duplicate_keys_are_refused_naming_both_lines(tmp_path):
 
 
 def test_exponent_floats_are_floats_in_files_and_overrides(tiny_recipe):
-    from grpo_cli.recipe import parse_value
+    from grpo_cli.recipe_files import parse_value
 
     path = tiny_recipe({"rewards": [{"name": "closeness", "args": {"scale": "PLACEHOLDER"}}]})
     path.write_text(
@@ -360,7 +361,7 @@ def test_exponent_floats_are_floats_in_files_and_overrides(tiny_recipe):
 
 
 def test_parse_assignment_is_the_one_key_value_parser():
-    from grpo_cli.recipe import parse_assignment
+    from grpo_cli.recipe_files import parse_assignment
 
     assert parse_assignment("trainer.learning_rate=3e-4") == ("trainer.learning_rate", 3e-4)
     assert parse_assignment("scale=5e-1", what="--arg", example="scale=2") == ("scale", 0.5)

@@ -85,7 +85,7 @@ def recipe(tiny_recipe, tmp_path):
             "dataset": {"generate": None, "source": "d.jsonl", "eval_size": None, "prompt": "Q: {question}"},
             "rewards": [{"name": "accuracy"}, {"name": "closeness", "weight": 0.5}],
         }
-        from grpo_cli.recipe import deep_merge
+        from grpo_cli.recipe_files import deep_merge
 
         return tiny_recipe(deep_merge(base, changes or {}))
 

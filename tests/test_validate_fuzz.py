@@ -142,7 +142,7 @@ LOCAL = base_recipes()["local"]
 
 
 def _merge(base: dict, changes: dict) -> dict:
-    from grpo_cli.recipe import deep_merge
+    from grpo_cli.recipe_files import deep_merge
 
     return deep_merge(base, changes)
 

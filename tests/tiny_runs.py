@@ -19,7 +19,7 @@ CHAT_TEMPLATE = (
 
 
 def write_recipe(directory: Path, changes: dict | None = None) -> Path:
-    from grpo_cli.recipe import deep_merge
+    from grpo_cli.recipe_files import deep_merge
 
     data = deep_merge(copy.deepcopy(TINY_RECIPE), changes or {})
     data.setdefault("output_dir", str(directory / "runs" / "tiny"))

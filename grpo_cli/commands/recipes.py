@@ -13,7 +13,7 @@ from grpo_cli.errors import UserError
 
 def _description(path: Path) -> str:
     """A recipe's description: its first comment line that is not the command running it."""
-    from grpo_cli.recipe import read_text
+    from grpo_cli.recipe_files import read_text
 
     for line in read_text(path).splitlines():
         if not line.startswith("#"):
@@ -29,7 +29,7 @@ def ls() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from grpo_cli.recipe import load_yaml, shipped_recipes
+    from grpo_cli.recipe_files import load_yaml, shipped_recipes
 
     table = Table("name", "algorithm", "description", box=None)
     for name, path in shipped_recipes().items():
@@ -48,7 +48,7 @@ def show(
     ],
 ) -> None:
     """Print a recipe's YAML as written."""
-    from grpo_cli.recipe import find_recipe, read_text
+    from grpo_cli.recipe_files import find_recipe, read_text
 
     typer.echo(read_text(find_recipe(name)), nl=False)
 
@@ -72,7 +72,7 @@ def cp(
     import yaml
 
     from grpo_cli.pipeline import stage_paths
-    from grpo_cli.recipe import absolutize_paths, find_recipe, parse_yaml, read_text
+    from grpo_cli.recipe_files import absolutize_paths, find_recipe, parse_yaml, read_text
     from grpo_cli.run_files import atomic_write
 
     source = find_recipe(name)

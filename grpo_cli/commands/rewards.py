@@ -64,7 +64,7 @@ def _describe(name: str, spec) -> str:
 
 def _parse_args(pairs: list[str]) -> dict[str, object]:
     """--arg NAME=VALUE, the value read as a recipe's `args` value is (`5e-1` a float); `NAME=` is empty text."""
-    from grpo_cli.recipe import parse_assignment
+    from grpo_cli.recipe_files import parse_assignment
 
     parsed = {}
     for pair in pairs:

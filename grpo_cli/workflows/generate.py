@@ -25,7 +25,8 @@ from grpo_cli.errors import UserError
 from grpo_cli.generation import Sample, Sampling, generate, sampling_settings
 from grpo_cli.model_sources import ModelSource, resolve_models, run_root
 from grpo_cli.models import load_source
-from grpo_cli.recipe import ModelSection, Recipe, apply_overrides, load_recipe, parse_recipe
+from grpo_cli.recipe import ModelSection, Recipe, load_recipe, parse_recipe
+from grpo_cli.recipe_files import apply_overrides
 from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER
 from grpo_cli.run_files import RECIPE_FILE, read_adapter_config, read_export_marker
 from grpo_cli.trainer_fields import mapping
