@@ -1,17 +1,31 @@
-"""The trainer field table used by `validate` must match the installed TRL (regenerate: python -m grpo_cli.algorithms.fields_table).
+"""The trainer field table used by `validate` must agree with the installed TRL and transformers where it matters
+(regenerate: python -m grpo_cli.algorithms.fields_table).
 
-Only what validate reads is compared: each field's name, type (its choices included) and default, and that every
-model type it accepts is one the installed transformers can build. Help texts and the other model types a newer
-transformers adds do not change what validate says, so they may drift.
+Only what validate reads is compared: each field's name, type (its choices included) and default. TRL is pinned, so
+the fields its configs declare must match always. They inherit transformers' TrainingArguments, whose fields move
+with every transformers release (5.6, the floor, lacks fields 5.24 has): those are compared in full only against
+the transformers the table was generated with, and otherwise only the ones grpo-cli itself sets or reads, so a
+fresh install with a newer (or the oldest supported) transformers fails only when something grpo-cli uses moved.
+Help texts never count.
 """
 
+import dataclasses
 import json
+import re
+from importlib.metadata import version
+
+import pytest
 
 from grpo_cli import trainer_fields
 from grpo_cli.algorithms import fields_table
-from grpo_cli.algorithms.table import ALGORITHMS
+from grpo_cli.algorithms.table import ALGORITHMS, TRAINER_DEFAULTS
 
 REGENERATE = "run `python -m grpo_cli.algorithms.fields_table`"
+TABLE = json.loads(trainer_fields.TABLE_PATH.read_text())
+SAME_TRANSFORMERS = TABLE["transformers_version"] == version("transformers")
+OTHER_TRANSFORMERS = (
+    f"the table is from transformers {TABLE['transformers_version']}, {version('transformers')} is installed"
+)
 
 
 def _validated(table: dict) -> dict:
@@ -24,20 +38,87 @@ def _validated(table: dict) -> dict:
     }
 
 
-def test_table_matches_installed_trl():
-    shipped = _validated(json.loads(trainer_fields.TABLE_PATH.read_text()))
-    installed = _validated(json.loads(json.dumps(fields_table.generate())))
-    drift = [
+@pytest.fixture(scope="module")
+def installed() -> dict:
+    return _validated(json.loads(json.dumps(fields_table.generate())))
+
+
+def _drift(installed: dict, names: dict[str, set[str]]) -> list[str]:
+    shipped = _validated(TABLE)
+    return [
         f"{algorithm}.{name}: table {shipped[algorithm].get(name)}, installed {installed[algorithm].get(name)}"
         for algorithm in shipped
-        for name in sorted(shipped[algorithm].keys() | installed[algorithm].keys())
+        for name in sorted(names[algorithm])
         if shipped[algorithm].get(name) != installed[algorithm].get(name)
     ]
-    assert not drift, (
-        f"grpo_cli/trainer_fields.json drifted from the installed TRL ({REGENERATE}):\n" + "\n".join(drift)
+
+
+def _inherited() -> set[str]:
+    from transformers import TrainingArguments
+
+    return {f.name for f in dataclasses.fields(TrainingArguments)}
+
+
+def _used_by_grpo_cli() -> set[str]:
+    """The trainer fields grpo-cli sets (its defaults) or reads by name (`value`/`mapping(recipe, "name")`)."""
+    from pathlib import Path
+
+    import grpo_cli
+
+    source = "".join(p.read_text() for p in Path(grpo_cli.__file__).parent.rglob("*.py"))
+    read = set(re.findall(r"(?:value|mapping)\(recipe, \"(\w+)\"\)", source))
+    own = {key for algorithm in ALGORITHMS.values() for key in getattr(algorithm.module(), "DEFAULTS", {})}
+    return read | own | set(TRAINER_DEFAULTS)
+
+
+def test_the_fields_trl_declares_match_the_table(installed):
+    inherited = _inherited()  # the installed transformers' TrainingArguments
+    names = {a: {n for n in installed[a] if n not in inherited} for a in ALGORITHMS}
+    drift = _drift(installed, names)
+    assert not drift, f"trainer_fields.json drifted from the installed TRL ({REGENERATE}):\n" + "\n".join(
+        drift
     )
 
 
+def test_the_fields_grpo_cli_sets_or_reads_match_the_table(installed):
+    used = _used_by_grpo_cli()
+    assert {
+        "per_device_train_batch_size",
+        "max_steps",
+        "logging_steps",
+        "temperature",
+    } <= used  # the scan works
+    names = {a: {n for n in used if n in _validated(TABLE)[a] or n in installed[a]} for a in ALGORITHMS}
+    drift = _drift(installed, names)
+    assert not drift, "fields grpo-cli uses moved in the installed TRL or transformers:\n" + "\n".join(drift)
+
+
+@pytest.mark.skipif(not SAME_TRANSFORMERS, reason=OTHER_TRANSFORMERS)
+def test_every_field_matches_the_transformers_the_table_was_made_with(installed):
+    names = {a: _validated(TABLE)[a].keys() | installed[a].keys() for a in ALGORITHMS}
+    drift = _drift(installed, names)
+    assert not drift, f"trainer_fields.json drifted ({REGENERATE}):\n" + "\n".join(drift)
+
+
+def test_the_model_types_of_the_shipped_recipes_are_buildable():
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from grpo_cli.recipe_files import load_yaml, shipped_recipes
+
+    shipped = {p for p in shipped_recipes().values()}
+    shipped |= set(next(iter(shipped)).parent.glob("*/*.yaml"))
+    used = set()
+    for path in shipped:
+        data = load_yaml(path)
+        spec = (data.get("model") or {}).get("from_config") if isinstance(data, dict) else None
+        if spec:
+            used.add(spec.get("model_type", "qwen2"))
+    assert used and used <= set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) & set(
+        trainer_fields.causal_lm_model_types()
+    )
+
+
+@pytest.mark.skipif(not SAME_TRANSFORMERS, reason=OTHER_TRANSFORMERS)
 def test_every_model_type_validate_accepts_is_buildable():
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 

@@ -81,7 +81,11 @@ def generate() -> dict:
                 "help": help_text.split(". ")[0][:200],
             }
         table[algorithm.name] = {"class": f"{cls.__module__}.{cls.__qualname__}", "fields": specs}
+    import transformers
+
     table["trl_version"] = trl.__version__
+    # TRL's configs inherit transformers' TrainingArguments: its fields move with transformers' releases.
+    table["transformers_version"] = transformers.__version__
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     table["causal_lm_model_types"] = sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
