@@ -155,6 +155,14 @@ def mapping(recipe: Recipe, key: str) -> dict:
     return dict(found)
 
 
+def chat_template_kwargs(recipe: Recipe) -> dict:
+    """`trainer.chat_template_kwargs` where the algorithm's TRL config has the field (GRPO's: its trainer renders
+    prompts, and what reward models read, with them), else {}."""
+    return (
+        mapping(recipe, "chat_template_kwargs") if "chat_template_kwargs" in fields(recipe.algorithm) else {}
+    )
+
+
 def check_section(algorithm: str, trainer: dict) -> tuple[dict, list[str]]:
     """Check `trainer:` keys and values against the installed TRL config class; return (coerced, problems)."""
     known = fields(algorithm)

@@ -215,7 +215,8 @@ def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | N
 
 def check_columns(recipe: Recipe, columns: list[str], binding: RewardBinding) -> list[str]:
     problems = []
-    if recipe.algorithm == "sft":
+    learns = ALGORITHMS[recipe.algorithm].learns_from
+    if learns == "demonstrations":
         problems += [p for p in [prompting.sft_target_problem(recipe.dataset, columns)] if p]
         if recipe.dataset.completion is not None and not prompting.template_problems(
             recipe.dataset.completion
@@ -225,7 +226,7 @@ def check_columns(recipe: Recipe, columns: list[str], binding: RewardBinding) ->
                 for column in prompting.template_fields(recipe.dataset.completion)
                 if column not in columns
             ]
-    if recipe.algorithm == "reward":
+    if learns == "chosen/rejected pairs":
         problems += prompting.preference_problems(recipe.dataset, columns)
     elif recipe.dataset.prompt is None and not {"prompt", "messages"} & set(columns):
         problems.append(
@@ -238,7 +239,7 @@ def check_columns(recipe: Recipe, columns: list[str], binding: RewardBinding) ->
                 problems.append(
                     f"dataset.prompt uses column {column!r}, which the dataset does not have; columns: {', '.join(columns)}"
                 )
-    if recipe.algorithm == "sft" and recipe.dataset.completion is not None:
+    if learns == "demonstrations" and recipe.dataset.completion is not None:
         problems += [
             p.replace("dataset.prompt", "dataset.completion")
             for p in prompting.template_problems(recipe.dataset.completion)

@@ -243,7 +243,7 @@ def test(
     from rich.markup import escape
     from rich.table import Table
 
-    from grpo_cli import grpo_advantages, reward_binding, reward_models, scoring
+    from grpo_cli import grpo_advantages, reward_binding, reward_models, scoring, trainer_fields
     from grpo_cli.recipe import RewardEntry
     from grpo_cli.trainer_fields import fields
 
@@ -279,10 +279,8 @@ def test(
         if not entries:
             raise UserError(f"{recipe} names no rewards; add some, or give --reward NAME")
         trainer, dtype = loaded.trainer, loaded.model.dtype
-        if loaded.algorithm == "grpo":  # what GRPOTrainer passes to the chat template for reward models
-            from grpo_cli.trainer_fields import mapping
-
-            chat_template_kwargs = mapping(loaded, "chat_template_kwargs")
+        # What GRPOTrainer passes to the chat template for reward models.
+        chat_template_kwargs = trainer_fields.chat_template_kwargs(loaded)
         policy_tokenizer = _fill_from_rows(items, loaded, prompt, row, given_columns)
         tokenizer = tokenizer if tokenizer is not None else policy_tokenizer
     else:

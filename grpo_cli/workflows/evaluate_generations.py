@@ -61,7 +61,7 @@ def bind_rewards(recipe: Recipe) -> Rewards:
     binding = validation.bind_rewards(recipe)
     if binding.problems:
         raise ConfigError(recipe.path.name if recipe.path else "recipe", binding.problems)
-    kwargs = trainer_fields.mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
+    kwargs = trainer_fields.chat_template_kwargs(recipe)
     load_models = functools.partial(
         reward_models.load_reward_models, dtype=recipe.model.dtype, chat_template_kwargs=kwargs
     )
@@ -259,11 +259,7 @@ def run(
                 prepared = prompting.prepare(raw_rows, recipe.dataset, tokenizer)
                 rows = list(prepared)
                 chat = prompting.uses_chat(recipe.dataset, tokenizer)
-                template_kwargs = (
-                    trainer_fields.mapping(recipe, "chat_template_kwargs")
-                    if recipe.algorithm == "grpo"
-                    else {}
-                )
+                template_kwargs = trainer_fields.chat_template_kwargs(recipe)
                 prompt_ids = prompting.tokenize_prompts(
                     tokenizer, [r["prompt"] for r in rows], template_kwargs
                 )

@@ -29,7 +29,7 @@ from grpo_cli.recipe import ModelSection, Recipe, load_recipe, parse_recipe
 from grpo_cli.recipe_files import apply_overrides
 from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER
 from grpo_cli.run_files import RECIPE_FILE, read_adapter_config, read_export_marker
-from grpo_cli.trainer_fields import mapping
+from grpo_cli.trainer_fields import chat_template_kwargs
 from grpo_cli.workflows.evaluate_generations import bind_rewards, evaluated_state, score
 
 
@@ -269,7 +269,7 @@ def run(
 
 
 def _template_kwargs(recipe: Recipe) -> dict:
-    return mapping(recipe, "chat_template_kwargs") if recipe.algorithm == "grpo" else {}
+    return chat_template_kwargs(recipe)
 
 
 def chat(
