@@ -99,7 +99,7 @@ def _parse(path: Path, suffix: str) -> LocalData:
     else:
         try:
             loaded = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as err:
+        except (ValueError, RecursionError) as err:  # ValueError: bad JSON, or a number over 4300 digits
             raise UserError(f"dataset {path}: invalid JSON: {getattr(err, 'msg', err)}") from err
         if isinstance(loaded, dict) and loaded and isinstance(next(iter(loaded.values())), list):
             loaded = next(iter(loaded.values()))  # {"data": [records]}

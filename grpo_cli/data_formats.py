@@ -23,7 +23,10 @@ def jsonl_objects(
             continue
         try:
             record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: nested too deep
+        except (
+            ValueError,
+            RecursionError,
+        ) as err:  # bad JSON (a number over 4300 digits too), nested too deep
             raise UserError(f"{where}:{number}: invalid JSON: {getattr(err, 'msg', err)}") from err
         if not isinstance(record, dict):
             raise UserError(f"{where}:{number}: each line must be {shape}, not {line.strip()[:40]}")

@@ -27,11 +27,18 @@ def did_you_mean(word: str, choices: Iterable[str], n: int = 1) -> str:
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
+MAX_SHOWN = 20  # problems listed; past that a list stops being read (100k unknown keys printed 100k lines)
+
+
 def format_problems(source: str, problems: list[str]) -> str:
-    """`source: problem` for one problem; `source: N problems:` and one `  - problem` line each for several."""
+    """`source: problem` for one problem; `source: N problems:` and one `  - problem` line each for several, the
+    first MAX_SHOWN of them and `  ... and M more`."""
     if len(problems) == 1:
         return f"{source}: {problems[0]}"
-    return f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+    lines = [f"  - {p}" for p in problems[:MAX_SHOWN]]
+    if len(problems) > MAX_SHOWN:
+        lines.append(f"  ... and {len(problems) - MAX_SHOWN} more (fix these and validate again)")
+    return f"{source}: {len(problems)} problems:\n" + "\n".join(lines)
 
 
 class UserError(Exception):

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from grpo_cli.workflows.evaluate_generations import EvalResult
 
 KEY = "stages"
+MAX_STAGES = 50  # a chain longer than any post-training recipe; each stage is validated (and trained) in turn
 
 
 def is_pipeline(name_or_path: str) -> bool:
@@ -60,6 +61,8 @@ def stage_paths(path: Path) -> list[Path]:
     stages = data[KEY]
     if not isinstance(stages, list) or not stages or not all(isinstance(s, str) and s for s in stages):
         raise UserError(f"{path.name}: stages must be a list of recipe files, e.g. [sft.yaml, grpo.yaml]")
+    if len(stages) > MAX_STAGES:
+        raise UserError(f"{path.name}: {len(stages)} stages; a pipeline has at most {MAX_STAGES}")
     found = []
     for stage in stages:
         candidate = path.parent / stage
@@ -67,6 +70,8 @@ def stage_paths(path: Path) -> list[Path]:
             candidate = shipped_recipes()[Path(stage).stem]
         if not candidate.is_file():
             raise UserError(f"{path.name}: stage {stage!r} not found (looked for {candidate})")
+        if candidate.resolve() in found:  # it would train into its own output_dir twice
+            raise UserError(f"{path.name}: stage {stage!r} is listed twice; list each stage once")
         found.append(candidate.resolve())
     return found
 

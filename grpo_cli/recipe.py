@@ -69,9 +69,17 @@ class FromConfig(_Strict):
         return self
 
 
-def _no_nul(value: str | None) -> str | None:
+MAX_NAME_PART = 255  # bytes in one path component: what file systems allow (and far more than a Hub id has)
+
+
+def _usable_name(value: str | None) -> str | None:
+    """A name or path a file system (or the Hub) can take: no NUL byte, no part over MAX_NAME_PART bytes."""
     if isinstance(value, str) and "\x00" in value:
         raise ValueError("contains a NUL byte")
+    if isinstance(value, str) and any(len(part.encode()) > MAX_NAME_PART for part in value.split("/")):
+        raise ValueError(
+            f"has a part longer than {MAX_NAME_PART} bytes, which no file, directory or Hub id can have"
+        )
     return value
 
 
@@ -85,7 +93,7 @@ class ModelSection(_Strict):
     trust_remote_code: bool = False
     revision: str | None = None
 
-    _names = field_validator("name_or_path", "revision", "run")(_no_nul)
+    _names = field_validator("name_or_path", "revision", "run")(_usable_name)
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -130,7 +138,7 @@ class DatasetSection(_Strict):
     eval_ratio: float | None = Field(None, gt=0, lt=1)
     eval_size: int | None = Field(None, gt=0)
 
-    _paths = field_validator("source", "eval_split", "split", "config")(_no_nul)
+    _paths = field_validator("source", "eval_split", "split", "config")(_usable_name)
 
     @model_validator(mode="after")
     def _check(self):
@@ -154,7 +162,7 @@ class RewardEntry(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        _no_nul(name)
+        _usable_name(name)
         if name.strip() == "model:":
             raise ValueError("model: needs a Hub id or a local directory, e.g. model:./my-reward-model")
         return name
@@ -187,6 +195,8 @@ class DistributedSection(_Strict):
     main_process_ip: str | None = None
     main_process_port: int | None = Field(None, ge=1, le=65535)
 
+    _paths = field_validator("config_file")(_usable_name)
+
     @model_validator(mode="after")
     def _check(self):
         if self.config_file is not None and self.backend != "ddp":
@@ -211,6 +221,8 @@ class Recipe(_Strict):
     trainer: dict[str, Any] = Field(default_factory=dict)
     eval: EvalSection | None = None
     distributed: DistributedSection = Field(default_factory=DistributedSection)
+
+    _paths = field_validator("output_dir")(_usable_name)
 
     # Where the recipe came from; not part of the YAML.
     _path: Path | None = None
@@ -248,14 +260,34 @@ def _schema_at(loc: tuple) -> type[BaseModel] | None:
     return cls
 
 
-def _format_error(err: dict) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+def _user_location(loc: tuple, data: Any) -> tuple:
+    """The parts of a pydantic error location that are the user's keys and list indices, found by walking `data`:
+    pydantic adds steps of its own ("function-after[...]", "list[str]"), and a user's key may look like one
+    (`x[0]`)."""
+    kept = []
+    for part in loc:
+        if (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        ):
+            data = data[part]
+        else:
+            continue
+        kept.append(part)
+    return tuple(kept)
+
+
+def _format_error(err: dict, data: Any) -> str:
+    loc = _user_location(err["loc"], data)
+    if err["type"] == "missing" and err["loc"] and isinstance(err["loc"][-1], str):
+        loc = (*_user_location(err["loc"][:-1], data), err["loc"][-1])  # the missing key is not in the data
     dotted = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
-    if err["type"] == "extra_forbidden":
+    if err["type"] == "extra_forbidden" and loc:
         schema = _schema_at(loc)
         valid = list(schema.model_fields) if schema else []
         hint = did_you_mean(str(loc[-1]), valid)
         listing = f"; valid keys: {', '.join(valid)}" if valid and not hint else ""
+        if "[" in str(loc[-1]):  # `rewards[0].weight=2` on the command line: a key, not an index
+            listing += "; KEY=VALUE cannot index into a list: edit the list in the recipe"
         return f"{dotted}: unknown key{hint}{listing}"
     if err["type"] == "missing":
         return f"{dotted}: required key is missing"
@@ -285,7 +317,7 @@ def _section_problems(data: dict) -> tuple[dict[str, Any], list[str]]:
     try:
         Recipe.model_validate(data)
     except ValidationError as err:
-        problems = list(dict.fromkeys(_format_error(e) for e in err.errors()))
+        problems = list(dict.fromkeys(_format_error(e, data) for e in err.errors()))
     return good, problems
 
 

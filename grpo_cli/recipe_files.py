@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from grpo_cli._paths import RECIPES_DIR
-from grpo_cli.errors import UserError, did_you_mean
+from grpo_cli.errors import UserError, did_you_mean, shorten
 
 
 def shipped_recipes() -> dict[str, Path]:
@@ -25,6 +25,10 @@ def shipped_recipes() -> dict[str, Path]:
 def find_recipe(name_or_path: str) -> Path:
     if "\x00" in name_or_path:
         raise UserError(f"recipe name contains a NUL byte: {name_or_path!r}")
+    try:
+        Path(name_or_path).is_file()
+    except OSError as err:  # a name too long for the file system (ENAMETOOLONG), and the like
+        raise UserError(f"recipe {shorten(name_or_path, 60)}: {err.strerror or err}") from err
     path = Path(name_or_path)
     if path.is_file():
         return path.resolve()
@@ -46,7 +50,10 @@ def find_recipe(name_or_path: str) -> Path:
 
 # YAML 1.1 reads `1e-5` and `5e-1` (no dot, or no sign in the exponent) as strings; everyone means a number.
 _FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+# Bounds no recipe comes near, so that a hostile or broken file is refused in milliseconds, not parsed for minutes.
 MAX_DEPTH = 64  # deeper than any recipe needs; far below what recursion in the parser and pydantic survives
+MAX_BYTES = 1 << 20  # the shipped recipes are under 3 KiB
+MAX_VALUES = 100_000  # keys and values, counted as aliases (*name) expand them: a "billion laughs" stops here
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -72,8 +79,55 @@ class _RecipeLoader(yaml.SafeLoader):
                 )
         return super().construct_mapping(node, deep=deep)
 
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        values, depth = _expanded_shape(node)
+        if depth > MAX_DEPTH:
+            raise _TooBig(f"nested more than {MAX_DEPTH} levels deep; that is no recipe")
+        if values > MAX_VALUES:
+            raise _TooBig(
+                f"holds {values if values < 10**12 else 'over 10**12'} values once its aliases (*name) are expanded; "
+                f"a recipe has at most {MAX_VALUES:,}"
+            )
+        return self.construct_document(node)
+
 
 _RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _expanded_shape(root) -> tuple[int, int]:
+    """(values, depth) of a composed YAML document as construction would expand it: an alias counts its whole
+    subtree again. Each node is measured once (aliases share nodes), so this is fast whatever the expansion."""
+    memo: dict[int, tuple[int, int]] = {}
+    # Post-order without recursion: a node is measured once all its children are.
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in memo:
+            continue
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            memo[id(node)] = (1, 1)
+            continue
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in memo and child is not node)
+            continue
+        shapes = [memo.get(id(child), (1, 1)) for child in children]  # a node inside itself counts once
+        memo[id(node)] = (
+            1 + sum(values for values, _ in shapes),
+            1 + max((depth for _, depth in shapes), default=0),
+        )
+    return memo[id(root)]
 
 
 def parse_yaml(text: str, source: str = "<text>") -> Any:
@@ -87,31 +141,22 @@ def parse_yaml(text: str, source: str = "<text>") -> Any:
         raise UserError(f"{source}{where}: invalid YAML: {problem}") from err
     except RecursionError as err:
         raise UserError(f"{source}: nested too deeply to be a recipe") from err
+    except _TooBig as err:
+        raise UserError(f"{source}: {err}") from err
     except ValueError as err:  # e.g. an integer with thousands of digits
         raise UserError(f"{source}: invalid YAML: {err}") from err
-    if _depth(data) > MAX_DEPTH:
-        raise UserError(f"{source}: nested more than {MAX_DEPTH} levels deep; that is no recipe")
     return data
 
 
-def _depth(data: Any) -> int:
-    deepest, stack = 0, [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if depth > MAX_DEPTH:
-            break
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 def read_text(path: Path, what: str = "recipe") -> str:
-    """A text file that must be UTF-8 (a BOM is allowed); a one-line error otherwise."""
+    """A text file that must be UTF-8 (a BOM is allowed) and at most MAX_BYTES; a one-line error otherwise."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except OSError as err:
         raise UserError(f"cannot read {what} {path}: {err.strerror or err}") from err
+    if len(raw) > MAX_BYTES:
+        raise UserError(f"{path}: over {MAX_BYTES >> 20} MiB; a {what} is a few KiB of YAML, not a data file")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -154,13 +199,17 @@ def _load_with_parents(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     absolutize_paths(data, path.parent)
     if parent is None:
         return data
-    if not isinstance(parent, str) or not parent or "\x00" in parent:
-        raise UserError(f"{path}: extends must be a recipe path or shipped recipe name, got {parent!r}")
+    if not isinstance(parent, str) or not parent or "\x00" in parent or len(parent) > 4096:
+        raise UserError(
+            f"{path}: extends must be a recipe path or shipped recipe name, got {shorten(parent, 80)}"
+        )
     parent_path = path.parent / parent
-    if not parent_path.is_file() and "/" not in parent and Path(parent).stem in shipped_recipes():
+    if not _is_file(parent_path) and "/" not in parent and Path(parent).stem in shipped_recipes():
         parent_path = shipped_recipes()[Path(parent).stem]  # a shipped recipe by name
-    if not parent_path.is_file():
-        raise UserError(f"{path}: extends {parent!r}, but {parent_path} does not exist (or is not a file)")
+    if not _is_file(parent_path):
+        raise UserError(
+            f"{path}: extends {shorten(parent, 80)}, but {parent_path} does not exist (or is not a file)"
+        )
     return deep_merge(_load_with_parents(parent_path.resolve(), (*seen, path)), data)
 
 
@@ -221,8 +270,24 @@ def absolutize_paths(data: dict, base: Path) -> None:
                 reward["name"] = f"{(base / file).resolve()}:{attr}"
         elif name.startswith("model:"):
             reward["name"] = "model:" + resolve_path(name.removeprefix("model:"), base)
-        elif (base / name).is_dir():
+        elif _is_dir(base / name):
             reward["name"] = resolve_path(name, base)  # a reward model directory next to the recipe
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, False for a name no file system can hold (too long, say): the schema then says what is wrong."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False for a name no file system can hold."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 # ---- KEY=VALUE ----
