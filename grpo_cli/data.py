@@ -332,6 +332,15 @@ def eval_split_problem(spec: DatasetSection) -> str | None:
     return None
 
 
+def training_rows(spec: DatasetSection, rows: int) -> int:
+    """How many of `rows` rows (or distinct prompts) train, as `load_splits` splits and limits them."""
+    if spec.eval_size is not None:
+        rows -= spec.eval_size
+    elif spec.eval_ratio is not None:
+        rows -= math.ceil(spec.eval_ratio * rows)  # as datasets' train_test_split rounds
+    return max(0, min(rows, spec.limit) if spec.limit is not None else rows)
+
+
 def held_out_problem(spec: DatasetSection, rows: int, what: str = "rows") -> str | None:
     """Why holding out eval_size or eval_ratio of `rows` rows (or distinct prompts: `what`) leaves nothing to
     train on (or to evaluate), if so."""

@@ -106,11 +106,20 @@ class ModelSection(_Strict):
 
 
 class LoraSection(_Strict):
-    r: int = Field(16, gt=0)
-    alpha: float = Field(32, gt=0)
+    r: int = Field(16, gt=0, le=65536)  # a rank above any layer's width is no low-rank adapter
+    alpha: float = Field(32, gt=0, le=1e6, allow_inf_nan=False)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: str | list[str] = "all-linear"
     bias: Literal["none", "all", "lora_only"] = "none"
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _some_modules(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError(
+                "an empty list adapts nothing; name modules (e.g. [q_proj, v_proj]) or 'all-linear'"
+            )
+        return value
 
 
 class GenerateSection(_Strict):

@@ -77,6 +77,9 @@ def check_value(field: TrainerField, value: Any) -> tuple[Any, str | None]:
         # transformers types its enum-backed fields (lr_scheduler_type, optim, *_strategy) as "these names, or a
         # str", then refuses any other str in __post_init__: only the names are valid.
         type_expr = type_expr.removesuffix(" | str")
+    if isinstance(value, bool) and "bool" not in type_expr.split(" | ") and "Any" not in type_expr:
+        # pydantic reads true as 1: `max_steps: true` trained one step, `learning_rate: true` at 1.0.
+        return value, f"expected {type_expr}, got {value!r} (true/false is no number)"
     if isinstance(value, int) and not isinstance(value, bool) and "float" in type_expr.split(" | "):
         # TRL types step counts `float` (below 1 they are a fraction of the run), and pydantic would turn an int
         # into a float: a whole number given stays one, so `save_steps: 3` is printed and saved as 3, not 3.0.
@@ -187,6 +190,21 @@ def check_section(algorithm: str, trainer: dict) -> tuple[dict, list[str]]:
 # What TRL and transformers refuse (or crash on once training starts): field -> (lowest, lowest allowed?, highest).
 RANGES: dict[str, tuple[float, bool, float | None]] = {
     "learning_rate": (0, True, None),
+    "max_length": (1, True, None),  # SFT and reward models: prompt + completion tokens
+    # GRPO: the KL coefficient, the clipping range, sampling
+    "beta": (0, True, None),
+    "epsilon": (0, True, None),
+    "epsilon_high": (0, True, None),
+    "top_k": (0, True, None),  # 0: no top-k filtering
+    "min_p": (0, True, 1),
+    "repetition_penalty": (0, False, None),
+    # PPO: KL penalty, clipping, the value loss's weight, GAE's discount and lambda
+    "kl_coef": (0, True, None),
+    "cliprange": (0, True, None),
+    "cliprange_value": (0, True, None),
+    "vf_coef": (0, True, None),
+    "gamma": (0, True, 1),
+    "lam": (0, True, 1),
     "per_device_train_batch_size": (1, True, None),
     "per_device_eval_batch_size": (1, True, None),
     "gradient_accumulation_steps": (1, True, None),
@@ -225,6 +243,12 @@ def check_ranges(trainer: dict) -> list[str]:
             continue
         if isinstance(given, int) and abs(given) > INT_MAX:
             problems.append(f"trainer.{key}: {given} is too large (TRL and torch take 64-bit integers)")
+            continue
+        if key == "max_steps" and given != -1 and given < 1:
+            # -1, TRL's default, trains num_train_epochs epochs; 0 trained a whole epoch too, and said nothing.
+            problems.append(
+                f"trainer.max_steps: must be at least 1 (or -1: train num_train_epochs), got {given}"
+            )
             continue
         if key not in RANGES:
             continue

@@ -76,9 +76,45 @@ def reward_run_problem(
 ) -> str | None:
     """A `model:<dir>` reward naming a run directory (or a pipeline stage's) must be a finished reward run."""
     path = getattr(reward, "model_path", None)
-    if path is None or looks_like_hub_id_only(path, planned):
+    if path is None:
         return None
+    if looks_like_hub_id_only(path, planned):
+        return _unplanned_run_problem(path, f"{label} ({reward.entry.name})", planned) or _model_dir_problem(
+            path, f"{label} ({reward.entry.name})"
+        )
     return run_problem(path, f"{label} ({reward.entry.name})", ("reward model",), planned)
+
+
+def _unplanned_run_problem(path: str, label: str, planned: dict[str, str] | None) -> str | None:
+    """In a pipeline, a `model:` name beside the stages' output directories (`runs/reward` next to `runs/sft`)
+    that no stage writes and that does not exist: a missing stage, not a Hub id."""
+    if not planned:
+        return None
+    local = Path(path).expanduser().resolve()
+    if local.exists() or local.parent not in {Path(out).parent for out in planned}:
+        return None
+    written = ", ".join(f"{out} ({algorithm})" for out, algorithm in planned.items())
+    return (
+        f"{label}: no earlier stage writes {local} and it does not exist; the stages before write {written}"
+    )
+
+
+def _model_dir_problem(path: str, label: str) -> str | None:
+    """Why a `model:` reward meant as a local directory (by its form, or because something is there) is no saved
+    model; None for a Hub id, which only loading can check."""
+    local = Path(path).expanduser()
+    if not looks_like_path(path) and not local.exists():
+        return None  # `org/name`: a Hub id
+    if not local.exists():
+        return f"{label}: {local.resolve()} does not exist; give a saved reward model's directory or a Hub id"
+    if not local.is_dir():
+        return f"{label}: {local.resolve()} is a file; give a saved reward model's directory or a Hub id"
+    if not (local / "config.json").is_file() and not (local / "adapter_config.json").is_file():
+        return (
+            f"{label}: {local.resolve()} holds no model (no config.json); give a directory saved with "
+            "save_pretrained, or a reward run's output directory"
+        )
+    return None
 
 
 def looks_like_hub_id_only(path: str, planned: dict[str, str] | None) -> bool:
@@ -157,6 +193,22 @@ def check_model(recipe: Recipe, planned: dict[str, str] | None = None) -> list[s
     if not path.exists() and not HUB_ID.match(name):
         return [f"model.name_or_path: {name!r} is neither a local directory nor a Hub id (org/name)"]
     return []
+
+
+def known_training_rows(recipe: Recipe) -> int | None:
+    """How many rows train, when that is known without loading anything heavy (a generated task, a local file);
+    None for a Hub dataset. With prompts shared by several rows this counts rows, never fewer than train gets."""
+    spec = recipe.dataset
+    try:
+        if spec.generate is not None and not tasks.check_task(spec.generate):
+            total = tasks.task_prompts(spec.generate)
+        elif spec.source is not None and data.is_local(spec.source):
+            total = data.read_local(Path(spec.source)).rows
+        else:
+            return None
+    except UserError:
+        return None  # check_dataset says what is wrong with it
+    return data.training_rows(spec, total) if spec.eval_split is None else total
 
 
 def check_dataset(recipe: Recipe) -> tuple[list[str], list[str] | None, dict | None]:
@@ -254,6 +306,41 @@ def check_columns(recipe: Recipe, columns: list[str], binding: RewardBinding) ->
     return problems
 
 
+# report_to's names -> (the module transformers imports for it, the pip package that provides it).
+TRACKERS = {
+    "wandb": ("wandb", "wandb"),
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow"),
+    "trackio": ("trackio", "trackio"),
+    "comet_ml": ("comet_ml", "comet_ml"),
+    "clearml": ("clearml", "clearml"),
+    "dvclive": ("dvclive", "dvclive"),
+    "neptune": ("neptune", "neptune"),
+    "swanlab": ("swanlab", "swanlab"),
+    "codecarbon": ("codecarbon", "codecarbon"),
+    "azure_ml": ("azureml", "azureml-core"),
+}
+
+
+def check_machine(trainer: dict) -> list[str]:
+    """Trainer settings this machine cannot honour, found before anything loads (each failed deep in a run)."""
+    import importlib.util
+
+    problems = []
+    if trainer.get("fp16") and trainer.get("bf16"):
+        problems.append("trainer: give fp16 or bf16, not both")
+    elif trainer.get("fp16") and not distributed.gpu_present():
+        problems.append("trainer.fp16: half precision needs a GPU and this machine has none; remove it")
+    if trainer.get("use_vllm") and importlib.util.find_spec("vllm") is None:
+        problems.append("trainer.use_vllm: vLLM is not installed (pip install vllm, on a machine with a GPU)")
+    trackers = trainer.get("report_to")
+    for name in [trackers] if isinstance(trackers, str) else trackers or []:
+        module, package = TRACKERS.get(name, (None, None))
+        if module is not None and importlib.util.find_spec(module) is None:
+            problems.append(f"trainer.report_to: {name} is not installed (pip install {package})")
+    return problems
+
+
 def check(
     recipe: Recipe,
     processes: int | None = None,
@@ -270,9 +357,12 @@ def check(
     problems = []
     if not {"algorithm", "trainer"} & broken:
         batch_rules = ALGORITHMS[recipe.algorithm].batch_rules
-        problems += batch_rules(recipe, processes) if batch_rules else []
+        rows = known_training_rows(recipe) if "dataset" not in broken else None
+        problems += batch_rules(recipe, processes, rows) if batch_rules else []
     if "distributed" not in broken:
         problems += distributed.check(spec)
+    if "trainer" not in broken:
+        problems += check_machine(recipe.trainer)
     if "model" not in broken:
         problems += check_model(recipe, planned)
     if not {"rewards", "eval"} & broken:

@@ -268,7 +268,7 @@ def test_columns_of_functions_classes_and_declared_ones(tmp_path):
 
 
 def test_validate_checks_the_columns_of_a_class_plugin(cli, tiny_recipe, tmp_path):
-    (tmp_path / "d.jsonl").write_text('{"question": "1+1=", "answer": "2"}\n')
+    (tmp_path / "d.jsonl").write_text('{"question": "1+1=", "answer": "2"}\n' * 4)  # a whole GRPO batch
     write(
         tmp_path / "judge.py",
         """
@@ -297,7 +297,7 @@ def test_validate_checks_the_columns_of_a_class_plugin(cli, tiny_recipe, tmp_pat
     ]
     changes["rewards"][0]["args"]["reference_column"] = "answer"
     changes["dataset"]["source"] = "d2.jsonl"
-    (tmp_path / "d2.jsonl").write_text('{"question": "1+1=", "answer": "2", "rubric": "exact"}\n')
+    (tmp_path / "d2.jsonl").write_text('{"question": "1+1=", "answer": "2", "rubric": "exact"}\n' * 4)
     assert cli("validate", tiny_recipe(changes)).exit_code == 0
 
 

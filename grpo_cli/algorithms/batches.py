@@ -20,8 +20,9 @@ def _divisors(n: int, start: int, limit: int = 12) -> list[int]:
     return found
 
 
-def grpo(recipe, processes: int) -> list[str]:
-    """GRPOTrainer generates `num_generations` completions per prompt, in batches each group must fit in."""
+def grpo(recipe, processes: int, rows: int | None = None) -> list[str]:
+    """GRPOTrainer generates `num_generations` completions per prompt, in batches each group must fit in; its
+    sampler drops a batch of prompts that is not whole, so fewer training `rows` than one batch train nothing."""
     value = trainer_fields.value
     generations = value(recipe, "num_generations")
     if generations is None or generations < 2:
@@ -54,6 +55,12 @@ def grpo(recipe, processes: int) -> list[str]:
             f"trainer: {how} completions per generation, which is not divisible by num_generations "
             f"({generations}); set num_generations to one of {options} or change the batch size"
         ]
+    if rows is not None and rows < batch // generations:
+        return [
+            f"dataset: {rows} training prompts, fewer than the {batch // generations} one GRPO generation takes "
+            f"({how} completions / num_generations {generations}); TRL drops a batch that is not whole, so it "
+            "would train nothing. Use more rows or a smaller batch"
+        ]
     return []
 
 
@@ -69,8 +76,9 @@ PPO_COMPUTED = (
 )
 
 
-def ppo(recipe, processes: int) -> list[str]:
-    """The rules TRL 1.12's PPOTrainer enforces (or trips over) when it sizes its batches, checked up front."""
+def ppo(recipe, processes: int, rows: int | None = None) -> list[str]:
+    """The rules TRL 1.12's PPOTrainer enforces (or trips over) when it sizes its batches, checked up front; with
+    the number of training `rows` when known, that one step's batch can be filled."""
     value = trainer_fields.value
     problems, stop = [], False
     for key in PPO_COMPUTED:
@@ -119,4 +127,10 @@ def ppo(recipe, processes: int) -> list[str]:
         problems.append(f"trainer.total_episodes: must be at least 1, got {episodes}")
     if value(recipe, "stop_token") is not None and value(recipe, "stop_token_id") is not None:
         problems.append("trainer: give stop_token or stop_token_id, not both")
+    if rows is not None and rows < processes * local_batch:
+        problems.append(
+            f"dataset: {rows} training rows, fewer than the {processes * local_batch} prompts one PPO step samples "
+            "(per_device_train_batch_size x gradient_accumulation_steps x processes); TRL drops incomplete "
+            "batches, so it would train nothing. Use more rows or a smaller batch"
+        )
     return problems

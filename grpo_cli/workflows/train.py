@@ -107,6 +107,12 @@ def train_recipe(
     finally:
         interrupts.restore()
         release_locks()
+    if summary and not summary.get("steps"):
+        # Never success for nothing: TRL ends a run whose data fills no batch at step 0 with a mere warning.
+        raise UserError(
+            f"trained 0 steps into {out}: the training data filled no batch (fewer rows than one step takes, "
+            "e.g. after dataset.limit or eval_size); use more rows or a smaller batch, then --overwrite"
+        )
     if summary:
         from grpo_cli.model_card import write_run_card
 
