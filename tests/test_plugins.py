@@ -526,7 +526,7 @@ def test_pip_installed_plugin_is_found_through_its_entry_points(acme):
 
 @pytest.mark.slow
 def test_pip_installed_plugin_in_a_recipe_validate_and_rewards_ls(acme, cli, tiny_recipe, tmp_path):
-    (tmp_path / "d.jsonl").write_text('{"question": "Say hi", "answer": "HI", "topic": "greetings"}\n')
+    (tmp_path / "d.jsonl").write_text('{"question": "Say hi", "answer": "HI", "topic": "greetings"}\n' * 4)
     changes = {
         "dataset": {"generate": None, "source": "d.jsonl", "eval_size": None},
         "rewards": [
