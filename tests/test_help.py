@@ -19,26 +19,26 @@ from tests.helpers import heavy_modules_after
 # (`<recipe name>`, `<column>`) that a markdown renderer swallowed as HTML tags.
 HELP = {
     "": ["Usage: grpo-cli [OPTIONS] COMMAND [ARGS]...", "--version"],
-    "train": ["Usage: grpo-cli train [OPTIONS] {RECIPE} [KEY=VALUE]...", "-o, --output-dir"],
-    "validate": ["Usage: grpo-cli validate [OPTIONS] {RECIPE} [KEY=VALUE]...", "(see `grpo-cli recipes ls`)"],
+    "train": ["Usage: grpo-cli train [OPTIONS] RECIPE [KEY=VALUE]...", "-o, --output-dir"],
+    "validate": ["Usage: grpo-cli validate [OPTIONS] RECIPE [KEY=VALUE]...", "(see `grpo-cli recipes ls`)"],
     "eval": [
-        "Usage: grpo-cli eval [OPTIONS] {RECIPE} [KEY=VALUE]...",
+        "Usage: grpo-cli eval [OPTIONS] RECIPE [KEY=VALUE]...",
         "-o, --output-dir DIR",
         "else runs/eval-<recipe name>.",
         "Eval-only rewards go in the recipe's `eval: {rewards: [...]}`.",
         "RECIPE may be a pipeline file (`stages:`, e.g. `grpo-cli eval pipeline`)",
     ],
-    "report": ["Usage: grpo-cli report [OPTIONS] {RUN_DIR}...", "-o, --output-dir DIR"],
-    "export": ["Usage: grpo-cli export [OPTIONS] {RUN_DIR}", "-o, --output-dir DIR"],
+    "report": ["Usage: grpo-cli report [OPTIONS] RUN_DIR...", "-o, --output-dir DIR"],
+    "export": ["Usage: grpo-cli export [OPTIONS] RUN_DIR", "-o, --output-dir DIR"],
     "generate": [
-        "Usage: grpo-cli generate [OPTIONS] {MODEL_OR_RUN} [KEY=VALUE]...",
+        "Usage: grpo-cli generate [OPTIONS] MODEL_OR_RUN [KEY=VALUE]...",
         '({"prompt": ...}, {"messages": [...]}, or the columns',
         '(`prompt: "{question}"`)',
     ],
     "recipes": ["Usage: grpo-cli recipes [OPTIONS] COMMAND [ARGS]..."],
     "recipes ls": ["Usage: grpo-cli recipes ls [OPTIONS]"],
-    "recipes show": ["Usage: grpo-cli recipes show [OPTIONS] {RECIPE}"],
-    "recipes cp": ["Usage: grpo-cli recipes cp [OPTIONS] {NAME} {DEST}", "a new one when DEST ends with /"],
+    "recipes show": ["Usage: grpo-cli recipes show [OPTIONS] RECIPE"],
+    "recipes cp": ["Usage: grpo-cli recipes cp [OPTIONS] NAME DEST", "a new one when DEST ends with /"],
     "rewards": ["Usage: grpo-cli rewards [OPTIONS] COMMAND [ARGS]..."],
     "rewards ls": ["Usage: grpo-cli rewards ls [OPTIONS]"],
     "rewards test": [
@@ -61,6 +61,14 @@ def test_help_keeps_every_word(command):
     text = help_text(*command.split())
     for expected in HELP[command]:
         assert expected in text
+
+
+@pytest.mark.parametrize("command", list(HELP), ids=lambda c: c or "grpo-cli")
+def test_arguments_read_as_the_readme_writes_them(command):
+    # Typer's own rendering: `{RECIPE}` for a required argument and a Python type after its name
+    # (`RECIPE <str>`, `RUN_DIR <list[Path]>`), which says nothing a user can act on.
+    text = help_text(*command.split())
+    assert re.search(r"\{[A-Z_=]+\}|<(str|int|path|Path|list\[\w+\])>", text) is None, text
 
 
 def test_every_command_is_checked():
