@@ -155,3 +155,15 @@ def test_recipes_cp_into_a_directory(cli, tmp_path, monkeypatch, dest):
 def test_recipes_cp_to_a_new_name_is_a_file(cli, tmp_path):
     assert cli("recipes", "cp", "addition", tmp_path / "mine").exit_code == 0
     assert (tmp_path / "mine").is_file()
+
+
+def test_one_reward_is_singular(cli, tiny_recipe):
+    result = cli("validate", tiny_recipe({"rewards": [{"name": "accuracy"}]}))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "tiny.yaml: ok (grpo, 1 reward)\n"
+
+
+def test_counted():
+    from grpo_cli.commands._common import counted
+
+    assert [counted(n, "reward") for n in (0, 1, 2)] == ["0 rewards", "1 reward", "2 rewards"]

@@ -26,6 +26,11 @@ LegacyOutput = Annotated[
 ]
 
 
+def counted(count: int, noun: str) -> str:
+    """`1 reward`, `2 rewards`: a count with its noun (a regular plural)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def pick_output_dir(given: Path | None, legacy: Path | None) -> Path | None:
     """--output-dir, or --output (its old name) with a note saying so; both at once is an error."""
     if legacy is None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.commands._common import LegacyOutput, pick_output_dir
+from grpo_cli.commands._common import LegacyOutput, counted, pick_output_dir
 
 
 def report(
@@ -59,7 +59,7 @@ def report(
     if output_dir is None and pipelines:
         output_dir = run_dirs[0].parent / f"report-{pipelines[0].stem}"
     written = write_report(run_dirs, output_dir)
-    typer.echo(f"wrote {written.path} and {len(written.plots)} plots beside it")
+    typer.echo(f"wrote {written.path} and {counted(len(written.plots), 'plot')} beside it")
 
     # One column per run: two or three runs compared side by side fit a terminal's width.
     table = Table()
