@@ -167,3 +167,48 @@ def test_counted():
     from grpo_cli.commands._common import counted
 
     assert [counted(n, "reward") for n in (0, 1, 2)] == ["0 rewards", "1 reward", "2 rewards"]
+
+
+def test_piped_recipes_ls_keeps_each_row_on_one_line(cli, monkeypatch):
+    # CliRunner's stdout is not a terminal, as with `grpo-cli recipes ls | cat`.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    result = cli("recipes", "ls")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 + len(shipped_recipes()), result.stdout
+    assert [line.split()[0] for line in lines[1:]] == list(shipped_recipes())
+    (pipeline,) = [line for line in lines if line.split()[0] == "pipeline"]
+    # The description is the first sentence whole, over the three comment lines it spans.
+    assert pipeline.rstrip().endswith(
+        "then improve the SFT model with PPO against that reward model and, separately, "
+        "with GRPO and a LoRA adapter."
+    ), pipeline
+
+
+def test_piped_tables_respect_columns_given(monkeypatch):
+    from grpo_cli.commands._common import stdout_console
+
+    monkeypatch.setenv("COLUMNS", "60")
+    assert stdout_console().width == 60
+    monkeypatch.delenv("COLUMNS")
+    assert stdout_console().width > 1000
+
+
+@pytest.mark.parametrize(
+    ("comments", "description"),
+    [
+        ("# grpo-cli train x\n# One line. Another sentence.\n# More.\n", "One line. Another sentence."),
+        (
+            "# grpo-cli train x\n# Starts here,\n# goes on (~2.5 min, e.g. this). Not this.\n",
+            "Starts here, goes on (~2.5 min, e.g. this).",
+        ),
+        ("# Run: grpo-cli train x\n# No full stop\n#\n# Needs: a GPU.\n", "No full stop"),
+        ("algorithm: grpo\n", ""),
+    ],
+)
+def test_recipe_description_is_whole_sentences(tmp_path, comments, description):
+    from grpo_cli.commands.recipes import _description
+
+    path = tmp_path / "r.yaml"
+    path.write_text(comments + "algorithm: grpo\n")
+    assert _description(path) == description

@@ -43,6 +43,36 @@ def pick_output_dir(given: Path | None, legacy: Path | None) -> Path | None:
     return legacy
 
 
+# Piped or redirected, a table is as wide as its rows: a reader of `| cat`, `| grep` or a log file wants one line
+# per row, and Rich's default for a non-terminal, 80 columns, wrapped them.
+_PIPED_WIDTH = 10_000
+
+
+def stdout_console():
+    """A Rich console for stdout: a terminal's own width; piped or redirected, as wide as the rows printed
+    (unless COLUMNS says otherwise). Every command printing a table to stdout takes its console from here."""
+    import os
+
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = _PIPED_WIDTH
+    return console
+
+
+def print_table(table) -> None:
+    """Print a Rich table (or any renderable) to stdout: on a terminal as Rich draws it; piped or redirected, one
+    line per row and no trailing padding, so `| cat`, `| grep` and log files read cleanly."""
+    console = stdout_console()
+    if console.is_terminal:
+        console.print(table)
+        return
+    with console.capture() as captured:
+        console.print(table)
+    typer.echo("".join(line.rstrip() + "\n" for line in captured.get().splitlines()), nl=False)
+
+
 def print_recipe(recipe) -> None:
     from rich.console import Console
     from rich.syntax import Syntax

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.commands._common import LegacyOutput, counted, pick_output_dir
+from grpo_cli.commands._common import LegacyOutput, counted, pick_output_dir, print_table
 
 
 def report(
@@ -41,7 +41,6 @@ def report(
     Example: grpo-cli report runs/gsm8k-grpo runs/gsm8k-ppo -o reports/gsm8k
     """
     # Imported here so that `grpo-cli --help` does not load the plotting and table code.
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -69,4 +68,4 @@ def report(
     names = [name for name, _ in written.summaries[0].rows()]
     for i, name in enumerate(names):
         table.add_row(name, *(Text(summary.rows()[i][1]) for summary in written.summaries))
-    Console().print(table)
+    print_table(table)
