@@ -35,7 +35,9 @@ def report(
 ) -> None:
     """Plot and summarise training runs: reward, each reward function, KL, loss, completion length, learning rate.
 
-    Several runs are drawn in the same figures, so a GRPO and a PPO run of one task compare at a glance.
+    Several runs are drawn in the same figures, so a GRPO and a PPO run of one task compare at a glance; runs
+    of different kinds (RL, SFT, reward model) get a panel each, on their own scale. A learning rate that never
+    changes is stated, not drawn. report.md shows each run's latest `grpo-cli eval` results (RUN_DIR/eval).
     A run still training can be reported on; it shows as in progress.
 
     Example: grpo-cli report runs/gsm8k-grpo runs/gsm8k-ppo -o reports/gsm8k
