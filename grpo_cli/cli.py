@@ -11,6 +11,7 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from grpo_cli.commands import recipes, rewards
 from grpo_cli.commands.eval import evaluate
@@ -90,8 +91,42 @@ def _options(
     pass
 
 
+def _argument_name(param) -> str:
+    return (param.metavar or param.name.upper()) + ("..." if param.nargs != 1 else "")
+
+
+class _Command(TyperCommand):
+    """Arguments named as the README writes them: `RECIPE [KEY=VALUE]...` in the usage line and `RECIPE` in the
+    Arguments section, where Typer writes `{RECIPE}` and adds the Python type (`RECIPE <str>`)."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                pieces.extend(param.get_usage_pieces(ctx))
+                continue
+            name = param.metavar or param.name.upper()
+            pieces.append((name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else ""))
+        return pieces
+
+    def format_options(self, ctx, formatter) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append((_argument_name(param), record[1]))
+            else:
+                options.append(record)
+        for title, records in (("Arguments", arguments), ("Options", options)):
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
 def _register(typer_app: typer.Typer, command, name: str | None = None) -> None:
-    typer_app.command(name=name)(handle_errors(command))
+    typer_app.command(name=name, cls=_Command)(handle_errors(command))
 
 
 _register(app, train)

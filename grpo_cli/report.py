@@ -3,7 +3,7 @@
 A run directory holds `metrics.jsonl` (one JSON object per logged step, appended while the run trains),
 `recipe.yaml` (the resolved recipe) and, once training has finished, `summary.json`; `runs` reads them. A report
 can be made of a run still in progress: a half-written last line of the log is skipped and a missing
-`summary.json` reads as "in progress".
+`summary.json` reads as "in progress". A run's `eval/eval.json` (what `grpo-cli eval` measured last) is shown with it.
 
 matplotlib is imported inside `plot` only: `grpo-cli --help` must not pay for it.
 """
@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.errors import UserError
+from grpo_cli.output import warn_once
 from grpo_cli.run_files import (
     METRICS_FILE,
     atomic_write,
+    read_eval_report,
     read_metrics,
     read_recipe,
     read_summary,
@@ -42,8 +45,9 @@ class Series:
     key: str
     title: str
     ylabel: str
-    # A schedule (the learning rate) is not noisy: averaging it would only blur its corners.
-    smooth: bool = True
+    # A schedule (the learning rate) is not noisy: averaging it would only blur its corners. A run that holds it
+    # constant gets no line (a flat line says less than the number): the run's summary states it instead.
+    schedule: bool = False
 
 
 TOTAL_REWARD = Series("reward", "Total reward", "mean weighted reward")
@@ -52,7 +56,7 @@ LATER_SERIES = (
     Series("kl", "KL divergence to the reference model", "KL"),
     Series("loss", "Loss", "loss"),
     Series("completion_length", "Completion length", "mean tokens"),
-    Series("learning_rate", "Learning rate", "learning rate", smooth=False),
+    Series("learning_rate", "Learning rate", "learning rate", schedule=True),
     # SFT and reward-model stages (see run_files.METRIC_NAMES), so a pipeline's stages overlay in one report.
     Series("token_accuracy", "SFT: next-token accuracy on the targets", "share of tokens"),
     Series("pairwise_accuracy", "Reward model: chosen scored above rejected", "share of pairs"),
@@ -86,13 +90,19 @@ class RunSummary:
     last_reward: tuple[int, float] | None
     best_reward: tuple[int, float] | None
     final_kl: float | None
+    learning_rate: tuple[float, float] | None = None  # (first, last) logged, when the run logged one
+    evaluation: dict[str, Any] | None = None  # eval/eval.json, what `grpo-cli eval` measured last
+
+    @property
+    def constant_learning_rate(self) -> bool:
+        return self.learning_rate is not None and self.learning_rate[0] == self.learning_rate[1]
 
     def rows(self) -> list[tuple[str, str]]:
         """(name, formatted value) pairs, the one place where the report's numbers are formatted."""
         steps = str(self.steps)
         if not self.finished and self.max_steps:
             steps = f"{self.steps} of {self.max_steps}"
-        return [
+        rows = [
             ("Status", "finished" if self.finished else "in progress"),
             ("Steps", steps),
             ("Wall time", format_duration(self.wall_time_s)),
@@ -101,6 +111,13 @@ class RunSummary:
             ("Best reward", _format_point(self.best_reward)),
             ("Final KL", format_number(self.final_kl)),
         ]
+        if self.learning_rate is not None:
+            first, last = self.learning_rate
+            if self.constant_learning_rate:
+                rows.append(("Learning rate", f"{format_number(first)} (constant)"))
+            else:
+                rows.append(("Learning rate", f"{format_number(first)} -> {format_number(last)}"))
+        return rows
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,9 @@ class Plot:
     title: str
     path: Path
     runs: list[str]
+    # The runs of each panel, one panel per kind of training (RL, SFT, reward model) that logged the metric: an SFT
+    # loss of 2-7 on the axis of a GRPO loss near 0 flattened the GRPO line to nothing.
+    panels: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,6 +191,7 @@ def summarize(run: Run) -> RunSummary:
     times = _points(run.metrics, "time")
     steps = summary.get("steps")
     wall_time = summary.get("wall_time_s")
+    learning_rate = _points(run.metrics, "learning_rate")
     return RunSummary(
         label=run.label,
         path=run.path.resolve(),
@@ -183,7 +204,17 @@ def summarize(run: Run) -> RunSummary:
         # The first of equal maxima, so the step shown is when the best was reached.
         best_reward=max(reward, key=lambda point: point[1]) if reward else None,
         final_kl=kl[-1][1] if kl else None,
+        learning_rate=(learning_rate[0][1], learning_rate[-1][1]) if learning_rate else None,
+        evaluation=_evaluation(run.path),
     )
+
+
+def _evaluation(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read_eval_report(run_dir)
+    except UserError as err:  # a damaged eval result must not cost the user the rest of the report
+        warn_once(f"{err}; the report leaves its eval results out")
+        return None
 
 
 def plot(runs: Sequence[Run], output: Path) -> list[Plot]:
@@ -192,26 +223,43 @@ def plot(runs: Sequence[Run], output: Path) -> list[Plot]:
     A metric that no run logged gets no figure. A run keeps its colour in every figure, also where another
     run has no line.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    colours = {id(run): f"C{i % 10}" for i, run in enumerate(runs)}
     plots: list[Plot] = []
     taken: set[str] = set()
     for series in _series_to_draw(runs):
-        lines = [(run, _points(run.metrics, series.key)) for run in runs]
-        lines = [(run, points) for run, points in lines if points]
-        if not lines:
+        panels = _panels(series, runs)
+        if not panels:
             continue
-        # The object-oriented API, not pyplot: no global figure registry to leak into, no backend to switch.
-        figure = Figure(figsize=(7, 4), dpi=120, layout="constrained")
-        FigureCanvasAgg(figure)
-        axes = figure.add_subplot()
+        figure = figure_for(series, runs)
+        path = output / _file_name(series.key, taken)
+        atomic_write(path, lambda f, figure=figure: figure.savefig(f, format="png"))
+        labels = tuple(tuple(run.label for run, _ in lines) for lines in panels)
+        plots.append(
+            Plot(series.key, series.title, path, [label for panel in labels for label in panel], labels)
+        )
+    return plots
+
+
+def figure_for(series: Series, runs: Sequence[Run]):
+    """The matplotlib Figure of one metric: a panel per kind of training that logged it, a line per run (its
+    colour its place in `runs`), whole steps on the x axis. None when no run has a point to draw."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    panels = _panels(series, runs)
+    if not panels:
+        return None
+    colours = {id(run): f"C{i % 10}" for i, run in enumerate(runs)}
+    # The object-oriented API, not pyplot: no global figure registry to leak into, no backend to switch.
+    figure = Figure(figsize=(max(7, 5 * len(panels)), 4), dpi=120, layout="constrained")
+    FigureCanvasAgg(figure)
+    for number, lines in enumerate(panels, start=1):
+        axes = figure.add_subplot(1, len(panels), number)
         for run, points in lines:
             steps = [step for step, _ in points]
             values = [value for _, value in points]
             colour = colours[id(run)]
-            if series.smooth and len(points) >= SMOOTH_MIN_POINTS:
+            if not series.schedule and len(points) >= SMOOTH_MIN_POINTS:
                 axes.plot(steps, values, color=colour, alpha=0.25, linewidth=1)
                 axes.plot(steps, _moving_average(values), color=colour, linewidth=2, label=run.label)
             else:
@@ -220,16 +268,33 @@ def plot(runs: Sequence[Run], output: Path) -> list[Plot]:
                 axes.plot(
                     steps, values, color=colour, linewidth=1.5, marker=marker, markersize=3, label=run.label
                 )
-        axes.set_title(series.title)
+        if len(panels) > 1:
+            algorithms = dict.fromkeys(run.algorithm.upper() for run, _ in lines if run.algorithm)
+            axes.set_title(", ".join(algorithms) or "other")
+        else:
+            axes.set_title(series.title)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no tick at step 1.5
         axes.set_xlabel("step")
         axes.set_ylabel(series.ylabel)
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
+    if len(panels) > 1:
+        figure.suptitle(series.title)
+    return figure
 
-        path = output / _file_name(series.key, taken)
-        atomic_write(path, lambda f, figure=figure: figure.savefig(f, format="png"))
-        plots.append(Plot(series.key, series.title, path, [run.label for run, _ in lines]))
-    return plots
+
+def _panels(series: Series, runs: Sequence[Run]) -> list[list[tuple[Run, list[tuple[int, float]]]]]:
+    """The (run, points) lines of a figure, grouped into panels by what the run learns from (the algorithm
+    table's `learns_from`), in the order of `runs`. Runs with nothing to draw are left out: no points, or, for a
+    schedule, the same value at every step."""
+    groups: dict[str | None, list[tuple[Run, list[tuple[int, float]]]]] = {}
+    for run in runs:
+        points = _points(run.metrics, series.key)
+        if not points or (series.schedule and len({value for _, value in points}) == 1):
+            continue
+        algorithm = ALGORITHMS.get(run.algorithm)
+        groups.setdefault(algorithm.learns_from if algorithm else None, []).append((run, points))
+    return list(groups.values())
 
 
 def write_report(run_dirs: Sequence[Path], output: Path | None = None) -> Report:
@@ -282,6 +347,8 @@ def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path) -> s
         lines += [f"## {summary.label}", "", f"`{summary.path}`", "", "| | |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in summary.rows()]
         lines.append("")
+        if summary.evaluation:
+            lines += _eval_table(summary.evaluation)
     if plots:
         lines += [
             "## Plots",
@@ -293,6 +360,41 @@ def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path) -> s
         relative = Path(os.path.relpath(figure.path, output)).as_posix()
         lines += [f"### {figure.title}", "", f"![{figure.title}]({relative})", ""]
     return "\n".join(lines)
+
+
+def _eval_table(evaluation: dict[str, Any]) -> list[str]:
+    """eval.json's metrics as markdown: a column per model evaluated (tuned, base, their difference)."""
+    metrics = evaluation.get("metrics") if isinstance(evaluation.get("metrics"), dict) else {}
+    roles = [role for role in ("tuned", "base", "delta") if isinstance(metrics.get(role), dict)]
+    if not roles:
+        return []
+    settings = evaluation.get("settings") if isinstance(evaluation.get("settings"), dict) else {}
+    if settings.get("kind") == "pairs":
+        measured = f"on {settings.get('num_prompts')} held-out preference pairs"
+    else:
+        measured = (
+            f"on {settings.get('num_prompts')} held-out prompts x {settings.get('num_samples')} "
+            f"({settings.get('decoding', 'greedy')})"
+        )
+    state = settings.get("trainer_state")
+    step = state.get("global_step") if isinstance(state, dict) else None
+    if step is not None:
+        measured += f" at step {step}"
+    if evaluation.get("created_at"):
+        measured += f", {evaluation['created_at']}"
+    lines = [
+        "### Evaluation",
+        "",
+        f"`grpo-cli eval` {measured}:",
+        "",
+        "| metric | " + " | ".join(roles) + " |",
+        "|---|" + "---|" * len(roles),
+    ]
+    for key in metrics[roles[0]]:
+        values = [(role, metrics[role].get(key)) for role in roles]
+        cells = [format(v, "+.3f" if r == "delta" else ".3f") if _is_number(v) else "-" for r, v in values]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _series_to_draw(runs: Sequence[Run]) -> list[Series]:

@@ -19,26 +19,26 @@ from tests.helpers import heavy_modules_after
 # (`<recipe name>`, `<column>`) that a markdown renderer swallowed as HTML tags.
 HELP = {
     "": ["Usage: grpo-cli [OPTIONS] COMMAND [ARGS]...", "--version"],
-    "train": ["Usage: grpo-cli train [OPTIONS] {RECIPE} [KEY=VALUE]...", "-o, --output-dir"],
-    "validate": ["Usage: grpo-cli validate [OPTIONS] {RECIPE} [KEY=VALUE]...", "(see `grpo-cli recipes ls`)"],
+    "train": ["Usage: grpo-cli train [OPTIONS] RECIPE [KEY=VALUE]...", "-o, --output-dir"],
+    "validate": ["Usage: grpo-cli validate [OPTIONS] RECIPE [KEY=VALUE]...", "(see `grpo-cli recipes ls`)"],
     "eval": [
-        "Usage: grpo-cli eval [OPTIONS] {RECIPE} [KEY=VALUE]...",
+        "Usage: grpo-cli eval [OPTIONS] RECIPE [KEY=VALUE]...",
         "-o, --output-dir DIR",
         "else runs/eval-<recipe name>.",
         "Eval-only rewards go in the recipe's `eval: {rewards: [...]}`.",
         "RECIPE may be a pipeline file (`stages:`, e.g. `grpo-cli eval pipeline`)",
     ],
-    "report": ["Usage: grpo-cli report [OPTIONS] {RUN_DIR}...", "-o, --output-dir DIR"],
-    "export": ["Usage: grpo-cli export [OPTIONS] {RUN_DIR}", "-o, --output-dir DIR"],
+    "report": ["Usage: grpo-cli report [OPTIONS] RUN_DIR...", "-o, --output-dir DIR"],
+    "export": ["Usage: grpo-cli export [OPTIONS] RUN_DIR", "-o, --output-dir DIR"],
     "generate": [
-        "Usage: grpo-cli generate [OPTIONS] {MODEL_OR_RUN} [KEY=VALUE]...",
+        "Usage: grpo-cli generate [OPTIONS] MODEL_OR_RUN [KEY=VALUE]...",
         '({"prompt": ...}, {"messages": [...]}, or the columns',
         '(`prompt: "{question}"`)',
     ],
     "recipes": ["Usage: grpo-cli recipes [OPTIONS] COMMAND [ARGS]..."],
     "recipes ls": ["Usage: grpo-cli recipes ls [OPTIONS]"],
-    "recipes show": ["Usage: grpo-cli recipes show [OPTIONS] {RECIPE}"],
-    "recipes cp": ["Usage: grpo-cli recipes cp [OPTIONS] {NAME} {DEST}", "a new one when DEST ends with /"],
+    "recipes show": ["Usage: grpo-cli recipes show [OPTIONS] RECIPE"],
+    "recipes cp": ["Usage: grpo-cli recipes cp [OPTIONS] NAME DEST", "a new one when DEST ends with /"],
     "rewards": ["Usage: grpo-cli rewards [OPTIONS] COMMAND [ARGS]..."],
     "rewards ls": ["Usage: grpo-cli rewards ls [OPTIONS]"],
     "rewards test": [
@@ -61,6 +61,14 @@ def test_help_keeps_every_word(command):
     text = help_text(*command.split())
     for expected in HELP[command]:
         assert expected in text
+
+
+@pytest.mark.parametrize("command", list(HELP), ids=lambda c: c or "grpo-cli")
+def test_arguments_read_as_the_readme_writes_them(command):
+    # Typer's own rendering: `{RECIPE}` for a required argument and a Python type after its name
+    # (`RECIPE <str>`, `RUN_DIR <list[Path]>`), which says nothing a user can act on.
+    text = help_text(*command.split())
+    assert re.search(r"\{[A-Z_=]+\}|<(str|int|path|Path|list\[\w+\])>", text) is None, text
 
 
 def test_every_command_is_checked():
@@ -147,3 +155,60 @@ def test_recipes_cp_into_a_directory(cli, tmp_path, monkeypatch, dest):
 def test_recipes_cp_to_a_new_name_is_a_file(cli, tmp_path):
     assert cli("recipes", "cp", "addition", tmp_path / "mine").exit_code == 0
     assert (tmp_path / "mine").is_file()
+
+
+def test_one_reward_is_singular(cli, tiny_recipe):
+    result = cli("validate", tiny_recipe({"rewards": [{"name": "accuracy"}]}))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "tiny.yaml: ok (grpo, 1 reward)\n"
+
+
+def test_counted():
+    from grpo_cli.commands._common import counted
+
+    assert [counted(n, "reward") for n in (0, 1, 2)] == ["0 rewards", "1 reward", "2 rewards"]
+
+
+def test_piped_recipes_ls_keeps_each_row_on_one_line(cli, monkeypatch):
+    # CliRunner's stdout is not a terminal, as with `grpo-cli recipes ls | cat`.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    result = cli("recipes", "ls")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 + len(shipped_recipes()), result.stdout
+    assert [line.split()[0] for line in lines[1:]] == list(shipped_recipes())
+    (pipeline,) = [line for line in lines if line.split()[0] == "pipeline"]
+    # The description is the first sentence whole, over the three comment lines it spans.
+    assert pipeline.rstrip().endswith(
+        "then improve the SFT model with PPO against that reward model and, separately, "
+        "with GRPO and a LoRA adapter."
+    ), pipeline
+
+
+def test_piped_tables_respect_columns_given(monkeypatch):
+    from grpo_cli.commands._common import stdout_console
+
+    monkeypatch.setenv("COLUMNS", "60")
+    assert stdout_console().width == 60
+    monkeypatch.delenv("COLUMNS")
+    assert stdout_console().width > 1000
+
+
+@pytest.mark.parametrize(
+    ("comments", "description"),
+    [
+        ("# grpo-cli train x\n# One line. Another sentence.\n# More.\n", "One line. Another sentence."),
+        (
+            "# grpo-cli train x\n# Starts here,\n# goes on (~2.5 min, e.g. this). Not this.\n",
+            "Starts here, goes on (~2.5 min, e.g. this).",
+        ),
+        ("# Run: grpo-cli train x\n# No full stop\n#\n# Needs: a GPU.\n", "No full stop"),
+        ("algorithm: grpo\n", ""),
+    ],
+)
+def test_recipe_description_is_whole_sentences(tmp_path, comments, description):
+    from grpo_cli.commands.recipes import _description
+
+    path = tmp_path / "r.yaml"
+    path.write_text(comments + "algorithm: grpo\n")
+    assert _description(path) == description

@@ -247,3 +247,118 @@ def test_importing_the_command_loads_no_plotting_library():
         [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+SFT_LABEL = "sft-run (SFT)"
+
+
+@pytest.fixture
+def sft_run(tmp_path: Path) -> Path:
+    """5 finished SFT steps, loss 7 down to 3 (RL losses are near 0), a constant learning rate of 2e-4."""
+    run = tmp_path / "sft-run"
+    run.mkdir()
+    rows = [
+        {"step": s, "time": float(s), "loss": 8.0 - s, "token_accuracy": s / 10, "learning_rate": 2e-4}
+        for s in range(1, 6)
+    ]
+    _write_jsonl(run / "metrics.jsonl", rows)
+    (run / "recipe.yaml").write_text("algorithm: sft\noutput_dir: sft-run\ntrainer:\n  max_steps: 5\n")
+    (run / "summary.json").write_text(json.dumps({"algorithm": "sft", "steps": 5, "wall_time_s": 5.0}))
+    return run
+
+
+def test_losses_of_different_kinds_get_panels_of_their_own(
+    sft_run: Path, grpo_run: Path, ppo_run: Path, tmp_path
+):
+    # An SFT loss of 2-7 on the axis of a GRPO loss near 0 flattened the GRPO line to nothing.
+    plots = {p.key: p for p in plot(load_runs([sft_run, grpo_run, ppo_run]), tmp_path)}
+    assert plots["loss"].panels == ((SFT_LABEL,), (GRPO_LABEL,))
+    assert plots["loss"].runs == [SFT_LABEL, GRPO_LABEL]
+    # A series that one kind logs keeps one panel.
+    assert plots["kl"].panels == ((GRPO_LABEL, PPO_LABEL),)
+
+
+def test_a_constant_learning_rate_is_said_not_drawn(sft_run: Path, grpo_run: Path, tmp_path: Path):
+    decaying = tmp_path / "decaying"
+    decaying.mkdir()
+    rows = [
+        {"step": s, "time": float(s), "reward": 0.1, "learning_rate": 1e-5 * (4 - s) / 3} for s in (1, 2, 3)
+    ]
+    _write_jsonl(decaying / "metrics.jsonl", rows)
+    (decaying / "recipe.yaml").write_text("algorithm: grpo\noutput_dir: decaying\n")
+
+    report_ = write_report([sft_run, grpo_run], tmp_path / "flat")
+    assert "learning_rate" not in {p.key for p in report_.plots}
+    assert not (tmp_path / "flat" / "learning_rate.png").exists()
+    markdown = report_.path.read_text()
+    sft_section, grpo_section = markdown.split(f"## {GRPO_LABEL}")
+    assert "| Learning rate | 0.0002 (constant) |" in sft_section
+    assert "Learning rate" not in grpo_section  # logged as null throughout: nothing to say
+
+    report_ = write_report([sft_run, decaying], tmp_path / "mixed")
+    (lr,) = [p for p in report_.plots if p.key == "learning_rate"]
+    assert lr.runs == ["decaying (GRPO)"]  # the constant one is a row of the table, not a flat line
+    assert "| Learning rate | 1e-05 -> 3.333e-06 |" in report_.path.read_text()
+
+
+def test_step_ticks_are_whole_numbers(sft_run: Path):
+    from grpo_cli.report import LATER_SERIES, figure_for
+
+    (loss,) = [series for series in LATER_SERIES if series.key == "loss"]
+    figure = figure_for(loss, load_runs([sft_run]))  # 5 steps: matplotlib's own ticks were 1.0, 1.5, 2.0, ...
+    figure.canvas.draw()
+    (axes,) = figure.axes
+    low, high = axes.get_xlim()
+    ticks = [t for t in axes.get_xticks() if low <= t <= high]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+
+
+EVAL_JSON = {
+    "settings": {
+        "num_prompts": 100,
+        "num_samples": 1,
+        "decoding": "greedy",
+        "trainer_state": {"global_step": 40},
+    },
+    "metrics": {
+        "tuned": {"reward": 0.92, "rewards/accuracy/pass@1": 0.92},
+        "base": {"reward": 0.75, "rewards/accuracy/pass@1": 0.75},
+        "delta": {"reward": 0.17, "rewards/accuracy/pass@1": 0.17},
+    },
+    "created_at": "2026-12-02T13:41:22+0000",
+}
+
+
+def test_report_includes_the_runs_eval_results(grpo_run: Path, ppo_run: Path):
+    (grpo_run / "eval").mkdir()
+    (grpo_run / "eval" / "eval.json").write_text(json.dumps(EVAL_JSON))
+    markdown = write_report([grpo_run, ppo_run]).path.read_text()
+    grpo_section, ppo_section = markdown.split(f"## {PPO_LABEL}")
+    assert (
+        "`grpo-cli eval` on 100 held-out prompts x 1 (greedy) at step 40, 2026-12-02T13:41:22+0000:"
+        in grpo_section
+    )
+    assert "| metric | tuned | base | delta |" in grpo_section
+    assert "| reward | 0.920 | 0.750 | +0.170 |" in grpo_section
+    assert "| rewards/accuracy/pass@1 | 0.920 | 0.750 | +0.170 |" in grpo_section
+    assert "Evaluation" not in ppo_section
+
+
+def test_a_damaged_eval_result_is_left_out_with_a_warning(grpo_run: Path, capsys):
+    (grpo_run / "eval").mkdir()
+    (grpo_run / "eval" / "eval.json").write_text("{not json")
+    markdown = write_report([grpo_run]).path.read_text()
+    assert "Evaluation" not in markdown
+    assert "eval.json" in capsys.readouterr().err
+
+
+def test_a_reward_models_eval_is_over_pairs(grpo_run: Path):
+    pairs = {
+        "settings": {"kind": "pairs", "num_prompts": 50},
+        "metrics": {"tuned": {"pairwise_accuracy": 0.9, "margin": 1.5}},
+    }
+    (grpo_run / "eval").mkdir()
+    (grpo_run / "eval" / "eval.json").write_text(json.dumps(pairs))
+    markdown = write_report([grpo_run]).path.read_text()
+    assert "`grpo-cli eval` on 50 held-out preference pairs:" in markdown
+    assert "| pairwise_accuracy | 0.900 |" in markdown

@@ -26,6 +26,11 @@ LegacyOutput = Annotated[
 ]
 
 
+def counted(count: int, noun: str) -> str:
+    """`1 reward`, `2 rewards`: a count with its noun (a regular plural)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def pick_output_dir(given: Path | None, legacy: Path | None) -> Path | None:
     """--output-dir, or --output (its old name) with a note saying so; both at once is an error."""
     if legacy is None:
@@ -36,6 +41,36 @@ def pick_output_dir(given: Path | None, legacy: Path | None) -> Path | None:
         raise UserError("--output is the old name of --output-dir: give --output-dir alone")
     typer.echo("note: --output is now --output-dir (-o); the old name goes in the next release", err=True)
     return legacy
+
+
+# Piped or redirected, a table is as wide as its rows: a reader of `| cat`, `| grep` or a log file wants one line
+# per row, and Rich's default for a non-terminal, 80 columns, wrapped them.
+_PIPED_WIDTH = 10_000
+
+
+def stdout_console():
+    """A Rich console for stdout: a terminal's own width; piped or redirected, as wide as the rows printed
+    (unless COLUMNS says otherwise). Every command printing a table to stdout takes its console from here."""
+    import os
+
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = _PIPED_WIDTH
+    return console
+
+
+def print_table(table) -> None:
+    """Print a Rich table (or any renderable) to stdout: on a terminal as Rich draws it; piped or redirected, one
+    line per row and no trailing padding, so `| cat`, `| grep` and log files read cleanly."""
+    console = stdout_console()
+    if console.is_terminal:
+        console.print(table)
+        return
+    with console.capture() as captured:
+        console.print(table)
+    typer.echo("".join(line.rstrip() + "\n" for line in captured.get().splitlines()), nl=False)
 
 
 def print_recipe(recipe) -> None:

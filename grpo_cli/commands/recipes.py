@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -10,25 +11,40 @@ import typer
 
 from grpo_cli.errors import UserError
 
+# A full stop ending a sentence: at the end of the text, or before the capital that starts the next one (so
+# `e.g. this` and `~2.5 min` do not end one).
+_SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z`]|\s*$)")
+
 
 def _description(path: Path) -> str:
-    """A recipe's description: its first comment line that is not the command running it."""
+    """A recipe's description: the first sentence of its leading comment (after the line naming the command that
+    runs it), whole over however many lines it spans. A first line that ends a sentence is kept whole."""
     from grpo_cli.recipe_files import read_text
 
+    lines: list[str] = []
     for line in read_text(path).splitlines():
         if not line.startswith("#"):
             break
         text = line.lstrip("# ").strip()
-        if text and not text.startswith("grpo-cli ") and not text.lower().startswith("run:"):
+        if not lines and (not text or text.startswith("grpo-cli ") or text.lower().startswith("run:")):
+            continue
+        if not text:  # the paragraph ends before a sentence did
+            break
+        if not lines and text[-1] in ".!?":
             return text
-    return ""
+        lines.append(text)
+        end = _SENTENCE_END.search(text)
+        if end:
+            joined = " ".join(lines)
+            return joined[: len(joined) - len(text) + end.end()]
+    return " ".join(lines)
 
 
 def ls() -> None:
     """List the shipped recipes."""
-    from rich.console import Console
     from rich.table import Table
 
+    from grpo_cli.commands._common import print_table
     from grpo_cli.recipe_files import load_yaml, shipped_recipes
 
     table = Table("name", "algorithm", "description", box=None)
@@ -38,7 +54,7 @@ def ls() -> None:
         if isinstance(data, dict) and "stages" in data:
             algorithm = "pipeline"
         table.add_row(name, algorithm, _description(path))
-    Console().print(table)
+    print_table(table)
 
 
 def show(

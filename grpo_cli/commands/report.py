@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.commands._common import LegacyOutput, pick_output_dir
+from grpo_cli.commands._common import LegacyOutput, counted, pick_output_dir, print_table
 
 
 def report(
@@ -35,13 +35,14 @@ def report(
 ) -> None:
     """Plot and summarise training runs: reward, each reward function, KL, loss, completion length, learning rate.
 
-    Several runs are drawn in the same figures, so a GRPO and a PPO run of one task compare at a glance.
+    Several runs are drawn in the same figures, so a GRPO and a PPO run of one task compare at a glance; runs
+    of different kinds (RL, SFT, reward model) get a panel each, on their own scale. A learning rate that never
+    changes is stated, not drawn. report.md shows each run's latest `grpo-cli eval` results (RUN_DIR/eval).
     A run still training can be reported on; it shows as in progress.
 
     Example: grpo-cli report runs/gsm8k-grpo runs/gsm8k-ppo -o reports/gsm8k
     """
     # Imported here so that `grpo-cli --help` does not load the plotting and table code.
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -59,7 +60,7 @@ def report(
     if output_dir is None and pipelines:
         output_dir = run_dirs[0].parent / f"report-{pipelines[0].stem}"
     written = write_report(run_dirs, output_dir)
-    typer.echo(f"wrote {written.path} and {len(written.plots)} plots beside it")
+    typer.echo(f"wrote {written.path} and {counted(len(written.plots), 'plot')} beside it")
 
     # One column per run: two or three runs compared side by side fit a terminal's width.
     table = Table()
@@ -69,4 +70,4 @@ def report(
     names = [name for name, _ in written.summaries[0].rows()]
     for i, name in enumerate(names):
         table.add_row(name, *(Text(summary.rows()[i][1]) for summary in written.summaries))
-    Console().print(table)
+    print_table(table)

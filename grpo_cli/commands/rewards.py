@@ -239,11 +239,11 @@ def test(
 
     Example: grpo-cli rewards test -r reasoned_accuracy --prompt "What is 2 + 3?" --column answer=5 -c 5 -c 6 -c "2 + 3 = 5"
     """
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from grpo_cli import grpo_advantages, reward_binding, reward_models, scoring, trainer_fields
+    from grpo_cli.commands._common import print_table, stdout_console
     from grpo_cli.recipe import RewardEntry
     from grpo_cli.trainer_fields import fields
 
@@ -328,7 +328,7 @@ def test(
     weights = [b.entry.weight for b in bound]
     group_advantages = grpo_advantages.advantages(tables, weights, mode, aggregation)
 
-    console = Console()
+    console = stdout_console()
     header = {"group": "advantage (/std)", "batch": "advantage (/batch std)", "none": "advantage"}[mode]
     if aggregation == "normalize_then_sum":
         header = "advantage (normalize_then_sum)"
@@ -354,7 +354,7 @@ def test(
             total = "None" if unscorable[i] else _fmt(totals[i])
             logged = [escape(str(values[i])) for values in extra.values()]
             table.add_row(escape(repr(item["completion"])), *cells, total, f"{advantage[i]:+.3f}", *logged)
-        console.print(table)
+        print_table(table)
         metrics = log.take_metrics()
         if metrics:
             console.print(escape("log_metric: " + ", ".join(f"{k}={v:g}" for k, v in metrics.items())))

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.commands._common import Overrides, Recipe
+from grpo_cli.commands._common import Overrides, Recipe, counted
 
 
 def validate(
@@ -32,9 +32,9 @@ def validate(
     if pipeline.is_pipeline(recipe):
         stages = pipeline.validate(recipe, overrides or [])
         names = ", ".join(f"{path.name} ({loaded.algorithm})" for path, loaded in stages)
-        typer.echo(f"{recipe}: ok (pipeline of {len(stages)} stages: {names})")
+        typer.echo(f"{recipe}: ok (pipeline of {counted(len(stages), 'stage')}: {names})")
         return
     loaded = validation.validate(recipe, overrides or [], num_processes)
     for warning in validation.warnings_for(loaded):
         typer.echo(f"warning: {warning}", err=True)
-    typer.echo(f"{loaded.path.name}: ok ({loaded.algorithm}, {len(loaded.rewards)} rewards)")
+    typer.echo(f"{loaded.path.name}: ok ({loaded.algorithm}, {counted(len(loaded.rewards), 'reward')})")
