@@ -91,13 +91,17 @@ def looks_like_hub_id_only(path: str, planned: dict[str, str] | None) -> bool:
 # ---- model and dataset ----
 
 
-def looks_like_path(value: str) -> bool:
-    """Whether a model or dataset name is meant as a local path rather than a Hub id (`org/name`)."""
-    return (
+def looks_like_path(value: str, base: Path | None = None) -> bool:
+    """Whether a model or dataset name is meant as a local path rather than a Hub id (`org/name`). With `base`,
+    also `dir/name` where `dir` is a directory in `base`: `runs/nosuch` beside `runs/` is a mistyped run."""
+    if (
         value.startswith(("/", "./", "../", "~", ".\\"))
         or value.count("/") > 1
         or (os.sep != "/" and os.sep in value)
-    )
+    ):
+        return True
+    first, slash, _ = value.partition("/")
+    return base is not None and bool(slash) and (base / first).is_dir()
 
 
 def run_problem(

@@ -196,3 +196,29 @@ def test_typed_prompt_matches_a_chat_row_with_its_own_system_turn(cli, tmp_path)
     assert question[:20] in typed.stdout and typed.stdout == from_file.stdout
     unknown = cli("generate", model, "--recipe", recipe, "-p", question + " Twice?")
     assert unknown.exit_code == 2 and "is not in the recipe's dataset" in unknown.stderr
+
+
+@pytest.mark.parametrize("name", ["runs/nosuch", "./nosuch", "runs/deep/nosuch", "run/recipe.yaml"])
+def test_a_missing_local_path_is_a_local_error_with_no_hub_call(tmp_path, monkeypatch, name):
+    """`runs/nosuch` beside `runs/` is a mistyped run, not a Hub id: one line, exit 2, before anything loads."""
+    from grpo_cli.workflows import generate as generating
+
+    fake_run(tmp_path)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded (the Hub tried)")
+
+    monkeypatch.setattr(generating, "load_target", no_load)
+    monkeypatch.setattr(generating, "load_source", no_load)
+    result = generate(name, "--prompt", "hi")
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    if name.endswith(".yaml"):
+        assert (
+            line
+            == f"error: {name} is a file; give a training run, an exported directory, a saved model or adapter"
+        )
+    else:
+        assert line.startswith(f"error: {name}: no such directory ({tmp_path / name}")

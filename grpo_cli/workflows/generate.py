@@ -30,6 +30,7 @@ from grpo_cli.recipe_files import apply_overrides
 from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER
 from grpo_cli.run_files import RECIPE_FILE, read_adapter_config, read_export_marker
 from grpo_cli.trainer_fields import chat_template_kwargs
+from grpo_cli.validation import looks_like_path
 from grpo_cli.workflows.evaluate_generations import bind_rewards, evaluated_state, score
 
 
@@ -46,7 +47,16 @@ def resolve(
     name: str, *, base: bool = False, recipe: str | None = None, overrides: list[str] | None = None
 ) -> Target:
     """The model named by `name` (run, checkpoint, export, model dir, adapter dir or Hub id) and its recipe."""
-    path = Path(name)
+    path = Path(name).expanduser()
+    if not path.exists() and looks_like_path(name, Path.cwd()):  # never a Hub id: no network, no retries
+        raise UserError(
+            f"{name}: no such directory ({path.absolute()}); give a training run, an exported directory, "
+            "a saved model or adapter, or a Hub id (org/name)"
+        )
+    if path.exists() and not path.is_dir():
+        raise UserError(
+            f"{name} is a file; give a training run, an exported directory, a saved model or adapter"
+        )
     overrides = overrides or []
     given = load_recipe(recipe, overrides) if recipe is not None else None
     run_dir = _run_dir(path)
