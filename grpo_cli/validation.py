@@ -94,6 +94,8 @@ def looks_like_hub_id_only(path: str, planned: dict[str, str] | None) -> bool:
     """Whether a reward model name is not a run: a Hub id or a saved model directory without a recipe.yaml."""
     if str(Path(path).expanduser().resolve()) in (planned or {}):
         return False
+    if not Path(path).expanduser().exists() and looks_like_path(path, Path.cwd()):
+        return False  # `runs/rm` beside `runs/`: a missing run, said so now rather than asked of the Hub
     return not (Path(path).expanduser() / "recipe.yaml").is_file()
 
 

@@ -424,6 +424,14 @@ def test_run_paths_from_another_directory_say_where_they_were_looked_for(cli, tm
         f"error: {proj / 'a.yaml'}: its run runs/a does not exist ({other / 'runs' / 'a'}; {proj / 'runs' / 'a'} "
         f"exists; {note}); train the pipeline first\n"
     )
+    write(proj, {**TINY_RECIPE, "rewards": [{"name": "model:runs/rm"}], "output_dir": "runs/c"}, "c.yaml")
+    (other / "runs").mkdir()  # runs/rm is then a path here, not a Hub id
+    result = cli("validate", "../proj/c.yaml")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: c.yaml: rewards[0] (model:runs/rm): runs/rm does not exist ({other / 'runs' / 'rm'}; {note}); "
+        "train the stage that writes it first\n"
+    )
     # From the recipe's directory: found, and the pipeline validates.
     monkeypatch.chdir(proj)
     assert cli("validate", "b.yaml").exit_code == 0, cli("validate", "b.yaml").output
