@@ -93,7 +93,7 @@ def validate(name_or_path: str, overrides: list[str] | None = None) -> list[tupl
         stage_path, merged = load_data(stage)
         recipe, found, broken = check_schema(merged)
         if "*" not in broken:
-            found += validation.check(recipe, broken=broken, planned=planned)
+            found += validation.check(recipe, broken=broken, planned=planned, recipe_dir=stage_path.parent)
         problems += [f"{stage.name}: {p}" for p in dict.fromkeys(found)]
         recipe = finish(recipe, stage_path)
         out = str(Path(recipe.output_dir).expanduser().resolve())
@@ -158,12 +158,24 @@ def stage_recipes(name_or_path: str) -> list[Recipe]:
     return [load_recipe(stage) for stage in stage_paths(find_recipe(name_or_path))]
 
 
-def run_dirs(name_or_path: str) -> list[Path]:
+def run_dirs(name_or_path: str, *, must_exist: bool = False) -> list[Path]:
     """The output directories of a pipeline's stages (for `report`); [Path(name_or_path)] for anything else, so
-    that a missing run directory is reported as one."""
+    that a missing run directory is reported as one. `must_exist`: a stage's missing run is an error saying where
+    it was looked for."""
+    from grpo_cli.validation import where_run_is
+
     if not is_pipeline(name_or_path):
         return [Path(name_or_path)]
-    return [Path(recipe.output_dir) for recipe in stage_recipes(name_or_path)]
+    found = []
+    for recipe in stage_recipes(name_or_path):
+        out = recipe.output_dir
+        if must_exist and not Path(out).expanduser().is_dir():
+            where = where_run_is(out, recipe.path.parent)
+            raise UserError(
+                f"{shown(recipe.path)}: its run {out} does not exist{where}; train the pipeline first"
+            )
+        found.append(Path(out))
+    return found
 
 
 def shown(path: Path) -> str:
@@ -200,6 +212,7 @@ def evaluate(
     reported and the rest still evaluated: evaluating a long pipeline should not stop at its first gap.
     """
     from grpo_cli.run_files import read_summary
+    from grpo_cli.validation import where_run_is
     from grpo_cli.workflows.evaluate import evaluate_recipe
 
     stages = stage_recipes(name_or_path)
@@ -211,7 +224,8 @@ def evaluate(
             if not out.is_dir() or read_summary(out) is None:
                 # No summary.json: still training, or stopped, and its final weights are not saved yet.
                 missing = "not trained" if not out.is_dir() else "not finished (no summary.json)"
-                say(f"{label}: {missing}; skipped")
+                where = where_run_is(recipe.output_dir, recipe.path.parent) if not out.is_dir() else ""
+                say(f"{label}: {missing}{where}; skipped")
                 done.append(StageEval(recipe, problem=missing, untrained=True))
                 continue
             say(f"{label}: evaluating")

@@ -236,6 +236,18 @@ def prepare_output_dir(directory: Path, *, overwrite: bool, resume: bool) -> Pat
                 "start it again with --overwrite"
             )
         return checkpoint
+    if holds_run(directory) and not overwrite and last_complete_checkpoint(directory) is None:
+        # Nothing --resume could continue from (it stopped before its first checkpoint, or finished without
+        # saving one): say what works the first time.
+        what = (
+            "finished without a checkpoint"
+            if finished_steps(directory) is not None
+            else "stopped before its first checkpoint"
+        )
+        raise UserError(
+            f"{directory} already holds a run that {what}, so there is nothing to resume; pass --overwrite "
+            "to start it again, or --output-dir to write elsewhere"
+        )
     if (holds_run(directory) or old_run) and not overwrite:
         raise UserError(
             f"{directory} already holds a run; pass --resume to continue it, --overwrite to replace it, "

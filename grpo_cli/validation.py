@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grpo_cli import data, data_formats, distributed, prompting, reward_binding, tasks, trainer_fields
+from grpo_cli._paths import RECIPES_DIR
 from grpo_cli.algorithms.table import ALGORITHMS, RunKind, algorithms_making
 from grpo_cli.distributed import launched, world_size
 from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
@@ -36,8 +37,11 @@ class RewardBinding:
     )  # "rewards[0]", "eval.rewards[1]", ... for each bound reward
 
 
-def bind_rewards(recipe: Recipe, planned: dict[str, str] | None = None) -> RewardBinding:
-    """Bind `rewards` and `eval.rewards` as `train` and `eval` will, with every rule both apply.
+def bind_rewards(
+    recipe: Recipe, planned: dict[str, str] | None = None, recipe_dir: Path | None = None
+) -> RewardBinding:
+    """Bind `rewards` and `eval.rewards` as `train` and `eval` will, with every rule both apply. `recipe_dir`
+    (default: that of `recipe.path`) is where the recipe is, for messages about a run it names.
 
     `validate` and `eval` both call this, so what one accepts the other does: an eval-only reward must not
     repeat a training reward (eval reports those anyway). Reward models are bound (never loaded) too.
@@ -64,15 +68,20 @@ def bind_rewards(recipe: Recipe, planned: dict[str, str] | None = None) -> Rewar
         names.append(reward.name)
         binding.eval_only.append(reward)
         binding.labels.append(label)
+    if recipe_dir is None and recipe.path is not None:
+        recipe_dir = recipe.path.parent
     for label, reward in zip(binding.labels, binding.training + binding.eval_only, strict=True):
-        problem = reward_run_problem(reward, label, planned)
+        problem = reward_run_problem(reward, label, planned, recipe_dir)
         if problem:
             binding.problems.append(problem)
     return binding
 
 
 def reward_run_problem(
-    reward: reward_binding.BoundReward, label: str, planned: dict[str, str] | None
+    reward: reward_binding.BoundReward,
+    label: str,
+    planned: dict[str, str] | None,
+    recipe_dir: Path | None = None,
 ) -> str | None:
     """A `model:<dir>` reward naming a run directory (or a pipeline stage's) must be a finished reward run."""
     path = getattr(reward, "model_path", None)
@@ -82,7 +91,7 @@ def reward_run_problem(
         return _unplanned_run_problem(path, f"{label} ({reward.entry.name})", planned) or _model_dir_problem(
             path, f"{label} ({reward.entry.name})"
         )
-    return run_problem(path, f"{label} ({reward.entry.name})", ("reward model",), planned)
+    return run_problem(path, f"{label} ({reward.entry.name})", ("reward model",), planned, recipe_dir)
 
 
 def _unplanned_run_problem(path: str, label: str, planned: dict[str, str] | None) -> str | None:
@@ -121,32 +130,73 @@ def looks_like_hub_id_only(path: str, planned: dict[str, str] | None) -> bool:
     """Whether a reward model name is not a run: a Hub id or a saved model directory without a recipe.yaml."""
     if str(Path(path).expanduser().resolve()) in (planned or {}):
         return False
+    if not Path(path).expanduser().exists() and looks_like_path(path, Path.cwd()):
+        return False  # `runs/rm` beside `runs/`: a missing run, said so now rather than asked of the Hub
     return not (Path(path).expanduser() / "recipe.yaml").is_file()
+
+
+def relative_runs_note(recipe_dir: Path | None) -> str | None:
+    """What to say when a recipe in another directory than the current one names run directories by relative
+    paths: they are taken from the current directory (as `-o` is), not from the recipe's. None when the recipe is
+    here, or shipped (its runs are always written where the command runs)."""
+    if recipe_dir is None:
+        return None
+    recipe_dir = recipe_dir.resolve()
+    if recipe_dir == Path.cwd().resolve() or recipe_dir.is_relative_to(RECIPES_DIR.resolve()):
+        return None
+    return (
+        "run directories (output_dir, model.run) are relative to the current directory, not to the recipe's "
+        f"{recipe_dir}: run grpo-cli from there, or write absolute paths"
+    )
+
+
+def where_run_is(directory: str, recipe_dir: Path | None = None) -> str:
+    """For a message about a missing run: ` (its absolute path)`, with `relative_runs_note` when it applies (and
+    whether the run is there, beside the recipe); empty for an absolute path, already shown as it is."""
+    path = Path(directory).expanduser()
+    if path.is_absolute():
+        return ""
+    note = relative_runs_note(recipe_dir)
+    if note is None:
+        return f" ({path.absolute()})"
+    beside = recipe_dir.resolve() / path
+    found = f"; {beside} exists" if beside.exists() else ""
+    return f" ({path.absolute()}{found}; {note})"
 
 
 # ---- model and dataset ----
 
 
-def looks_like_path(value: str) -> bool:
-    """Whether a model or dataset name is meant as a local path rather than a Hub id (`org/name`)."""
-    return (
+def looks_like_path(value: str, base: Path | None = None) -> bool:
+    """Whether a model or dataset name is meant as a local path rather than a Hub id (`org/name`). With `base`,
+    also `dir/name` where `dir` is a directory in `base`: `runs/nosuch` beside `runs/` is a mistyped run."""
+    if (
         value.startswith(("/", "./", "../", "~", ".\\"))
         or value.count("/") > 1
         or (os.sep != "/" and os.sep in value)
-    )
+    ):
+        return True
+    first, slash, _ = value.partition("/")
+    return base is not None and bool(slash) and (base / first).is_dir()
 
 
 def run_problem(
-    directory: str, label: str, kinds: tuple[RunKind, ...], planned: dict[str, str] | None = None
+    directory: str,
+    label: str,
+    kinds: tuple[RunKind, ...],
+    planned: dict[str, str] | None = None,
+    recipe_dir: Path | None = None,
 ) -> str | None:
-    """Why `directory` is not a finished run of one of `kinds` (policy, reward model), if so. `planned` maps the output directories of
-    earlier pipeline stages (resolved) to their algorithms: those runs will exist by the time this stage starts."""
+    """Why `directory` is not a finished run of one of `kinds` (policy, reward model), if so. `planned` maps the
+    output directories of earlier pipeline stages (resolved) to their algorithms: those runs will exist by the time
+    this stage starts. `recipe_dir`: where the recipe naming it is (see `where_run_is`)."""
     path = Path(directory).expanduser()
     algorithm = (planned or {}).get(str(path.resolve()))
     if algorithm is None:
         if not (path / "recipe.yaml").is_file():
             what = "does not exist" if not path.exists() else "holds no grpo-cli run (no recipe.yaml)"
-            return f"{label}: {directory} {what}; train the stage that writes it first"
+            where = where_run_is(directory, recipe_dir)
+            return f"{label}: {directory} {what}{where}; train the stage that writes it first"
         try:
             algorithm = run_algorithm(path)
         except UserError as err:
@@ -169,10 +219,12 @@ def run_problem(
     return None
 
 
-def check_model(recipe: Recipe, planned: dict[str, str] | None = None) -> list[str]:
+def check_model(
+    recipe: Recipe, planned: dict[str, str] | None = None, recipe_dir: Path | None = None
+) -> list[str]:
     if recipe.model.run is not None:
         starts_from = ALGORITHMS[recipe.algorithm].starts_from
-        problem = run_problem(recipe.model.run, "model.run", starts_from, planned)
+        problem = run_problem(recipe.model.run, "model.run", starts_from, planned, recipe_dir)
         return [problem] if problem else []
     if recipe.model.from_config is not None:
         model_type = recipe.model.from_config.model_type
@@ -346,11 +398,15 @@ def check(
     processes: int | None = None,
     broken: set[str] | frozenset = frozenset(),
     planned: dict[str, str] | None = None,
+    recipe_dir: Path | None = None,
 ) -> list[str]:
     """Every problem found, as one line each; empty when the recipe is good to run.
 
     `broken` names sections the schema could not read (see recipe.check_schema): their checks are skipped.
+    `recipe_dir` is where the recipe file is (default: that of `recipe.path`), for messages about missing runs.
     """
+    if recipe_dir is None and recipe.path is not None:
+        recipe_dir = recipe.path.parent
     spec = recipe.distributed
     if processes is None:
         processes = world_size() if launched() else spec.num_processes * spec.num_machines
@@ -364,9 +420,9 @@ def check(
     if "trainer" not in broken:
         problems += check_machine(recipe.trainer)
     if "model" not in broken:
-        problems += check_model(recipe, planned)
+        problems += check_model(recipe, planned, recipe_dir)
     if not {"rewards", "eval"} & broken:
-        binding = bind_rewards(recipe, planned)
+        binding = bind_rewards(recipe, planned, recipe_dir)
         problems += binding.problems
     if "dataset" not in broken:
         dataset_problems, columns, _first = check_dataset(recipe)
@@ -404,7 +460,7 @@ def validate(name_or_path: str, overrides: list[str] | None = None, processes: i
     if processes is not None and "distributed" not in broken:
         recipe.distributed.num_processes = processes
     if "*" not in broken:
-        problems += check(recipe, broken=broken)
+        problems += check(recipe, broken=broken, recipe_dir=path.parent)
     if problems:
         raise ConfigError(path.name, list(dict.fromkeys(problems)))
     return finish(recipe, path)

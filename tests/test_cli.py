@@ -155,14 +155,42 @@ def test_recipes_ls_show_cp(cli, tmp_path):
     assert cli("validate", tmp_path / "my.yaml").exit_code == 0
 
 
-def test_a_copied_pipeline_names_the_shipped_stages(cli, tmp_path):
-    assert cli("recipes", "cp", "quickstart", tmp_path / "mine.yaml").exit_code == 0
-    stages = yaml.safe_load((tmp_path / "mine.yaml").read_text())["stages"]
-    shipped = shipped_recipes()["quickstart"].parent
-    assert stages == [str(shipped / "pipeline" / "sft.yaml"), str(shipped / "pipeline" / "grpo.yaml")]
-    assert (
-        cli("validate", tmp_path / "mine.yaml").exit_code == 0
-    )  # not relative to the copy, where none exist
+def test_a_copied_pipeline_brings_its_stages(cli, tmp_path):
+    """`recipes cp quickstart qs/` copies the stage files beside the pipeline, so an edit of a copied stage is
+    what the copy runs (stages named in site-packages could not be edited)."""
+    copied = cli("recipes", "cp", "quickstart", f"{tmp_path / 'qs'}/")
+    assert copied.exit_code == 0, copied.output
+    assert copied.stdout == f"wrote {tmp_path / 'qs' / 'quickstart.yaml'} and its 2 stages\n"
+    shipped = shipped_recipes()["quickstart"]
+    pipeline = tmp_path / "qs" / "quickstart.yaml"
+    assert pipeline.read_text() == shipped.read_text()  # relative stage paths, comments kept
+    for stage in ("sft", "grpo"):
+        copy = tmp_path / "qs" / "pipeline" / f"{stage}.yaml"
+        assert copy.read_text() == (shipped.parent / "pipeline" / f"{stage}.yaml").read_text()
+    assert cli("validate", pipeline).exit_code == 0
+    sft = tmp_path / "qs" / "pipeline" / "sft.yaml"
+    sft.write_text(sft.read_text().replace("learning_rate:", "learning_rat:"))
+    edited = cli("validate", pipeline)
+    assert edited.exit_code == 2
+    assert "sft.yaml: trainer.learning_rat: not a field of TRL's SFTConfig" in edited.stderr
+    again = cli("recipes", "cp", "quickstart", f"{tmp_path / 'qs'}/")
+    assert again.exit_code == 2 and "exist; pass --force to replace them" in again.stderr
+    assert "learning_rat:" in sft.read_text()  # nothing was replaced
+
+
+def test_a_copied_recipe_that_extends_a_shipped_one_still_validates(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("recipes", "cp", "gsm8k-dapo", "mine/").exit_code == 0
+    assert "extends: gsm8k-grpo" in (tmp_path / "mine" / "gsm8k-dapo.yaml").read_text()
+    assert cli("validate", "mine/gsm8k-dapo.yaml").exit_code == 0
+    # A recipe of one's own that extends a file next to it: the copy elsewhere extends that same file.
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "base.yaml").write_text((shipped_recipes()["addition"]).read_text())
+    (tmp_path / "proj" / "child.yaml").write_text("extends: base.yaml\ntrainer: {max_steps: 7}\n")
+    assert cli("recipes", "cp", "proj/child.yaml", "elsewhere/").exit_code == 0
+    copied = yaml.safe_load((tmp_path / "elsewhere" / "child.yaml").read_text())
+    assert copied["extends"] == str(tmp_path / "proj" / "base.yaml")
+    assert cli("validate", "elsewhere/child.yaml").exit_code == 0
 
 
 def test_unknown_shipped_recipe(cli):

@@ -525,3 +525,27 @@ def test_lora_targets_that_match_nothing_fail_before_the_run_directory_is_touche
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("error")]  # after the printed recipe
     assert result.stderr.strip().endswith(line) and "q_projj" in line and "q_proj" in line
     assert not run.exists()
+
+
+@pytest.mark.parametrize("metrics", [False, True])
+def test_train_again_after_a_crash_before_the_first_checkpoint_says_overwrite(
+    tmp_path, cli, tiny_recipe, metrics
+):
+    """A run that crashed at step 1 has its marker and no checkpoint: train again says --overwrite the first time,
+    never --resume (which would only say there is nothing to resume)."""
+    from grpo_cli.run_dir import write_marker
+
+    recipe = tiny_recipe()
+    run = Path(yaml.safe_load(recipe.read_text())["output_dir"])
+    run.mkdir(parents=True)
+    write_marker(run, "grpo")
+    (run / "recipe.yaml").write_text(recipe.read_text())
+    (run / "base_model").mkdir()
+    if metrics:
+        (run / "metrics.jsonl").write_text('{"step": 1, "reward": 0.1}\n')
+    result = cli("train", recipe)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {run} already holds a run that stopped before its first checkpoint, so there is nothing to "
+        "resume; pass --overwrite to start it again, or --output-dir to write elsewhere"
+    )

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from grpo_cli import generation, model_sources, models, prompting
 from grpo_cli.workflows import evaluate_generations as evaluate
 from tests.helpers import eval_completions, run_recipe
-from tests.tiny_runs import CHAT_TEMPLATE, fake_run
+from tests.tiny_runs import CHAT_TEMPLATE, bpe_model, fake_run
 
 
 def generate(*args, stdin: str | None = None):
@@ -170,3 +170,55 @@ def test_user_errors(tmp_path, monkeypatch, args, message):
     result = generate(*args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
+
+
+def test_typed_prompt_matches_a_chat_row_with_its_own_system_turn(cli, tmp_path):
+    """Rows of a chat dataset carry a system turn the recipe does not: a typed question is found by its user turn,
+    and is generated from the row's prompt, system turn and all (as a .jsonl file with the whole row is)."""
+    from tests import realistic_model
+
+    model = bpe_model(tmp_path / "model")
+    rows = realistic_model.chat_rows(12, 10)
+    realistic_model.write_jsonl(tmp_path / "train.jsonl", rows)
+    recipe = tmp_path / "grpo.yaml"
+    recipe.write_text(
+        "algorithm: grpo\nmodel: {name_or_path: model}\ndataset: {source: train.jsonl, eval_size: 4}\n"
+        "rewards: [{name: accuracy}]\ntrainer: {max_completion_length: 3}\n"
+    )
+    row = rows[7]
+    question = row["messages"][1]["content"]
+    typed = cli("generate", model, "--recipe", recipe, "-p", question)
+    assert typed.exit_code == 0, typed.output
+    whole = tmp_path / "row.jsonl"
+    realistic_model.write_jsonl(whole, [{"messages": row["messages"][:2], "answer": row["answer"]}])
+    from_file = cli("generate", model, "--recipe", recipe, "-f", whole)
+    assert from_file.exit_code == 0, from_file.output
+    assert question[:20] in typed.stdout and typed.stdout == from_file.stdout
+    unknown = cli("generate", model, "--recipe", recipe, "-p", question + " Twice?")
+    assert unknown.exit_code == 2 and "is not in the recipe's dataset" in unknown.stderr
+
+
+@pytest.mark.parametrize("name", ["runs/nosuch", "./nosuch", "runs/deep/nosuch", "run/recipe.yaml"])
+def test_a_missing_local_path_is_a_local_error_with_no_hub_call(tmp_path, monkeypatch, name):
+    """`runs/nosuch` beside `runs/` is a mistyped run, not a Hub id: one line, exit 2, before anything loads."""
+    from grpo_cli.workflows import generate as generating
+
+    fake_run(tmp_path)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded (the Hub tried)")
+
+    monkeypatch.setattr(generating, "load_target", no_load)
+    monkeypatch.setattr(generating, "load_source", no_load)
+    result = generate(name, "--prompt", "hi")
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    if name.endswith(".yaml"):
+        assert (
+            line
+            == f"error: {name} is a file; give a training run, an exported directory, a saved model or adapter"
+        )
+    else:
+        assert line.startswith(f"error: {name}: no such directory ({tmp_path / name}")

@@ -122,7 +122,7 @@ def test_model_run_must_be_a_finished_policy_run(tmp_path, monkeypatch):
         "(rewards: [{name: 'model:runs/rm'}])"
     ]
     assert problems(path, ["model.run=runs/none"]) == [
-        "model.run: runs/none does not exist; train the stage that writes it first"
+        f"model.run: runs/none does not exist ({tmp_path / 'runs' / 'none'}); train the stage that writes it first"
     ]
     assert problems(path, ["model.run=runs/cut"]) == [
         "model.run: the run in runs/cut is not finished (no summary.json); finish it with --resume"
@@ -329,7 +329,10 @@ def test_the_shipped_pipeline_validates_with_earlier_stages_counted(cli, tmp_pat
     )
     alone = cli("validate", "pipeline/grpo")  # a stage on its own needs the SFT run to exist
     assert alone.exit_code == 2
-    assert "model.run: runs/pipeline-sft does not exist; train the stage that writes it first" in alone.stderr
+    assert (
+        f"model.run: runs/pipeline-sft does not exist ({tmp_path / 'runs' / 'pipeline-sft'}); train the stage that "
+        "writes it first"
+    ) in alone.stderr
 
 
 def test_a_pipeline_stage_that_needs_a_later_stage(tmp_path, monkeypatch):
@@ -340,7 +343,7 @@ def test_a_pipeline_stage_that_needs_a_later_stage(tmp_path, monkeypatch):
     with pytest.raises(UserError) as info:
         pipeline.validate(str(path))
     assert info.value.problems == [
-        "b.yaml: model.run: runs/a does not exist; train the stage that writes it first"
+        f"b.yaml: model.run: runs/a does not exist ({tmp_path / 'runs' / 'a'}); train the stage that writes it first"
     ]
     write(tmp_path, {"stages": ["a.yaml", "b.yaml"]}, "p.yaml")
     assert [r.algorithm for _path, r in pipeline.validate(str(path))] == [
@@ -382,6 +385,57 @@ def test_report_of_a_pipeline_goes_beside_its_runs_not_into_the_first(cli, tmp_p
     assert result.stdout.startswith(f"wrote {Path('runs') / 'report-quickstart' / 'report.md'} and ")
     assert not (tmp_path / "runs" / "pipeline-sft" / "report").exists()  # `report pipeline` would share it
     assert cli("report", "runs/pipeline-sft").stdout.startswith("wrote runs/pipeline-sft/report/report.md")
+
+
+def test_run_paths_from_another_directory_say_where_they_were_looked_for(cli, tmp_path, monkeypatch):
+    """output_dir and model.run are relative to the current directory (as -o is); from elsewhere, every message
+    about a missing run shows the absolute path looked at, says so, and how to fix it (issue 22, item 13)."""
+    proj, other = tmp_path / "proj", tmp_path / "other"
+    other.mkdir()
+    proj.mkdir()
+    write(proj, {**SFT, "output_dir": "runs/a"}, "a.yaml")
+    write(proj, {**TINY_RECIPE, "model": {"run": "runs/a"}, "output_dir": "runs/b"}, "b.yaml")
+    write(proj, {"stages": ["a.yaml", "b.yaml"]}, "p.yaml")
+    fake_finished_run(proj / "runs" / "a", "sft")
+    note = (
+        "run directories (output_dir, model.run) are relative to the current directory, not to the recipe's "
+        f"{proj}: run grpo-cli from there, or write absolute paths"
+    )
+    monkeypatch.chdir(other)
+    result = cli("validate", "../proj/b.yaml")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: b.yaml: model.run: runs/a does not exist ({other / 'runs' / 'a'}; {proj / 'runs' / 'a'} "
+        f"exists; {note}); train the stage that writes it first\n"
+    )
+    monkeypatch.setenv("COLUMNS", "200")
+    result = cli("eval", "../proj/p.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        f"stage 1/2 (sft, {proj / 'a.yaml'} -> runs/a): not trained ({other / 'runs' / 'a'}; "
+        f"{proj / 'runs' / 'a'} exists; {note}); skipped"
+    )
+    assert result.stderr.splitlines()[-1].endswith(
+        f"not evaluated ({proj / 'a.yaml'}, {proj / 'b.yaml'}): {note}"
+    )
+    result = cli("report", "../proj/p.yaml")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {proj / 'a.yaml'}: its run runs/a does not exist ({other / 'runs' / 'a'}; {proj / 'runs' / 'a'} "
+        f"exists; {note}); train the pipeline first\n"
+    )
+    write(proj, {**TINY_RECIPE, "rewards": [{"name": "model:runs/rm"}], "output_dir": "runs/c"}, "c.yaml")
+    (other / "runs").mkdir()  # runs/rm is then a path here, not a Hub id
+    result = cli("validate", "../proj/c.yaml")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: c.yaml: rewards[0] (model:runs/rm): runs/rm does not exist ({other / 'runs' / 'rm'}; {note}); "
+        "train the stage that writes it first\n"
+    )
+    # From the recipe's directory: found, and the pipeline validates.
+    monkeypatch.chdir(proj)
+    assert cli("validate", "b.yaml").exit_code == 0, cli("validate", "b.yaml").output
+    assert cli("validate", "p.yaml").exit_code == 0
 
 
 # ---- eval of a pipeline: without training (the real one is in test_train_stages.py) ----
@@ -431,7 +485,7 @@ def test_eval_of_a_pipeline_reports_each_stage_without_a_result_and_exits_2(cli,
         "stage 1/3 (sft, a.yaml -> runs/a): error: --adapter runs/a holds neither a peft adapter "
         "(adapter_config.json) nor a model (config.json); give the output directory of a finished training run",
         "stage 2/3 (grpo, b.yaml -> runs/b): not finished (no summary.json); skipped",
-        "stage 3/3 (grpo, c.yaml -> runs/c): not trained; skipped",
+        f"stage 3/3 (grpo, c.yaml -> runs/c): not trained ({tmp_path / 'runs' / 'c'}); skipped",
         "error: 3 of 3 stages not evaluated (a.yaml, b.yaml, c.yaml): `grpo-cli train p.yaml` trains what is "
         "missing; see the error above",
     ]

@@ -98,6 +98,7 @@ def evaluate(
     from grpo_cli import pipeline
     from grpo_cli.errors import UserError
     from grpo_cli.recipe import load_recipe
+    from grpo_cli.validation import relative_runs_note
     from grpo_cli.workflows.evaluate import evaluate_recipe
 
     output_dir = pick_output_dir(output_dir, legacy_output)
@@ -113,8 +114,11 @@ def evaluate(
         if missing:
             names = ", ".join(pipeline.shown(s.recipe.path) for s in missing)
             advice = []
-            if any(s.untrained for s in missing):
-                advice.append(f"`grpo-cli train {recipe}` trains what is missing")
+            untrained = [s for s in missing if s.untrained]
+            if untrained:
+                # From another directory, the runs may well exist: say where they were looked for first.
+                elsewhere = relative_runs_note(untrained[0].recipe.path.parent)
+                advice.append(elsewhere or f"`grpo-cli train {recipe}` trains what is missing")
             failed = [s for s in missing if not s.untrained]
             if failed:
                 advice.append(f"see the error{'s' if len(failed) > 1 else ''} above")

@@ -83,31 +83,68 @@ def cp(
     ],
     force: Annotated[bool, typer.Option("--force", help="Replace the copy if it exists.")] = False,
 ) -> None:
-    """Copy a shipped recipe to edit it; relative paths in it (a pipeline's stages too) are made absolute so the
-    copy runs anywhere."""
-    import yaml
-
-    from grpo_cli.pipeline import stage_paths
-    from grpo_cli.recipe_files import absolutize_paths, find_recipe, parse_yaml, read_text
+    """Copy a shipped recipe to edit it. A pipeline's stage files are copied too, beside it at the same relative
+    paths, so the copy is whole and its stages can be edited; other relative paths in it (data files, a parent it
+    extends) are made absolute so the copy runs anywhere."""
+    from grpo_cli.pipeline import KEY, stage_paths
+    from grpo_cli.recipe_files import find_recipe
     from grpo_cli.run_files import atomic_write
 
     source = find_recipe(name)
     into = Path(dest)
     target = into / source.name if dest.endswith(("/", os.sep)) or into.is_dir() else into
-    if target.exists() and not force:
-        raise UserError(f"{target} exists; pass --force to replace it")
+    text, data = _copied(source)
+    files = {target: text}
+    if KEY in data:  # a pipeline file: its stages beside the copy, as `train` finds them
+        stages = []
+        for written, stage in zip(data[KEY], stage_paths(source), strict=True):
+            inside = not Path(written).is_absolute() and ".." not in Path(written).parts
+            relative = written if inside and (source.parent / written).is_file() else stage.name
+            copy = target.parent / relative
+            if copy in files:
+                raise UserError(f"{source}: two stages would be copied to {copy}; copy them one by one")
+            files[copy] = _copied(stage)[0]
+            stages.append(relative)
+        if stages != data[KEY]:
+            data[KEY] = stages
+            files[target] = _with_header(text, data)
+    existing = [str(path) for path in files if path.exists()]
+    if existing and not force:
+        one = len(existing) == 1
+        raise UserError(
+            f"{', '.join(existing)} exist{'s' if one else ''}; pass --force to replace {'it' if one else 'them'}"
+        )
+    for path, content in files.items():
+        atomic_write(path, content)
+    typer.echo(f"wrote {target}" + (f" and its {len(files) - 1} stages" if len(files) > 1 else ""))
+
+
+def _copied(source: Path) -> tuple[str, dict]:
+    """A recipe file's text for a copy elsewhere (its relative data paths and `extends:` made absolute; the text
+    as written, comments and all, when nothing needed that) and its mapping as written."""
+    import copy
+
+    from grpo_cli.recipe_files import absolutize_paths, parse_yaml, read_text, shipped_recipes
+
     text = read_text(source)
     data = parse_yaml(text, str(source)) or {}
     if not isinstance(data, dict):
         raise UserError(
             f"{source}: a recipe must be a mapping of keys to values, not a {type(data).__name__}"
         )
-    before = yaml.safe_dump(data)
+    written = copy.deepcopy(data)
     absolutize_paths(data, source.parent)
-    if "stages" in data:  # a pipeline file: its stage recipes, found as `train` finds them
-        data["stages"] = [str(stage) for stage in stage_paths(source)]
-    if yaml.safe_dump(data) != before:  # keep the comments when nothing needed rewriting
-        header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
-        text = header + yaml.safe_dump(data, sort_keys=False)
-    atomic_write(target, text)
-    typer.echo(f"wrote {target}")
+    parent = data.get("extends")
+    if isinstance(parent, str) and not ("/" not in parent and Path(parent).stem in shipped_recipes()):
+        data["extends"] = str((source.parent / parent).resolve())  # a shipped name resolves anywhere
+    if data != written:
+        text = _with_header(text, data)
+    return text, written
+
+
+def _with_header(text: str, data: dict) -> str:
+    """`data` as YAML under the leading comment lines of `text`."""
+    import yaml
+
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    return header + yaml.safe_dump(data, sort_keys=False)

@@ -52,7 +52,9 @@ def report(
     # A pipeline (a file of stages, e.g. `pipeline`) stands for its stages' run directories, drawn together.
     pipelines = [arg for arg in run_dirs if not arg.is_dir() and pipeline.is_pipeline(str(arg))]
     run_dirs = [
-        run for arg in run_dirs for run in (pipeline.run_dirs(str(arg)) if not arg.is_dir() else [arg])
+        run
+        for arg in run_dirs
+        for run in (pipeline.run_dirs(str(arg), must_exist=True) if not arg.is_dir() else [arg])
     ]
     output_dir = pick_output_dir(output_dir, legacy_output)
     # A pipeline's report goes beside its runs, not into its first stage's run: `report quickstart` and

@@ -30,6 +30,7 @@ from grpo_cli.recipe_files import apply_overrides
 from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER
 from grpo_cli.run_files import RECIPE_FILE, read_adapter_config, read_export_marker
 from grpo_cli.trainer_fields import chat_template_kwargs
+from grpo_cli.validation import looks_like_path
 from grpo_cli.workflows.evaluate_generations import bind_rewards, evaluated_state, score
 
 
@@ -46,7 +47,16 @@ def resolve(
     name: str, *, base: bool = False, recipe: str | None = None, overrides: list[str] | None = None
 ) -> Target:
     """The model named by `name` (run, checkpoint, export, model dir, adapter dir or Hub id) and its recipe."""
-    path = Path(name)
+    path = Path(name).expanduser()
+    if not path.exists() and looks_like_path(name, Path.cwd()):  # never a Hub id: no network, no retries
+        raise UserError(
+            f"{name}: no such directory ({path.absolute()}); give a training run, an exported directory, "
+            "a saved model or adapter, or a Hub id (org/name)"
+        )
+    if path.exists() and not path.is_dir():
+        raise UserError(
+            f"{name} is a file; give a training run, an exported directory, a saved model or adapter"
+        )
     overrides = overrides or []
     given = load_recipe(recipe, overrides) if recipe is not None else None
     run_dir = _run_dir(path)
@@ -196,10 +206,14 @@ def prepare_rows(recipe: Recipe, items: list[dict], chat: bool) -> list[dict]:
     return rows
 
 
-def attach_columns(recipe: Recipe, rows: list[dict], needed: list[str], tokenizer) -> None:
-    """Give rows without the columns the rewards read those of the dataset row with the same prompt (so a typed
-    `3+4=` is scored against the recipe's answer); a prompt not in the dataset is an error naming the column."""
-    missing = [row for row in rows if any(c not in row for c in needed)]
+def attach_columns(recipe: Recipe, items: list[dict], rows: list[dict], needed: list[str], tokenizer) -> None:
+    """Give rows without the columns the rewards read those of the dataset row asking the same (so a typed `3+4=`
+    is scored against the recipe's answer); a prompt not in the dataset is an error naming the column.
+
+    A prompt asks the same as a dataset row when their turns other than system turns are the same, so rows that
+    carry a system turn of their own match the typed text; a typed prompt (or a line of a .txt file) then takes the
+    row's prompt, system turn and all, so that what is generated and scored is what eval generates and scores."""
+    missing = [i for i, row in enumerate(rows) if any(c not in row for c in needed)]
     if not missing:
         return
     try:
@@ -209,18 +223,29 @@ def attach_columns(recipe: Recipe, rows: list[dict], needed: list[str], tokenize
     known = {}
     for part in (train_rows, held_out):
         if part is not None and len(part):
-            for row in prompting.prepare(part, recipe.dataset, tokenizer):
-                known.setdefault(json.dumps(row["prompt"], sort_keys=True), row)
-    for row in missing:
-        match = known.get(json.dumps(row["prompt"], sort_keys=True))
+            prepared = prompting.prepare(part, recipe.dataset, tokenizer)
+            for raw, row in zip(part, prepared, strict=True):
+                known.setdefault(_asked(prompting.build_prompt(recipe.dataset, raw, True)), row)
+    asked = prepare_rows(recipe, [items[i] for i in missing], True)
+    for i, conversation in zip(missing, asked, strict=True):
+        row = rows[i]
+        match = known.get(_asked(conversation["prompt"]))
         if match is None:
             absent = [c for c in needed if c not in row]
             raise UserError(
                 f"prompt {shown(row['prompt'])!r} is not in the recipe's dataset, and its rewards read column(s) "
                 f"{', '.join(absent)}: give prompts in a .jsonl file with those columns"
             )
+        if set(items[i]) == {"text"}:
+            row["prompt"] = match["prompt"]
         for column in needed:
             row.setdefault(column, match[column])
+
+
+def _asked(messages: list[dict]) -> str:
+    """What a conversation asks, as a key: its turns without system (or developer) turns."""
+    turns = [m for m in messages if m.get("role") not in ("system", "developer")]
+    return json.dumps(turns, sort_keys=True)
 
 
 def shown(prompt) -> str:
@@ -256,7 +281,7 @@ def run(
     bound = bind_rewards(recipe) if rewards else None
     if bound is not None:
         needed = sorted({c for r in bound.training + bound.eval_only for c in r.columns})
-        attach_columns(recipe, rows, needed, tokenizer)
+        attach_columns(recipe, items, rows, needed, tokenizer)
         columns = {c for row in rows for c in row}
         for row in rows:  # one set of columns for every row, as a dataset batch has
             for column in columns - set(row):
