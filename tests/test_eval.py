@@ -431,7 +431,10 @@ def test_another_evaluations_results_are_replaced_only_with_overwrite(workdir, c
     result = cli("eval", "other.yaml", "--adapter", policy)
     assert result.exit_code == 2 and "another evaluation (by the recipe" in result.stderr
     replaced = cli("eval", "recipe.yaml", "--model", policy, "--output-dir", out, "--overwrite")
-    assert replaced.exit_code == 0 and "--overwrite: replacing the results of another evaluation" in replaced.stderr
+    assert (
+        replaced.exit_code == 0
+        and "--overwrite: replacing the results of another evaluation" in replaced.stderr
+    )
     assert json.loads((out / "eval.json").read_text())["settings"]["recipe"] == str(workdir / "recipe.yaml")
 
 
