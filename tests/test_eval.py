@@ -605,3 +605,18 @@ def test_eval_of_a_trained_grpo_run(workdir, runner, overrides):
     assert len(samples) == 2 * 6 * 2
     for key, value in report["metrics"]["delta"].items():
         assert value == pytest.approx(report["metrics"]["tuned"][key] - report["metrics"]["base"][key])
+
+
+def test_pipeline_says_fresh_score_head_only_when_the_head_is_new(tmp_path):
+    from grpo_cli.commands.eval import started_from
+    from tests.tiny_runs import bpe_model, reward_recipe
+
+    recipe = load_recipe(reward_recipe(tmp_path))  # from a local one-label reward model: its head loads
+    assert started_from(recipe) == str(tmp_path / "judge")
+    policy = bpe_model(tmp_path / "policy")  # a causal LM: a new head
+    fresh = recipe.model_copy(update={"model": recipe.model.model_copy(update={"name_or_path": str(policy)})})
+    assert started_from(fresh) == f"{policy}, fresh score head"
+    hub = recipe.model_copy(
+        update={"model": recipe.model.model_copy(update={"name_or_path": "no-org/no-model"})}
+    )
+    assert started_from(hub) == "no-org/no-model, fresh score head"

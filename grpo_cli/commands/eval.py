@@ -293,7 +293,39 @@ def started_from(recipe) -> str:
         start = "untrained (from_config)"
     else:
         start = spec.name_or_path
-    # A reward stage puts a fresh score head on a policy; a reward run's model it continues as it is.
-    fresh_head = spec.from_config is None and (spec.run is None or run_kind(Path(spec.run)) != "reward model")
-    makes_reward_model = ALGORITHMS[recipe.algorithm].makes == "reward model"
-    return f"{start}, fresh score head" if makes_reward_model and fresh_head else start
+    if ALGORITHMS[recipe.algorithm].makes != "reward model":
+        return start
+    # A reward stage puts a fresh score head on a policy; a reward run's model, or a one-label reward model, it
+    # continues as it is (its head loaded).
+    if spec.run is not None:
+        head_loaded = run_kind(Path(spec.run)) == "reward model"
+    else:
+        head_loaded = spec.from_config is None and _one_label_classifier(spec.name_or_path, spec.revision)
+    return start if head_loaded else f"{start}, fresh score head"
+
+
+def _one_label_classifier(name_or_path: str, revision: str | None) -> bool:
+    """Whether the config.json of a local directory (or of a Hub model in the local cache) is a one-label sequence
+    classifier's, whose score head loads as it is; False when it cannot be read without the network."""
+    import json
+
+    config = Path(name_or_path) / "config.json"
+    if not config.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        from grpo_cli.model_sources import HUB_ID
+
+        if not HUB_ID.match(name_or_path):
+            return False
+
+        cached = try_to_load_from_cache(name_or_path, "config.json", revision=revision)
+        if not isinstance(cached, str):
+            return False
+        config = Path(cached)
+    try:
+        settings = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    architectures = settings.get("architectures") or []
+    labels = settings.get("num_labels", len(settings.get("id2label") or {}) or 2)
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures) and labels == 1
