@@ -35,6 +35,7 @@ from grpo_cli import __version__, models
 from grpo_cli.devices import default_device
 from grpo_cli.errors import UserError, describe
 from grpo_cli.generation import eos_ids, suppressed_special_tokens
+from grpo_cli.model_card import LOCAL_BASE  # a local base, copied into the export, named relative to it
 from grpo_cli.model_sources import ModelSource, resolve_models, run_root
 from grpo_cli.models import TOKENIZER_FILES, load_source
 from grpo_cli.recipe import Recipe, load_recipe
@@ -53,8 +54,6 @@ from grpo_cli.workflows.export_check import (  # noqa: F401 (CHECK_PROMPTS, TOLE
 )
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
-# An adapter-only export's base when it is a local model: copied into the export, named relative to it.
-LOCAL_BASE = "./base_model"
 
 
 @dataclass
