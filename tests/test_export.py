@@ -130,6 +130,7 @@ def test_adapter_only_loads_with_peft_on_its_base_after_the_folder_moves(cli, tm
     assert str(tmp_path) not in (out / "adapter_config.json").read_text() + (out / "README.md").read_text()
     assert not (out / "model.safetensors").exists()
     moved = Path(shutil.move(out, tmp_path / "elsewhere" / "adapter"))
+    assert cli("generate", moved, "-p", "1+2=").exit_code == 0  # grpo-cli finds the base inside it too
     base = AutoModelForCausalLM.from_pretrained(moved / config["base_model_name_or_path"])
     exported = PeftModel.from_pretrained(base, moved).eval()
     recipe = load_recipe(run / "recipe.yaml")
