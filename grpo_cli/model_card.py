@@ -162,9 +162,8 @@ def shown(path, exported: bool) -> str:
 def _base_description(model: dict, standalone: bool, exported: bool, adapter_base: str | None) -> str:
     if model.get("from_config"):
         spec = model["from_config"]
-        where = "" if standalone else "; its initial weights are in the run's `base_model/`"
-        if exported and not standalone:
-            where = "; its initial weights are in this folder's `base_model/`"
+        holder = "this folder" if exported else "the run"
+        where = "" if standalone else f"; its initial weights are in {holder}'s `base_model/`"
         return (
             f"a randomly initialised `{spec.get('model_type')}` built from a config (hidden size "
             f"{spec.get('hidden_size')}, layers: {spec.get('num_hidden_layers')}, a character-level tokenizer over "
@@ -176,6 +175,8 @@ def _base_description(model: dict, standalone: bool, exported: bool, adapter_bas
         what = f"the {algorithm.upper()} run" if algorithm else "the run"
         return f"{what} `{shown(run, exported)}` (the model it trained)"
     name = model.get("name_or_path")
+    if not name:
+        return "a model its recipe.yaml does not name"
     if hub_id(name):
         return f"[{name}](https://huggingface.co/{name})"
     inside = "; copied into this folder's `base_model/`" if adapter_base == LOCAL_BASE else ""
@@ -251,8 +252,7 @@ def _file_name(value):
 
 def _reward_name(name) -> str:
     """A reward as the card shows it: a reward model's or a reward file's local path by its name alone."""
-    if not isinstance(name, str):
-        return str(name)
+    name = str(name)
     if name.startswith("model:"):
         return "model:" + str(_file_name(name.removeprefix("model:")))
     path, colon, function = name.rpartition(":")
