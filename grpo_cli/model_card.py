@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from grpo_cli.model_sources import HUB_ID, run_root
 from grpo_cli.output import warn_once
 from grpo_cli.run_files import atomic_write, read_eval_report, read_recipe, read_summary, run_algorithm
 
+LOCAL_BASE = "./base_model"  # an adapter export's base when it was local: copied into the export (`export`)
+
 REWARD_PLOT = Path("report") / "reward.png"  # where `grpo-cli report RUN` draws the reward curve
 
 
@@ -34,7 +37,11 @@ def write_run_card(run_dir: Path) -> Path:
     """RUN/README.md for a training run (the adapter or model in the run directory itself)."""
     kind = "adapter" if (run_dir / "adapter_config.json").is_file() else "full"
     text = render(
-        run_dir, run_dir, kind=kind, plot=REWARD_PLOT if (run_dir / REWARD_PLOT).is_file() else None
+        run_dir,
+        run_dir,
+        kind=kind,
+        plot=REWARD_PLOT if (run_dir / REWARD_PLOT).is_file() else None,
+        chat_template=_has_chat_template(run_dir),
     )
     path = run_dir / "README.md"
     atomic_write(path, text)
@@ -48,7 +55,15 @@ def write_export_card(directory: Path, source: Path, *, kind: str, base: str | N
     if (run_dir / REWARD_PLOT).is_file():
         plot = Path("reward.png")
         shutil.copy2(run_dir / REWARD_PLOT, directory / plot)
-    text = render(run_dir, source, kind=kind, plot=plot, adapter_base=base, exported=True)
+    text = render(
+        run_dir,
+        source,
+        kind=kind,
+        plot=plot,
+        adapter_base=base,
+        exported=True,
+        chat_template=_has_chat_template(directory),
+    )
     path = directory / "README.md"
     atomic_write(path, text)
     return path
@@ -69,8 +84,10 @@ def render(
     plot: Path | None = None,
     adapter_base: str | None = None,
     exported: bool = False,
+    chat_template: bool = False,
 ) -> str:
-    """The card's text. `kind`: "adapter" (a peft adapter), "merged" (adapter merged into its base) or "full"."""
+    """The card's text. `kind`: "adapter" (a peft adapter), "merged" (adapter merged into its base) or "full";
+    `chat_template`: whether the model's tokenizer has one (its usage snippet then applies it, as eval did)."""
     recipe = read_recipe(run_dir) or {}
     summary = read_summary(run_dir) or {}
     try:
@@ -100,14 +117,20 @@ def render(
     front["pipeline_tag"] = spec.pipeline_tag if spec else "text-generation"
 
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# {name}", ""]
-    lines += _what_it_is(algorithm, model, lora, kind, source, exported)
+    lines += _what_it_is(algorithm, model, lora, kind, source, exported, adapter_base)
     lines += _data_and_rewards(recipe)
     lines += _training(summary, recipe, source)
     if evaluation:
         lines += _eval_table(evaluation)
     if plot is not None:
         lines += ["## Reward during training", "", f"![mean reward per step]({plot.as_posix()})", ""]
-    lines += _how_to_load(kind, base_name, adapter_base, exported, algorithm, run_dir)
+    dataset = recipe.get("dataset") or {}
+    chat = chat_template if dataset.get("chat_template") is None else bool(dataset["chat_template"])
+    usage = Usage(kind, adapter_base or base_name, exported, run_dir, chat, dataset.get("system_prompt"))
+    if spec is not None and spec.makes == "reward model":
+        lines += usage.reward_model()
+    else:
+        lines += usage.policy()
     lines += ["## Upload to the Hugging Face Hub", ""]
     if not exported:
         lines += [
@@ -128,30 +151,53 @@ def render(
     return "\n".join(lines)
 
 
-def _base_description(model: dict, standalone: bool) -> str:
+def shown(path, exported: bool) -> str:
+    """A local path as its reader types it: relative to the current directory inside it; else in an export, its name."""
+    path = Path(path)
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        return str(path.relative_to(Path.cwd())) or "."
+    return path.name if exported and path.is_absolute() else str(path)
+
+
+def _base_description(model: dict, standalone: bool, exported: bool, adapter_base: str | None) -> str:
     if model.get("from_config"):
         spec = model["from_config"]
-        where = "" if standalone else "; its initial weights are in the run's `base_model/`"
+        holder = "this folder" if exported else "the run"
+        where = "" if standalone else f"; its initial weights are in {holder}'s `base_model/`"
         return (
             f"a randomly initialised `{spec.get('model_type')}` built from a config (hidden size "
             f"{spec.get('hidden_size')}, layers: {spec.get('num_hidden_layers')}, a character-level tokenizer over "
             f"`{spec.get('vocabulary')}`){where}"
         )
+    if model.get("run"):
+        run = Path(model["run"])
+        algorithm = run_algorithm(run) if run.is_dir() else None
+        what = f"the {algorithm.upper()} run" if algorithm else "the run"
+        return f"{what} `{shown(run, exported)}` (the model it trained)"
     name = model.get("name_or_path")
-    return f"[{name}](https://huggingface.co/{name})" if hub_id(name) else f"`{name}`"
+    if not name:
+        return "a model its recipe.yaml does not name"
+    if hub_id(name):
+        return f"[{name}](https://huggingface.co/{name})"
+    inside = "; copied into this folder's `base_model/`" if adapter_base == LOCAL_BASE else ""
+    return f"`{shown(name, exported)}` (a local directory{inside})"
 
 
-def _what_it_is(algorithm, model, lora, kind, source, exported) -> list[str]:
+def _what_it_is(algorithm, model, lora, kind, source, exported, adapter_base) -> list[str]:
     what = {
         "adapter": "a LoRA adapter",
         "merged": "a standalone model (the LoRA adapter merged into its base)",
         "full": "a fully fine-tuned model",
     }[kind]
-    lines = [
-        f"{what[0].upper() + what[1:]} trained with {algorithm.upper()} by "
-        f"grpo-cli (on TRL), from {_base_description(model, exported and kind != 'adapter')}.",
-        "",
-    ]
+    base = _base_description(model, exported and kind != "adapter", exported, adapter_base)
+    if algorithm in ALGORITHMS and ALGORITHMS[algorithm].makes == "reward model":
+        first = (
+            f"A reward model ({what}): a one-label sequence classifier that scores a prompt and its answer, "
+            f"trained with TRL's RewardTrainer on preference pairs (chosen vs rejected) by grpo-cli, from {base}."
+        )
+    else:
+        first = f"{what[0].upper() + what[1:]} trained with {algorithm.upper()} by grpo-cli (on TRL), from {base}."
+    lines = [first, ""]
     if source.name.startswith("checkpoint-"):
         lines += [f"This is the run's `{source.name}`, saved during training.", ""]
     if lora:
@@ -176,11 +222,13 @@ def _data_and_rewards(recipe: dict) -> list[str]:
         gen = dataset["generate"]
         where = f"the `{gen.get('task')}` task generated in code ({gen.get('size')} rows, options {gen.get('options') or {}})"
     else:
-        where = f"`{dataset.get('source')}`" + (
+        where = f"`{_file_name(dataset.get('source'))}`" + (
             f" (config `{dataset['config']}`)" if dataset.get("config") else ""
         )
         where += f", split `{dataset.get('split', 'train')}`"
     held = {k: dataset[k] for k in ("eval_split", "eval_ratio", "eval_size") if dataset.get(k) is not None}
+    if "eval_split" in held:
+        held["eval_split"] = _file_name(held["eval_split"])
     lines = ["## Data and rewards", "", f"- Dataset: {where}"]
     if dataset.get("prompt"):
         lines.append(f"- Prompt template: `{dataset['prompt']}`")
@@ -188,12 +236,29 @@ def _data_and_rewards(recipe: dict) -> list[str]:
         lines.append(f"- System prompt: `{dataset['system_prompt']}`")
     if held:
         lines.append("- Held out for eval: " + ", ".join(f"{k}={v}" for k, v in held.items()))
-    lines += ["", "| reward | weight | args |", "|---|---|---|"]
-    for entry in recipe.get("rewards") or []:
+    rewards = recipe.get("rewards") or []
+    lines += ["", "| reward | weight | args |", "|---|---|---|"] if rewards else []
+    for entry in rewards:
         args = json.dumps(entry.get("args") or {}) if entry.get("args") else ""
-        lines.append(f"| `{entry.get('name')}` | {entry.get('weight', 1.0):g} | {args} |")
+        lines.append(f"| `{_reward_name(entry.get('name'))}` | {entry.get('weight', 1.0):g} | {args} |")
     lines.append("")
     return lines
+
+
+def _file_name(value):
+    """A local (absolute, resolved by the recipe) file or directory by its name; a Hub id or split as it is."""
+    return Path(value).name if isinstance(value, str) and Path(value).is_absolute() else value
+
+
+def _reward_name(name) -> str:
+    """A reward as the card shows it: a reward model's or a reward file's local path by its name alone."""
+    name = str(name)
+    if name.startswith("model:"):
+        return "model:" + str(_file_name(name.removeprefix("model:")))
+    path, colon, function = name.rpartition(":")
+    if colon and Path(path).is_absolute():
+        return f"{Path(path).name}:{function}"
+    return str(_file_name(name))
 
 
 def _training(summary: dict, recipe: dict, source: Path) -> list[str]:
@@ -231,11 +296,14 @@ def _eval_table(evaluation: dict) -> list[str]:
         return []
     settings = evaluation.get("settings") or {}
     how = settings.get("decoding", "greedy")
+    if settings.get("kind") == "pairs":
+        what = f"{settings.get('num_prompts')} held-out preference pairs (chosen vs rejected)"
+    else:
+        what = f"{settings.get('num_prompts')} held-out prompts x {settings.get('num_samples')} ({how})"
     lines = [
         "## Evaluation",
         "",
-        f"`grpo-cli eval` on {settings.get('num_prompts')} held-out prompts x {settings.get('num_samples')} "
-        f"({how}), {evaluation.get('created_at', '')}:",
+        f"`grpo-cli eval` on {what}, {evaluation.get('created_at', '')}:",
         "",
         "| metric | " + " | ".join(roles) + " |",
         "|---|" + "---|" * len(roles),
@@ -250,57 +318,133 @@ def _eval_table(evaluation: dict) -> list[str]:
     return lines
 
 
-def _how_to_load(kind, base_name, adapter_base, exported, algorithm, run_dir) -> list[str]:
-    here = "." if exported else str(run_dir)
-    lines = ["## How to use it", ""]
-    if algorithm in ALGORITHMS and ALGORITHMS[algorithm].makes == "reward model":
-        use = f"As a reward in a grpo-cli recipe: `rewards: [{{name: 'model:{here}'}}]` (GRPO or PPO)."
-        return [*lines, use, ""]
-    if kind in ("merged", "full"):
-        lines += [
-            "With transformers alone:",
-            "",
-            "```python",
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            "",
-            f'model = AutoModelForCausalLM.from_pretrained("{here}")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{here}")',
-            'inputs = tokenizer("YOUR PROMPT", return_tensors="pt")',
-            "output = model.generate(**inputs)  # stops at the EOS used in training (generation_config.json)",
-            "print(tokenizer.decode(output[0, inputs.input_ids.shape[1]:], skip_special_tokens=True))",
-            "```",
-            "",
-            f'With vLLM: `vllm serve {here}`, or `LLM(model="{here}")` in Python.',
-            "",
-        ]
-    else:  # a run's own adapter_config.json may name no base (a model built from a config): name it here
-        base = adapter_base or base_name or f"{run_dir}/base_model"
-        lines += [
-            "With peft, on its base model:",
-            "",
-            "```python",
+def _has_chat_template(directory: Path) -> bool:
+    """Whether the tokenizer saved in `directory` has a chat template (beside its settings, or inside them)."""
+    if any((directory / name).exists() for name in ("chat_template.jinja", "chat_template.json")):
+        return True
+    try:
+        settings = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and bool(settings.get("chat_template"))
+
+
+@dataclass
+class Usage:
+    """The card's "How to use it": the model loaded, and its input prepared, as `eval` did (a chat template)."""
+
+    kind: str  # "adapter", "merged" or "full"
+    base: str | None  # an adapter's base: its adapter_config.json's (an export's), else the recipe's model
+    exported: bool
+    run_dir: Path
+    chat: bool
+    system_prompt: str | None
+
+    @property
+    def here(self) -> str:
+        return "." if self.exported else str(self.run_dir)
+
+    def _messages(self, answer: bool) -> list[str]:
+        system = (
+            [f'{{"role": "system", "content": {json.dumps(self.system_prompt)}}}']
+            if self.system_prompt
+            else []
+        )
+        turns = [*system, '{"role": "user", "content": "YOUR PROMPT"}']
+        turns += ['{"role": "assistant", "content": "AN ANSWER"}'] if answer else []
+        return ["messages = [", *(f"    {turn}," for turn in turns), "]"]
+
+    def _load(self, auto_class: str, extra: str = "") -> list[str]:
+        if self.kind in ("merged", "full"):
+            return [
+                f"from transformers import {auto_class}, AutoTokenizer",
+                "",
+                f'model = {auto_class}.from_pretrained("{self.here}")',
+                f'tokenizer = AutoTokenizer.from_pretrained("{self.here}")',
+            ]
+        base = self.base or f"{self.run_dir}/base_model"
+        return [
             "from peft import PeftModel",
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f"from transformers import {auto_class}, AutoTokenizer",
             "",
-            f'base = AutoModelForCausalLM.from_pretrained("{base}")',
-            f'model = PeftModel.from_pretrained(base, "{here}")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{here}")',
-            "```",
-            "",
-            f"With vLLM: `vllm serve {base} --enable-lora --lora-modules tuned={here}`.",
-            "",
+            f'base = {auto_class}.from_pretrained("{base}"{extra})',
+            f'model = PeftModel.from_pretrained(base, "{self.here}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{self.here}")',
         ]
-        if not exported:
+
+    def _intro(self, what: str) -> list[str]:
+        lines = ["## How to use it", ""]
+        if self.base == LOCAL_BASE:
             lines += [
-                f"For a standalone model (no peft needed): `grpo-cli export {run_dir} -o EXPORTED_DIR`.",
+                "The base model is in `base_model/` in this folder (`adapter_config.json` names it "
+                f"`{LOCAL_BASE}`): run this from the folder, or give the path of its `base_model/`.",
                 "",
             ]
-    lines += [
-        "With grpo-cli, prompts prepared and decoded as in `eval`:",
-        "",
-        "```bash",
-        f'grpo-cli generate {here} --prompt "YOUR PROMPT"',
-        "```",
-        "",
-    ]
-    return lines
+        return [*lines, what, "", "```python"]
+
+    def policy(self) -> list[str]:
+        here = self.here
+        merged = self.kind in ("merged", "full")
+        lines = self._intro("With transformers alone:" if merged else "With peft, on its base model:")
+        lines += self._load("AutoModelForCausalLM")
+        if self.chat:  # as eval prompted it: the chat template, ending where the assistant's turn begins
+            lines += [
+                *self._messages(answer=False),
+                "inputs = tokenizer.apply_chat_template(",
+                '    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True',
+                ")",
+            ]
+        else:
+            lines.append('inputs = tokenizer("YOUR PROMPT", return_tensors="pt")')
+        lines += [
+            "output = model.generate(**inputs)  # stops at the EOS used in training (generation_config.json)",
+            'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
+            "```",
+            "",
+        ]
+        if merged:
+            lines += [f'With vLLM: `vllm serve {here}`, or `LLM(model="{here}")` in Python.', ""]
+        else:
+            lines += [f"With vLLM: `vllm serve {self.base} --enable-lora --lora-modules tuned={here}`.", ""]
+            if not self.exported:
+                lines += [
+                    f"For a standalone model (no peft needed): `grpo-cli export {self.run_dir} -o EXPORTED_DIR`.",
+                    "",
+                ]
+        return [
+            *lines,
+            "With grpo-cli, prompts prepared and decoded as in `eval`:",
+            "",
+            "```bash",
+            f'grpo-cli generate {here} --prompt "YOUR PROMPT"',
+            "```",
+            "",
+        ]
+
+    def reward_model(self) -> list[str]:
+        merged = self.kind in ("merged", "full")
+        what = (
+            "With transformers alone"
+            if merged
+            else "With peft, on its base model (its score head is in the adapter)"
+        )
+        lines = self._intro(f"{what}: a higher score means a better answer.")
+        lines += self._load("AutoModelForSequenceClassification", extra=", num_labels=1")
+        if not merged:
+            lines.append("model.config.pad_token_id = tokenizer.pad_token_id")
+        if self.chat:  # as training and `model:` rewards read it: the whole chat, rendered by the template
+            lines += [
+                *self._messages(answer=True),
+                "text = tokenizer.apply_chat_template(messages, tokenize=False)",
+            ]
+        else:
+            lines.append('text = "YOUR PROMPT" + "AN ANSWER"')
+        lines += [
+            'inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)',
+            "score = model(**inputs).logits[0, 0].item()",
+            "```",
+            "",
+            f"As a reward in a grpo-cli recipe: `rewards: [{{name: 'model:{self.here}'}}]` (GRPO or PPO).",
+            "",
+        ]
+        return lines

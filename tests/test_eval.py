@@ -388,6 +388,56 @@ def test_eval_run_with_baseline(workdir, runner, kind):
     ]
 
 
+def test_a_run_of_the_wrong_kind_for_the_recipe_is_refused(workdir, cli):
+    from tests.tiny_runs import fake_reward_run
+
+    policy, reward = fake_run(workdir, "run", "adapter"), fake_reward_run(workdir)
+    (reward / "eval").mkdir()
+    (reward / "eval" / "eval.json").write_text("{}")  # the reward model's results: never touched
+    result = cli("eval", "recipe.yaml", "--adapter", reward)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr == (
+        f"error: --adapter {reward} is a reward-model run, but recipe.yaml (grpo) evaluates a policy; evaluate "
+        f"the run with its own recipe: grpo-cli eval {reward / 'recipe.yaml'} --adapter {reward}\n"
+    )
+    assert (reward / "eval" / "eval.json").read_text() == "{}"
+    result = cli("eval", "rm.yaml", "--adapter", policy)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "is a GRPO run (a policy), but rm.yaml (reward) evaluates a reward model" in result.stderr
+    assert not (policy / "eval").exists()
+
+
+def test_another_evaluations_results_are_replaced_only_with_overwrite(workdir, cli):
+    from tests.tiny_runs import fake_reward_run
+
+    reward = fake_reward_run(workdir)
+    assert cli("eval", "rm.yaml", "--adapter", reward).exit_code == 0
+    # The same evaluation again replaces its own results, and says so.
+    again = cli("eval", "rm.yaml", "--adapter", reward)
+    assert again.exit_code == 0 and "replacing this evaluation's previous results" in again.stderr
+    pairs = (reward / "eval" / "eval.json").read_text()
+    # A policy evaluated into the reward run's eval/ (by --model and --output-dir): refused, nothing written.
+    policy = fake_run(workdir, "run", "full")
+    out = reward / "eval"
+    result = cli("eval", "recipe.yaml", "--model", policy, "--output-dir", out)
+    assert result.exit_code == 2 and result.stderr == (
+        f"error: {out / 'eval.json'} holds the results of another evaluation (of a reward model); keep both with "
+        "--output-dir DIR, or replace them with --overwrite\n"
+    )
+    assert (reward / "eval" / "eval.json").read_text() == pairs
+    # Another recipe on the same model is another evaluation too.
+    (workdir / "other.yaml").write_text((workdir / "recipe.yaml").read_text())
+    assert cli("eval", "recipe.yaml", "--adapter", policy).exit_code == 0
+    result = cli("eval", "other.yaml", "--adapter", policy)
+    assert result.exit_code == 2 and "another evaluation (by the recipe" in result.stderr
+    replaced = cli("eval", "recipe.yaml", "--model", policy, "--output-dir", out, "--overwrite")
+    assert (
+        replaced.exit_code == 0
+        and "--overwrite: replacing the results of another evaluation" in replaced.stderr
+    )
+    assert json.loads((out / "eval.json").read_text())["settings"]["recipe"] == str(workdir / "recipe.yaml")
+
+
 def test_adapter_eval_equals_the_merged_model_and_baseline_equals_the_base(workdir, runner):
     run = fake_run(workdir, "run", "adapter")
     assert invoke(runner, "recipe.yaml", "--adapter", run, "--baseline", "-k", "3", "-o", "a").exit_code == 0
@@ -555,3 +605,18 @@ def test_eval_of_a_trained_grpo_run(workdir, runner, overrides):
     assert len(samples) == 2 * 6 * 2
     for key, value in report["metrics"]["delta"].items():
         assert value == pytest.approx(report["metrics"]["tuned"][key] - report["metrics"]["base"][key])
+
+
+def test_pipeline_says_fresh_score_head_only_when_the_head_is_new(tmp_path):
+    from grpo_cli.commands.eval import started_from
+    from tests.tiny_runs import bpe_model, reward_recipe
+
+    recipe = load_recipe(reward_recipe(tmp_path))  # from a local one-label reward model: its head loads
+    assert started_from(recipe) == str(tmp_path / "judge")
+    policy = bpe_model(tmp_path / "policy")  # a causal LM: a new head
+    fresh = recipe.model_copy(update={"model": recipe.model.model_copy(update={"name_or_path": str(policy)})})
+    assert started_from(fresh) == f"{policy}, fresh score head"
+    hub = recipe.model_copy(
+        update={"model": recipe.model.model_copy(update={"name_or_path": "no-org/no-model"})}
+    )
+    assert started_from(hub) == "no-org/no-model, fresh score head"

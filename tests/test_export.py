@@ -18,7 +18,7 @@ from grpo_cli import model_sources, models
 from grpo_cli.recipe import load_recipe
 from grpo_cli.workflows.export import MARKER
 from tests.helpers import PPO_RECIPE, eval_completions, held_out_prompt_ids
-from tests.tiny_runs import CHAT_TEMPLATE, bpe_model, fake_run
+from tests.tiny_runs import CHAT_TEMPLATE, bpe_model, fake_reward_run, fake_run, reward_recipe
 
 
 def plain_completions(directory: Path, prompt_ids: list[list[int]], max_new_tokens: int) -> list[str]:
@@ -113,25 +113,53 @@ def test_dtype(cli, tmp_path):
     assert str(next(model.parameters()).dtype) == "torch.bfloat16"
 
 
-def test_adapter_only_loads_with_peft_on_its_base(cli, tmp_path):
+def test_adapter_only_loads_with_peft_on_its_base_after_the_folder_moves(cli, tmp_path):
+    import shutil
+
     import torch
-    from peft import AutoPeftModelForCausalLM
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
     run = fake_run(tmp_path)
     out = tmp_path / "adapter"
     stdout = export_ok(cli, run, "-o", out, "--adapter-only")
     assert "exported the LoRA adapter alone" in stdout
     config = json.loads((out / "adapter_config.json").read_text())
-    # A model built from a config: its initial weights travel with the adapter, and the config points at them.
-    assert config["base_model_name_or_path"] == str((out / "base_model").resolve())
+    # A model built from a config: its initial weights travel with the adapter, named relative to the export.
+    assert config["base_model_name_or_path"] == "./base_model"
+    assert str(tmp_path) not in (out / "adapter_config.json").read_text() + (out / "README.md").read_text()
     assert not (out / "model.safetensors").exists()
-    exported = AutoPeftModelForCausalLM.from_pretrained(str(out))
+    moved = Path(shutil.move(out, tmp_path / "elsewhere" / "adapter"))
+    assert cli("generate", moved, "-p", "1+2=").exit_code == 0  # grpo-cli finds the base inside it too
+    base = AutoModelForCausalLM.from_pretrained(moved / config["base_model_name_or_path"])
+    exported = PeftModel.from_pretrained(base, moved).eval()
     recipe = load_recipe(run / "recipe.yaml")
     tuned, _ = model_sources.resolve_models(recipe, adapter=run, model=None)
     merged, tokenizer = models.load_source(tuned, recipe)
     ids = torch.tensor([held_out_prompt_ids(run, tokenizer)[0]])
     with torch.inference_mode():
         assert torch.allclose(exported(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4)
+        assert torch.equal(
+            exported.generate(ids, do_sample=False, max_new_tokens=2),
+            merged.generate(ids, do_sample=False, max_new_tokens=2),
+        )
+
+
+def test_adapter_only_of_a_hub_base_names_the_hub_id(tmp_path, monkeypatch):
+    from grpo_cli.model_sources import ModelSource
+    from grpo_cli.recipe import ModelSection
+    from grpo_cli.workflows import export
+
+    source = export.Source(
+        path=tmp_path,
+        run_dir=tmp_path,
+        recipe=None,
+        tuned=ModelSource(
+            "adapter", base=ModelSource("recipe", spec=ModelSection(name_or_path="Qwen/Qwen2.5-0.5B"))
+        ),
+    )
+    assert export._portable_base(source, tmp_path, []) == "Qwen/Qwen2.5-0.5B"
+    assert not (tmp_path / "base_model").exists()
 
 
 def test_adapter_only_of_a_full_run_is_refused(cli, tmp_path):
@@ -197,6 +225,90 @@ def test_export_command_imports_no_heavy_library():
 
 
 # ---- slow: real training runs ----
+
+
+def run_scores(run: Path) -> tuple[list[float], list[list[int]]]:
+    """The reward run's scores, as `eval` and a `model:` reward load it, for a few texts of its pairs."""
+    from grpo_cli import prompting
+    from grpo_cli.reward_models import tokenize_pairs
+    from grpo_cli.workflows.evaluate_generations import held_out_rows
+
+    recipe = load_recipe(run / "recipe.yaml")
+    model, tokenizer = models.load_reward_model(run, None)
+    rows = prompting.prepare_preferences(held_out_rows(recipe, 3), recipe.dataset, tokenizer)
+    pairs = tokenize_pairs(rows, tokenizer)
+    ids = [x for pair in zip(pairs["chosen_ids"], pairs["rejected_ids"], strict=True) for x in pair]
+    return plain_scores(model, ids), ids
+
+
+def plain_scores(model, ids: list[list[int]]) -> list[float]:
+    import torch
+
+    with torch.inference_mode():
+        return [float(model(input_ids=torch.tensor([x])).logits[0, 0]) for x in ids]
+
+
+def check_reward_export(run: Path, exported: Path) -> None:
+    """A merged reward export: AutoModelForSequenceClassification alone, no arguments, one label, a pad id, the
+    run's scores; and its card says text-classification."""
+    from pytest import approx
+    from transformers import AutoModelForSequenceClassification
+
+    config = json.loads((exported / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2ForSequenceClassification"]
+    assert len(config["id2label"]) == 1 and config["pad_token_id"] is not None
+    model = AutoModelForSequenceClassification.from_pretrained(exported)
+    expected, ids = run_scores(run)
+    assert len(set(expected)) > 1
+    assert plain_scores(model, ids) == approx(expected, abs=1e-4)
+    assert front_matter(exported / "README.md")["pipeline_tag"] == "text-classification"
+    assert json.loads((exported / MARKER).read_text())["check"]["measure"] == "scores"
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_reward_run_exports_a_sequence_classifier_that_scores_like_the_run(cli, tmp_path, lora):
+    run = fake_reward_run(tmp_path, lora=lora)
+    stdout = export_ok(cli, run, "-o", tmp_path / "exported")
+    assert "check: the exported reward model's scores match" in stdout
+    check_reward_export(run, tmp_path / "exported")
+
+
+def test_reward_export_refuses_to_write_when_the_scores_differ(cli, tmp_path, monkeypatch):
+    from grpo_cli.workflows import export_reward
+
+    run = fake_reward_run(tmp_path)
+    real = export_reward.scores
+    calls = []
+
+    def off_on_the_way_back(model, texts):
+        calls.append(1)
+        return [s + (0.5 if len(calls) > 1 else 0) for s in real(model, texts)]
+
+    monkeypatch.setattr(export_reward, "scores", off_on_the_way_back)
+    result = cli("export", run, "-o", tmp_path / "exported")
+    assert result.exit_code == 2 and "scores differ from the run's" in result.stderr
+    assert not (tmp_path / "exported").exists()
+
+
+def test_reward_adapter_only_keeps_its_score_head_and_loads_on_its_base(cli, tmp_path):
+    import shutil
+
+    from peft import PeftModel
+    from pytest import approx
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    run = fake_reward_run(tmp_path)
+    out = tmp_path / "adapter"
+    export_ok(cli, run, "-o", out, "--adapter-only")
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
+    assert any("score" in name for name in load_file(out / "adapter_model.safetensors"))
+    moved = Path(shutil.move(out, tmp_path / "elsewhere" / "adapter"))
+    base = AutoModelForSequenceClassification.from_pretrained(moved / config["base_model_name_or_path"])
+    model = PeftModel.from_pretrained(base, moved)
+    expected, ids = run_scores(run)
+    assert plain_scores(model, ids) == approx(expected, abs=1e-4)
 
 
 def train(cli, recipe: Path, out: Path, *overrides: str) -> Path:
@@ -271,3 +383,13 @@ def test_check_prompts_are_the_first_rows_prepared_as_in_training_without_splitt
     ids = export.check_prompts(recipe, tokenizer)
     expected = [r["question"] for r in rows[: export.CHECK_PROMPTS]]
     assert [tokenizer.decode(row, skip_special_tokens=True) for row in ids] == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_trained_reward_run_of_a_local_one_label_model(cli, tmp_path, lora):
+    run = train(cli, reward_recipe(tmp_path, lora=lora), tmp_path / "rm")
+    export_ok(cli, run, "-o", tmp_path / "exported")
+    check_reward_export(run, tmp_path / "exported")
+    if lora:
+        export_ok(cli, run, "-o", tmp_path / "adapter", "--adapter-only")

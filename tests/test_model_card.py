@@ -169,3 +169,105 @@ def test_a_damaged_eval_result_leaves_the_card_without_it_and_says_so(tmp_path, 
     card = model_card.write_run_card(run).read_text()
     assert "## Evaluation" not in card and "trained with" in card
     assert "eval.json is damaged" in capsys.readouterr().err
+
+
+def test_a_chained_run_says_which_run_it_started_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sft = tmp_path / "runs" / "sft"
+    sft.mkdir(parents=True)
+    (sft / "run.json").write_text('{"algorithm": "sft"}')
+    run = hub_run(tmp_path)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    (run / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "model": {"run": str(sft)}}))
+    lines = model_card.write_run_card(run).read_text().splitlines()
+    assert (
+        "A LoRA adapter trained with PPO by grpo-cli (on TRL), from the SFT run `runs/sft` (the model it trained)."
+        in lines
+    )
+    out = tmp_path / "exported"
+    out.mkdir()
+    lines = model_card.write_export_card(out, run, kind="merged").read_text().splitlines()
+    assert (
+        "A standalone model (the LoRA adapter merged into its base) trained with PPO by grpo-cli (on TRL), "
+        "from the SFT run `runs/sft` (the model it trained)."
+    ) in lines
+    assert not any("None" in line for line in lines)
+
+
+def test_a_reward_run_card_says_what_it_is_and_how_to_score(tmp_path, monkeypatch, cli):
+    from tests.tiny_runs import fake_reward_run
+
+    monkeypatch.chdir(tmp_path)
+    run = fake_reward_run(tmp_path, lora=False)
+    assert cli("export", "rm", "-o", "exported").exit_code == 0
+    text = (tmp_path / "exported" / "README.md").read_text()
+    lines = text.splitlines()
+    assert front_matter(text)["pipeline_tag"] == "text-classification"
+    assert (
+        "A reward model (a fully fine-tuned model): a one-label sequence classifier that scores a prompt and its "
+        "answer, trained with TRL's RewardTrainer on preference pairs (chosen vs rejected) by grpo-cli, from "
+        "`judge` (a local directory)."
+    ) in lines
+    assert "REWARD by" not in text and "| reward | weight | args |" not in text
+    snippet = [
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "",
+        'model = AutoModelForSequenceClassification.from_pretrained(".")',
+        'tokenizer = AutoTokenizer.from_pretrained(".")',
+        'text = "YOUR PROMPT" + "AN ANSWER"',
+        'inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)',
+        "score = model(**inputs).logits[0, 0].item()",
+    ]
+    start = lines.index(snippet[0])
+    assert lines[start : start + len(snippet)] == snippet
+    # The snippet runs, from the export's folder, and scores as the run does.
+    monkeypatch.chdir(tmp_path / "exported")
+    scope: dict = {}
+    exec("\n".join(snippet).replace("YOUR PROMPT", "1+2=").replace("AN ANSWER", "3"), scope)
+    model, tokenizer = __import__("grpo_cli.models").models.load_reward_model(run, None)
+    import torch
+
+    with torch.inference_mode():
+        expected = (
+            model(**tokenizer("1+2=3", return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
+        )
+    assert scope["score"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_chat_models_usage_applies_the_chat_template_with_the_system_prompt(tmp_path, cli):
+    from tests.tiny_runs import CHAT_TEMPLATE
+
+    run = fake_run(tmp_path, chat_template=CHAT_TEMPLATE, changes={"dataset": {"system_prompt": "Add."}})
+    assert cli("export", run, "-o", tmp_path / "exported").exit_code == 0
+    lines = (tmp_path / "exported" / "README.md").read_text().splitlines()
+    snippet = [
+        "messages = [",
+        '    {"role": "system", "content": "Add."},',
+        '    {"role": "user", "content": "YOUR PROMPT"},',
+        "]",
+        "inputs = tokenizer.apply_chat_template(",
+        '    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True',
+        ")",
+        "output = model.generate(**inputs)  # stops at the EOS used in training (generation_config.json)",
+    ]
+    start = lines.index(snippet[0])
+    assert lines[start : start + len(snippet)] == snippet
+    assert 'inputs = tokenizer("YOUR PROMPT", return_tensors="pt")' not in lines
+
+
+def test_cards_name_local_data_and_rewards_without_this_machines_paths(tmp_path):
+    run = hub_run(tmp_path)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["dataset"] = {"source": str(tmp_path / "data" / "train.jsonl"), "prompt": "{question}"}
+    recipe["rewards"] = [
+        {"name": f"{tmp_path}/rewards.py:exact", "weight": 1.0},
+        {"name": f"model:{tmp_path}/runs/rm", "weight": 0.5},
+    ]
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "exported"
+    out.mkdir()
+    text = model_card.write_export_card(out, run, kind="adapter", base=HUB_MODEL).read_text()
+    lines = text.splitlines()
+    assert "- Dataset: `train.jsonl`, split `train`" in lines
+    assert "| `rewards.py:exact` | 1 |  |" in lines and "| `model:rm` | 0.5 |  |" in lines
+    assert str(tmp_path) not in text

@@ -74,6 +74,91 @@ def fake_run(directory: Path, *, lora: bool = True, chat_template: str | None = 
     return run
 
 
+def preference_pairs(count: int) -> list[dict]:
+    """Pairs a tiny model can learn in a few steps: chosen answers are high digits, rejected ones low."""
+    return [
+        {"question": f"{i % 10}+{i // 10}=", "chosen": str(5 + i % 5), "rejected": str((i * 3) % 5)}
+        for i in range(count)
+    ]
+
+
+REWARD_CHANGES = {
+    "algorithm": "reward",
+    "rewards": [],
+    "dataset": {"source": "pairs.jsonl", "prompt": "{question}", "eval_size": 8},
+    "trainer": {"learning_rate": 0.02, "max_steps": 8, "per_device_train_batch_size": 16, "save_steps": 4},
+}
+
+
+def one_label_model(directory: Path) -> Path:
+    """A local one-label reward model (a Qwen2 sequence classifier, char tokenizer) saved in `directory`."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    from grpo_cli import models
+
+    tokenizer = models.char_tokenizer("0123456789+=")
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    Qwen2ForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def reward_recipe(directory: Path, *, lora: bool = True) -> Path:
+    """A reward recipe in `directory` (with its pairs.jsonl) from the local one-label model in `directory/judge`."""
+    (directory / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in preference_pairs(40)))
+    judge = one_label_model(directory / "judge")
+    data = {**copy.deepcopy(TINY_RECIPE), **REWARD_CHANGES, "model": {"name_or_path": str(judge)}}
+    data["output_dir"] = str(directory / "runs" / "rm")
+    if not lora:
+        data["lora"] = None
+    path = directory / "rm.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def fake_reward_run(directory: Path, *, lora: bool = True) -> Path:
+    """A finished reward run in `directory/rm`, as `train` leaves one from a local one-label model (so no
+    base_model/): a LoRA adapter of task SEQ_CLS with its score head (peft's modules_to_save), or a full model;
+    weights moved away from the start so that the scores differ from the base's."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from grpo_cli import models
+    from grpo_cli.recipe import load_recipe
+
+    recipe = load_recipe(reward_recipe(directory, lora=lora))
+    run = directory / "rm"
+    model = AutoModelForSequenceClassification.from_pretrained(recipe.model.name_or_path, num_labels=1)
+    tokenizer = models.load_tokenizer(recipe.model.name_or_path)
+    torch.manual_seed(1)
+    if lora:
+        model = get_peft_model(model, models.lora_config(recipe.lora, task_type="SEQ_CLS"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if not lora or "lora_B" in name or "score" in name:
+                param.add_(torch.randn_like(param))
+    for place in (run, run / "checkpoint-4"):
+        model.save_pretrained(place)
+        tokenizer.save_pretrained(place)
+    (run / "recipe.yaml").write_text(recipe.to_yaml())
+    (run / "run.json").write_text(json.dumps({"algorithm": "reward"}))
+    (run / "summary.json").write_text(json.dumps({"algorithm": "reward", "steps": 8, "wall_time_s": 1.0}))
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.7}\n{"step": 8, "loss": 0.4}\n')
+    return run
+
+
 def bpe_model(directory: Path) -> Path:
     """A tiny Qwen2 with the realistic test model's byte-level BPE tokenizer (ChatML template, EOS `<|im_end|>`,
     Qwen2.5's files), saved in `directory`: smaller than `tests.realistic_model`'s policy, for export tests."""

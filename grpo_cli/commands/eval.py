@@ -73,6 +73,14 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace another evaluation's results in the output directory (this evaluation's own are "
+            "always replaced).",
+        ),
+    ] = False,
     legacy_output: LegacyOutput = None,
 ) -> None:
     """Generate completions for the recipe's held-out prompts and score them with its rewards.
@@ -83,6 +91,8 @@ def evaluate(
 
     The held-out prompts are split as in training: pass the run's own RUN_DIR/recipe.yaml as RECIPE to be sure
     of the same split. With --baseline, eval.json holds both models' metrics and their difference (tuned - base).
+    A run of the wrong kind for the recipe (a reward-model run for a policy recipe, or the reverse) is refused;
+    so is an output directory holding another evaluation's results, unless --overwrite.
 
     RECIPE may be a pipeline file (`stages:`, e.g. `grpo-cli eval pipeline`): every stage's run (its output_dir)
     is then evaluated in order as --adapter RUN_DIR --baseline would, each writing RUN_DIR/eval, and one table
@@ -105,7 +115,7 @@ def evaluate(
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     # A file of stages: each stage's own run against its own start (--baseline is implied), then one table.
     if pipeline.is_pipeline(recipe):
-        _refuse_one_model_options(recipe, overrides, adapter, model, output_dir)
+        _refuse_one_model_options(recipe, overrides, adapter, model, output_dir, overwrite)
         stages = pipeline.evaluate(
             recipe, num_samples=num_samples, limit=limit, batch_size=batch_size, show=_show, note=_note
         )
@@ -135,6 +145,7 @@ def evaluate(
         limit=limit,
         batch_size=batch_size,
         output_dir=output_dir,
+        overwrite=overwrite,
         note=_note,
     )
     _show(evaluated)
@@ -154,13 +165,18 @@ def _show(evaluated) -> None:
     typer.echo(f"wrote {evaluated.eval_path} and {evaluated.samples_path}")
 
 
-def _refuse_one_model_options(recipe: str, overrides, adapter, model, output_dir) -> None:
-    """--adapter, --model, --output-dir and KEY=VALUE are about one recipe's model: with a pipeline file, one line
+def _refuse_one_model_options(recipe: str, overrides, adapter, model, output_dir, overwrite=False) -> None:
+    """--adapter, --model, --output-dir, --overwrite and KEY=VALUE are about one recipe's model: with a pipeline file, one line
     that says so and gives the command that evaluates one stage with them."""
     from grpo_cli import pipeline
     from grpo_cli.errors import UserError
 
-    options = {"--adapter": adapter, "--model": model, "--output-dir": output_dir}
+    options = {
+        "--adapter": adapter,
+        "--model": model,
+        "--output-dir": output_dir,
+        "--overwrite": overwrite or None,
+    }
     given = [flag for flag, value in options.items() if value is not None]
     given += ["KEY=VALUE overrides"] if overrides else []
     if not given:
@@ -171,6 +187,7 @@ def _refuse_one_model_options(recipe: str, overrides, adapter, model, output_dir
     else:
         one = [f"--adapter {adapter if adapter is not None else last.output_dir}", "--baseline"]
     one += [f"--output-dir {output_dir}"] if output_dir is not None else []
+    one += ["--overwrite"] if overwrite else []
     one += overrides or []
     raise UserError(
         f"eval of a pipeline file evaluates each stage's own run; {' and '.join(given)} "
@@ -280,7 +297,39 @@ def started_from(recipe) -> str:
         start = "untrained (from_config)"
     else:
         start = spec.name_or_path
-    # A reward stage puts a fresh score head on a policy; a reward run's model it continues as it is.
-    fresh_head = spec.from_config is None and (spec.run is None or run_kind(Path(spec.run)) != "reward model")
-    makes_reward_model = ALGORITHMS[recipe.algorithm].makes == "reward model"
-    return f"{start}, fresh score head" if makes_reward_model and fresh_head else start
+    if ALGORITHMS[recipe.algorithm].makes != "reward model":
+        return start
+    # A reward stage puts a fresh score head on a policy; a reward run's model, or a one-label reward model, it
+    # continues as it is (its head loaded).
+    if spec.run is not None:
+        head_loaded = run_kind(Path(spec.run)) == "reward model"
+    else:
+        head_loaded = spec.from_config is None and _one_label_classifier(spec.name_or_path, spec.revision)
+    return start if head_loaded else f"{start}, fresh score head"
+
+
+def _one_label_classifier(name_or_path: str, revision: str | None) -> bool:
+    """Whether the config.json of a local directory (or of a Hub model in the local cache) is a one-label sequence
+    classifier's, whose score head loads as it is; False when it cannot be read without the network."""
+    import json
+
+    config = Path(name_or_path) / "config.json"
+    if not config.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        from grpo_cli.model_sources import HUB_ID
+
+        if not HUB_ID.match(name_or_path):
+            return False
+
+        cached = try_to_load_from_cache(name_or_path, "config.json", revision=revision)
+        if not isinstance(cached, str):
+            return False
+        config = Path(cached)
+    try:
+        settings = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    architectures = settings.get("architectures") or []
+    labels = settings.get("num_labels", len(settings.get("id2label") or {}) or 2)
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures) and labels == 1

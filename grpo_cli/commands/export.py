@@ -50,8 +50,11 @@ def export(
     """Export a run as a model that loads with transformers alone: the adapter merged into its base, the
     tokenizer with its chat template, and a generation config that stops where training stopped.
 
-    Works for GRPO and PPO runs, LoRA and full fine-tuning, and models built from a config (their base weights
-    are in the run). Checks on the way out that the exported model, loaded back from disk, gives the run's
+    Works for GRPO, PPO and SFT runs, LoRA and full fine-tuning, and models built from a config (their base
+    weights are in the run). A reward run exports as a one-label sequence classifier (score head kept) that
+    loads with AutoModelForSequenceClassification alone, checked on its scores. With --adapter-only, a base
+    that is a local directory is copied into the export's base_model/, so that the folder still loads when
+    moved. Checks on the way out that the exported model, loaded back from disk, gives the run's
     logits on a few of the recipe's prompts. Writes a model card (README.md) ready for `hf upload`.
 
     Example: grpo-cli export runs/pipeline-grpo -o exported
@@ -87,9 +90,16 @@ def export(
     typer.echo(f"exported {what} ({result.dtype}) to {output_dir}: {len(result.files)} files, {size:.1f} MiB")
     check = result.check
     against = "the adapter on its base" if result.kind in ("merged", "adapter") else "the run's model"
-    typer.echo(
-        f"check: the exported model's logits match {against} on {check.prompts} prompts "
-        f"(max |diff| {check.max_abs_diff:.2g}, tolerance {check.tolerance:.2g}; "
-        f"same next token on {check.next_token_agreement}/{check.prompts})"
-    )
-    typer.echo(f"model card: {output_dir / 'README.md'}; try it: grpo-cli generate {output_dir} --prompt ...")
+    if check.measure == "scores":
+        typer.echo(
+            f"check: the exported reward model's scores match {against} on {check.prompts} preference texts "
+            f"(max |diff| {check.max_abs_diff:.2g}, tolerance {check.tolerance:.2g})"
+        )
+    else:
+        typer.echo(
+            f"check: the exported model's logits match {against} on {check.prompts} prompts "
+            f"(max |diff| {check.max_abs_diff:.2g}, tolerance {check.tolerance:.2g}; "
+            f"same next token on {check.next_token_agreement}/{check.prompts})"
+        )
+    try_it = "" if check.measure == "scores" else f"; try it: grpo-cli generate {output_dir} --prompt ..."
+    typer.echo(f"model card: {output_dir / 'README.md'}{try_it}")

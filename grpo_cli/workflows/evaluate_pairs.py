@@ -104,7 +104,9 @@ def run(
     dtype = devices.torch_dtype(recipe.model.dtype)
     roles: list[tuple[str, Any]] = []
     if tuned_path is not None:
-        roles.append(("tuned", lambda: (models.load_reward_model(tuned_path, dtype), str(tuned_path))))
+        roles.append(
+            ("tuned", lambda: (models.load_reward_model(tuned_path, dtype), str(tuned_path.resolve())))
+        )
     if baseline or tuned_path is None:
         roles.append(("base", lambda: _base_model(recipe, run_dir)))
     samples, metrics, identities, timing = {}, {}, {}, {}

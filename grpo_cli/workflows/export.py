@@ -3,9 +3,11 @@
 Merged (the default): the base model with the LoRA adapter merged in (or the fully fine-tuned model), saved with
 `save_pretrained` (safetensors, sharded as transformers shards), the run's tokenizer with its chat template, and a
 generation config that stops on the EOS ids used in training and keeps pad/unk/bos out as training did. It loads
-with `AutoModelForCausalLM` alone: no grpo-cli, no peft. `--adapter-only`: the peft adapter, with an
-`adapter_config.json` whose `base_model_name_or_path` points at a base that exists (a model built from a config
-has its initial weights copied into the export's `base_model/`).
+with `AutoModelForCausalLM` alone: no grpo-cli, no peft. A reward run's model is a one-label sequence classifier,
+exported as one (`export_reward`): it loads with `AutoModelForSequenceClassification` alone. `--adapter-only`: the
+peft adapter (a reward run's with its score head), with an `adapter_config.json` whose `base_model_name_or_path`
+still loads wherever the export goes: a Hub id as it is, a local base (the user's directory, or a run's
+`base_model/`) copied into the export's `base_model/` and named relative to it (`LOCAL_BASE`).
 
 How the output directory is treated, with the same care as `train`'s:
 - Built in a staging directory beside it and moved into place at the end: an export appears whole or not at all.
@@ -13,7 +15,8 @@ How the output directory is treated, with the same care as `train`'s:
   marker file (`MARKER`): a directory of anything else is never deleted, nor one that holds the source run.
 
 Checked on the way out: the exported model, loaded back from disk as a user would load it, gives the same
-logits as the adapter on its base (or the run's full model) on a few of the recipe's prompts, within a
+logits (a reward model: scores) as the adapter on its base (or the run's full model) on a few of the recipe's
+prompts, within a
 tolerance that depends on the exported dtype; the result is returned and printed.
 """
 
@@ -27,24 +30,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from grpo_cli import __version__, data, models, prompting
+from grpo_cli import __version__, models
 from grpo_cli.devices import default_device
 from grpo_cli.errors import UserError, describe
 from grpo_cli.generation import eos_ids, suppressed_special_tokens
+from grpo_cli.model_card import LOCAL_BASE  # a local base, copied into the export, named relative to it
 from grpo_cli.model_sources import ModelSource, resolve_models, run_root
 from grpo_cli.models import TOKENIZER_FILES, load_source
 from grpo_cli.recipe import Recipe, load_recipe
 from grpo_cli.run_dir import last_checkpoint
 from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER  # says a directory holds an export to replace
-from grpo_cli.run_files import atomic_write, read_adapter_config
+from grpo_cli.run_files import atomic_write, read_adapter_config, run_kind
+from grpo_cli.workflows import export_reward
+from grpo_cli.workflows.export_check import (  # noqa: F401 (CHECK_PROMPTS, TOLERANCE: part of this module's API)
+    CHECK_PROMPTS,
+    DTYPES,
+    TOLERANCE,
+    Check,
+    check_prompts,
+    compare,
+    logits,
+)
 
-DTYPES = ("float32", "bfloat16", "float16")
-# Largest |logit difference| accepted, relative to max(1, largest |logit|): merging reorders float sums, and a
-# lower precision rounds every weight.
-TOLERANCE = {"float32": 1e-3, "float16": 2e-2, "bfloat16": 1e-1}
-CHECK_PROMPTS = 4
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 
 
@@ -61,28 +69,10 @@ class Source:
     def is_adapter(self) -> bool:
         return self.tuned.kind == "adapter"
 
-
-@dataclass
-class Check:
-    """The exported model against the run's model on a few prompts."""
-
-    prompts: int
-    max_abs_diff: float
-    tolerance: float
-    next_token_agreement: int  # prompts whose most likely next token is the same
-
     @property
-    def ok(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "prompts": self.prompts,
-            "max_abs_logit_diff": self.max_abs_diff,
-            "tolerance": self.tolerance,
-            "next_token_agreement": self.next_token_agreement,
-            "ok": self.ok,
-        }
+    def is_reward_model(self) -> bool:
+        """A reward run's model: a one-label sequence classifier, exported and checked as one."""
+        return run_kind(self.run_dir) == "reward model"
 
 
 @dataclass
@@ -167,14 +157,15 @@ def export(
     staging.mkdir()
     try:
         if adapter_only:
-            result = _export_adapter(source, staging, out, dtype)
+            result = _export_adapter(source, staging, dtype)
+        elif source.is_reward_model:
+            result = _export_merged_reward(source, staging, dtype)
         else:
             result = _export_merged(source, staging, dtype)
         from grpo_cli import model_card
 
-        model_card.write_export_card(
-            staging, source.path, kind=result.kind, base=_card_base(source, out, result)
-        )
+        base = (read_adapter_config(staging) or {}).get("base_model_name_or_path")  # an adapter's base
+        model_card.write_export_card(staging, source.path, kind=result.kind, base=base)
         marker = {
             "grpo_cli_version": __version__,
             "kind": result.kind,
@@ -271,6 +262,38 @@ def _export_merged(source: Source, staging: Path, dtype: str | None) -> Exported
     return Exported(staging, "merged" if source.is_adapter else "full", target, check)
 
 
+def _export_merged_reward(source: Source, staging: Path, dtype: str | None) -> Exported:
+    """A reward run -> a one-label sequence classifier that loads with AutoModelForSequenceClassification alone."""
+    import torch
+
+    model, tokenizer = export_reward.load_run_model(source)
+    texts = export_reward.check_texts(source.recipe, tokenizer)
+    reference = export_reward.scores(model, texts)
+    if source.is_adapter:
+        model = (
+            model.merge_and_unload()
+        )  # the trained score head (peft's modules_to_save) replaces the base's
+    target = dtype or _saved_dtype(source)
+    model = model.to(getattr(torch, target))
+    model.config.num_labels = 1
+    model.config.pad_token_id = tokenizer.pad_token_id
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    except OSError as err:
+        raise UserError(f"cannot write the export: {describe(err)}") from err
+    del model
+    gc.collect()
+    check = compare(reference, export_reward.scores(export_reward.load_exported(staging), texts), target)
+    check.measure = "scores"
+    if not check.ok:
+        raise UserError(
+            f"the exported reward model's scores differ from the run's by up to {check.max_abs_diff:.3g} "
+            f"(tolerance {check.tolerance:.3g} for {target}) on {check.prompts} texts; nothing was written"
+        )
+    return Exported(staging, "merged" if source.is_adapter else "full", target, check)
+
+
 def _adapter_on_base(source: Source):
     """The run's adapter on its base (not merged: the reference the merged model must match) and the tokenizer."""
     from peft import PeftModel
@@ -322,25 +345,16 @@ def _from_pretrained(directory: Path):
 # ---- adapter only ----
 
 
-def _export_adapter(source: Source, staging: Path, out: Path, dtype: str | None) -> Exported:
+def _export_adapter(source: Source, staging: Path, dtype: str | None) -> Exported:
     notes = []
     for name in ADAPTER_FILES:
         if (source.path / name).is_file():
             shutil.copy2(source.path / name, staging / name)
-    _, tokenizer = _adapter_on_base(source)  # also proves the adapter loads on its base
+    # Also proves the adapter loads on its base.
+    load = export_reward.load_run_model if source.is_reward_model else _adapter_on_base
+    _, tokenizer = load(source)
     tokenizer.save_pretrained(staging)
-    base = source.tuned.base
-    if base.kind == "model" and base.path is not None and base.path.parent == source.run_dir:
-        # A model built from a config: its initial weights exist only in the run; the export carries them.
-        shutil.copytree(base.path, staging / "base_model")
-        base_path = str(out.resolve() / "base_model")
-        notes.append(
-            f"the base model's weights are in {out / 'base_model'}; adapter_config.json points there"
-        )
-    elif base.kind == "model":
-        base_path = str(base.path)
-    else:
-        base_path = base.spec.name_or_path
+    base_path = _portable_base(source, staging, notes)
     config_path = staging / "adapter_config.json"
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = base_path
@@ -349,6 +363,25 @@ def _export_adapter(source: Source, staging: Path, out: Path, dtype: str | None)
     if dtype is not None:
         _cast_adapter(staging, dtype)
     return Exported(staging, "adapter", target, None, notes=notes)
+
+
+def _portable_base(source: Source, staging: Path, notes: list[str]) -> str:
+    """What the exported adapter_config.json names as its base, loadable wherever the export goes: a Hub id as
+    it is; a local directory (the user's, or the run's base_model/ for a model built from a config or taken
+    from a run) copied into the export's base_model/ and named relative to the export."""
+    base = source.tuned.base
+    if base.kind == "model":
+        local = base.path
+    elif base.spec.name_or_path is not None and Path(base.spec.name_or_path).is_dir():
+        local = Path(base.spec.name_or_path)
+    else:
+        return base.spec.name_or_path  # a Hub id: recipe paths that exist were resolved to directories
+    shutil.copytree(local, staging / "base_model", ignore=shutil.ignore_patterns(MARKER, "README.md"))
+    notes.append(
+        f"the base model ({local.name}) is copied into base_model/ in the export; adapter_config.json names it "
+        f"{LOCAL_BASE} (relative to the export: load it from there, see its README.md)"
+    )
+    return LOCAL_BASE
 
 
 def _cast_adapter(directory: Path, dtype: str) -> None:
@@ -364,74 +397,47 @@ def _cast_adapter(directory: Path, dtype: str) -> None:
 
 
 def _check_adapter_export(source: Source, out: Path) -> Check:
-    """Load the exported adapter as a user would (peft, on the base its adapter_config.json names)."""
-    from peft import AutoPeftModelForCausalLM
-
-    reference_model, tokenizer = _adapter_on_base(source)
-    prompts = check_prompts(source.recipe, tokenizer)
-    reference = logits(reference_model, prompts)
+    """Load the exported adapter as its card says (peft, on the base its adapter_config.json names; a base inside
+    the export from there) and compare it with the run's adapter on its base."""
+    config = read_adapter_config(out) or {}
+    base_name = config.get("base_model_name_or_path")
+    if not base_name:
+        raise UserError(f"the exported adapter in {out} names no base model (base_model_name_or_path)")
+    reward = source.is_reward_model
+    reference_model, tokenizer = (export_reward.load_run_model if reward else _adapter_on_base)(source)
+    if reward:
+        prompts = export_reward.check_texts(source.recipe, tokenizer)
+        reference = export_reward.scores(reference_model, prompts)
+    else:
+        prompts = check_prompts(source.recipe, tokenizer)
+        reference = logits(reference_model, prompts)
     del reference_model
     try:
-        exported = AutoPeftModelForCausalLM.from_pretrained(str(out)).eval()
+        if reward:
+            exported = export_reward.load_exported_adapter(out, base_name)
+            measured = export_reward.scores(exported, prompts)
+        else:
+            exported = _load_exported_adapter(out, base_name)
+            measured = logits(exported, prompts)
     except (OSError, ValueError, RuntimeError) as err:
         raise UserError(
             f"the exported adapter in {out} does not load with peft on its base: {describe(err)}"
         ) from err
-    config = read_adapter_config(out) or {}
     dtype = str(next(exported.parameters()).dtype).removeprefix("torch.")
-    check = compare(reference, logits(exported, prompts), dtype if dtype in DTYPES else "float32")
-    if config.get("base_model_name_or_path") is None or not check.ok:
+    check = compare(reference, measured, dtype if dtype in DTYPES else "float32")
+    check.measure = "scores" if reward else "logits"
+    if not check.ok:
         raise UserError(
-            f"the exported adapter in {out} gives logits up to {check.max_abs_diff:.3g} away from the run's "
-            f"(tolerance {check.tolerance:.3g})"
+            f"the exported adapter in {out} gives {check.measure} up to {check.max_abs_diff:.3g} away from the "
+            f"run's (tolerance {check.tolerance:.3g})"
         )
     return check
 
 
-# ---- the logits check ----
+def _load_exported_adapter(directory: Path, base_name: str):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
-
-def check_prompts(recipe: Recipe, tokenizer) -> list[list[int]]:
-    """Token ids of a few of the recipe's prompts, prepared as in training (a named held-out split's, else the
-    first rows); fixed texts when the dataset cannot be read here (e.g. a Hub dataset offline)."""
-    try:
-        # Nothing is split: a generated task makes only these rows; a local file is still parsed whole and a
-        # Hub split loaded whole (from its cache), as reading its first rows alone would need another reader.
-        rows = data.first_rows(recipe.dataset, CHECK_PROMPTS)
-        rows = prompting.prepare(rows, recipe.dataset, tokenizer)
-        ids = prompting.tokenize_prompts(tokenizer, list(rows["prompt"]))
-    except Exception:  # any failure to read the data: the check still runs on fixed texts
-        ids = []
-    ids = [row for row in ids if row]
-    if not ids:
-        texts = ["1+2=", "Hello, how are you?", "The capital of France is", "def add(a, b):"]
-        ids = [row for row in tokenizer(texts)["input_ids"] if row]
-    return ids[:CHECK_PROMPTS]
-
-
-def logits(model, prompts: list[list[int]]) -> list:
-    """The last position's logits for each prompt (one at a time: no padding to get wrong), in float32 on the CPU."""
-    import torch
-
-    outputs = []
-    with torch.inference_mode():
-        for ids in prompts:
-            input_ids = torch.tensor([ids], device=model.device)
-            outputs.append(model(input_ids=input_ids).logits[0].float().cpu())
-    return outputs
-
-
-def compare(reference: list, exported: list, dtype: str) -> Check:
-    worst, agree, scale = 0.0, 0, 1.0
-    for a, b in zip(reference, exported, strict=True):
-        worst = max(worst, float((a - b).abs().max()))
-        scale = max(scale, float(a.abs().max()))
-        agree += int(a[-1].argmax() == b[-1].argmax())
-    return Check(len(reference), worst, TOLERANCE[dtype] * scale, agree)
-
-
-def _card_base(source: Source, out: Path, result: Exported) -> str | None:
-    """The base an adapter export names (the path in its adapter_config.json)."""
-    if result.kind != "adapter":
-        return None
-    return (read_adapter_config(result.directory) or {}).get("base_model_name_or_path")
+    inside = directory / base_name
+    base = AutoModelForCausalLM.from_pretrained(str(inside) if inside.is_dir() else base_name)
+    return PeftModel.from_pretrained(base, str(directory)).eval()

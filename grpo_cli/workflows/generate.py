@@ -117,6 +117,8 @@ def _saved_model(path: Path, recipe: Recipe) -> ModelSource:
         base_name = config.get("base_model_name_or_path")
         if not base_name:
             raise UserError(f"{path}/adapter_config.json names no base model (base_model_name_or_path)")
+        if (path / base_name).is_dir() and not Path(base_name).is_absolute():
+            base_name = str((path / base_name).resolve())  # an export's own base_model/, wherever it now is
         spec = ModelSection(name_or_path=base_name, dtype=recipe.model.dtype)
         return ModelSource("adapter", path=path.resolve(), base=ModelSource("recipe", spec=spec))
     if (path / "config.json").is_file():
