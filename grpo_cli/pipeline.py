@@ -162,7 +162,7 @@ def run_dirs(name_or_path: str, *, must_exist: bool = False) -> list[Path]:
     """The output directories of a pipeline's stages (for `report`); [Path(name_or_path)] for anything else, so
     that a missing run directory is reported as one. `must_exist`: a stage's missing run is an error saying where
     it was looked for."""
-    from grpo_cli.validation import where_run_is
+    from grpo_cli.run_checks import where_run_is
 
     if not is_pipeline(name_or_path):
         return [Path(name_or_path)]
@@ -211,8 +211,8 @@ def evaluate(
     A stage without a finished run, or one whose evaluation fails with a user's mistake (its message printed), is
     reported and the rest still evaluated: evaluating a long pipeline should not stop at its first gap.
     """
+    from grpo_cli.run_checks import where_run_is
     from grpo_cli.run_files import read_summary
-    from grpo_cli.validation import where_run_is
     from grpo_cli.workflows.evaluate import evaluate_recipe
 
     stages = stage_recipes(name_or_path)

@@ -108,7 +108,7 @@ def evaluate(
     from grpo_cli import pipeline
     from grpo_cli.errors import UserError
     from grpo_cli.recipe import load_recipe
-    from grpo_cli.validation import relative_runs_note
+    from grpo_cli.run_checks import relative_runs_note
     from grpo_cli.workflows.evaluate import evaluate_recipe
 
     output_dir = pick_output_dir(output_dir, legacy_output)

@@ -27,10 +27,10 @@ from grpo_cli.model_sources import ModelSource, resolve_models, run_root
 from grpo_cli.models import load_source
 from grpo_cli.recipe import ModelSection, Recipe, load_recipe, parse_recipe
 from grpo_cli.recipe_files import apply_overrides
+from grpo_cli.run_checks import looks_like_path
 from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER
 from grpo_cli.run_files import RECIPE_FILE, read_adapter_config, read_export_marker
 from grpo_cli.trainer_fields import chat_template_kwargs
-from grpo_cli.validation import looks_like_path
 from grpo_cli.workflows.evaluate_generations import bind_rewards, evaluated_state, score
 
 
