@@ -10,6 +10,7 @@ classifiers) come the same three ways, for reward runs to train and for `model:`
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -223,11 +224,24 @@ def quiet_loading():
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     try:
-        yield
+        with quiet_deprecations():
+            yield
     finally:
         logging.set_verbosity(verbosity)
         if bars:
             logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_deprecations():
+    """Silence transformers' deprecation warnings that loading a reward model triggers and no recipe can avoid:
+    peft's PeftModel (0.x) calls `is_gradient_checkpointing`, which transformers 5 deprecates, so every reward run
+    with LoRA printed a FutureWarning when it loaded. Matched by message and category: anything else still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 # ---- reward models (one-label sequence classifiers) and previous runs' models ----

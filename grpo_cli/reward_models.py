@@ -8,9 +8,7 @@ train on the same text (`tokenize_pairs`).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +17,6 @@ from grpo_cli.devices import default_device
 from grpo_cli.errors import UserError
 from grpo_cli.output import warn_once
 from grpo_cli.run_files import run_kind
-
-
-@contextlib.contextmanager
-def quiet_deprecations():
-    """Silence transformers' deprecation warnings that loading a reward model triggers and no recipe can avoid:
-    peft's PeftModel (0.x) calls `is_gradient_checkpointing`, which transformers 5 deprecates, so every reward run
-    with LoRA printed a FutureWarning when it loaded. Matched by message and category: anything else still shows."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning
-        )
-        yield
 
 
 class RewardModelScore:
@@ -47,8 +33,7 @@ class RewardModelScore:
         self.path = path
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         # A saved model, or a reward run's LoRA adapter merged into its base; pad_token_id set from the tokenizer.
-        with quiet_deprecations():
-            self.model, self.tokenizer = models.load_reward_model(path, dtype)
+        self.model, self.tokenizer = models.load_reward_model(path, dtype)
         if self.tokenizer.pad_token_id is None:
             raise UserError(
                 f"reward model {path}: its tokenizer has no pad token, nor an unk or EOS token to pad with"

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.commands._common import LegacyOutput, Overrides, Recipe, pick_output_dir
+from grpo_cli.commands._common import LegacyOutput, Overrides, Recipe, pick_output_dir, print_table
 
 
 def evaluate(
@@ -103,8 +103,6 @@ def evaluate(
     """
     import os
 
-    from rich.console import Console
-
     from grpo_cli import pipeline
     from grpo_cli.errors import UserError
     from grpo_cli.recipe import load_recipe
@@ -119,7 +117,7 @@ def evaluate(
         stages = pipeline.evaluate(
             recipe, num_samples=num_samples, limit=limit, batch_size=batch_size, show=_show, note=_note
         )
-        Console().print(pipeline_table(recipe, stages))
+        print_table(pipeline_table(recipe, stages))
         missing = [stage for stage in stages if stage.result is None]
         if missing:
             names = ", ".join(pipeline.shown(s.recipe.path) for s in missing)
@@ -159,9 +157,8 @@ def _note(message: str) -> None:
 
 def _show(evaluated) -> None:
     """One recipe's result: its metrics table, and where it was written."""
-    from rich.console import Console
 
-    Console().print(metrics_table(evaluated.result))
+    print_table(metrics_table(evaluated.result))
     typer.echo(f"wrote {evaluated.eval_path} and {evaluated.samples_path}")
 
 

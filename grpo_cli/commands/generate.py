@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from grpo_cli.commands._common import print_table
+
 
 def generate(
     model: Annotated[
@@ -166,7 +168,7 @@ def generate(
         target, loaded, tokenizer, items, settings, rewards=recipe is not None, batch_size=batch_size
     )
     if tried.reward_names:
-        Console().print(_scores_table(tried))
+        print_table(_scores_table(tried))
         return
     for row, group in zip(tried.rows, tried.samples, strict=True):
         typer.echo(f">>> {generating.shown(row['prompt'])}")
