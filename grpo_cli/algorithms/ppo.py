@@ -144,7 +144,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     extras = ppo_compat.CheckpointExtras(
         value_model, steps_done=steps_done, total_steps=total_steps, per_step=per_step
     )
-    logger = RunLogger(output_dir, resume_from_step=steps_done if resume_from else None)
+    logger = RunLogger(output_dir, algorithm="ppo", resume_from_step=steps_done if resume_from else None)
     with phase("setting up PPO"):
         trainer = PPOTrainer(
             args=args,
