@@ -163,3 +163,46 @@ def test_a_tiny_sft_run_shows_its_loss_and_token_accuracy(cli, tmp_path):
     ]
     assert [m[1] for m in lines] == ["1", "2"]
     assert "reward -" not in result.stderr
+
+
+# ---- the line a run ends with (issue 22, item 16) ----
+
+
+def summary(**fields) -> dict:
+    return {
+        "steps": 20,
+        "wall_time_s": 13.4,
+        "first_reward": 0.274,
+        "last_reward": 0.464,
+        "first_mean_reward": 0.2434,
+        "last_mean_reward": 0.2281,
+        "mean_reward_window": 4,
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        (
+            {},
+            "done: 20 steps in 13 s, reward 0.243 -> 0.228 (means of the first and last 4 steps); wrote runs/x",
+        ),
+        (
+            {"steps": 1, "first_mean_reward": 0.25, "last_mean_reward": 0.25, "mean_reward_window": 1},
+            "done: 1 step in 13 s, reward 0.250 -> 0.250 (the first and last step); wrote runs/x",
+        ),
+        (  # SFT and reward runs log no reward
+            {"first_mean_reward": None, "last_mean_reward": None, "mean_reward_window": None},
+            "done: 20 steps in 13 s; wrote runs/x",
+        ),
+    ],
+)
+def test_the_done_line_gives_the_windowed_reward_means(capsys, fields, line):
+    from pathlib import Path
+
+    from grpo_cli.commands.train import _say_done
+    from grpo_cli.workflows.train import Trained
+
+    _say_done(Trained(Path("runs/x"), summary(**fields)))
+    assert capsys.readouterr().out == line + "\n"
