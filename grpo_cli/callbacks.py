@@ -25,7 +25,7 @@ from grpo_cli.compat import accelerate as accelerate_compat
 from grpo_cli.compat import torch as torch_compat
 from grpo_cli.compat import transformers as transformers_compat
 from grpo_cli.compat.trl import PPO_BANNER
-from grpo_cli.output import say
+from grpo_cli.output import say, warn_once
 from grpo_cli.run_files import MetricsLog, read_metrics, read_trainer_state, rename_metrics
 
 # What the progress shows of a run, by what its algorithm learns from (the algorithm table's `learns_from`):
@@ -48,11 +48,20 @@ def progress_metrics(algorithm: str) -> tuple[str, ...]:
 
 class RunLogger(TrainerCallback):
     """Writes every logged step to metrics.jsonl (main process only) and shows progress: a live bar in a terminal,
-    a plain line now and then elsewhere (see PROGRESS_LINES), with the metrics that say whether the run learns."""
+    a plain line now and then elsewhere (see PROGRESS_LINES), with the metrics that say whether the run learns.
 
-    def __init__(self, output_dir: Path, *, algorithm: str, resume_from_step: int | None = None):
+    It also watches the `rewards` (scoring.RewardCall) an RL run scores with: a reward whose `on_error` policy
+    replaced much of a step's scores is warned about, once, and `reward_errors` sums them up for summary.json.
+    """
+
+    def __init__(
+        self, output_dir: Path, *, algorithm: str, resume_from_step: int | None = None, rewards: list = ()
+    ):
         self.output_dir = output_dir
         self.resume_from_step = resume_from_step
+        self.rewards = list(rewards)
+        self._counted = {id(call): (0, 0) for call in self.rewards}  # (completions, errors) at the last log
+        self._warned: set[str] = set()
         self.columns = progress_metrics(algorithm)
         self.latest: dict[str, float] = {}  # the last logged value of each column
         self.metrics: MetricsLog | None = None
@@ -120,6 +129,7 @@ class RunLogger(TrainerCallback):
         }
         row.update(rename_metrics(logs))
         self.metrics.write(row)
+        self._watch_rewards(state.global_step)
         self.latest.update({name: row[name] for name in self.columns if row.get(name) is not None})
         if self.progress is not None:
             self.progress.update(self.task, **{name: _shown(self.latest.get(name)) for name in self.columns})
@@ -137,6 +147,23 @@ class RunLogger(TrainerCallback):
     @property
     def wall_time(self) -> float:
         return self.elapsed_before + time.monotonic() - self.started
+
+    def reward_errors(self) -> dict[str, dict]:
+        """summary.json's `reward_errors`: for each reward, the completions it scored in this process, how many
+        were errors and the first one's text ({} for algorithms without rewards)."""
+        return {call.__name__: call.tally.as_dict() for call in self.rewards}
+
+    def _watch_rewards(self, step: int) -> None:
+        """Warn, once per reward, when a reward failed on much of what it scored since the last logged step."""
+        for call in self.rewards:
+            before = self._counted[id(call)]
+            self._counted[id(call)] = (call.tally.completions, call.tally.errors)
+            warning = call.error_warning(
+                call.tally.completions - before[0], call.tally.errors - before[1], step
+            )
+            if warning and call.__name__ not in self._warned:
+                self._warned.add(call.__name__)
+                warn_once(warning)
 
     def _rate(self, step: int) -> float:
         """Steps per second in this process (a resumed run's earlier steps not counted)."""
@@ -347,5 +374,8 @@ def train_to_the_end(
         algorithm=algorithm,
         wall_time_s=logger.wall_time,
         resume_from=resume_from,
-        extra={"trainable_parameters": trainable_parameters(trainer.model)},
+        extra={
+            "trainable_parameters": trainable_parameters(trainer.model),
+            "reward_errors": logger.reward_errors(),
+        },
     )

@@ -88,7 +88,10 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     )
 
     logger = RunLogger(
-        output_dir, algorithm="grpo", resume_from_step=checkpoint_step(resume_from) if resume_from else None
+        output_dir,
+        algorithm="grpo",
+        resume_from_step=checkpoint_step(resume_from) if resume_from else None,
+        rewards=reward_funcs,
     )
     with phase("setting up GRPO"):
         trainer = GRPOTrainer(

@@ -87,7 +87,7 @@ def _say_done(trained) -> None:
         steps = summary["steps"]
         typer.echo(
             f"done: {steps} step{'' if steps == 1 else 's'} in {summary['wall_time_s']:.0f} s"
-            f"{_reward_change(summary)}; wrote {trained.output_dir}"
+            f"{_reward_change(summary)}{_reward_errors(summary)}; wrote {trained.output_dir}"
         )
 
 
@@ -100,3 +100,14 @@ def _reward_change(summary: dict) -> str:
         return ""
     over = "the first and last step" if window == 1 else f"means of the first and last {window} steps"
     return f", reward {first:.3f} -> {last:.3f} ({over})"
+
+
+def _reward_errors(summary: dict) -> str:
+    """ "; reward 'x' failed on E of N completions (P%)" for each reward whose `on_error` policy replaced scores."""
+    failed = [
+        f"; reward {name!r} failed on {t['errors']} of {t['completions']} completions "
+        f"({t['errors'] / t['completions']:.0%})"
+        for name, t in (summary.get("reward_errors") or {}).items()
+        if t.get("errors") and t.get("completions")
+    ]
+    return "".join(failed)
