@@ -38,10 +38,37 @@ def pick_output_dir(given: Path | None, legacy: Path | None) -> Path | None:
     return legacy
 
 
+# The trainer fields that decide what an algorithm computes: print_recipe names TRL's defaults for those the recipe
+# leaves unset, since the recipe as written does not show them.
+DECIDING_FIELDS = {
+    "grpo": ("loss_type", "beta", "scale_rewards"),
+    "ppo": ("kl_coef", "cliprange", "vf_coef"),
+}
+
+
 def print_recipe(recipe) -> None:
+    """The resolved recipe on stderr, then a line with TRL's defaults for the DECIDING_FIELDS it leaves unset."""
     from rich.console import Console
     from rich.syntax import Syntax
+
+    from grpo_cli.output import say
 
     Console(stderr=True).print(
         Syntax(recipe.to_yaml(), "yaml", theme="ansi_dark", background_color="default")
     )
+    defaults = trl_defaults(recipe)
+    if defaults:
+        say(defaults)  # whole, not cut at the console's width as the recipe's lines are
+
+
+def trl_defaults(recipe) -> str | None:
+    """ "TRL defaults in effect (...): trainer.loss_type: dapo, ...", for the deciding fields that `recipe.trainer`
+    does not set; None when it sets them all (or its algorithm has none listed)."""
+    from grpo_cli import trainer_fields
+
+    fields = trainer_fields.fields(recipe.algorithm)
+    unset = [name for name in DECIDING_FIELDS.get(recipe.algorithm, ()) if name not in recipe.trainer]
+    if not unset:
+        return None
+    shown = ", ".join(f"trainer.{name}: {fields[name].default}" for name in unset)
+    return f"TRL defaults in effect (the recipe does not set them): {shown}"
