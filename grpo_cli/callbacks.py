@@ -3,9 +3,12 @@ whole or not at all, signals, resumed schedules)."""
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from pathlib import Path
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,25 +20,60 @@ from rich.progress import (
 from transformers import PrinterCallback, TrainerCallback
 
 from grpo_cli import interrupts
+from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.compat import accelerate as accelerate_compat
 from grpo_cli.compat import torch as torch_compat
 from grpo_cli.compat import transformers as transformers_compat
 from grpo_cli.compat.trl import PPO_BANNER
-from grpo_cli.output import say
+from grpo_cli.output import say, warn_once
 from grpo_cli.run_files import MetricsLog, read_metrics, read_trainer_state, rename_metrics
+
+# What the progress shows of a run, by what its algorithm learns from (the algorithm table's `learns_from`):
+# metrics.jsonl's names of the numbers that say whether it is learning.
+PROGRESS_METRICS: dict[str, tuple[str, ...]] = {
+    "rewards": ("reward",),
+    "demonstrations": ("loss", "token_accuracy"),
+    "chosen/rejected pairs": ("loss", "pairwise_accuracy"),
+}
+# Without a terminal (nohup, CI, Slurm, `> log`), a plain progress line at least every tenth of the run or every
+# PROGRESS_SECONDS, whichever comes first, and never two for one step.
+PROGRESS_LINES = 10
+PROGRESS_SECONDS = 30.0
+
+
+def progress_metrics(algorithm: str) -> tuple[str, ...]:
+    """The metrics the progress shows for a run of `algorithm` (see PROGRESS_METRICS)."""
+    return PROGRESS_METRICS[ALGORITHMS[algorithm].learns_from]
 
 
 class RunLogger(TrainerCallback):
-    """Writes every logged step to metrics.jsonl (main process only) and draws a progress bar with live reward."""
+    """Writes every logged step to metrics.jsonl (main process only) and shows progress: a live bar in a terminal,
+    a plain line now and then elsewhere (see PROGRESS_LINES), with the metrics that say whether the run learns.
 
-    def __init__(self, output_dir: Path, *, resume_from_step: int | None = None):
+    It also watches the `rewards` (scoring.RewardCall) an RL run scores with: a reward whose `on_error` policy
+    replaced much of a step's scores is warned about, once, and `reward_errors` sums them up for summary.json.
+    """
+
+    def __init__(
+        self, output_dir: Path, *, algorithm: str, resume_from_step: int | None = None, rewards: list = ()
+    ):
         self.output_dir = output_dir
         self.resume_from_step = resume_from_step
+        self.rewards = list(rewards)
+        self._counted = {id(call): (0, 0) for call in self.rewards}  # (completions, errors) at the last log
+        self._warned: set[str] = set()
+        self.columns = progress_metrics(algorithm)
+        self.latest: dict[str, float] = {}  # the last logged value of each column
         self.metrics: MetricsLog | None = None
         self.progress: Progress | None = None
+        self.lines = False  # plain progress lines instead of the bar (stderr is not a terminal)
         self.task = None
         self.started = time.monotonic()
         self.elapsed_before = 0.0  # wall time of the run before a resume
+        self._first_step = 0
+        self._max_steps = 0
+        self._said_step = 0  # the step of the last plain line
+        self._said_at = self.started
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -45,30 +83,42 @@ class RunLogger(TrainerCallback):
             previous = [r for r in read_metrics(self.output_dir) if r.get("step", 0) <= self.resume_from_step]
             self.elapsed_before = max((r.get("time") or 0.0 for r in previous), default=0.0)
         self.metrics = MetricsLog(path, resume_from_step=self.resume_from_step)
-        self.started = time.monotonic()
+        self.started = self._said_at = time.monotonic()
+        self._first_step = self._said_step = state.global_step
+        self._max_steps = state.max_steps
+        # Looked up now, as output.say does: CliRunner and redirections replace it.
+        self.lines = not sys.stderr.isatty()
+        if self.lines:
+            return
         self.progress = Progress(
             TextColumn("[bold]training"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("reward {task.fields[reward]}"),
+            *(TextColumn(f"{name} {{task.fields[{name}]}}") for name in self.columns),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            console=Console(stderr=True),
             transient=False,
         )
         self.progress.start()
         self.task = self.progress.add_task(
-            "train", total=state.max_steps, completed=state.global_step, reward="-", rate=""
+            "train",
+            total=state.max_steps,
+            completed=state.global_step,
+            rate="",
+            **dict.fromkeys(self.columns, "-"),
         )
-        self._first_step = state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.progress is None:
-            return
-        done = state.global_step - self._first_step
-        seconds = time.monotonic() - self.started
-        rate = f"{done / seconds:.2f} step/s" if seconds > 0 and done else ""
-        self.progress.update(self.task, completed=state.global_step, rate=rate)
+        if self.progress is not None:
+            rate = self._rate(state.global_step)
+            shown = f"{rate:.2f} step/s" if rate else ""
+            self.progress.update(self.task, completed=state.global_step, rate=shown)
+        elif self.lines and self.metrics is not None and not _log_follows(args, state):
+            # TRL's PPO logs a step before it ends, transformers' Trainer after: the line waits for the step's
+            # metrics when they are coming (on_log), and goes with the last ones when they are not.
+            self._say_progress(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.metrics is None or not logs or "train_runtime" in logs:
@@ -79,8 +129,12 @@ class RunLogger(TrainerCallback):
         }
         row.update(rename_metrics(logs))
         self.metrics.write(row)
-        if row.get("reward") is not None:
-            self.progress.update(self.task, reward=f"{row['reward']:.3f}")
+        self._watch_rewards(state.global_step)
+        self.latest.update({name: row[name] for name in self.columns if row.get(name) is not None})
+        if self.progress is not None:
+            self.progress.update(self.task, **{name: _shown(self.latest.get(name)) for name in self.columns})
+        elif self.lines:
+            self._say_progress(state.global_step)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:
@@ -93,6 +147,65 @@ class RunLogger(TrainerCallback):
     @property
     def wall_time(self) -> float:
         return self.elapsed_before + time.monotonic() - self.started
+
+    def reward_errors(self) -> dict[str, dict]:
+        """summary.json's `reward_errors`: for each reward, the completions it scored in this process, how many
+        were errors and the first one's text ({} for algorithms without rewards)."""
+        return {call.__name__: call.tally.as_dict() for call in self.rewards}
+
+    def _watch_rewards(self, step: int) -> None:
+        """Warn, once per reward, when a reward failed on much of what it scored since the last logged step."""
+        for call in self.rewards:
+            before = self._counted[id(call)]
+            self._counted[id(call)] = (call.tally.completions, call.tally.errors)
+            warning = call.error_warning(
+                call.tally.completions - before[0], call.tally.errors - before[1], step
+            )
+            if warning and call.__name__ not in self._warned:
+                self._warned.add(call.__name__)
+                warn_once(warning)
+
+    def _rate(self, step: int) -> float:
+        """Steps per second in this process (a resumed run's earlier steps not counted)."""
+        seconds = time.monotonic() - self.started
+        done = step - self._first_step
+        return done / seconds if seconds > 0 and done > 0 else 0.0
+
+    def _say_progress(self, step: int) -> None:
+        """The plain progress line for `step`, when one is due (see PROGRESS_LINES)."""
+        now = time.monotonic()
+        every = max(1, math.ceil(self._max_steps / PROGRESS_LINES))
+        due = (
+            step >= self._max_steps
+            or step - self._said_step >= every
+            or now - self._said_at >= PROGRESS_SECONDS
+        )
+        if step <= self._said_step or not due:
+            return
+        self._said_step, self._said_at = step, now
+        rate = self._rate(step)
+        left = _clock((self._max_steps - step) / rate) if rate else "-"
+        metrics = ", ".join(f"{name} {_shown(self.latest.get(name))}" for name in self.columns)
+        say(f"step {step}/{self._max_steps}: {metrics}, {rate:.2f} step/s, ETA {left}")
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _clock(seconds: float) -> str:
+    """H:MM:SS, as the bar's time columns show it."""
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def _log_follows(args, state) -> bool:
+    """Whether transformers' Trainer logs the step that just ended (`logging_strategy: steps`; an on_log follows)."""
+    steps = args.logging_steps
+    if getattr(args, "logging_strategy", "steps") != "steps" or not steps:
+        return False
+    every = steps if steps >= 1 else max(1, math.ceil(steps * state.max_steps))  # a float: a share of the run
+    return state.global_step % every == 0 or (args.logging_first_step and state.global_step == 1)
 
 
 def quiet_trainer(trainer) -> None:
@@ -261,5 +374,8 @@ def train_to_the_end(
         algorithm=algorithm,
         wall_time_s=logger.wall_time,
         resume_from=resume_from,
-        extra={"trainable_parameters": trainable_parameters(trainer.model)},
+        extra={
+            "trainable_parameters": trainable_parameters(trainer.model),
+            "reward_errors": logger.reward_errors(),
+        },
     )

@@ -9,7 +9,8 @@
 Why a file of stages rather than `train a.yaml b.yaml`: the chain is something to ship, version and validate as
 one thing; `validate` checks every stage with the runs that earlier stages will write counted as present (a
 stage's `model.run` or `model:` reward naming an earlier stage's `output_dir`), and `train` skips the stages whose
-run is already finished (summary.json written), resumes one that was interrupted at a checkpoint, and runs the rest.
+run is already finished (summary.json written) with the recipe it has now (it stops when one changed since),
+resumes one that was interrupted at a checkpoint, and runs the rest.
 `eval` evaluates every stage's run against the model it started from; `report` draws them all in one report.
 Each stage is an ordinary recipe: it trains, evaluates and reports on its own as well.
 """
@@ -116,14 +117,16 @@ def train(
     num_processes: int | None,
     show_recipe: Callable[[Recipe], None] | None = None,
 ) -> Iterator[dict]:
-    """Train the stages in order: a finished run is skipped (unless `overwrite`), an interrupted one with a
-    checkpoint resumed. Yields one mapping of facts per stage as it ends (what happened, wall time, `trained`);
+    """Train the stages in order: a finished run is skipped (unless `overwrite`; a UserError before anything
+    trains when its stage's recipe changed since), an interrupted one with a checkpoint resumed. Yields one mapping of facts per stage as it ends (what happened, wall time, `trained`);
     `show_recipe` as for `workflows.train.train_recipe`."""
     from grpo_cli.run_dir import holds_run, last_checkpoint
     from grpo_cli.run_files import read_summary
     from grpo_cli.workflows.train import train_recipe
 
     stages = validate(name_or_path, overrides)
+    if not overwrite:
+        _refuse_changed_stages(name_or_path, stages, num_processes)
     for number, (stage_path, recipe) in enumerate(stages, 1):
         out = Path(recipe.output_dir)
         label = f"stage {number}/{len(stages)} ({recipe.algorithm}, {stage_path.name} -> {out})"
@@ -148,6 +151,88 @@ def train(
             "wall_time_s": round(time.monotonic() - started, 1),
             "trained": trained,
         }
+
+
+# What a stage's recipe may change without changing what its run trained: where it is written (a new output_dir is
+# a new run, found unfinished) and the settings `eval` reads.
+NOT_COMPARED = ("output_dir", "eval")
+
+
+def _refuse_changed_stages(
+    name_or_path: str, stages: list[tuple[Path, Recipe]], processes: int | None
+) -> None:
+    """Stop before training anything when a finished stage's recipe is no longer the one its run trained with:
+    skipping it as finished would leave a run the pipeline no longer describes."""
+    from grpo_cli.run_files import read_recipe, read_summary
+
+    changed = []
+    for number, (stage_path, recipe) in enumerate(stages, 1):
+        out = Path(recipe.output_dir)
+        saved = read_recipe(out) if read_summary(out) is not None else None
+        if saved is None:
+            continue
+        if (
+            processes is not None
+        ):  # as train_recipe sets it: `--num-processes` is part of what a stage runs with
+            recipe = recipe.model_copy(deep=True)
+            recipe.distributed.num_processes = processes
+        keys = changed_keys(recipe, saved)
+        if keys:
+            changed.append(
+                f"stage {number}/{len(stages)} ({recipe.algorithm}, {shown(stage_path)} -> {out}) changed since its "
+                f"run finished: "
+                f"{', '.join(keys)}"
+            )
+    if changed:
+        raise UserError(
+            "\n".join(changed) + f"; retrain with `grpo-cli train {name_or_path} --overwrite` (every stage), "
+            "or give the stage a new output_dir"
+        )
+
+
+def changed_keys(recipe: Recipe, saved: dict[str, Any], shown_at_most: int = 5) -> list[str]:
+    """The dotted paths where a stage's resolved recipe differs from the recipe.yaml its run saved (`saved`), each
+    with both values when they are short, e.g. `trainer.learning_rate (0.05 -> 0.01)`; NOT_COMPARED left out. A
+    trainer field that one side leaves unset counts as its default (ours, else TRL's): a recipe that writes down
+    the default it ran with has not changed."""
+    from grpo_cli.recipe import check_schema
+
+    parsed, problems, _broken = check_schema(saved)
+    then = saved if problems else parsed.model_dump(mode="json")  # a recipe of an older schema: as it is
+    now = recipe.model_dump(mode="json")
+    for data in (then, now):
+        for key in NOT_COMPARED:
+            data.pop(key, None)
+    if isinstance(then.get("trainer"), dict) and then.get("algorithm") == recipe.algorithm:
+        then["trainer"], now["trainer"] = _with_defaults(recipe.algorithm, then["trainer"], now["trainer"])
+    found = list(_differences(then, now, ""))
+    if len(found) > shown_at_most:
+        found = [*found[:shown_at_most], f"and {len(found) - shown_at_most} more"]
+    return found
+
+
+def _with_defaults(algorithm: str, a: dict, b: dict) -> tuple[dict, dict]:
+    """Both trainer sections with each key the other sets filled with its default, where it has one."""
+    from grpo_cli import trainer_fields
+    from grpo_cli.algorithms.table import TRAINER_DEFAULTS
+
+    fields = trainer_fields.fields(algorithm)
+    defaults = {**{k: f.default for k, f in fields.items()}, **TRAINER_DEFAULTS}
+    keys = set(a) | set(b)
+    fill = {k: defaults[k] for k in keys if k in defaults}
+    return {**fill, **a}, {**fill, **b}
+
+
+def _differences(then: Any, now: Any, at: str) -> Iterator[str]:
+    if isinstance(then, dict) and isinstance(now, dict):
+        for key in list(dict.fromkeys([*then, *now])):
+            yield from _differences(then.get(key), now.get(key), f"{at}.{key}" if at else str(key))
+    elif isinstance(then, list) and isinstance(now, list) and len(then) == len(now):
+        for i, (a, b) in enumerate(zip(then, now, strict=True)):
+            yield from _differences(a, b, f"{at}[{i}]")
+    elif then != now:
+        values = f" ({then!r} -> {now!r})" if len(repr(then)) + len(repr(now)) <= 60 else ""
+        yield f"{at}{values}"
 
 
 def stage_recipes(name_or_path: str) -> list[Recipe]:

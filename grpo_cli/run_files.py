@@ -266,6 +266,7 @@ def write_summary(output_dir: Path, *, algorithm: str, wall_time_s: float, extra
         "first_mean_reward": sum(rewards[:window]) / window if rewards else None,
         "last_mean_reward": sum(rewards[-window:]) / window if rewards else None,
         "mean_reward_window": window if rewards else None,  # the steps each of the two means is over
+        "reward_errors": {},  # RL runs: {reward: {completions, errors, first_error}} (callbacks.RunLogger)
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }

@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,6 +41,23 @@ class RewardError(UserError):
 
 class _Timeout(Exception):
     pass
+
+
+# A reward failing on at least this share of a logged step's completions is warned about (once per reward): under
+# `on_error: zero` or `skip` the run goes on, learning from the zeros (or from the other rewards) instead.
+ERROR_SHARE_WARNED = 0.5
+
+
+@dataclass
+class ErrorTally:
+    """What a reward's `on_error` policy replaced so far: completions scored, errors among them, the first error."""
+
+    completions: int = 0
+    errors: int = 0
+    first_error: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"completions": self.completions, "errors": self.errors, "first_error": self.first_error}
 
 
 # What a reward may raise and still be "a reward error": any Exception, and SystemExit, so that a `sys.exit()`
@@ -66,6 +84,7 @@ class RewardCall:
         self._entry = (
             None if bound.spec.ref is None else bound.entry.model_copy(update={"name": bound.spec.ref})
         )
+        self.tally = ErrorTally()  # over every batch this call scored (see `error_warning`)
 
     def __reduce_ex__(self, protocol):
         if self._entry is None:  # a reward model: pickled as it is (it has no name to resolve again)
@@ -84,7 +103,27 @@ class RewardCall:
         return scores
 
     def score(self, prompts, completions, kwargs: dict) -> tuple[list[float | None], int]:
-        """Scores for one batch and how many were errors (replaced as `on_error` says)."""
+        """Scores for one batch and how many were errors (replaced as `on_error` says), counted in `tally`."""
+        scores, errors = self._score(prompts, completions, kwargs)
+        self.tally.completions += len(completions)
+        self.tally.errors += errors
+        return scores, errors
+
+    def error_warning(self, completions: int, errors: int, step: int) -> str | None:
+        """What to warn about when `errors` of the `completions` this reward scored in `step` were errors: None
+        below ERROR_SHARE_WARNED."""
+        if not completions or errors / completions < ERROR_SHARE_WARNED:
+            return None
+        instead = {
+            "zero": "scores each 0, so the run learns from those zeros",
+            "skip": "leaves them out (None), so the run learns from the other rewards alone",
+        }.get(self.on_error, "replaces them")
+        return (
+            f"reward {self.__name__!r} failed on {errors} of {completions} completions ({errors / completions:.0%}) "
+            f"at step {step}, and on_error: {self.on_error} {instead}; first error: {self.tally.first_error}"
+        )
+
+    def _score(self, prompts, completions, kwargs: dict) -> tuple[list[float | None], int]:
         try:
             raw = self._invoke(prompts, completions, kwargs)
         except _Timeout as err:
@@ -105,6 +144,7 @@ class RewardCall:
             errors += 1
             if self.on_error == "fail":
                 self._raise(f"returned {problem}", prompts[i], completions[i])
+            self._noted(f"returned {problem}")
             scores.append(0.0 if self.on_error == "zero" else None)
         return scores, errors
 
@@ -157,8 +197,13 @@ class RewardCall:
         if self.on_error == "fail":
             first = (prompts[0] if prompts else "", completions[0] if completions else "")
             self._raise(problem, *first, batch=len(completions))
+        self._noted(problem)
         value = 0.0 if self.on_error == "zero" else None
         return [value] * len(completions), len(completions)
+
+    def _noted(self, problem: str) -> None:
+        if self.tally.first_error is None:
+            self.tally.first_error = problem
 
     def _raise(self, problem: str, prompt, completion, batch: int = 1):
         which = f" (the first of a batch of {batch})" if batch > 1 else ""

@@ -53,11 +53,13 @@ def test_train_says_nothing_about_rewards_when_none_was_logged(tiny_recipe, tmp_
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == f"done: 5 steps in 5 s; wrote {tmp_path / 'run'}"
 
-    summary.update(first_reward=0.25, last_reward=1.5)
+    # The means over summary.json's window, not single steps (issue 22, item 16).
+    summary.update(first_reward=0.25, last_reward=1.5, first_mean_reward=0.5, last_mean_reward=1.25)
+    summary.update(mean_reward_window=2)
     result = cli("train", tiny_recipe(), "-o", tmp_path / "run2")
     assert (
         result.stdout.splitlines()[-1]
-        == f"done: 5 steps in 5 s, reward 0.250 -> 1.500; wrote {tmp_path / 'run2'}"
+        == f"done: 5 steps in 5 s, reward 0.500 -> 1.250 (means of the first and last 2 steps); wrote {tmp_path / 'run2'}"
     )
 
 

@@ -144,7 +144,12 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     extras = ppo_compat.CheckpointExtras(
         value_model, steps_done=steps_done, total_steps=total_steps, per_step=per_step
     )
-    logger = RunLogger(output_dir, resume_from_step=steps_done if resume_from else None)
+    logger = RunLogger(
+        output_dir,
+        algorithm="ppo",
+        resume_from_step=steps_done if resume_from else None,
+        rewards=scorer.calls,
+    )
     with phase("setting up PPO"):
         trainer = PPOTrainer(
             args=args,
@@ -182,6 +187,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             "trainable_parameters": models.trainable_parameters(trainer.policy_model),
             "value_model_parameters": models.trainable_parameters(value_model),
             "total_episodes": total_steps * per_step,
+            "reward_errors": logger.reward_errors(),
         },
     )
 

@@ -61,7 +61,9 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         start_model=models.start_to_keep(recipe.model, model, tokenizer),
     )
 
-    logger = RunLogger(output_dir, resume_from_step=checkpoint_step(resume_from) if resume_from else None)
+    logger = RunLogger(
+        output_dir, algorithm="reward", resume_from_step=checkpoint_step(resume_from) if resume_from else None
+    )
     with phase("setting up reward modelling"):
         trainer = RewardTrainer(
             model=model,

@@ -36,8 +36,11 @@ class Algorithm:
     learns_from: Literal["rewards", "demonstrations", "chosen/rejected pairs"]
     makes: RunKind
     starts_from: tuple[RunKind, ...]  # the kinds of run whose model it can continue (`model.run`)
-    # The batch rules TRL enforces (or trips over) for this algorithm: (recipe, processes) -> problems.
+    # The batch rules TRL enforces (or trips over) for this algorithm: (recipe, processes, rows) -> problems.
     batch_rules: Callable[..., list[str]] | None = None
+    # The trainer fields that decide what it computes, whose TRL defaults a run names when the recipe leaves them
+    # unset (GRPO's loss_type is DAPO's token-level loss by default, not the paper's).
+    deciding_fields: tuple[str, ...] = ()
 
     @property
     def uses_rewards(self) -> bool:
@@ -68,6 +71,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             makes="policy",
             starts_from=("policy",),
             batch_rules=batches.grpo,
+            deciding_fields=("loss_type", "beta", "scale_rewards"),
         ),
         Algorithm(
             name="ppo",
@@ -77,6 +81,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             makes="policy",
             starts_from=("policy",),
             batch_rules=batches.ppo,
+            deciding_fields=("kl_coef", "cliprange", "vf_coef"),
         ),
         Algorithm(
             name="sft",

@@ -74,9 +74,31 @@ def print_table(table) -> None:
 
 
 def print_recipe(recipe) -> None:
+    """The resolved recipe on stderr, then a line with TRL's defaults for the fields that decide what the algorithm
+    computes (the table's `deciding_fields`) when the recipe leaves them unset: the recipe as written hides them."""
     from rich.console import Console
     from rich.syntax import Syntax
+
+    from grpo_cli.output import say
 
     Console(stderr=True).print(
         Syntax(recipe.to_yaml(), "yaml", theme="ansi_dark", background_color="default")
     )
+    defaults = trl_defaults(recipe)
+    if defaults:
+        say(defaults)  # whole, not cut at the console's width as the recipe's lines are
+
+
+def trl_defaults(recipe) -> str | None:
+    """`TRL defaults in effect (...): trainer.loss_type: dapo, ...`, for the deciding fields that `recipe.trainer`
+    does not set; None when it sets them all (or its algorithm has none listed)."""
+    from grpo_cli import trainer_fields
+    from grpo_cli.algorithms.table import ALGORITHMS
+
+    fields = trainer_fields.fields(recipe.algorithm)
+    deciding = ALGORITHMS[recipe.algorithm].deciding_fields
+    unset = [name for name in deciding if name not in recipe.trainer]
+    if not unset:
+        return None
+    shown = ", ".join(f"trainer.{name}: {fields[name].default}" for name in unset)
+    return f"TRL defaults in effect (the recipe does not set them): {shown}"

@@ -84,8 +84,30 @@ def _say_done(trained) -> None:
         typer.echo(trained.note)
     summary = trained.summary
     if summary:
-        first, last = summary["first_reward"], summary["last_reward"]
-        rewards = f", reward {first:.3f} -> {last:.3f}" if first is not None and last is not None else ""
+        steps = summary["steps"]
         typer.echo(
-            f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s{rewards}; wrote {trained.output_dir}"
+            f"done: {steps} step{'' if steps == 1 else 's'} in {summary['wall_time_s']:.0f} s"
+            f"{_reward_change(summary)}{_reward_errors(summary)}; wrote {trained.output_dir}"
         )
+
+
+def _reward_change(summary: dict) -> str:
+    """ ", reward A -> B (...)": summary.json's means over its first and last few steps (single steps are noisy)."""
+    first, last, window = (
+        summary.get(k) for k in ("first_mean_reward", "last_mean_reward", "mean_reward_window")
+    )
+    if first is None or last is None or not window:
+        return ""
+    over = "the first and last step" if window == 1 else f"means of the first and last {window} steps"
+    return f", reward {first:.3f} -> {last:.3f} ({over})"
+
+
+def _reward_errors(summary: dict) -> str:
+    """ "; reward 'x' failed on E of N completions (P%)" for each reward whose `on_error` policy replaced scores."""
+    failed = [
+        f"; reward {name!r} failed on {t['errors']} of {t['completions']} completions "
+        f"({t['errors'] / t['completions']:.0%})"
+        for name, t in (summary.get("reward_errors") or {}).items()
+        if t.get("errors") and t.get("completions")
+    ]
+    return "".join(failed)
