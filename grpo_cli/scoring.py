@@ -17,6 +17,7 @@ callable; this module calls what they give it:
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -149,11 +150,14 @@ class RewardCall:
         return scores, errors
 
     def _invoke(self, prompts, completions, kwargs):
+        # Each reward gets its own copy of the batch: one that rewrites or empties its lists in place (a "cleaned"
+        # completion, a popped column) must not change what the next reward scores.
         call = {
-            k: v
+            k: _own_copy(v)
             for k, v in {"prompts": prompts, **kwargs}.items()
             if k not in self._bound_args and (self._accepts is None or k in self._accepts)
         }
+        completions = _own_copy(completions)
         if self.timeout is None:
             return self.fn(completions=completions, **call)
         # A daemon thread, not a pool: a call that never returns must not keep the process from exiting.
@@ -211,6 +215,12 @@ class RewardCall:
             f"reward {self.__name__!r} {problem}\n  prompt: {shorten(prompt)}\n  completion: {shorten(completion)}"
             f"{which}\n  (set on_error: zero or skip on this reward to score such cases 0 or None and go on)"
         )
+
+
+def _own_copy(value):
+    """A list of the batch (prompts, completions, a column) copied down to its messages; anything else (the
+    trainer state, a logging callback) as it is."""
+    return copy.deepcopy(value) if isinstance(value, list) else value
 
 
 def _restore_call(entry, name: str) -> RewardCall:

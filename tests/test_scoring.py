@@ -608,3 +608,38 @@ def test_a_reward_calling_sys_exit_in_training_follows_on_error(cli, tiny_recipe
         f"error: reward 'quits' raised SystemExit: 3 at {tmp_path / 'quits.py'}:5"
         in result.stderr.splitlines()
     )
+
+
+def test_a_reward_that_rewrites_its_batch_in_place_changes_nothing_for_the_next(cli, tmp_path):
+    """Issue 23 item 13: `completions[:] = ...` in one reward scored the next one's view (accuracy 1.0 for wrong
+    answers); item 14: one that empties its lists crashed the run under on_error: zero. Each gets its own copy."""
+    recipe = tmp_path / "r.yaml"
+    write(
+        tmp_path / "meddle.py",
+        """
+        def rewrite(completions, answer, **kw):
+            completions[:] = list(answer)  # every completion "becomes" the right answer
+            return [0.0] * len(answer)
+
+        def empty(completions, prompts, answer, **kw):
+            scores = [1.0] * len(completions)
+            completions.clear(), prompts.clear(), answer.clear()
+            return scores
+        """,
+    )
+    recipe.write_text(
+        "model: {from_config: {vocabulary: '0123456789+='}}\n"
+        "dataset: {generate: {task: addition}, prompt: '{question}'}\n"
+        "rewards:\n"
+        "  - {name: ./meddle.py:rewrite}\n  - {name: ./meddle.py:empty, on_error: zero}\n  - {name: accuracy}\n"
+    )
+    from grpo_cli import tasks
+
+    row = tasks.TASKS["addition"](size=1, seed=0)[0]
+    result = cli("rewards", "test", "--recipe", recipe, "--row", "0", "-c", "nonsense", "-c", row["answer"])
+    assert result.exit_code == 0, result.output
+    cells = [
+        [cell.strip() for cell in line.split("│")[1:-1]] for line in result.stdout.splitlines() if "│" in line
+    ]
+    # accuracy, the last reward, still sees the completions as written: only the right one scores
+    assert [(c[0], c[3]) for c in cells] == [("'nonsense'", "0"), (repr(row["answer"]), "1")], result.stdout
