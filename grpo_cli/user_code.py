@@ -6,11 +6,14 @@ Plugin files are imported as submodules of an otherwise empty package per plugin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
 import traceback
 import types
 from collections.abc import Callable
@@ -57,6 +60,39 @@ def module_files(module_name: str) -> tuple[Callable[[str], bool], Path | None]:
     return (lambda filename: Path(filename).resolve() == origin), origin
 
 
+IMPORT_TIMEOUT_S = 60  # a plugin's module runs once, to define things: a minute is a hang, not a slow import
+
+
+@contextlib.contextmanager
+def _import_guard(what: str):
+    """Run a user's module (its import) so that `sys.exit()` in it, or a loop that never ends, is a one-line
+    error naming it rather than a silent exit or a hang. (`os._exit()` ends the process; nothing in it can stop
+    that.) The time limit needs SIGALRM and the main thread; elsewhere the import runs unguarded for time."""
+    timed = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    if timed:
+
+        def ran_over(_signum, _frame):
+            raise UserError(
+                f"{what} was still running its import after {IMPORT_TIMEOUT_S} s; does it loop, or "
+                "wait for something at import time? Define rewards there; do the work when called"
+            )
+
+        previous = signal.signal(signal.SIGALRM, ran_over)
+        left = signal.setitimer(signal.ITIMER_REAL, IMPORT_TIMEOUT_S)[
+            0
+        ]  # an outer timer, if any, is put back
+    try:
+        yield
+    except SystemExit as err:
+        raise UserError(
+            f"{what} called sys.exit({err.code!r}) while being imported; a plugin file must only define things"
+        ) from None
+    finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, left)
+            signal.signal(signal.SIGALRM, previous)
+
+
 def _file_module_name(path: Path, package: str) -> str:
     # Stable across processes (unlike hash()), distinct for two files with the same name.
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
@@ -82,9 +118,12 @@ def load_file_attr(kind: str, file: str, attr: str) -> Any:
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module  # before running it, as import does: dataclasses and pickle need it
         try:
-            spec.loader.exec_module(module)
+            with _import_guard(f"{kind} file {path}"):
+                spec.loader.exec_module(module)
         except Exception as err:
             del sys.modules[module_name]
+            if isinstance(err, UserError):
+                raise
             raise UserError(
                 import_failure(f"{kind} file", err, ((lambda f: Path(f).resolve() == path), path))
             ) from err
@@ -94,7 +133,10 @@ def load_file_attr(kind: str, file: str, attr: str) -> Any:
 def load_module_attr(kind: str, module_name: str, attr: str) -> Any:
     """`attr` of an importable module (the current directory is tried last, as `python -m` would)."""
     try:
-        module = _import_module(module_name)
+        with _import_guard(f"{kind} module {module_name!r}"):
+            module = _import_module(module_name)
+    except UserError:
+        raise
     except ModuleNotFoundError as err:
         if err.name and (module_name == err.name or module_name.startswith(err.name + ".")):
             raise UserError(

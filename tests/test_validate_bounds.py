@@ -111,3 +111,30 @@ def test_a_pipeline_too_long_or_listing_a_stage_twice(cli, tmp_path):
     assert refused(cli("validate", pipeline)).endswith("1000 stages; a pipeline has at most 50")
     pipeline.write_text("stages: [s.yaml, s.yaml]\n")
     assert refused(cli("validate", pipeline)).endswith("stage 's.yaml' is listed twice; list each stage once")
+
+
+def _reward_file_recipe(tmp_path, body: str):
+    (tmp_path / "plugin.py").write_text(
+        f"{body}\ndef r(completions, **kw):\n    return [0.0] * len(completions)\n"
+    )
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {from_config: {vocabulary: '0123456789+='}}\n"
+        "dataset: {generate: {task: addition}, prompt: '{question}'}\nrewards: [{name: ./plugin.py:r}]\n"
+    )
+    return recipe
+
+
+@pytest.mark.parametrize("call", ["sys.exit(0)", "sys.exit(3)", "raise SystemExit('bye')"])
+def test_a_plugin_that_exits_while_imported_is_one_line(cli, tmp_path, call):
+    recipe = _reward_file_recipe(tmp_path, f"import sys\n{call}")
+    assert "called sys.exit(" in refused(cli("validate", recipe))
+    assert "while being imported; a plugin file must only define things" in refused(cli("validate", recipe))
+
+
+def test_a_plugin_that_hangs_while_imported_is_stopped(cli, tmp_path, monkeypatch):
+    from grpo_cli import user_code
+
+    monkeypatch.setattr(user_code, "IMPORT_TIMEOUT_S", 0.5)
+    recipe = _reward_file_recipe(tmp_path, "while True:\n    pass")
+    assert "was still running its import after 0.5 s" in refused(cli("validate", recipe))
