@@ -26,6 +26,7 @@ from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.errors import UserError
 from grpo_cli.model_sources import HUB_ID, run_root
 from grpo_cli.output import warn_once
+from grpo_cli.report import eval_markdown
 from grpo_cli.run_files import atomic_write, read_eval_report, read_recipe, read_summary, run_algorithm
 
 LOCAL_BASE = "./base_model"  # an adapter export's base when it was local: copied into the export (`export`)
@@ -121,7 +122,7 @@ def render(
     lines += _data_and_rewards(recipe)
     lines += _training(summary, recipe, source)
     if evaluation:
-        lines += _eval_table(evaluation)
+        lines += eval_markdown(evaluation, "## Evaluation")
     if plot is not None:
         lines += ["## Reward during training", "", f"![mean reward per step]({plot.as_posix()})", ""]
     dataset = recipe.get("dataset") or {}
@@ -287,35 +288,6 @@ def _duration(seconds) -> str:
         return "unknown"
     seconds = float(seconds)
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def _eval_table(evaluation: dict) -> list[str]:
-    metrics = evaluation.get("metrics") or {}
-    roles = [role for role in ("tuned", "base", "delta") if role in metrics]
-    if not roles:
-        return []
-    settings = evaluation.get("settings") or {}
-    how = settings.get("decoding", "greedy")
-    if settings.get("kind") == "pairs":
-        what = f"{settings.get('num_prompts')} held-out preference pairs (chosen vs rejected)"
-    else:
-        what = f"{settings.get('num_prompts')} held-out prompts x {settings.get('num_samples')} ({how})"
-    lines = [
-        "## Evaluation",
-        "",
-        f"`grpo-cli eval` on {what}, {evaluation.get('created_at', '')}:",
-        "",
-        "| metric | " + " | ".join(roles) + " |",
-        "|---|" + "---|" * len(roles),
-    ]
-    for key in metrics[roles[0]]:
-        cells = []
-        for role in roles:
-            value = metrics[role].get(key)
-            cells.append("-" if value is None else (f"{value:+.3f}" if role == "delta" else f"{value:.3f}"))
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines.append("")
-    return lines
 
 
 def _has_chat_template(directory: Path) -> bool:

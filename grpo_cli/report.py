@@ -348,7 +348,7 @@ def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path) -> s
         lines += [f"| {name} | {value} |" for name, value in summary.rows()]
         lines.append("")
         if summary.evaluation:
-            lines += _eval_table(summary.evaluation)
+            lines += eval_markdown(summary.evaluation)
     if plots:
         lines += [
             "## Plots",
@@ -362,8 +362,9 @@ def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path) -> s
     return "\n".join(lines)
 
 
-def _eval_table(evaluation: dict[str, Any]) -> list[str]:
-    """eval.json's metrics as markdown: a column per model evaluated (tuned, base, their difference)."""
+def eval_markdown(evaluation: dict[str, Any], heading: str = "### Evaluation") -> list[str]:
+    """eval.json's metrics as markdown lines: a column per model evaluated (tuned, base, their difference), under
+    `heading`; what report.md and the model card show of a run's evaluation."""
     metrics = evaluation.get("metrics") if isinstance(evaluation.get("metrics"), dict) else {}
     roles = [role for role in ("tuned", "base", "delta") if isinstance(metrics.get(role), dict)]
     if not roles:
@@ -383,7 +384,7 @@ def _eval_table(evaluation: dict[str, Any]) -> list[str]:
     if evaluation.get("created_at"):
         measured += f", {evaluation['created_at']}"
     lines = [
-        "### Evaluation",
+        heading,
         "",
         f"`grpo-cli eval` {measured}:",
         "",
