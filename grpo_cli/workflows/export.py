@@ -245,11 +245,7 @@ def _export_merged(source: Source, staging: Path, dtype: str | None) -> Exported
     model.config.eos_token_id = config.eos_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = True  # training turns the KV cache off; inference wants it
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-    except OSError as err:
-        raise UserError(f"cannot write the export: {describe(err)}") from err
+    _save(model, tokenizer, staging)
     del model
     gc.collect()
     exported = _from_pretrained(staging)
@@ -260,6 +256,14 @@ def _export_merged(source: Source, staging: Path, dtype: str | None) -> Exported
             f"(tolerance {check.tolerance:.3g} for {target}) on {check.prompts} prompts; nothing was written"
         )
     return Exported(staging, "merged" if source.is_adapter else "full", target, check)
+
+
+def _save(model, tokenizer, staging: Path) -> None:
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    except OSError as err:
+        raise UserError(f"cannot write the export: {describe(err)}") from err
 
 
 def _export_merged_reward(source: Source, staging: Path, dtype: str | None) -> Exported:
@@ -277,11 +281,7 @@ def _export_merged_reward(source: Source, staging: Path, dtype: str | None) -> E
     model = model.to(getattr(torch, target))
     model.config.num_labels = 1
     model.config.pad_token_id = tokenizer.pad_token_id
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-    except OSError as err:
-        raise UserError(f"cannot write the export: {describe(err)}") from err
+    _save(model, tokenizer, staging)
     del model
     gc.collect()
     check = compare(reference, export_reward.scores(export_reward.load_exported(staging), texts), target)
