@@ -1,3 +1,5 @@
+"""`grpo-cli train`: one recipe, or every stage of a pipeline file, through `workflows.train`; prints what ended."""
+
 from __future__ import annotations
 
 from pathlib import Path
