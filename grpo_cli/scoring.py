@@ -17,6 +17,7 @@ callable; this module calls what they give it:
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import inspect
@@ -159,13 +160,13 @@ class RewardCall:
         }
         completions = _own_copy(completions)
         if self.timeout is None:
-            return self.fn(completions=completions, **call)
+            return _awaited(self.fn(completions=completions, **call))
         # A daemon thread, not a pool: a call that never returns must not keep the process from exiting.
         outcome = {}
 
         def run():
             try:
-                outcome["value"] = self.fn(completions=completions, **call)
+                outcome["value"] = _awaited(self.fn(completions=completions, **call))
             except BaseException as err:
                 outcome["error"] = err
 
@@ -217,6 +218,18 @@ class RewardCall:
         )
 
 
+def _awaited(result):
+    """An `async def` reward's scores: its coroutine run to the end on an event loop of its own (TRL 1.12 runs async
+    rewards too; one that awaits many calls, a judge's, gathers them itself). A plain reward's result as it is."""
+    if not inspect.isawaitable(result):
+        return result
+
+    async def wait():
+        return await result
+
+    return asyncio.run(wait())
+
+
 def _own_copy(value):
     """A list of the batch (prompts, completions, a column) copied down to its messages; anything else (the
     trainer state, a logging callback) as it is."""
@@ -237,10 +250,6 @@ def _raised_at(err: BaseException) -> str:
 
 def _bad_result(raw, count: int) -> str | None:
     """What is wrong with a reward's return value as a whole, or None (a list, tuple or array of `count`)."""
-    if inspect.isawaitable(raw):
-        if inspect.iscoroutine(raw):
-            raw.close()
-        return "a coroutine: async rewards are not supported, make it a plain def"
     if isinstance(raw, str | bytes | dict) or not hasattr(raw, "__len__") or not hasattr(raw, "__iter__"):
         return f"a {type(raw).__name__}, not a list with one score per completion ({count})"
     if len(raw) != count:

@@ -643,3 +643,30 @@ def test_a_reward_that_rewrites_its_batch_in_place_changes_nothing_for_the_next(
     ]
     # accuracy, the last reward, still sees the completions as written: only the right one scores
     assert [(c[0], c[3]) for c in cells] == [("'nonsense'", "0"), (repr(row["answer"]), "1")], result.stdout
+
+
+@pytest.mark.parametrize("timeout", [None, 5])
+def test_an_async_reward_is_awaited(tmp_path, timeout):
+    """Issue 23 item 5: validate passed an `async def` reward and train refused it. It is scored as TRL would: its
+    coroutine awaited (a judge gathers its own calls inside)."""
+    write(
+        tmp_path / "judge.py",
+        """
+        import asyncio
+
+        async def judge(completions, **kw):
+            async def one(c):
+                await asyncio.sleep(0)
+                return float(len(c))
+            return list(await asyncio.gather(*(one(c) for c in completions)))
+        """,
+    )
+    fields = {"timeout": timeout} if timeout else {}
+    assert call(f"{tmp_path}/judge.py:judge", ["a", "abc"], **fields) == ([1.0, 3.0], 0)
+
+
+def test_rewards_test_scores_an_async_reward(cli, tmp_path):
+    write(tmp_path / "judge.py", "async def judge(completions, **kw):\n    return [0.5] * len(completions)\n")
+    result = cli("rewards", "test", "-r", f"{tmp_path}/judge.py:judge", "-p", "Q", "-c", "x", "-c", "y")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("0.5") >= 2
