@@ -9,9 +9,9 @@ written under `.saving/` and renamed into place once whole, so a `checkpoint-N/`
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -58,7 +58,14 @@ RUN_FILES = frozenset(
         "added_tokens.json",
     }
 )
-RUN_PATTERNS = ("checkpoint-*", "model-*-of-*.safetensors", ".*.tmp")
+# By exact shape, so that a user's `checkpoint-old/`, `checkpoint-best-by-hand/` or `.draft.tmp` is never taken for
+# the run's: a trainer's checkpoint-N, a sharded model's parts, atomic_write's `.NAME.PID-HEX.tmp`.
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+RUN_PATTERNS = (
+    CHECKPOINT,
+    re.compile(r"model-\d+-of-\d+\.safetensors"),
+    re.compile(r"\..+\.\d+-[0-9a-f]+\.tmp"),
+)
 
 
 def holds_run(directory: Path) -> bool:
@@ -75,7 +82,7 @@ def holds_old_run(directory: Path) -> bool:
 
 
 def is_run_file(name: str) -> bool:
-    return name in RUN_FILES or any(fnmatch.fnmatch(name, pattern) for pattern in RUN_PATTERNS)
+    return name in RUN_FILES or any(pattern.fullmatch(name) for pattern in RUN_PATTERNS)
 
 
 def foreign_entries(directory: Path) -> list[str]:
@@ -101,7 +108,7 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 def checkpoints(directory: Path) -> list[Path]:
     """Every `checkpoint-N` folder, newest first, complete or not."""
-    found = [p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    found = [p for p in directory.glob("checkpoint-*") if p.is_dir() and CHECKPOINT.fullmatch(p.name)]
     return sorted(found, key=checkpoint_step, reverse=True)
 
 

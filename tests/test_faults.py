@@ -457,8 +457,15 @@ def test_overwrite_clears_only_a_runs_own_files(tmp_path):
     for folder in ["checkpoint-2", "base_model", ".saving/checkpoint-4", "eval", "src"]:
         (run / folder).mkdir(parents=True)
     (run / "notes.md").write_text("mine")
-    assert clear_previous_run(run) == ["eval", "notes.md", "src"]
-    assert sorted(p.name for p in run.iterdir()) == ["eval", "notes.md", "run.lock", "src"]
+    # A user's folders and files that merely look like ours (issue 23, item 12) stay.
+    mine = ["checkpoint-best-by-hand", "checkpoint-old", "checkpoint-3-notes"]
+    for folder in mine:
+        (run / folder).mkdir()
+        (run / folder / "notes.txt").write_text("mine")
+    (run / ".draft.tmp").write_text("mine")
+    kept = sorted([".draft.tmp", *mine, "eval", "notes.md", "src"])
+    assert clear_previous_run(run) == kept
+    assert sorted(p.name for p in run.iterdir()) == sorted([*kept, "run.lock"])
 
 
 def test_resume_skips_incomplete_checkpoints(tmp_path, capsys):
