@@ -63,19 +63,41 @@ def atomic_write(path: Path, content: str | Callable[[IO[bytes]], Any]) -> None:
     `content` is the text, or a function that writes bytes to the open file. Not tempfile.mkstemp: its files
     are private (0600), and run files are made to be read by others. An OSError becomes a one-line UserError.
     """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    atomic_write_all({path: content})
+
+
+def atomic_write_all(contents: dict[Path, str | Callable[[IO[bytes]], Any]]) -> None:
+    """Write several files that belong together (eval.json and its samples) so that readers see all the old ones
+    or all the new ones: each is written beside its place first, then all are moved in with SIGINT and SIGTERM
+    held back, so a signal cannot fall between two of the moves."""
+    import signal
+
+    temporaries = {
+        path: path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp") for path in contents
+    }
+    current = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "xb") as f:
-            if callable(content):
-                content(f)
-            else:
-                f.write(content.encode("utf-8"))
-        os.replace(temporary, path)
+        for path, content in contents.items():
+            current = path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporaries[path], "xb") as f:
+                if callable(content):
+                    content(f)
+                else:
+                    f.write(content.encode("utf-8"))
+        held = {signal.SIGINT, signal.SIGTERM}
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            for path, temporary in temporaries.items():
+                current = path
+                os.replace(temporary, path)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     except BaseException as err:
-        temporary.unlink(missing_ok=True)
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
         if isinstance(err, OSError):
-            raise UserError(f"cannot write {path}: {err.strerror or err}") from err
+            raise UserError(f"cannot write {current}: {err.strerror or err}") from err
         raise
 
 

@@ -143,3 +143,40 @@ def test_eval_of_a_checkpoint_with_a_damaged_trainer_state_names_the_file(tmp_pa
     assert result.exit_code == 2, result.output
     assert f"{state} is damaged: it is not valid JSON" in result.stderr
     assert "repair or delete it" in result.stderr
+
+
+def test_files_written_together_are_moved_in_together_whatever_signal_comes(tmp_path, monkeypatch):
+    """Issue 23 item 10: SIGINT between eval's two files left eval_samples.jsonl without its eval.json. A signal
+    that arrives while they are moved in waits until both are in place."""
+    import os
+    import signal
+
+    from grpo_cli import run_files
+
+    for name in ("eval.json", "eval_samples.jsonl"):
+        (tmp_path / name).write_text("old")
+    real_replace = os.replace
+
+    def replace_then_interrupt(source, target):
+        real_replace(source, target)
+        os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came right after the first file
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_files.atomic_write_all({tmp_path / "eval_samples.jsonl": "new", tmp_path / "eval.json": "new"})
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {
+        "eval.json": "new",
+        "eval_samples.jsonl": "new",
+    }
+
+
+def test_files_written_together_stay_as_they_were_when_one_cannot_be_written(tmp_path):
+    from grpo_cli import run_files
+    from grpo_cli.errors import UserError
+
+    (tmp_path / "eval.json").write_text("old")
+    (tmp_path / "blocked").write_text("a file where the second one's folder would be: writing it fails")
+    with pytest.raises(UserError, match="cannot write"):
+        run_files.atomic_write_all({tmp_path / "eval.json": "new", tmp_path / "blocked" / "x.json": "new"})
+    assert (tmp_path / "eval.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "eval.json"]

@@ -39,7 +39,7 @@ from grpo_cli.model_sources import resolve_models
 from grpo_cli.models import load_source
 from grpo_cli.output import phase
 from grpo_cli.recipe import EvalSection, Recipe
-from grpo_cli.run_files import atomic_write, read_recipe
+from grpo_cli.run_files import atomic_write_all, read_recipe
 
 # ---- rewards and prompts ----
 
@@ -197,10 +197,10 @@ class EvalResult:
         return "".join(lines)
 
     def write(self, directory: Path) -> tuple[Path, Path]:
-        """eval_samples.jsonl, then eval.json, each written whole or not at all."""
+        """eval_samples.jsonl and eval.json: both new, or (interrupted, a disk full) both as they were."""
         samples_path, eval_path = directory / "eval_samples.jsonl", directory / "eval.json"
-        atomic_write(samples_path, self.sample_lines())
-        atomic_write(eval_path, json.dumps(self.to_json(), indent=2, ensure_ascii=False, default=str) + "\n")
+        report = json.dumps(self.to_json(), indent=2, ensure_ascii=False, default=str) + "\n"
+        atomic_write_all({samples_path: self.sample_lines(), eval_path: report})
         return eval_path, samples_path
 
 
