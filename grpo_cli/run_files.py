@@ -18,6 +18,7 @@ training may be halfway through writing: it is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -95,7 +96,8 @@ def atomic_write_all(contents: dict[Path, str | Callable[[IO[bytes]], Any]]) -> 
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     except BaseException as err:
         for temporary in temporaries.values():
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # never written, or its folder cannot be one
+                temporary.unlink()
         if isinstance(err, OSError):
             raise UserError(f"cannot write {current}: {err.strerror or err}") from err
         raise
