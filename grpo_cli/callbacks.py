@@ -26,7 +26,14 @@ from grpo_cli.compat import torch as torch_compat
 from grpo_cli.compat import transformers as transformers_compat
 from grpo_cli.compat.trl import PPO_BANNER
 from grpo_cli.output import say, warn_once
-from grpo_cli.run_files import MetricsLog, read_metrics, read_trainer_state, rename_metrics
+from grpo_cli.run_files import (
+    WEIGHT_FILES,
+    MetricsLog,
+    follow_umask,
+    read_metrics,
+    read_trainer_state,
+    rename_metrics,
+)
 
 # What the progress shows of a run, by what its algorithm learns from (the algorithm table's `learns_from`):
 # metrics.jsonl's names of the numbers that say whether it is learning.
@@ -270,6 +277,7 @@ class RunGuard(TrainerCallback):
                     if not (staged / part.name).exists():
                         os.replace(part, staged / part.name)
                 shutil.rmtree(final)
+            follow_umask(staged, WEIGHT_FILES)  # before it is in place: readers see it whole and readable
             os.replace(staged, final)
             card = staged.parent / "README.md"  # TRL's model card, written beside the checkpoint
             if card.exists():

@@ -20,7 +20,14 @@ from pathlib import Path
 from grpo_cli.errors import UserError
 from grpo_cli.output import say
 from grpo_cli.run_files import MARKER_FILE as MARKER
-from grpo_cli.run_files import atomic_write, read_recipe, read_summary, read_trainer_state
+from grpo_cli.run_files import (
+    WEIGHT_FILES,
+    atomic_write,
+    follow_umask,
+    read_recipe,
+    read_summary,
+    read_trainer_state,
+)
 
 LOCK = "run.lock"
 STAGING = ".saving"
@@ -332,5 +339,6 @@ def save_base_model(model, tokenizer, directory: Path, *, write: bool) -> None:
     if write:
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
+        follow_umask(directory, WEIGHT_FILES)
     PartialState().wait_for_everyone()  # other processes read it only once it is whole
     model.config.name_or_path = str(directory)

@@ -103,6 +103,22 @@ def atomic_write_all(contents: dict[Path, str | Callable[[IO[bytes]], Any]]) -> 
         raise
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+
+
+def follow_umask(directory: Path, patterns: tuple[str, ...] = ("*",)) -> None:
+    """Give the files under `directory` (those matching `patterns`) the mode the umask gives every other file:
+    safetensors and torch.save write theirs private (0600), so a run's weights were unreadable to the group that
+    could read its recipe and metrics."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for pattern in patterns:
+        for path in Path(directory).rglob(pattern):
+            if path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.chmod(0o666 & ~umask)
+
+
 def rename_metrics(logs: dict[str, Any]) -> dict[str, Any]:
     """A trainer's log dict in metrics.jsonl's names (see METRIC_NAMES)."""
     row = {}
@@ -268,6 +284,7 @@ def finish_run(
     trainer.save_model(str(output_dir))
     if not trainer.accelerator.is_main_process:
         return {}
+    follow_umask(output_dir, WEIGHT_FILES)
     return write_summary(
         output_dir,
         algorithm=algorithm,

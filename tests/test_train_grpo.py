@@ -288,3 +288,20 @@ def test_a_run_that_never_reached_a_checkpoint_can_be_overwritten(trained, cli, 
     result = cli("train", recipe, "trainer.max_steps=2", "-o", copy, "--overwrite")
     assert result.exit_code == 0, result.output
     assert [r["step"] for r in metric_rows(copy)] == [1, 2]
+
+
+def test_the_weights_follow_the_umask_as_every_other_run_file(trained):
+    """Issue 23 item 15: safetensors and torch.save wrote the weights 0600 while every other file followed the
+    umask (0022 here): a group that could read the recipe could not read the model."""
+    import os
+
+    _recipe, run, _ = trained
+    umask = os.umask(0)
+    os.umask(umask)
+    weights = [
+        p for p in run.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth")
+    ]
+    assert any(p.parent.name.startswith("checkpoint-") for p in weights) and (run / "base_model").is_dir()
+    assert {p.relative_to(run).as_posix(): oct(p.stat().st_mode & 0o777) for p in weights} == {
+        p.relative_to(run).as_posix(): oct(0o666 & ~umask) for p in weights
+    }

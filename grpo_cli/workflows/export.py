@@ -41,7 +41,7 @@ from grpo_cli.models import TOKENIZER_FILES, load_source
 from grpo_cli.recipe import Recipe, load_recipe
 from grpo_cli.run_dir import last_checkpoint
 from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER  # says a directory holds an export to replace
-from grpo_cli.run_files import atomic_write, read_adapter_config, run_kind
+from grpo_cli.run_files import atomic_write, follow_umask, read_adapter_config, run_kind
 from grpo_cli.workflows import export_reward
 from grpo_cli.workflows.export_check import (  # noqa: F401 (CHECK_PROMPTS, TOLERANCE: part of this module's API)
     CHECK_PROMPTS,
@@ -176,7 +176,7 @@ def export(
             "recipe": source.recipe.model_dump(mode="json"),
         }
         (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        _readable_by_others(staging)
+        follow_umask(staging)
         _move_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -190,15 +190,6 @@ def export(
         if note is not None:
             note(message)
     return result
-
-
-def _readable_by_others(directory: Path) -> None:
-    """An export is made to be shared: safetensors writes its files private (0600); give them the umask's mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in directory.rglob("*"):
-        if path.is_file():
-            path.chmod(0o666 & ~umask)
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
