@@ -222,9 +222,10 @@ def corpus() -> tuple[Case, ...]:
         "scalar": (b"42\n", "must be a mapping"),
         "string": (b"hello\n", "must be a mapping"),
         "deep nesting": (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
-        "deep mapping": (
+        "deep mapping": (b"".join(b"  " * i + b"k:\n" for i in range(500)) + b"  " * 500 + b"v\n", "nested"),
+        "deeper than a recipe may be": (
             b"".join(b"  " * i + b"k:\n" for i in range(3000)) + b"  " * 3000 + b"v\n",
-            "nested too deeply",
+            "over 1 MiB",
         ),
         "invalid yaml": (b"model: [unclosed\n", "invalid YAML"),
         "tab indent": (b"model:\n\tfrom_config: {}\n", "invalid YAML"),

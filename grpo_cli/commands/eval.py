@@ -294,14 +294,14 @@ def started_from(recipe) -> str:
         start = "untrained (from_config)"
     else:
         start = spec.name_or_path
-    if ALGORITHMS[recipe.algorithm].makes != "reward model":
-        return start
+    if ALGORITHMS[recipe.algorithm].makes != "reward model" or spec.from_config is not None:
+        return start  # a model built from a config is untrained, head and all
     # A reward stage puts a fresh score head on a policy; a reward run's model, or a one-label reward model, it
     # continues as it is (its head loaded).
     if spec.run is not None:
         head_loaded = run_kind(Path(spec.run)) == "reward model"
     else:
-        head_loaded = spec.from_config is None and _one_label_classifier(spec.name_or_path, spec.revision)
+        head_loaded = _one_label_classifier(spec.name_or_path, spec.revision)
     return start if head_loaded else f"{start}, fresh score head"
 
 

@@ -99,7 +99,8 @@ def refuse_wrong_kind(recipe: Recipe, adapter: Path) -> None:
 
 def previous_evaluation(output_dir: Path, this: tuple, *, overwrite: bool) -> str | None:
     """What to say when eval.json in `output_dir` is replaced (None: there is none). Refuses, unless `overwrite`,
-    when it holds another evaluation: `this` is (kind, recipe path, evaluated model path or None)."""
+    when it holds another evaluation (another kind, or another model): `this` is (kind, recipe path, evaluated
+    model path or None)."""
     path = output_dir / "eval.json"
     if not path.is_file():
         return None
@@ -111,9 +112,13 @@ def previous_evaluation(output_dir: Path, this: tuple, *, overwrite: bool) -> st
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         before = None  # unreadable: not known to be this evaluation's
     this = (this[0], _resolved(this[1]), _resolved(this[2]))
-    if before == this:
+    # The same model evaluated as the same kind is this evaluation again, whichever file holds its recipe (a
+    # pipeline's stage file, or the run's own recipe.yaml); its previous results give way, and that is said.
+    if before is not None and (before[0], before[2]) == (this[0], this[2]):
+        with_recipe = f", measured with {before[1]}" if before[1] != this[1] else ""
         return (
-            f"replacing this evaluation's previous results in {path} ({saved.get('created_at', 'undated')})"
+            f"replacing this evaluation's previous results in {path} "
+            f"({saved.get('created_at', 'undated')}{with_recipe})"
         )
     what = (
         "unreadable results"
