@@ -307,13 +307,18 @@ def raise_if_problems(recipe: Recipe, problems: list[str]) -> None:
 
 def check_loaded(recipe: Recipe, model, tokenizer, rows=None) -> list[str]:
     """What can only be checked with the model and tokenizer in hand: LoRA target modules that match no module,
-    and a chat template that fails on the first prompt. `train` calls it after loading the model and before it
+    a chat template that fails on the first prompt, and (for any dataset) fewer training rows than one step takes. `train` calls it after loading the model and before it
     touches the output directory; `rows` are the dataset rows (before `prompting.prepare`), when loaded."""
     problems = []
     if recipe.lora is not None and recipe.lora.target_modules != "all-linear":
         problems += _check_lora_targets(
             recipe.lora.target_modules, [name for name, _ in model.named_modules()]
         )
+    batch_rules = ALGORITHMS[recipe.algorithm].batch_rules
+    if rows is not None and batch_rules is not None:
+        # The training rows are counted now for any dataset (validate counts only local files and generated
+        # tasks): fewer than one step takes would train nothing, or crash inside TRL.
+        problems += [p for p in batch_rules(recipe, world_size(), len(rows)) if p.startswith("dataset:")]
     if rows is not None and len(rows):
         try:
             chat = prompting.uses_chat(recipe.dataset, tokenizer)

@@ -4,9 +4,11 @@ triggers while grpo-cli loads a reward run's LoRA adapter are silenced there, an
 from __future__ import annotations
 
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from tests.tiny_runs import bpe_model
 
@@ -45,6 +47,10 @@ def test_loading_a_lora_reward_run_warns_nothing(lora_reward_run):
     assert [str(w.message) for w in caught] == []
 
 
+@pytest.mark.skipif(
+    Version(version("transformers")) < Version("5.24"),
+    reason="the deprecation was seen with transformers 5.24 and peft 0.21; older pairs (the floors) do not warn",
+)
 def test_the_silenced_warning_is_still_there_to_silence(lora_reward_run, monkeypatch):
     # If a release stops warning, the filter is dead code: this says so (loading with the filter taken out).
     import contextlib

@@ -41,7 +41,7 @@ def test_a_chat_template_that_fails_is_one_line(tiny_recipe, tiny_model):
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.chat_template = "{{ raise_exception('no system role') }}"
     recipe = load_recipe(tiny_recipe())
-    rows = [{"question": "1+1=", "answer": "2"}]
+    rows = [{"question": "1+1=", "answer": "2"}] * 2  # a whole GRPO batch: 8 completions / 4 per prompt
     assert validation.check_loaded(recipe, model, tokenizer, rows) == [
         "dataset: the tokenizer's chat template fails on the first prompt (TemplateError: no system role); "
         "fix the template or set dataset.chat_template: false"
