@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.helpers import PPO_RECIPE, TINY_RECIPE
+from tests.helpers import PPO_RECIPE, TINY_RECIPE, tiny_reward_model
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -98,25 +98,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_reward_model(tokenizer, seed: int = 0):
-    """A randomly initialised one-label Qwen2 sequence-classification model for `tokenizer` (a reward model)."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForSequenceClassification
-
-    settings = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 16,
-        "intermediate_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "num_labels": 1,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    torch.manual_seed(seed)
-    return Qwen2ForSequenceClassification(Qwen2Config(**settings))
 
 
 @pytest.fixture

@@ -122,3 +122,22 @@ def eval_completions(run: Path) -> tuple[list[str], list[list[int]]]:
     prompt_ids = held_out_prompt_ids(run, tokenizer)
     samples = generation.generate(model, tokenizer, prompt_ids, generation.sampling_settings(recipe, 1), 8)
     return [group[0].text for group in samples], prompt_ids
+
+
+def tiny_reward_model(tokenizer, seed: int = 0):
+    """A randomly initialised one-label Qwen2 sequence-classification model for `tokenizer` (a reward model)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    settings = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "num_labels": 1,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    torch.manual_seed(seed)
+    return Qwen2ForSequenceClassification(Qwen2Config(**settings))

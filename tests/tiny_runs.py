@@ -92,24 +92,11 @@ REWARD_CHANGES = {
 
 def one_label_model(directory: Path) -> Path:
     """A local one-label reward model (a Qwen2 sequence classifier, char tokenizer) saved in `directory`."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForSequenceClassification
-
     from grpo_cli import models
+    from tests.helpers import tiny_reward_model
 
     tokenizer = models.char_tokenizer("0123456789+=")
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    Qwen2ForSequenceClassification(config).save_pretrained(directory)
+    tiny_reward_model(tokenizer).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 
