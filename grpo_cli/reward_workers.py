@@ -212,16 +212,13 @@ def live_pids() -> list[int]:
 
 
 def _portable(name: str, value):
-    """A keyword argument as it can travel to the worker: `trainer_state` (transformers' TrainerState, which holds
-    the callbacks' states) as its plain attributes when it does not pickle; the rest as it is."""
-    if name != "trainer_state" or value is None:
+    """A keyword argument as it travels to the worker: `trainer_state` (transformers' TrainerState) as a namespace of
+    its plain attributes, so that the worker never imports transformers to read it (seconds, on every new worker);
+    the rest as it is."""
+    if name != "trainer_state" or value is None or isinstance(value, SimpleNamespace):
         return value
-    try:
-        pickle.dumps(value)
-        return value
-    except Exception:
-        fields = {k: v for k, v in vars(value).items() if _pickles(v)}
-        return SimpleNamespace(**fields)
+    fields = vars(value) if hasattr(value, "__dict__") else {}
+    return SimpleNamespace(**{k: v for k, v in fields.items() if _pickles(v)})
 
 
 def _pickles(value) -> bool:

@@ -294,3 +294,58 @@ def test_os_exit_in_an_isolated_reward_is_one_scored_error_not_the_end(rewards, 
     )
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["scores"] for line in result.stdout.splitlines()] == [{"faulty": 0.0}] * 2
+
+
+STAGED = """
+import os, time
+from pathlib import Path
+
+def staged(completions, counter, **kwargs):
+    '''Call 1 hangs, call 2 ends its process, every later call scores 1.0 (the count survives the worker).'''
+    path = Path(counter)
+    calls = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(calls))
+    if calls == 1:
+        time.sleep(300)
+    if calls == 2:
+        os._exit(3)
+    return [1.0] * len(completions)
+
+def emptier(prompts, completions, **kwargs):
+    prompts.clear(); completions.clear()
+    return []
+"""
+
+
+@pytest.mark.slow
+def test_grpo_trains_every_step_with_an_isolated_reward_that_hangs_then_crashes(tiny_recipe, tmp_path):
+    path = write(tmp_path / "staged.py", STAGED)
+    recipe = tiny_recipe(
+        {
+            "rewards": [
+                {
+                    "name": f"{path}:staged",
+                    "isolation": "process",
+                    "timeout": 2,
+                    "on_error": "zero",
+                    "args": {"counter": str(tmp_path / "calls")},
+                },
+                {"name": f"{path}:emptier", "on_error": "skip"},  # in-process: empties its lists, then fails
+            ],
+            "trainer": {"max_steps": 3, "save_steps": 100},
+        }
+    )
+    result = grpo_cli("train", recipe, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    rows = [
+        json.loads(line) for line in (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [(r["rewards/staged"], r["rewards/staged/errors"]) for r in rows] == [
+        (0.0, 8.0),
+        (0.0, 8.0),
+        (1.0, 0.0),
+    ]
+    assert [r["rewards/emptier/errors"] for r in rows] == [8.0] * 3
+    assert 2.0 <= rows[0]["rewards/staged/seconds"] < 4.0
