@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand
 
+from grpo_cli import descendants
 from grpo_cli.commands import recipes, rewards
 from grpo_cli.commands.eval import evaluate
 from grpo_cli.commands.export import export
@@ -151,6 +152,9 @@ app.add_typer(rewards_app, name="rewards")
 
 
 def main() -> None:
+    # What a reward (or anything else) started and left running dies with this process instead of holding the
+    # caller's pipes open: on Linux it is re-parented here and killed at exit (see grpo_cli.descendants).
+    descendants.adopt_orphans()
     app(prog_name="grpo-cli")
 
 

@@ -167,6 +167,9 @@ class RewardEntry(_Strict):
     args: dict[str, Any] = Field(default_factory=dict)
     on_error: Literal["fail", "zero", "skip"] = "fail"
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
+    # `process`: called in a worker process of its own (grpo_cli.reward_workers), where a timeout kills the call
+    # and a crash costs that call only.
+    isolation: Literal["in_process", "process"] = "in_process"
 
     @field_validator("name")
     @classmethod

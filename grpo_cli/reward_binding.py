@@ -132,6 +132,11 @@ def bind(entry, label: str) -> BoundReward:
     if spec.origin == "reward model":
         if entry.args:
             raise UserError(f"{label} ({entry.name}): a reward model takes no args")
+        if getattr(entry, "isolation", "in_process") == "process":
+            raise UserError(
+                f"{label} ({entry.name}): isolation: process is for reward functions; a reward model runs in the "
+                "training process (remove isolation, or set isolation: in_process)"
+            )
         return BoundReward(_registry_name_for(entry, spec), entry, spec, None, model_path=target)
     if not callable(target):
         raise UserError(

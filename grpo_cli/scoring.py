@@ -5,7 +5,7 @@ callable; this module calls what they give it:
 
 - `RewardCall` wraps each reward as the trainers call it (TRL's contract): it checks every result (count, type,
   NaN), applies the entry's `on_error` policy and `timeout`, and reports its time and error count through TRL's
-  `log_metric`. It pickles as the recipe entry it came from and binds that again when unpickled, so a reward
+  `log_metric`. With `isolation: process` it calls the reward in a worker process (`reward_workers`). It pickles as the recipe entry it came from and binds that again when unpickled, so a reward
   defined in a file pickles too.
 - `reward_kwargs` builds what TRL 1.12's GRPOTrainer passes every reward besides prompts and completions (the
   dataset columns, `completion_ids`, `trainer_state`, `log_extra`, `log_metric`), for the paths that are not
@@ -17,10 +17,8 @@ callable; this module calls what they give it:
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import functools
-import inspect
 import math
 import threading
 import time
@@ -31,7 +29,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from grpo_cli import reward_binding, signatures
+from grpo_cli import reward_binding, reward_workers, signatures
 from grpo_cli.errors import UserError, describe, shorten
 
 # ---- one reward, called safely ----
@@ -43,6 +41,11 @@ class RewardError(UserError):
 
 class _Timeout(Exception):
     pass
+
+
+# The per-completion columns a reward may give through `log_extra` to say why it scored what it did; logged as
+# `<reward name>/<column>` so that two rewards giving them never share a column (see docs/rewards.md).
+EXPLAINED = ("verdict", "details")
 
 
 # A reward failing on at least this share of a logged step's completions is warned about (once per reward): under
@@ -87,6 +90,12 @@ class RewardCall:
             None if bound.spec.ref is None else bound.entry.model_copy(update={"name": bound.spec.ref})
         )
         self.tally = ErrorTally()  # over every batch this call scored (see `error_warning`)
+        self.isolation = getattr(bound.entry, "isolation", "in_process")
+        self._worker = None
+        if self.isolation == "process":
+            if self._entry is None:
+                raise TypeError(f"reward {bound.name!r} is a reward model: it runs in the caller's process")
+            self._worker = reward_workers.RewardWorker(self._entry, bound.name)
 
     def __reduce_ex__(self, protocol):
         if self._entry is None:  # a reward model: pickled as it is (it has no name to resolve again)
@@ -128,12 +137,14 @@ class RewardCall:
     def _score(self, prompts, completions, kwargs: dict) -> tuple[list[float | None], int]:
         try:
             raw = self._invoke(prompts, completions, kwargs)
-        except _Timeout as err:
+        except (_Timeout, reward_workers.WorkerLost) as err:
             return self._fail_all(str(err), prompts, completions)
+        except reward_workers.BadResult as err:
+            return self._fail_all(f"returned {err}", prompts, completions)
         except _REWARD_FAILURES as err:
             if self.on_error == "fail":
                 self._raise_first_failing(err, prompts, completions, kwargs)
-            return self._fail_all(f"raised {describe(err)}", prompts, completions)
+            return self._fail_all(f"raised {_what(err)}", prompts, completions)
         problem = _bad_result(raw, len(completions))
         if problem is not None:
             return self._fail_all(f"returned {problem}", prompts, completions)
@@ -151,13 +162,18 @@ class RewardCall:
         return scores, errors
 
     def _invoke(self, prompts, completions, kwargs):
-        # Each reward gets its own copy of the batch: one that rewrites or empties its lists in place (a "cleaned"
-        # completion, a popped column) must not change what the next reward scores.
-        call = {
-            k: _own_copy(v)
+        kwargs = self._explained(kwargs)
+        chosen = {
+            k: v
             for k, v in {"prompts": prompts, **kwargs}.items()
             if k not in self._bound_args and (self._accepts is None or k in self._accepts)
         }
+        if self._worker is not None:  # pickled on the way: a copy of its own already
+            prompts = chosen.pop("prompts", None)
+            return self._worker.call(prompts, completions, chosen, self.timeout)
+        # Each reward gets its own copy of the batch: one that rewrites or empties its lists in place (a "cleaned"
+        # completion, a popped column) must not change what the next reward scores.
+        call = {k: _own_copy(v) for k, v in chosen.items()}
         completions = _own_copy(completions)
         if self.timeout is None:
             return _awaited(self.fn(completions=completions, **call))
@@ -179,6 +195,23 @@ class RewardCall:
             raise outcome["error"]
         return outcome["value"]
 
+    def _explained(self, kwargs: dict) -> dict:
+        """`kwargs` with a `log_extra` that logs the EXPLAINED columns under this reward's name."""
+        log_extra = kwargs.get("log_extra")
+        if not callable(log_extra):
+            return kwargs
+        name = self.__name__
+
+        def named_log_extra(column, values):
+            log_extra(f"{name}/{column}" if column in EXPLAINED else column, values)
+
+        return {**kwargs, "log_extra": named_log_extra}
+
+    def close(self) -> None:
+        """End this reward's worker process, if it has one (a later call starts another)."""
+        if self._worker is not None:
+            self._worker.stop()
+
     def _raise_first_failing(self, err: BaseException, prompts, completions, kwargs):
         """Stop the run naming the completion that made the reward raise: retried alone, the first that does."""
         quiet = {"log_metric": lambda *a, **k: None, "log_extra": lambda *a, **k: None}
@@ -187,12 +220,12 @@ class RewardCall:
             one = {k: v[i : i + 1] if isinstance(v, list) and len(v) == n else v for k, v in kwargs.items()}
             try:
                 self._invoke(prompts[i : i + 1], completions[i : i + 1], {**one, **quiet})
-            except _Timeout:
+            except (_Timeout, reward_workers.WorkerLost, reward_workers.BadResult):
                 break
             except _REWARD_FAILURES as alone:
-                self._raise(f"raised {describe(alone)}{_raised_at(alone)}", prompts[i], completions[i])
+                self._raise(f"raised {_what(alone)}{_raised_at(alone)}", prompts[i], completions[i])
         self._raise(
-            f"raised {describe(err)}{_raised_at(err)}",
+            f"raised {_what(err)}{_raised_at(err)}",
             prompts[0] if prompts else "",
             completions[0] if completions else "",
             batch=n,
@@ -218,16 +251,12 @@ class RewardCall:
         )
 
 
-def _awaited(result):
-    """An `async def` reward's scores: its coroutine run to the end on an event loop of its own (TRL 1.12 runs async
-    rewards too; one that awaits many calls, a judge's, gathers them itself). A plain reward's result as it is."""
-    if not inspect.isawaitable(result):
-        return result
+_awaited = reward_workers.awaited
 
-    async def wait():
-        return await result
 
-    return asyncio.run(wait())
+def _what(err: BaseException) -> str:
+    """What a reward raised, in one line (for one raised in its worker process, what it raised there)."""
+    return err.what if isinstance(err, reward_workers.RewardRaised) else describe(err)
 
 
 def _own_copy(value):
@@ -243,6 +272,8 @@ def _restore_call(entry, name: str) -> RewardCall:
 
 
 def _raised_at(err: BaseException) -> str:
+    if isinstance(err, reward_workers.RewardRaised):
+        return err.where
     frames = traceback.extract_tb(err.__traceback__)
     frames = [f for f in frames if Path(f.filename).resolve() != Path(__file__).resolve()]
     return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.errors import UserError, shorten
+from grpo_cli.errors import UserError
 
 
 def ls() -> None:
@@ -231,6 +231,14 @@ def test(
             "else 0).",
         ),
     ] = 0,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object per completion instead of tables: completion, scores (reward -> score), "
+            "total, advantage, and verdict / details (reward -> value) where a reward gives them.",
+        ),
+    ] = False,
 ) -> None:
     """Score completions without training: each reward, the weighted total, and the GRPO advantage in the group.
 
@@ -239,11 +247,15 @@ def test(
 
     Example: grpo-cli rewards test -r reasoned_accuracy --prompt "What is 2 + 3?" --column answer=5 -c 5 -c 6 -c "2 + 3 = 5"
     """
-    from rich.markup import escape
-    from rich.table import Table
-
-    from grpo_cli import grpo_advantages, reward_binding, reward_models, scoring, trainer_fields
-    from grpo_cli.commands._common import print_table, stdout_console
+    from grpo_cli import (
+        grpo_advantages,
+        reward_binding,
+        reward_models,
+        reward_workers,
+        scoring,
+        trainer_fields,
+    )
+    from grpo_cli.commands import rewards_output
     from grpo_cli.recipe import RewardEntry
     from grpo_cli.trainer_fields import fields
 
@@ -321,43 +333,27 @@ def test(
     for item in items:
         groups.setdefault(item["row"], []).append(item)
     logs = [scoring.RewardLog() for _ in groups]
-    tables = [
-        _score_group(bound, group, tokenizer, state, log)
-        for group, log in zip(groups.values(), logs, strict=True)
-    ]
+    calls = [scoring.RewardCall(b) for b in bound]  # one worker process each for `isolation: process` rewards
+    try:
+        tables = [
+            _score_group(calls, group, tokenizer, state, log)
+            for group, log in zip(groups.values(), logs, strict=True)
+        ]
+    finally:
+        reward_workers.shutdown_all()
     weights = [b.entry.weight for b in bound]
     group_advantages = grpo_advantages.advantages(tables, weights, mode, aggregation)
 
-    console = stdout_console()
     header = {"group": "advantage (/std)", "batch": "advantage (/batch std)", "none": "advantage"}[mode]
     if aggregation == "normalize_then_sum":
         header = "advantage (normalize_then_sum)"
-    for (index, group), table_scores, advantage, log in zip(
-        groups.items(), tables, group_advantages, logs, strict=True
-    ):
-        totals = scoring.weighted_total(bound, table_scores)
-        unscorable = [all(scores[i] is None for scores in table_scores) for i in range(len(group))]
-        title = f"prompt: {shorten(group[0]['prompt'])}" + (f" (row {index})" if recipe else "")
-        no_prompt = recipe is None and not any(item["prompt"] for item in group)
-        table = Table(title=None if no_prompt else escape(title), title_justify="left")
-        table.add_column("completion")
-        for b in bound:
-            weight = f" x{b.entry.weight:g}" if b.entry.weight != 1 else ""
-            table.add_column(escape(f"{b.name}{weight}"), justify="right")
-        table.add_column("total", justify="right")
-        table.add_column(header, justify="right")
-        extra = log.take_extra(len(group))
-        for column in extra:
-            table.add_column(escape(column))
-        for i, item in enumerate(group):
-            cells = [_fmt(scores[i]) for scores in table_scores]
-            total = "None" if unscorable[i] else _fmt(totals[i])
-            logged = [escape(str(values[i])) for values in extra.values()]
-            table.add_row(escape(repr(item["completion"])), *cells, total, f"{advantage[i]:+.3f}", *logged)
-        print_table(table)
-        metrics = log.take_metrics()
-        if metrics:
-            console.print(escape("log_metric: " + ", ".join(f"{k}={v:g}" for k, v in metrics.items())))
+    if as_json:
+        for line in rewards_output.json_lines(groups, tables, group_advantages, logs, bound):
+            typer.echo(line)
+    else:
+        rewards_output.print_groups(
+            groups, tables, group_advantages, logs, bound, header=header, recipe=bool(recipe)
+        )
 
 
 def _fill_from_rows(items: list[dict], recipe, prompt: str | None, row: int | None, columns: dict):
@@ -409,7 +405,7 @@ def _as_prompt(spec, text, chat: bool):
     return prompting.build_prompt(spec.model_copy(update={"prompt": "{text}"}), {"text": text}, chat)
 
 
-def _score_group(bound, group: list[dict], tokenizer, state, log) -> list[list[float | None]]:
+def _score_group(calls, group: list[dict], tokenizer, state, log) -> list[list[float | None]]:
     """Each reward's scores of one group's completions, as TRL passes them: a completion is text for a text
     prompt and an assistant message for a chat prompt; the columns are all but the prompt; `completion_ids` are
     the completions' ids in `tokenizer` (see scoring.text_ids)."""
@@ -426,9 +422,5 @@ def _score_group(bound, group: list[dict], tokenizer, state, log) -> list[list[f
     ]
     ids = scoring.text_ids(completions, tokenizer)
     return scoring.score_table(
-        bound, prompts, completions, columns, completion_ids=ids, trainer_state=state, log=log
+        calls, prompts, completions, columns, completion_ids=ids, trainer_state=state, log=log
     )
-
-
-def _fmt(value) -> str:
-    return "None" if value is None else f"{value:g}"

@@ -101,23 +101,31 @@ def score(
     training = [scoring.RewardCall(r) for r in rewards.training]
     eval_only = [scoring.RewardCall(r) for r in rewards.eval_only]
     names = [r.name for r in rewards.training + rewards.eval_only]
-    for start in range(0, len(flat), batch_size):
-        part = flat[start : start + batch_size]
-        prompts = [rows[s.prompt_index]["prompt"] for s in part]
-        # Completions as TRL hands them to rewards: text, or an assistant message for chat prompts.
-        completions = [prompting.as_completion(s.text, chat) for s in part]
-        kwargs = {c: [rows[s.prompt_index][c] for s in part] for c in columns}
-        given = {"completion_ids": [s.token_ids for s in part], "trainer_state": trainer_state, "log": log}
-        table = scoring.score_table(training, prompts, completions, kwargs, **given)
-        totals = scoring.weighted_total(rewards.training, table) if table else [None] * len(part)
-        table_eval_only = scoring.score_table(eval_only, prompts, completions, kwargs, **given)
-        logged = log.take_extra(len(part))
-        for n, sample in enumerate(part):
-            scored = table + table_eval_only
-            sample.scores = {name: scores[n] for name, scores in zip(names, scored, strict=True)}
-            sample.total = totals[n]
-            if logged:
-                extra[(sample.prompt_index, sample.sample_index)] = {c: v[n] for c, v in logged.items()}
+    try:
+        for start in range(0, len(flat), batch_size):
+            part = flat[start : start + batch_size]
+            prompts = [rows[s.prompt_index]["prompt"] for s in part]
+            # Completions as TRL hands them to rewards: text, or an assistant message for chat prompts.
+            completions = [prompting.as_completion(s.text, chat) for s in part]
+            kwargs = {c: [rows[s.prompt_index][c] for s in part] for c in columns}
+            given = {
+                "completion_ids": [s.token_ids for s in part],
+                "trainer_state": trainer_state,
+                "log": log,
+            }
+            table = scoring.score_table(training, prompts, completions, kwargs, **given)
+            totals = scoring.weighted_total(rewards.training, table) if table else [None] * len(part)
+            table_eval_only = scoring.score_table(eval_only, prompts, completions, kwargs, **given)
+            logged = log.take_extra(len(part))
+            for n, sample in enumerate(part):
+                scored = table + table_eval_only
+                sample.scores = {name: scores[n] for name, scores in zip(names, scored, strict=True)}
+                sample.total = totals[n]
+                if logged:
+                    extra[(sample.prompt_index, sample.sample_index)] = {c: v[n] for c, v in logged.items()}
+    finally:
+        for call in training + eval_only:  # the worker processes of `isolation: process` rewards end here
+            call.close()
     return extra
 
 

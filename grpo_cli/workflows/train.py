@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpo_cli import distributed, interrupts, models, validation
+from grpo_cli import distributed, interrupts, models, reward_workers, validation
 from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.errors import Stop, UserError, describe
 from grpo_cli.output import phase, say
@@ -105,6 +105,7 @@ def train_recipe(
     except interrupts.Interrupted as stop:
         raise Stop(_report_interruption(stop, out, in_pipeline)) from None
     finally:
+        reward_workers.shutdown_all()  # the worker processes of `isolation: process` rewards end with the run
         interrupts.restore()
         release_locks()
     if summary and not summary.get("steps"):
