@@ -200,10 +200,9 @@ class EnvironmentEntry(ToolEntry):
 
 # Chat templates TRL 1.12 ships with a parser for tool calls (`trl.chat_template_utils.<name>_chat_template`):
 # `tool_template:` puts one on a tokenizer whose own template TRL does not recognise.
-TOOL_TEMPLATES = tuple(
-    "qwen2_5 qwen3 qwen3_instruct_2507 qwen3_5_nothink qwen3_5_think qwen3_6 qwen3_8 llama3_1 llama3_2 glm4moe "
-    "gptoss gemma4 deepseek_r1_distill lfm2_2_5 nemotron_3_nano".split()
-)
+_TEMPLATE_NAMES = """qwen2_5 qwen3 qwen3_instruct_2507 qwen3_5_nothink qwen3_5_think qwen3_6 qwen3_8 llama3_1 llama3_2
+glm4moe gptoss gemma4 deepseek_r1_distill lfm2_2_5 nemotron_3_nano"""
+TOOL_TEMPLATES = tuple(_TEMPLATE_NAMES.split())
 
 
 class EvalSection(_Strict):
