@@ -149,7 +149,9 @@ _register(rewards_app, rewards.ls, "ls")
 _register(rewards_app, rewards.test, "test")
 app.add_typer(rewards_app, name="rewards")
 
-tools_app = typer.Typer(help="List the tools and environments a recipe can give the model.", no_args_is_help=True)
+tools_app = typer.Typer(
+    help="List the tools and environments a recipe can give the model.", no_args_is_help=True
+)
 _register(tools_app, tools.ls, "ls")
 app.add_typer(tools_app, name="tools")
 
