@@ -33,6 +33,7 @@ from grpo_cli.run_files import (
 
 REPORT_FILE = "report.md"
 REWARD_PREFIX = "rewards/"
+TOOLS_PREFIX = "tools/"  # TRL's tool metrics (call_frequency, failure_frequency) and grpo-cli's per tool
 
 # A series with at least this many points gets a moving average drawn over its (faded) raw values.
 SMOOTH_MIN_POINTS = 30
@@ -408,7 +409,19 @@ def _series_to_draw(runs: Sequence[Run]) -> list[Series]:
         if key.startswith(REWARD_PREFIX) and "/" not in key[len(REWARD_PREFIX) :]
     )
     per_function = [Series(key, f"Reward: {key[len(REWARD_PREFIX) :]}", "mean score") for key in reward_keys]
-    return [TOTAL_REWARD, *per_function, *LATER_SERIES]
+    # `tools/<metric>` only: the per-tool counts (`tools/<name>/calls`) stay in metrics.jsonl.
+    tool_keys = dict.fromkeys(
+        key
+        for run in runs
+        for row in run.metrics
+        for key in row
+        if key.startswith(TOOLS_PREFIX) and "/" not in key[len(TOOLS_PREFIX) :]
+    )
+    tools = [
+        Series(key, f"Tools: {key[len(TOOLS_PREFIX) :].replace('_', ' ')}", "per completion")
+        for key in tool_keys
+    ]
+    return [TOTAL_REWARD, *per_function, *tools, *LATER_SERIES]
 
 
 def _points(metrics: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
