@@ -400,26 +400,18 @@ def eval_markdown(evaluation: dict[str, Any], heading: str = "### Evaluation") -
 
 
 def _series_to_draw(runs: Sequence[Run]) -> list[Series]:
-    # `rewards/<name>` only: deeper keys (`rewards/<name>/std`) are statistics of a panel, not panels.
-    reward_keys = dict.fromkeys(
-        key
-        for run in runs
-        for row in run.metrics
-        for key in row
-        if key.startswith(REWARD_PREFIX) and "/" not in key[len(REWARD_PREFIX) :]
-    )
-    per_function = [Series(key, f"Reward: {key[len(REWARD_PREFIX) :]}", "mean score") for key in reward_keys]
-    # `tools/<metric>` only: the per-tool counts (`tools/<name>/calls`) stay in metrics.jsonl.
-    tool_keys = dict.fromkeys(
-        key
-        for run in runs
-        for row in run.metrics
-        for key in row
-        if key.startswith(TOOLS_PREFIX) and "/" not in key[len(TOOLS_PREFIX) :]
-    )
+    # `rewards/<name>` and `tools/<metric>` only: deeper keys (`rewards/<name>/std`, `tools/<name>/calls`) are
+    # statistics of a panel, or stay in metrics.jsonl.
+    def top_keys(prefix: str) -> list[str]:
+        keys = (key for run in runs for row in run.metrics for key in row if key.startswith(prefix))
+        return list(dict.fromkeys(key for key in keys if "/" not in key[len(prefix) :]))
+
+    per_function = [
+        Series(k, f"Reward: {k[len(REWARD_PREFIX) :]}", "mean score") for k in top_keys(REWARD_PREFIX)
+    ]
     tools = [
-        Series(key, f"Tools: {key[len(TOOLS_PREFIX) :].replace('_', ' ')}", "per completion")
-        for key in tool_keys
+        Series(k, f"Tools: {k[len(TOOLS_PREFIX) :].replace('_', ' ')}", "per completion")
+        for k in top_keys(TOOLS_PREFIX)
     ]
     return [TOTAL_REWARD, *per_function, *tools, *LATER_SERIES]
 
