@@ -187,3 +187,31 @@ def test_a_template_without_tool_calls_is_refused_before_the_run(cli, tmp_path, 
         "assistant tool_calls and tool messages"
     )
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_real_generation_with_tools_trains(cli, tmp_path, monkeypatch, one_torch_thread):
+    """No script: the realistic BPE model under TRL's qwen2_5 template generates (random text, rarely a tool call),
+    and a run with tools trains, logging TRL's tool metrics and grpo-cli's summary as any run."""
+    model = bpe_model(tmp_path / "model")
+    rows = [{"question": f"Add {a} and {b}.", "answer": a + b} for a, b in [(2, 3), (40, 2), (7, 7), (1, 9)]]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write(
+        tmp_path / "r.yaml",
+        f"model: {{name_or_path: {model}}}\ntool_template: qwen2_5\n"
+        "dataset: {source: train.jsonl, prompt: '{question}'}\ntools: [{name: calculator}]\n"
+        "rewards: [{name: accuracy}]\noutput_dir: run\n"
+        "trainer: {max_steps: 2, num_generations: 2, per_device_train_batch_size: 2, max_completion_length: 16, "
+        "max_tool_calling_iterations: 1}\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    result = cli("train", "r.yaml")
+    assert result.exit_code == 0, result.output
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if "reward" in m]
+    assert [m["step"] for m in steps] == [1, 2]
+    assert all(m["tools/failure_frequency"] >= 0 and m["tools/call_frequency"] >= 0 for m in steps)
+    saved = (tmp_path / "run" / "tokenizer_config.json").read_text() + "".join(
+        p.read_text() for p in (tmp_path / "run").glob("chat_template.jinja")
+    )
+    assert "<tools>" in saved  # the tool template is saved with the run, for generate and eval
