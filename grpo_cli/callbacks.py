@@ -196,6 +196,18 @@ class RunLogger(TrainerCallback):
         say(f"step {step}/{self._max_steps}: {metrics}, {rate:.2f} step/s, ETA {left}")
 
 
+class ToolMetrics(TrainerCallback):
+    """Adds each logged step's tool calls and failures per tool (`tool_calls.ToolTally`) to the metrics, before
+    RunLogger writes them: `tools/<name>/calls`, `tools/<name>/failures`, `tools/reset_failures`."""
+
+    def __init__(self, tally):
+        self.tally = tally
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "train_runtime" not in logs:
+            logs.update(self.tally.take())
+
+
 def _shown(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 

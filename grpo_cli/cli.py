@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperCommand
 
 from grpo_cli import descendants
-from grpo_cli.commands import recipes, rewards
+from grpo_cli.commands import recipes, rewards, tools
 from grpo_cli.commands.eval import evaluate
 from grpo_cli.commands.export import export
 from grpo_cli.commands.generate import generate
@@ -149,6 +149,12 @@ rewards_app = typer.Typer(
 _register(rewards_app, rewards.ls, "ls")
 _register(rewards_app, rewards.test, "test")
 app.add_typer(rewards_app, name="rewards")
+
+tools_app = typer.Typer(
+    help="List the tools and environments a recipe can give the model.", no_args_is_help=True
+)
+_register(tools_app, tools.ls, "ls")
+app.add_typer(tools_app, name="tools")
 
 
 def main() -> None:

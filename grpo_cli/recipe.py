@@ -180,6 +180,34 @@ class RewardEntry(_Strict):
         return name
 
 
+class ToolEntry(_Strict):
+    """A tool the model may call while it generates (`tools:`): named like a reward, `args` bound."""
+
+    name: str = Field(min_length=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+    timeout: float = Field(
+        30.0, gt=0, allow_inf_nan=False, description="seconds a call may take; then the model gets an error"
+    )
+
+    _names = field_validator("name")(_usable_name)
+
+
+class EnvironmentEntry(ToolEntry):
+    """A factory of environments (`environment:`): one instance per rollout, its public methods the tools.
+
+    `on_error` says what a `reset()` that raises does: stop the run (fail), or let the rollout go on with every
+    tool answering the error and `get_reward` scoring it 0 (zero) or leaving it out (skip)."""
+
+    on_error: Literal["fail", "zero", "skip"] = "fail"
+
+
+# Chat templates TRL 1.12 ships with a parser for tool calls (`trl.chat_template_utils.<name>_chat_template`):
+# `tool_template:` puts one on a tokenizer whose own template TRL does not recognise.
+_TEMPLATE_NAMES = """qwen2_5 qwen3 qwen3_instruct_2507 qwen3_5_nothink qwen3_5_think qwen3_6 qwen3_8 llama3_1 llama3_2
+glm4moe gptoss gemma4 deepseek_r1_distill lfm2_2_5 nemotron_3_nano"""
+TOOL_TEMPLATES = tuple(_TEMPLATE_NAMES.split())
+
+
 class EvalSection(_Strict):
     """Defaults for `grpo-cli eval` (its command-line options win)."""
 
@@ -230,6 +258,9 @@ class Recipe(_Strict):
     lora: LoraSection | None = None
     dataset: DatasetSection
     rewards: list[RewardEntry] = Field(default_factory=list)
+    tools: list[ToolEntry] = Field(default_factory=list)
+    environment: EnvironmentEntry | dict[str, EnvironmentEntry] | None = None
+    tool_template: Literal[TOOL_TEMPLATES] | None = None  # type: ignore[valid-type]
     trainer: dict[str, Any] = Field(default_factory=dict)
     eval: EvalSection | None = None
     distributed: DistributedSection = Field(default_factory=DistributedSection)
@@ -360,9 +391,12 @@ def check_schema(data: Any) -> tuple[Recipe, list[str], set[str]]:
         problems += trainer_problems + trainer_fields.check_ranges(recipe.trainer)
         if trainer_problems:
             broken.add("trainer")  # a value of the wrong type: the batch rules cannot be checked
+    if "algorithm" not in broken:
+        problems += _tool_problems(recipe, data)
     if "rewards" not in broken and "algorithm" not in broken:
         learns = ALGORITHMS[recipe.algorithm].learns_from
-        if learns == "rewards" and not recipe.rewards:
+        # An environment may own the reward (`get_reward`): validation checks that it does.
+        if learns == "rewards" and not recipe.rewards and not recipe.environment:
             problems.append(
                 f"rewards: {recipe.algorithm.upper()} needs at least one reward (see `grpo-cli rewards ls`)"
             )
@@ -372,6 +406,18 @@ def check_schema(data: Any) -> tuple[Recipe, list[str], set[str]]:
                 "(eval-only metrics go in eval.rewards)"
             )
     return recipe, problems, broken
+
+
+def _tool_problems(recipe: Recipe, data: dict) -> list[str]:
+    """Tools and environments only where the algorithm has a tool loop."""
+    used = [key for key in ("tools", "environment", "tool_template") if data.get(key)]
+    if not used or ALGORITHMS[recipe.algorithm].supports_tools:
+        return []
+    with_tools = ", ".join(a.name for a in ALGORITHMS.values() if a.supports_tools)
+    return [
+        f"{used[0]}: {recipe.algorithm} training has no tool loop (TRL runs tools only in GRPO); "
+        f"use algorithm: {with_tools}, or remove `{used[0]}:`"
+    ]
 
 
 def parse_recipe(data: dict, source: str = "recipe") -> Recipe:

@@ -235,7 +235,7 @@ def absolutize_paths(data: dict, base: Path) -> None:
 
     The path-valued fields: dataset.source, dataset.eval_split (when it names a file), model.name_or_path,
     distributed.config_file, and reward names of the forms `file.py:attr`, `model:<dir>` and `<dir>`
-    (in rewards and eval.rewards). output_dir is not one: like `-o`, it is where the user runs the command.
+    (in rewards and eval.rewards), and tool and environment names of the form `file.py:attr`. output_dir is not one: like `-o`, it is where the user runs the command.
     """
     from grpo_cli.data_formats import LOCAL_FORMATS
 
@@ -260,6 +260,10 @@ def absolutize_paths(data: dict, base: Path) -> None:
     entries = [*(data.get("rewards") if isinstance(data.get("rewards"), list) else [])]
     if isinstance(evaluation, dict) and isinstance(evaluation.get("rewards"), list):
         entries += evaluation["rewards"]
+    entries += data.get("tools") if isinstance(data.get("tools"), list) else []
+    environment = data.get("environment")
+    if isinstance(environment, dict):
+        entries += [environment] if "name" in environment else list(environment.values())
     for reward in entries:
         name = reward.get("name") if isinstance(reward, dict) else None
         if not isinstance(name, str) or "\x00" in name:

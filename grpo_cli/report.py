@@ -33,6 +33,7 @@ from grpo_cli.run_files import (
 
 REPORT_FILE = "report.md"
 REWARD_PREFIX = "rewards/"
+TOOLS_PREFIX = "tools/"  # TRL's tool metrics (call_frequency, failure_frequency) and grpo-cli's per tool
 
 # A series with at least this many points gets a moving average drawn over its (faded) raw values.
 SMOOTH_MIN_POINTS = 30
@@ -399,16 +400,20 @@ def eval_markdown(evaluation: dict[str, Any], heading: str = "### Evaluation") -
 
 
 def _series_to_draw(runs: Sequence[Run]) -> list[Series]:
-    # `rewards/<name>` only: deeper keys (`rewards/<name>/std`) are statistics of a panel, not panels.
-    reward_keys = dict.fromkeys(
-        key
-        for run in runs
-        for row in run.metrics
-        for key in row
-        if key.startswith(REWARD_PREFIX) and "/" not in key[len(REWARD_PREFIX) :]
-    )
-    per_function = [Series(key, f"Reward: {key[len(REWARD_PREFIX) :]}", "mean score") for key in reward_keys]
-    return [TOTAL_REWARD, *per_function, *LATER_SERIES]
+    # `rewards/<name>` and `tools/<metric>` only: deeper keys (`rewards/<name>/std`, `tools/<name>/calls`) are
+    # statistics of a panel, or stay in metrics.jsonl.
+    def top_keys(prefix: str) -> list[str]:
+        keys = (key for run in runs for row in run.metrics for key in row if key.startswith(prefix))
+        return list(dict.fromkeys(key for key in keys if "/" not in key[len(prefix) :]))
+
+    per_function = [
+        Series(k, f"Reward: {k[len(REWARD_PREFIX) :]}", "mean score") for k in top_keys(REWARD_PREFIX)
+    ]
+    tools = [
+        Series(k, f"Tools: {k[len(TOOLS_PREFIX) :].replace('_', ' ')}", "per completion")
+        for k in top_keys(TOOLS_PREFIX)
+    ]
+    return [TOTAL_REWARD, *per_function, *tools, *LATER_SERIES]
 
 
 def _points(metrics: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:

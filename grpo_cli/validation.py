@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grpo_cli import data, data_formats, distributed, prompting, reward_binding, tasks
+from grpo_cli import data, data_formats, distributed, prompting, reward_binding, tasks, tool_binding
 from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.distributed import launched, world_size
 from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
@@ -255,11 +255,17 @@ def check(
     if not {"rewards", "eval"} & broken:
         binding = bind_rewards(recipe, planned, recipe_dir)
         problems += binding.problems
+    agent = None
+    if not {"tools", "environment", "rewards", "algorithm"} & broken:
+        agent = tool_binding.bind_agent(recipe) if recipe.tools or recipe.environment else None
+        problems += agent.problems if agent else []
     if "dataset" not in broken:
         dataset_problems, columns, _first = check_dataset(recipe)
         problems += dataset_problems
         if columns is not None and not {"rewards", "eval"} & broken:
             problems += check_columns(recipe, columns, binding)
+        if columns is not None and agent is not None:
+            problems += tool_binding.column_problems(agent, columns)
     return problems
 
 

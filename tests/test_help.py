@@ -41,6 +41,8 @@ HELP = {
     "recipes cp": ["Usage: grpo-cli recipes cp [OPTIONS] NAME DEST", "a new one when DEST ends with /"],
     "rewards": ["Usage: grpo-cli rewards [OPTIONS] COMMAND [ARGS]..."],
     "rewards ls": ["Usage: grpo-cli rewards ls [OPTIONS]"],
+    "tools": ["Usage: grpo-cli tools [OPTIONS] COMMAND [ARGS]..."],
+    "tools ls": ["Usage: grpo-cli tools ls [OPTIONS]", "--show"],
     "rewards test": [
         "Usage: grpo-cli rewards test [OPTIONS]",
         "a .jsonl file of {completion, row, prompt, <column>: value} objects.",

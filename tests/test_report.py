@@ -362,3 +362,20 @@ def test_a_reward_models_eval_is_over_pairs(grpo_run: Path):
     markdown = write_report([grpo_run]).path.read_text()
     assert "`grpo-cli eval` on 50 held-out preference pairs:" in markdown
     assert "| pairwise_accuracy | 0.900 |" in markdown
+
+
+def test_tool_metrics_get_panels(tmp_path: Path):
+    """TRL's `tools/<metric>` series are drawn; grpo-cli's per-tool counts (`tools/<name>/calls`) are not."""
+    run = tmp_path / "tool-run"
+    run.mkdir()
+    rows = [
+        {"step": s, "reward": 0.1 * s, "tools/call_frequency": 1.0, "tools/failure_frequency": 0.5 / s}
+        | {"tools/add/calls": 2.0, "tools/add/failures": 1.0}
+        for s in (1, 2, 3)
+    ]
+    _write_jsonl(run / "metrics.jsonl", rows)
+    out = tmp_path / "plots"
+    out.mkdir()
+    plots = plot(load_runs([run]), out)
+    assert [p.key for p in plots] == ["reward", "tools/call_frequency", "tools/failure_frequency"]
+    assert [p.path.name for p in plots][1:] == ["tools_call_frequency.png", "tools_failure_frequency.png"]

@@ -19,6 +19,8 @@ from grpo_cli import (
     reward_binding,
     reward_models,
     scoring,
+    tool_binding,
+    tool_calls,
     trainer_fields,
     validation,
 )
@@ -58,17 +60,21 @@ def config(recipe: Recipe, output_dir: Path, tokenizer=None, eos_ids=()):
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
     from trl import GRPOTrainer
 
-    from grpo_cli.callbacks import RunLogger, train_to_the_end
+    from grpo_cli.callbacks import RunLogger, ToolMetrics, train_to_the_end
 
     # Rewards first: a bad reward should fail before a model loads.
     rewards = reward_binding.bind_all(recipe.rewards)
+    agent = tool_binding.bind_all(recipe) if recipe.tools or recipe.environment else None
 
     with phase(f"loading model {models.label(recipe.model)}"):
         model, tokenizer = models.load_model(recipe.model, recipe.seed)
     with phase(f"loading dataset {data.label(recipe.dataset)}"):
         train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
     # LoRA targets and the chat template, checked now that they are loaded and before the run directory is touched.
-    validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer, train_rows))
+    problems = tool_calls.prepare_tokenizer(tokenizer, recipe.tool_template) if agent else []
+    validation.raise_if_problems(
+        recipe, problems + validation.check_loaded(recipe, model, tokenizer, train_rows)
+    )
     with phase(f"preparing {len(train_rows)} prompts"):
         train_rows = prompting.prepare(train_rows, recipe.dataset, tokenizer)
 
@@ -87,6 +93,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         start_model=models.start_to_keep(recipe.model, model, tokenizer),
     )
 
+    toolbox = tool_calls.toolbox(agent) if agent else None
     logger = RunLogger(
         output_dir,
         algorithm="grpo",
@@ -101,7 +108,9 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             train_dataset=train_rows,
             processing_class=tokenizer,
             peft_config=models.lora_config(recipe.lora) if recipe.lora else None,
-            callbacks=[logger],
+            callbacks=[*([ToolMetrics(toolbox.tally)] if toolbox else []), logger],
+            tools=toolbox.tools if toolbox else None,
+            environment_factory=toolbox.environment_factory if toolbox else None,
         )
     return train_to_the_end(
         trainer,

@@ -41,6 +41,8 @@ class Algorithm:
     # The trainer fields that decide what it computes, whose TRL defaults a run names when the recipe leaves them
     # unset (GRPO's loss_type is DAPO's token-level loss by default, not the paper's).
     deciding_fields: tuple[str, ...] = ()
+    # Whether TRL's trainer runs a tool loop while it generates (`tools:`, `environment:` in a recipe).
+    supports_tools: bool = False
 
     @property
     def uses_rewards(self) -> bool:
@@ -72,6 +74,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             starts_from=("policy",),
             batch_rules=batches.grpo,
             deciding_fields=("loss_type", "beta", "scale_rewards"),
+            supports_tools=True,
         ),
         Algorithm(
             name="ppo",

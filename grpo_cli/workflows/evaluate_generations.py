@@ -237,6 +237,8 @@ def run(
         if note is not None:
             note(message)
 
+    if recipe.tools or recipe.environment:  # said, not hidden: the number is not the trained behaviour's
+        tell("eval does not run this recipe's tools yet: each completion is one turn, without tool results")
     # Cheap checks first: the models' whereabouts, the rewards, the data; then load.
     tuned, base = resolve_models(recipe, adapter, model)
     if baseline and tuned is None:

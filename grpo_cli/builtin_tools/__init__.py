@@ -1,0 +1,1 @@
+"""The built-in tools a recipe's `tools:` can name (`grpo-cli tools ls`): each module's `__all__`."""
