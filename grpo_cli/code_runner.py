@@ -4,7 +4,7 @@
 all-or-nothing), a verdict (one of `VERDICTS`) and details (the first failing test and why). `check_many` does
 the same for a batch, running programs in parallel on a thread pool (each thread waits on one subprocess).
 
-Tests come in two forms. A string is Python test code: its top-level `assert` statements are the tests, run one
+Tests come in two forms. A string (or a list of strings) is Python test code: its top-level `assert` statements are the tests, run one
 after another in the program's namespace after the program (other top-level statements, e.g. imports, run in
 order between them). A list of `{"input": ..., "output": ...}` pairs runs the program once per pair, the input
 on stdin, and compares stdout with the output, both stripped.
@@ -135,7 +135,10 @@ def extract_code(text: str, language: str = "python", extract: str = "last_block
 
 def parse_tests(tests) -> tuple[str, list]:
     """("asserts", [(is_test, statement source), ...]) or ("stdio", [(input, output), ...]); ValueError when the
-    tests are in neither form (the dataset's fault, not the completion's)."""
+    tests are in neither form (the dataset's fault, not the completion's). A list of strings (MBPP's
+    `test_list`) is test code too, one string after another."""
+    if isinstance(tests, list | tuple) and tests and all(isinstance(t, str) for t in tests):
+        tests = "\n".join(tests)
     if isinstance(tests, str):
         try:
             tree = ast.parse(tests)
@@ -157,8 +160,8 @@ def parse_tests(tests) -> tuple[str, list]:
             pairs.append((str(t["input"]), str(t["output"])))
         return "stdio", pairs
     raise ValueError(
-        "code_reward: tests must be a string of Python assert statements or a non-empty list of "
-        f"{{input, output}} pairs, got {type(tests).__name__}"
+        "code_reward: tests must be a string of Python assert statements (or a list of such strings) or a "
+        f"non-empty list of {{input, output}} pairs, got {type(tests).__name__}"
     )
 
 
