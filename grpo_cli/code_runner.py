@@ -20,7 +20,7 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from grpo_cli import sandbox
+from grpo_cli import sandbox, sandbox_server
 
 VERDICTS = ("passed", "failed", "timeout", "memory", "crash", "no_code")
 EXTRACT = ("last_block", "first_block", "whole")
@@ -193,7 +193,7 @@ def check_many(texts: list[str], tests: list, options: Options = Options()) -> l
             if job[1] is None
             else [*language["run"], language["file"]]
         )
-        return sandbox.run(
+        return sandbox_server.run(
             argv, files={language["file"]: programs[i], **files}, stdin=stdin, limits=options.limits
         )
 

@@ -1,6 +1,8 @@
 """Running an untrusted program: one process group, in a fresh directory, under limits, with nothing to lose.
 
-Each `run` makes a temporary directory (removed afterwards), starts the program there with a cleared environment
+`run_here` forks this process; `sandbox_server.run` (what rewards call) has a small helper process do it.
+
+Each `run_here` makes a temporary directory (removed afterwards), starts the program there with a cleared environment
 (`PATH`, `LANG`, and `HOME`/`TMPDIR` pointed into the directory), in a new session, under rlimits on CPU seconds,
 address space, file size, processes and open files, and kills its whole process group at the wall-clock timeout.
 stdout and stderr are read as they come and the program is killed once they pass `Limits.output_bytes`.
@@ -167,7 +169,7 @@ def _python_for(probe: Isolation) -> str | None:
     found = [shutil.which(name, path=SANDBOX_PATH) for name in ("python3", "python")]
     for python in dict.fromkeys([sys.executable, *filter(None, found)]):
         try:
-            outcome = run([python, "-I", "-c", "print('ok')"], isolation_=replace(probe, python=python))
+            outcome = run_here([python, "-I", "-c", "print('ok')"], isolation_=replace(probe, python=python))
         except OSError:
             continue
         if outcome.stdout.strip() == "ok":
@@ -202,7 +204,7 @@ for _slot in range(MAX_SLOTS):
     _slots.put(_slot)
 
 
-def run(
+def run_here(
     argv: list[str],
     *,
     files: dict[str, str] | None = None,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli import code_runner, sandbox
+from grpo_cli import code_runner, sandbox, sandbox_server
 
 ISOLATION = sandbox.isolation()
 needs_own_uid = pytest.mark.skipif(
@@ -232,7 +232,7 @@ def test_printing_gigabytes_is_cut_off_fast():
 
 def test_the_sandbox_directory_is_fresh_and_removed():
     code = "import os\nleft = os.listdir('.')\nopen('mine.txt', 'w').write('x')\nhere = os.getcwd()"
-    outcome = sandbox.run(
+    outcome = sandbox_server.run(
         ["python", "-I", "-c", f"{code}\nprint(here, sorted(left))"],
         files={"a.py": ""},
         limits=sandbox.Limits(),
