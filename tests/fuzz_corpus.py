@@ -75,7 +75,7 @@ def _base_recipes() -> dict[str, dict]:
 
     # Every shipped recipe, a pipeline's stage recipes (recipes/pipeline/*.yaml, as pipeline-sft, ...) included.
     bases = {
-        "-".join(p.relative_to(RECIPES_DIR).with_suffix("").parts): yaml.safe_load(p.read_text())
+        "-".join(p.relative_to(RECIPES_DIR).with_suffix("").parts): _shipped_data_absolute(p)
         for p in sorted(RECIPES_DIR.rglob("*.yaml"))
     }
     local = json.loads(json.dumps(bases["addition"]))
@@ -83,6 +83,16 @@ def _base_recipes() -> dict[str, dict]:
     local["trainer"]["per_device_train_batch_size"] = 8
     bases["local"] = local
     return bases
+
+
+def _shipped_data_absolute(path) -> dict:
+    """A shipped recipe, its dataset file shipped beside it (code-grpo's tasks) named by absolute path: the
+    corpus validates each recipe alone in a directory of its own."""
+    recipe = yaml.safe_load(path.read_text())
+    source = (recipe.get("dataset") or {}).get("source")
+    if isinstance(source, str) and (path.parent / source).is_file():
+        recipe["dataset"]["source"] = str(path.parent / source)
+    return recipe
 
 
 def _leaves(node, path=()):
@@ -437,7 +447,9 @@ def classify(outcome: Outcome) -> str:
     """ "0", "2" or "other" (a crash, a hang, another exit code, or an exit 2 without a clean message)."""
     if outcome.code == 0:
         return "0"
-    if outcome.code == 2 and outcome.stderr.startswith("error: ") and "Traceback" not in outcome.stderr:
+    # Warnings said while validating (the code sandbox's, once per process) may come before the error.
+    stderr = "".join(line for line in outcome.stderr.splitlines(True) if not line.startswith("warning: "))
+    if outcome.code == 2 and stderr.startswith("error: ") and "Traceback" not in outcome.stderr:
         return "2"
     return "other"
 

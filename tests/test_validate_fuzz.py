@@ -36,7 +36,8 @@ def _assert_total(case: Case, tmp_path) -> Outcome:
     outcome = run_case(case, tmp_path)
     assert classify(outcome) in ("0", "2"), f"{case.id}: {outcome}"
     if outcome.code == 2:
-        head, *rest = outcome.stderr.rstrip("\n").split("\n")
+        lines = outcome.stderr.rstrip("\n").split("\n")
+        head, *rest = [line for line in lines if not line.startswith("warning: ")]  # warnings may come first
         assert head.startswith("error: ") and all(line.startswith("  - ") for line in rest), outcome.stderr
     _assert_expected(case, outcome)
     return outcome
@@ -54,7 +55,16 @@ def _assert_expected(case: Case, outcome: Outcome) -> None:
 def test_corpus_covers_every_kind_and_says_what_it_expects():
     cases = corpus()
     kinds = {case.kind for case in cases}
-    shipped = {"quickstart", "addition", "addition-ppo", "gsm8k-grpo", "gsm8k-ppo", "gsm8k-dapo", "pipeline"}
+    shipped = {
+        "quickstart",
+        "addition",
+        "addition-ppo",
+        "gsm8k-grpo",
+        "gsm8k-ppo",
+        "gsm8k-dapo",
+        "pipeline",
+        "code-grpo",
+    }
     shipped |= {"pipeline-sft", "pipeline-reward", "pipeline-ppo", "pipeline-grpo"}  # its stages
     assert kinds == shipped | {"local", "junk", "override", "extends", "data"}
     assert len({case.id for case in cases}) == len(cases), "case ids are unique"
