@@ -202,6 +202,11 @@ def read_export_marker(directory: Path) -> dict[str, Any] | None:
     return _read_mapping(Path(directory) / EXPORT_MARKER_FILE, json.loads, "JSON")
 
 
+def read_marker(run_dir: Path) -> dict[str, Any] | None:
+    """run.json: the marker, with the run's manifest (what produced it)."""
+    return _read_mapping(Path(run_dir) / MARKER_FILE, json.loads, "JSON")
+
+
 def run_algorithm(run_dir: Path) -> str | None:
     """The algorithm that trained the run in `run_dir`: its marker's, else (a run from before the marker) its
     recipe.yaml's, `grpo` when that names none; None when the directory holds neither or they name no algorithm."""
