@@ -47,6 +47,7 @@ RUN_FILES = frozenset(
         "metrics.jsonl",
         "summary.json",
         "README.md",  # the model card
+        "runs",  # TensorBoard's event files (report_to: tensorboard)
         "base_model",
         "config.json",
         "generation_config.json",
