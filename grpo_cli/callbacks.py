@@ -30,6 +30,7 @@ from grpo_cli.run_files import (
     WEIGHT_FILES,
     MetricsLog,
     follow_umask,
+    metric_name,
     read_metrics,
     read_trainer_state,
     rename_metrics,
@@ -359,8 +360,37 @@ def args_name(trainer) -> str:
     return getattr(kind, "value", str(kind))
 
 
+class TrackerNames(TrainerCallback):
+    """Renames a step's logs to metrics.jsonl's names before the trackers of report_to (TensorBoard, W&B, trackio,
+    MLflow) see them, so that they show the same names as metrics.jsonl and `report`: `train/<name>`, and
+    `eval/<name>` for the held-out evaluation's (transformers' trackers prefix `train/` to every name but those
+    starting `eval_`, which become `eval/`)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            renamed = {_tracker_name(metric_name(key)): value for key, value in logs.items()}
+            logs.clear()
+            logs.update(renamed)
+
+
+class TrackersDone(TrainerCallback):
+    """Ends the W&B run transformers' WandbCallback started and leaves open (its TrackioCallback ends its own): an
+    offline run ended only at interpreter exit lacks its summary and config files."""
+
+    def on_train_end(self, args, state, control, **kwargs):
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None and state.is_world_process_zero:
+            wandb.finish()
+
+
+def _tracker_name(name: str) -> str:
+    return "eval_" + name.removeprefix("eval/") if name.startswith("eval/") else name
+
+
 def guard(trainer, logger: RunLogger) -> RunGuard:
-    """Install RunGuard on a trainer (after its other callbacks: it must see `on_save` last)."""
+    """Install RunGuard on a trainer (after its other callbacks: it must see `on_save` last); the trackers of
+    report_to go just before it, behind TrackerNames (they see each step's logs whole, in metrics.jsonl's names)."""
+    transformers_compat.trackers_last(trainer, TrackerNames(), TrackersDone())
     run_guard = RunGuard(trainer, logger)
     transformers_compat.stage_checkpoint_saves(trainer, run_guard.save_checkpoint)
     trainer.add_callback(run_guard)

@@ -19,6 +19,7 @@ from grpo_cli.commands.eval import evaluate
 from grpo_cli.commands.export import export
 from grpo_cli.commands.generate import generate
 from grpo_cli.commands.report import report
+from grpo_cli.commands.sweep import sweep
 from grpo_cli.commands.train import train
 from grpo_cli.commands.validate import validate
 from grpo_cli.errors import Stop, UserError
@@ -136,6 +137,7 @@ _register(app, evaluate, "eval")
 _register(app, report)
 _register(app, export)
 _register(app, generate)
+_register(app, sweep)
 
 recipes_app = typer.Typer(help="List, show and copy the shipped recipes.", no_args_is_help=True)
 _register(recipes_app, recipes.ls, "ls")

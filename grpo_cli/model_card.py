@@ -21,13 +21,20 @@ from typing import Any
 
 import yaml
 
-from grpo_cli import __version__
+from grpo_cli import __version__, manifest
 from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.errors import UserError
 from grpo_cli.model_sources import HUB_ID, run_root
 from grpo_cli.output import warn_once
 from grpo_cli.report import eval_markdown
-from grpo_cli.run_files import atomic_write, read_eval_report, read_recipe, read_summary, run_algorithm
+from grpo_cli.run_files import (
+    atomic_write,
+    read_eval_report,
+    read_marker,
+    read_recipe,
+    read_summary,
+    run_algorithm,
+)
 
 LOCAL_BASE = "./base_model"  # an adapter export's base when it was local: copied into the export (`export`)
 
@@ -132,6 +139,7 @@ def render(
         lines += usage.reward_model()
     else:
         lines += usage.policy()
+    lines += manifest.markdown((read_marker(run_dir) or {}).get("manifest"))
     lines += ["## Upload to the Hugging Face Hub", ""]
     if not exported:
         lines += [

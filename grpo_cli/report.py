@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grpo_cli import manifest
 from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.errors import UserError
 from grpo_cli.output import warn_once
@@ -25,6 +26,7 @@ from grpo_cli.run_files import (
     METRICS_FILE,
     atomic_write,
     read_eval_report,
+    read_marker,
     read_metrics,
     read_recipe,
     read_summary,
@@ -350,6 +352,7 @@ def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path) -> s
         lines.append("")
         if summary.evaluation:
             lines += eval_markdown(summary.evaluation)
+        lines += manifest.markdown((read_marker(summary.path) or {}).get("manifest"), "### Reproducibility")
     if plots:
         lines += [
             "## Plots",

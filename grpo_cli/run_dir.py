@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 from grpo_cli.errors import UserError
-from grpo_cli.output import say
+from grpo_cli.output import say, warn_once
 from grpo_cli.run_files import MARKER_FILE as MARKER
 from grpo_cli.run_files import (
     WEIGHT_FILES,
     atomic_write,
     follow_umask,
+    read_marker,
     read_recipe,
     read_summary,
     read_trainer_state,
@@ -46,6 +47,7 @@ RUN_FILES = frozenset(
         "metrics.jsonl",
         "summary.json",
         "README.md",  # the model card
+        "runs",  # TensorBoard's event files (report_to: tensorboard)
         "base_model",
         "config.json",
         "generation_config.json",
@@ -97,7 +99,7 @@ def foreign_entries(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name != LOCK and not is_run_file(p.name))
 
 
-def write_marker(directory: Path, algorithm: str) -> None:
+def write_marker(directory: Path, algorithm: str, manifest: dict | None = None) -> None:
     marker = {
         "format": FORMAT_VERSION,
         "written_by": "grpo-cli",
@@ -105,7 +107,42 @@ def write_marker(directory: Path, algorithm: str) -> None:
         "run_id": secrets.token_hex(8),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if manifest is not None:
+        marker["manifest"] = manifest
     atomic_write(directory / MARKER, json.dumps(marker, indent=2) + "\n")
+
+
+def note_resume(directory: Path, manifest: dict, changed: list[str]) -> None:
+    """Record a resume in run.json (when, by which command, what had changed since the run began)."""
+    marker = read_marker(directory)
+    if marker is None:
+        return
+    marker.setdefault("resumes", []).append(
+        {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": manifest.get("command"), "changed": changed}
+    )
+    atomic_write(directory / MARKER, json.dumps(marker, indent=2) + "\n")
+
+
+def manifest_changes(before: dict, now: dict) -> list[str]:
+    """What differs between the manifest a run began with and the present one, one phrase each ("transformers
+    5.24.0 -> 5.25.0", "data train.jsonl changed"); the machine, the command and the recipe (a higher
+    max_steps) may change freely on a resume."""
+    found = []
+    old_versions, new_versions = before.get("versions") or {}, now.get("versions") or {}
+    for name in sorted(set(old_versions) | set(new_versions)):
+        if old_versions.get(name) != new_versions.get(name):
+            found.append(f"{name} {old_versions.get(name)} -> {new_versions.get(name)}")
+    old_data, new_data = before.get("data") or {}, now.get("data") or {}
+    for name in sorted(set(old_data) | set(new_data)):
+        if old_data.get(name) != new_data.get(name):
+            what = "added" if name not in old_data else "gone" if name not in new_data else "changed"
+            found.append(f"data {Path(name).name} {what}")
+    if before.get("model") != now.get("model"):
+        found.append("the model's files changed")
+    old_git, new_git = before.get("git") or {}, now.get("git") or {}
+    if old_git.get("commit") != new_git.get("commit"):
+        found.append(f"git commit {str(old_git.get('commit'))[:12]} -> {str(new_git.get('commit'))[:12]}")
+    return found
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -306,24 +343,37 @@ def clear_previous_run(directory: Path) -> list[str]:
 
 
 def begin_run(
-    directory: Path, algorithm: str, *, resume_from: Path | None, main_process: bool, start_model=None
+    directory: Path,
+    algorithm: str,
+    *,
+    resume_from: Path | None,
+    main_process: bool,
+    start_model=None,
+    manifest: dict | None = None,
 ) -> None:
     """The one place a run starts writing: called once the model and data have loaded (a mistake found while
     loading leaves the previous run as it was); clears a previous run, then writes the marker before anything else.
 
     `start_model` is the (model, tokenizer) the run starts from when nothing else holds its weights (built from a
-    config, or merged from a previous run): it is kept in `base_model/` (see `save_base_model`). Every
-    process calls this; only the main one writes.
+    config, or merged from a previous run): it is kept in `base_model/` (see `save_base_model`). `manifest`
+    (what produced the run, see `manifest.describe`) goes into run.json; on a resume it is compared with the one
+    the run began with, and what changed is said and recorded. Every process calls this; only the main one writes.
     """
     if main_process and resume_from is None:
         kept = clear_previous_run(directory)
-        write_marker(directory, algorithm)
+        write_marker(directory, algorithm, manifest)
         if kept:
             say(f"kept in {directory}, not part of the run: {', '.join(kept)}")
     elif main_process and not holds_run(
         directory
     ):  # a run from before the marker: it is a run, say so from now on
-        write_marker(directory, algorithm)
+        write_marker(directory, algorithm, manifest)
+    elif main_process and manifest is not None:
+        began = (read_marker(directory) or {}).get("manifest")
+        changed = manifest_changes(began, manifest) if began else []
+        if changed:
+            warn_once(f"resuming {directory} with changes since the run began: {'; '.join(changed)}")
+        note_resume(directory, manifest, changed)
     if start_model is not None:
         save_base_model(*start_model, directory / "base_model", write=main_process and resume_from is None)
 

@@ -125,13 +125,17 @@ def rename_metrics(logs: dict[str, Any]) -> dict[str, Any]:
     for key, value in logs.items():
         if isinstance(value, float) and not math.isfinite(value):
             value = None
-        if key in METRIC_NAMES:
-            row[METRIC_NAMES[key]] = value
-        elif key.startswith("rewards/") and key.endswith("/mean"):
-            row[key.removesuffix("/mean")] = value  # rewards/<name>
-        else:
-            row[key] = value
+        row[metric_name(key)] = value
     return row
+
+
+def metric_name(key: str) -> str:
+    """A trainer's name for a logged number -> metrics.jsonl's (the trackers of report_to get the same)."""
+    if key in METRIC_NAMES:
+        return METRIC_NAMES[key]
+    if key.startswith("rewards/") and key.endswith("/mean"):
+        return key.removesuffix("/mean")  # rewards/<name>
+    return key
 
 
 class MetricsLog:
@@ -200,6 +204,11 @@ def read_eval_report(run_dir: Path) -> dict[str, Any] | None:
 def read_export_marker(directory: Path) -> dict[str, Any] | None:
     """An export's grpo-cli-export.json (the run it came from, its recipe), None when it is no export."""
     return _read_mapping(Path(directory) / EXPORT_MARKER_FILE, json.loads, "JSON")
+
+
+def read_marker(run_dir: Path) -> dict[str, Any] | None:
+    """run.json: the marker, with the run's manifest (what produced it)."""
+    return _read_mapping(Path(run_dir) / MARKER_FILE, json.loads, "JSON")
 
 
 def run_algorithm(run_dir: Path) -> str | None:

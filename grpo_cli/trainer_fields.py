@@ -288,6 +288,10 @@ def build_config(config_class, **settings):
     """TRL's config class built from our settings; what its __post_init__ refuses becomes one line."""
     from grpo_cli.errors import UserError
 
+    if settings.get("output_dir") and not settings.get("run_name"):
+        # What the trackers of report_to name the run: its directory's name (`addition`, a sweep's
+        # `learning_rate=0.001`), not the whole path transformers would use.
+        settings["run_name"] = Path(settings["output_dir"]).name
     try:
         return config_class(**settings)
     except (ValueError, TypeError) as err:

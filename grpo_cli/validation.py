@@ -189,12 +189,13 @@ def check_columns(recipe: Recipe, columns: list[str], binding: RewardBinding) ->
     return problems
 
 
-# report_to's names -> (the module transformers imports for it, the pip package that provides it).
+# report_to's names -> (the module transformers imports for it, what to pip install for it: grpo-cli's extra for
+# the trackers tested with it, tests/test_trackers.py).
 TRACKERS = {
-    "wandb": ("wandb", "wandb"),
-    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", '"grpo-cli[wandb]"'),
+    "tensorboard": ("tensorboard", '"grpo-cli[tensorboard]"'),
     "mlflow": ("mlflow", "mlflow"),
-    "trackio": ("trackio", "trackio"),
+    "trackio": ("trackio", '"grpo-cli[trackio]"'),
     "comet_ml": ("comet_ml", "comet_ml"),
     "clearml": ("clearml", "clearml"),
     "dvclive": ("dvclive", "dvclive"),

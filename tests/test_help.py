@@ -35,6 +35,7 @@ HELP = {
         '({"prompt": ...}, {"messages": [...]}, or the columns',
         '(`prompt: "{question}"`)',
     ],
+    "sweep": ["Usage: grpo-cli sweep [OPTIONS] RECIPE KEY=V1,V2...", "-o, --output-dir DIR", "--parallel N"],
     "recipes": ["Usage: grpo-cli recipes [OPTIONS] COMMAND [ARGS]..."],
     "recipes ls": ["Usage: grpo-cli recipes ls [OPTIONS]"],
     "recipes show": ["Usage: grpo-cli recipes show [OPTIONS] RECIPE"],

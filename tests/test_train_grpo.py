@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -305,3 +306,31 @@ def test_the_weights_follow_the_umask_as_every_other_run_file(trained):
     assert {p.relative_to(run).as_posix(): oct(p.stat().st_mode & 0o777) for p in weights} == {
         p.relative_to(run).as_posix(): oct(0o666 & ~umask) for p in weights
     }
+
+
+def test_run_json_holds_the_manifest_and_the_card_shows_it(trained):
+    from importlib import metadata
+
+    recipe, run, _ = trained
+    marker = json.loads((run / "run.json").read_text())
+    described = marker["manifest"]
+    assert described["versions"]["transformers"] == metadata.version("transformers")
+    assert described["seed"] == 0 and described["data"] and described["command"].startswith("grpo-cli ")
+    assert described["recipe"] == str(recipe)
+    card = (run / "README.md").read_text()
+    assert "## Reproducibility" in card and f"recipe hash `{described['recipe_hash']}`" in card
+
+
+def test_resume_with_other_versions_says_what_changed(trained, cli, tmp_path):
+    recipe, run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    marker = json.loads((copy / "run.json").read_text())
+    installed = marker["manifest"]["versions"]["trl"]
+    marker["manifest"]["versions"]["trl"] = "0.0.1"
+    (copy / "run.json").write_text(json.dumps(marker))
+    result = cli("train", recipe, "trainer.max_steps=5", "--output-dir", copy, "--resume")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    assert f"with changes since the run began: trl 0.0.1 -> {installed}" in result.stderr
+    resumes = json.loads((copy / "run.json").read_text())["resumes"]
+    assert [r["changed"] for r in resumes] == [[f"trl 0.0.1 -> {installed}"]]

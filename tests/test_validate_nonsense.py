@@ -73,7 +73,7 @@ def test_what_is_not_installed(cli, monkeypatch):
         importlib.util, "find_spec", lambda name, *a: None if name in ("vllm", "wandb") else real(name, *a)
     )
     assert "vLLM is not installed" in refused(cli("validate", "addition", "trainer.use_vllm=true"))
-    assert "wandb is not installed (pip install wandb)" in refused(
+    assert 'wandb is not installed (pip install "grpo-cli[wandb]")' in refused(
         cli("validate", "addition", "trainer.report_to=wandb")
     )
 

@@ -14,6 +14,7 @@ from grpo_cli import (
     devices,
     distributed,
     generation,
+    manifest,
     models,
     prompting,
     reward_binding,
@@ -91,6 +92,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         resume_from=resume_from,
         main_process=main_process,
         start_model=models.start_to_keep(recipe.model, model, tokenizer),
+        manifest=manifest.describe(recipe) if main_process else None,
     )
 
     toolbox = tool_calls.toolbox(agent) if agent else None

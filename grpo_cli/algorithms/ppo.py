@@ -39,6 +39,7 @@ from grpo_cli import (
     data,
     devices,
     distributed,
+    manifest,
     models,
     prompting,
     reward_binding,
@@ -119,6 +120,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         resume_from=resume_from,
         main_process=main_process,
         start_model=models.start_to_keep(recipe.model, model, tokenizer),
+        manifest=manifest.describe(recipe) if main_process else None,
     )
 
     # PPO batches token ids: every prompt left-padded to one width, which the bridge uses to find each rollout's row.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_cli import data, devices, distributed, models, prompting, trainer_fields, validation
+from grpo_cli import data, devices, distributed, manifest, models, prompting, trainer_fields, validation
 from grpo_cli.algorithms.table import TRAINER_DEFAULTS
 from grpo_cli.output import phase
 from grpo_cli.recipe import Recipe
@@ -59,6 +59,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         resume_from=resume_from,
         main_process=main_process,
         start_model=models.start_to_keep(recipe.model, model, tokenizer),
+        manifest=manifest.describe(recipe) if main_process else None,
     )
 
     logger = RunLogger(

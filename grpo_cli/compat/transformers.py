@@ -44,6 +44,17 @@ RELIES_ON = (
         why="replace_schedule hands the new schedule to the callbacks too",
     ),
     Relies(
+        "transformers.trainer_callback",
+        "CallbackHandler.call_event",
+        source=("for callback in self.callbacks",),
+        why="trackers_last orders the trackers of report_to after our callbacks: they see events in list order",
+    ),
+    Relies(
+        "transformers.integrations",
+        "INTEGRATION_TO_CALLBACK",
+        why="trackers_last finds the trackers' callbacks among a trainer's by their classes",
+    ),
+    Relies(
         "transformers",
         "Trainer._save",
         source=("self.is_distributed_loading_by_transformers",),
@@ -84,3 +95,16 @@ def replace_schedule(trainer, num_training_steps: int, optimizer) -> None:
     trainer.lr_scheduler = None
     trainer.create_scheduler(num_training_steps=num_training_steps, optimizer=optimizer)
     trainer.callback_handler.lr_scheduler = trainer.lr_scheduler
+
+
+def trackers_last(trainer, before, after) -> None:
+    """Move the trackers of report_to (TensorBoard, W&B, ...) behind the trainer's other callbacks, between
+    `before` and `after`: they then see a step's logs complete (PPO's extra metrics are added by our callbacks) and
+    as `before` renamed them, and `after` sees the end of training after them. transformers puts them first;
+    callbacks see an event in list order."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK
+
+    kinds = tuple(INTEGRATION_TO_CALLBACK.values())
+    callbacks = trainer.callback_handler.callbacks
+    trackers = [c for c in callbacks if isinstance(c, kinds)]
+    callbacks[:] = [c for c in callbacks if not isinstance(c, kinds)] + [before, *trackers, after]
