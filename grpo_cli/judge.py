@@ -48,7 +48,9 @@ class Rubric:
     """A prompt template over `{prompt}`, `{completion}` and row columns (`{{` and `}}` are literal braces)."""
 
     def __init__(self, template: str):
-        if not isinstance(template, str) or not template.strip():
+        if not isinstance(template, str):
+            raise ValueError(f"the rubric must be text, got a {type(template).__name__} (quote it in YAML)")
+        if not template.strip():
             raise ValueError("the rubric is empty: write the judge's instructions with {completion} in them")
         fields = []
         try:
