@@ -54,7 +54,16 @@ def _assert_expected(case: Case, outcome: Outcome) -> None:
 def test_corpus_covers_every_kind_and_says_what_it_expects():
     cases = corpus()
     kinds = {case.kind for case in cases}
-    shipped = {"quickstart", "addition", "addition-ppo", "gsm8k-grpo", "gsm8k-ppo", "gsm8k-dapo", "gsm8k-judge", "pipeline"}
+    shipped = {
+        "quickstart",
+        "addition",
+        "addition-ppo",
+        "gsm8k-grpo",
+        "gsm8k-ppo",
+        "gsm8k-dapo",
+        "gsm8k-judge",
+        "pipeline",
+    }
     shipped |= {"pipeline-sft", "pipeline-reward", "pipeline-ppo", "pipeline-grpo"}  # its stages
     assert kinds == shipped | {"local", "junk", "override", "extends", "data"}
     assert len({case.id for case in cases}) == len(cases), "case ids are unique"
