@@ -38,10 +38,11 @@ def test_scores_map_the_range_onto_0_1_and_the_cache_saves_repeated_requests():
         call = judge_call(stub.url)
         scores, errors, log = score(call, ["7", "3", "10", "7"])
         assert (scores, errors) == ([0.7, 0.3, 1.0, 0.7], 0)
-        assert stub.contents() == [
-            "Question: Q\nAnswer: 7",
-            "Question: Q\nAnswer: 3",
+        # Concurrent requests arrive in any order; the repeated "7" is asked once.
+        assert sorted(stub.contents()) == [
             "Question: Q\nAnswer: 10",
+            "Question: Q\nAnswer: 3",
+            "Question: Q\nAnswer: 7",
         ]
         assert counts(call) == {"requests": 3, "retries": 0, "cache_hits": 1, "failures": 0}
         assert log.take_extra(4) == {
@@ -70,7 +71,8 @@ def test_backoff_doubles_between_retries():
         call = judge_call(stub.url, retries=3, backoff=0.2)
         assert score(call, ["5"])[0] == [0.5]
         gaps = [b["time"] - a["time"] for a, b in zip(stub.requests, stub.requests[1:], strict=False)]
-        assert [round(g, 1) for g in gaps] == [0.2, 0.4, 0.8]
+        assert len(gaps) == 3
+        assert all(wait <= gap < wait + 0.3 for wait, gap in zip([0.2, 0.4, 0.8], gaps, strict=True)), gaps
 
 
 def test_429_waits_as_retry_after_says():
