@@ -234,8 +234,9 @@ def absolutize_paths(data: dict, base: Path) -> None:
     """Make every file path a recipe names absolute against the recipe's own directory `base`, in place.
 
     The path-valued fields: dataset.source, dataset.eval_split (when it names a file), model.name_or_path,
-    distributed.config_file, and reward names of the forms `file.py:attr`, `model:<dir>` and `<dir>`
-    (in rewards and eval.rewards), and tool and environment names of the form `file.py:attr`. output_dir is not one: like `-o`, it is where the user runs the command.
+    distributed.config_file, reward names of the forms `file.py:attr`, `model:<dir>` and `<dir>`, and reward
+    `args` whose names end in `_file` (in rewards and eval.rewards), and tool and environment names of the form
+    `file.py:attr`. output_dir is not one: like `-o`, it is where the user runs the command.
     """
     from grpo_cli.data_formats import LOCAL_FORMATS
 
@@ -268,6 +269,12 @@ def absolutize_paths(data: dict, base: Path) -> None:
         name = reward.get("name") if isinstance(reward, dict) else None
         if not isinstance(name, str) or "\x00" in name:
             continue
+        args = reward.get("args")
+        for key, value in args.items() if isinstance(args, dict) else ():
+            if isinstance(key, str) and key.endswith(
+                "_file"
+            ):  # a reward's file argument (the judge's rubric_file)
+                args[key] = resolve_path(value, base, always=True)
         if ".py:" in name:
             file, attr = name.rsplit(":", 1)
             if not Path(file).expanduser().is_absolute():

@@ -189,9 +189,11 @@ def bind(entry, label: str) -> BoundReward:
 def _check_builtin_args(fn: Callable, entry, label: str) -> None:
     """Built-ins check their arguments before scoring anything, so scoring nothing checks them now."""
     try:
-        fn(prompts=[], completions=[], **{column: [] for column in required_columns(fn)})
+        result = fn(prompts=[], completions=[], **{column: [] for column in required_columns(fn)})
     except Exception as err:
         raise UserError(f"{label} ({entry.name}): args {entry.args} rejected: {describe(err)}") from err
+    if inspect.iscoroutine(result):  # an async built-in (the judge) checks its args when it is made, not here
+        result.close()
 
 
 def _registry_name_for(entry, spec: PluginSpec) -> str:

@@ -291,6 +291,8 @@ def _bad_result(raw, count: int) -> str | None:
 def _bad_value(value) -> str | None:
     if value is None:
         return None
+    if isinstance(value, Exception):  # a reward's way to say it failed on this completion alone (the judge's)
+        return f"an error for this completion: {describe(value)}"
     if isinstance(value, str | bytes):
         return f"a non-number {value!r}"
     try:

@@ -62,6 +62,7 @@ def test_corpus_covers_every_kind_and_says_what_it_expects():
         "gsm8k-grpo",
         "gsm8k-ppo",
         "gsm8k-dapo",
+        "gsm8k-judge",
         "pipeline",
         "code-grpo",
     }
