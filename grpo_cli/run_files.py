@@ -71,8 +71,6 @@ def atomic_write_all(contents: dict[Path, str | Callable[[IO[bytes]], Any]]) -> 
     """Write several files that belong together (eval.json and its samples) so that readers see all the old ones
     or all the new ones: each is written beside its place first, then all are moved in with SIGINT and SIGTERM
     held back, so a signal cannot fall between two of the moves."""
-    import signal
-
     temporaries = {
         path: path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp") for path in contents
     }
@@ -86,14 +84,10 @@ def atomic_write_all(contents: dict[Path, str | Callable[[IO[bytes]], Any]]) -> 
                     content(f)
                 else:
                     f.write(content.encode("utf-8"))
-        held = {signal.SIGINT, signal.SIGTERM}
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-        try:
+        with _signals_deferred():
             for path, temporary in temporaries.items():
                 current = path
                 os.replace(temporary, path)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     except BaseException as err:
         for temporary in temporaries.values():
             with contextlib.suppress(OSError):  # never written, or its folder cannot be one
@@ -101,6 +95,38 @@ def atomic_write_all(contents: dict[Path, str | Callable[[IO[bytes]], Any]]) -> 
         if isinstance(err, OSError):
             raise UserError(f"cannot write {current}: {err.strerror or err}") from err
         raise
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM that arrive inside the block are handled when it ends. Python runs signal handlers in the
+    main thread whichever thread the kernel hands the signal to, so the handlers are swapped for ones that only
+    note the signal (a per-thread mask would let another thread of the process take it: a reward worker's, a
+    tool's). Outside the main thread, where handlers cannot be swapped, the signal is blocked for this thread."""
+    import signal
+    import threading
+
+    held = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return
+    received: list[int] = []
+    previous = {s: signal.getsignal(s) for s in held}
+    for s in held:
+        if previous[s] is not None:  # None: a handler not installed from Python, left alone
+            signal.signal(s, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            if handler is not None:
+                signal.signal(s, handler)
+        for signum in received:
+            signal.raise_signal(signum)  # now to the handler that was there
 
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
