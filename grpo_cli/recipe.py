@@ -178,7 +178,8 @@ class RewardEntry(_Strict):
 
 
 class EvalSection(_Strict):
-    """Defaults for `grpo-cli eval` (its command-line options win)."""
+    """Held-out evaluation: defaults for `grpo-cli eval` (its command-line options win) and, with `every`, the
+    evaluation during training (`grpo_cli.eval_during_training`) and its reward-hacking alarm."""
 
     rewards: list[RewardEntry] = Field(
         default_factory=list,
@@ -188,6 +189,22 @@ class EvalSection(_Strict):
     limit: int | None = Field(None, gt=0, description="evaluate only the first N held-out prompts")
     max_new_tokens: int = Field(
         256, gt=0, description="SFT runs: the generation limit (GRPO and PPO use their trainer's)"
+    )
+    every: int | None = Field(
+        None, ge=1, description="evaluate during training every N steps (and at the end); unset: never"
+    )
+    alarm_window: int = Field(
+        3, ge=2, description="the reward-hacking alarm looks at the last K evaluations (K >= 2)"
+    )
+    alarm_drop: float = Field(
+        0.05,
+        gt=0,
+        allow_inf_nan=False,
+        description="the alarm trips when the held-out metric falls by more than this over the window "
+        "while the training reward rises",
+    )
+    stop_when_diverging: bool = Field(
+        False, description="stop training (with a checkpoint) when the alarm trips"
     )
 
 

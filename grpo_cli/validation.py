@@ -255,11 +255,31 @@ def check(
     if not {"rewards", "eval"} & broken:
         binding = bind_rewards(recipe, planned, recipe_dir)
         problems += binding.problems
+    if not {"eval", "dataset", "distributed"} & broken:
+        problems += check_eval_during_training(recipe)
     if "dataset" not in broken:
         dataset_problems, columns, _first = check_dataset(recipe)
         problems += dataset_problems
         if columns is not None and not {"rewards", "eval"} & broken:
             problems += check_columns(recipe, columns, binding)
+    return problems
+
+
+def check_eval_during_training(recipe: Recipe) -> list[str]:
+    """`eval.every` needs held-out rows, and a model whole on the main process (it evaluates alone)."""
+    if recipe.eval is None or recipe.eval.every is None:
+        return []
+    spec, problems = recipe.dataset, []
+    if spec is not None and spec.eval_split is None and spec.eval_ratio is None and spec.eval_size is None:
+        problems.append(
+            "eval.every: evaluation during training needs held-out data: set dataset.eval_size (e.g. 64), "
+            "dataset.eval_ratio or dataset.eval_split"
+        )
+    if recipe.distributed.backend in ("deepspeed-zero3", "fsdp") or recipe.distributed.config_file:
+        problems.append(
+            "eval.every: evaluation during training runs on the main process alone, which needs the whole model "
+            "there (distributed.backend ddp or deepspeed-zero2); evaluate after training with `grpo-cli eval`"
+        )
     return problems
 
 
