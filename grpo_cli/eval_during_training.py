@@ -1,6 +1,6 @@
 """Held-out evaluation during training (`eval.every: N`), and the reward-hacking alarm over it.
 
-Every N steps and at the last step, the model being trained (no second load: the trainer's own, its LoRA adapter
+Before the first step, every N steps and at the last step, the model being trained (no second load: the trainer's own, its LoRA adapter
 active) is put in eval mode, generates for the held-out prompts (the first `eval.limit`) as `grpo-cli eval` does
 (`generation`: greedy for one sample, the recipe's sampling for `eval.num_samples` > 1), its completions are
 scored with the recipe's rewards and the eval-only ones (`heldout.score`), and it goes back to train mode. SFT runs
@@ -101,6 +101,9 @@ class HeldOutEval(TrainerCallback):
                     self.alarm.trips = [t for t in self.alarm.trips if t["step"] <= state.global_step]
             if isinstance(row.get("reward"), int | float):
                 self.rewards_logged.append(row["reward"])
+        if state.global_step == 0 and state.is_world_process_zero:
+            self.evaluated.add(0)
+            self.evaluate(0, state.max_steps)  # where the run starts: the baseline of the curves
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         reward = rename_metrics(logs or {}).get("reward")
@@ -193,8 +196,9 @@ class HeldOutEval(TrainerCallback):
         return f"{PREFIX}seconds" in row
 
     def _shown(self, row: dict) -> str:
-        names = [self.alarm.metric, f"{PREFIX}reward"] if self.alarm else []
-        names += [f"{PREFIX}pairwise_accuracy", f"{PREFIX}completion_length"]
+        names = [self.alarm.metric] if self.alarm else []
+        names += [f"{PREFIX}rewards/{name}" for name in (self.rewards.names if self.rewards else [])]
+        names += [f"{PREFIX}reward", f"{PREFIX}pairwise_accuracy", f"{PREFIX}completion_length"]
         shown = [
             f"{n.removeprefix(PREFIX)} {row[n]:.3f}" for n in names if isinstance(row.get(n), int | float)
         ]
