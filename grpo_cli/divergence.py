@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+PREFIX = "eval/"  # metrics.jsonl's names of held-out evaluation's metrics
+
 
 @dataclass(frozen=True)
 class Point:

@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 
 from grpo_cli import distributed, heldout, interrupts, prompting, scoring, trainer_fields
 from grpo_cli.algorithms.table import ALGORITHMS
-from grpo_cli.divergence import Alarm, Point
+from grpo_cli.divergence import PREFIX, Alarm, Point
 from grpo_cli.errors import UserError
 from grpo_cli.eval_stats import summarize
 from grpo_cli.generation import generate, sampling_settings
@@ -36,7 +36,6 @@ from grpo_cli.run_files import atomic_write, read_metrics, rename_metrics
 
 SAMPLES_DIR = "eval_during"
 BATCH_SIZE = 64  # completions per generation batch and per reward call, as `grpo-cli eval`'s default
-PREFIX = "eval/"
 
 
 def samples_path(output_dir: Path, step: int) -> Path:

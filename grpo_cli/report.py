@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grpo_cli import report_heldout
 from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.errors import UserError
 from grpo_cli.output import warn_once
@@ -314,9 +315,11 @@ def write_report(run_dirs: Sequence[Path], output: Path | None = None) -> Report
         raise UserError(f"cannot create the report directory {output}: {e.strerror}") from e
 
     plots = plot(runs, output)
+    if held_out := report_heldout.plot(runs, output):  # first: where a reader looks for reward hacking
+        plots.insert(0, Plot(*held_out[:3], list(held_out[3]), (held_out[3],)))
     summaries = [summarize(run) for run in runs]
     path = output / REPORT_FILE
-    text = _markdown(summaries, plots, output)
+    text = _markdown(summaries, plots, output, report_heldout.markdown(runs))
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
     return Report(path, summaries, plots)
 
@@ -341,7 +344,7 @@ def _format_point(point: tuple[int, float] | None) -> str:
     return "n/a" if point is None else f"{format_number(point[1])} (step {point[0]})"
 
 
-def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path) -> str:
+def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path, held_out: list[str]) -> str:
     lines = ["# Training report", ""]
     for summary in summaries:
         lines += [f"## {summary.label}", "", f"`{summary.path}`", "", "| | |", "|---|---|"]
@@ -349,6 +352,7 @@ def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path) -> s
         lines.append("")
         if summary.evaluation:
             lines += eval_markdown(summary.evaluation)
+    lines += held_out
     if plots:
         lines += [
             "## Plots",
