@@ -105,16 +105,20 @@ def test_ppo_evaluates_with_the_policy_it_trains(ppo_recipe, tmp_path):
 
 
 @pytest.mark.slow
-def test_sft_gets_generation_metrics(tiny_recipe, tmp_path):
-    changes = {
-        "algorithm": "sft",
-        "rewards": None,
-        "dataset": {"completion": "{answer}"},
-        "eval": {"every": 2, "rewards": [{"name": "accuracy"}]},
-        "trainer": {"max_steps": 2, "num_generations": None, "max_completion_length": None},
-    }
-    grpo_cli("train", tiny_recipe(changes), check=True)
-    rows = evaluations(tmp_path / "runs" / "tiny")
+def test_sft_gets_generation_metrics(tmp_path):
+    import copy
+
+    from helpers import TINY_RECIPE
+
+    recipe = copy.deepcopy(TINY_RECIPE)
+    del recipe["rewards"], recipe["trainer"]["num_generations"], recipe["trainer"]["max_completion_length"]
+    recipe["algorithm"], recipe["output_dir"] = "sft", str(tmp_path / "sft")
+    recipe["dataset"]["completion"] = "{answer}"
+    recipe["eval"] = {"every": 2, "rewards": [{"name": "accuracy"}], "max_new_tokens": 3}
+    recipe["trainer"]["max_steps"] = 2
+    (tmp_path / "sft.yaml").write_text(yaml.safe_dump(recipe))
+    grpo_cli("train", tmp_path / "sft.yaml", check=True)
+    rows = evaluations(tmp_path / "sft")
     assert [row["step"] for row in rows] == [0, 2]
     assert {"eval/rewards/accuracy", "eval/completion_length"} <= set(rows[-1])
     assert "eval/diverging" not in rows[-1]  # no training reward: no alarm
