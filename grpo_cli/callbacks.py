@@ -152,6 +152,11 @@ class RunLogger(TrainerCallback):
             self.metrics.close()
             self.metrics = None
 
+    def record(self, step: int, values: dict) -> None:
+        """Another metrics.jsonl row at `step` (held-out evaluation's); readers merge it with the step's own."""
+        if self.metrics is not None:
+            self.metrics.write({"step": step, "time": round(self.wall_time, 3), **values})
+
     @property
     def wall_time(self) -> float:
         return self.elapsed_before + time.monotonic() - self.started
@@ -304,7 +309,10 @@ class RunGuard(TrainerCallback):
         if interrupts.requested():
             self.logger.on_train_end(args, state, control)
             raise interrupts.Interrupted(
-                interrupts.requested(), state.global_step, self.run_dir / f"checkpoint-{state.global_step}"
+                interrupts.requested(),
+                state.global_step,
+                self.run_dir / f"checkpoint-{state.global_step}",
+                reason=interrupts.reason(),
             )
 
     # -- signals --
@@ -406,14 +414,17 @@ def train_to_the_end(
     algorithm: str,
     resume_from: Path | None,
     main_process: bool,
+    evaluation=None,
 ) -> dict:
     """What a run of a transformers-Trainer-based algorithm (GRPO, SFT, reward) does once its trainer is built:
     our progress and run guard installed, recipe.yaml written, training (from the checkpoint when resuming), then
-    the shared end (`run_files.finish_run`). PPO's TRL trainer takes no checkpoint and needs its workarounds first."""
+    the shared end (`run_files.finish_run`). `evaluation` (eval_during_training.for_run): held-out evaluation. PPO's TRL trainer takes no checkpoint and needs its workarounds first."""
     from grpo_cli.models import trainable_parameters
     from grpo_cli.run_files import atomic_write, finish_run
 
     quiet_trainer(trainer)
+    if evaluation is not None:  # eval_during_training.HeldOutEval: held-out evaluation every N steps
+        evaluation.install(trainer, lambda: trainer.model)
     guard(trainer, logger)  # after the other callbacks: checkpoints whole or not at all, signals, resumed lr
     if main_process:
         atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
@@ -427,5 +438,6 @@ def train_to_the_end(
         extra={
             "trainable_parameters": trainable_parameters(trainer.model),
             "reward_errors": logger.reward_errors(),
+            **(evaluation.summary() if evaluation is not None else {}),
         },
     )

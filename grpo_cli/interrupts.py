@@ -21,18 +21,20 @@ from grpo_cli.output import say
 class Interrupted(Exception):
     """The run stopped where a signal asked it to (after saving a checkpoint, when training had begun)."""
 
-    def __init__(self, signum: int, step: int | None = None, checkpoint=None):
-        super().__init__(signal.Signals(signum).name)
+    def __init__(self, signum: int, step: int | None = None, checkpoint=None, reason: str | None = None):
+        super().__init__(reason or signal.Signals(signum).name)
         self.signum = signum
         self.step = step
         self.checkpoint = checkpoint
+        self.reason = reason  # a stop grpo-cli asked for itself (`stop_for`), not a signal
 
     @property
     def exit_code(self) -> int:
-        return 128 + self.signum
+        return 1 if self.reason else 128 + self.signum
 
 
 _requested: int = 0  # the first signal received, 0 for none
+_reason: str | None = None  # why grpo-cli itself asked to stop (`stop_for`)
 _armed = False  # training has begun: a signal waits for the end of the step
 _previous: dict = {}
 
@@ -59,8 +61,8 @@ def _handle(signum, _frame) -> None:
 
 def install() -> None:
     """Take SIGINT and SIGTERM for the rest of this command (`restore` gives them back)."""
-    global _requested, _armed
-    _requested, _armed = 0, False
+    global _requested, _armed, _reason
+    _requested, _armed, _reason = 0, False, None
     for signum in SIGNALS:
         _previous[signum] = signal.signal(signum, _handle)
 
@@ -75,6 +77,18 @@ def request(signum: int) -> None:
     """Another process of the run was signalled: stop here too (the processes must stop at the same step)."""
     global _requested
     _requested = _requested or signum
+
+
+def stop_for(reason: str) -> None:
+    """Stop at the end of this step with a checkpoint, as on SIGTERM, for `reason` (e.g. the reward-hacking
+    alarm with eval.stop_when_diverging): the train command says why and exits with code 1."""
+    global _reason
+    _reason = _reason or reason
+    request(signal.SIGTERM)
+
+
+def reason() -> str | None:
+    return _reason
 
 
 def restore() -> None:

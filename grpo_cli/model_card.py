@@ -24,9 +24,9 @@ import yaml
 from grpo_cli import __version__, manifest
 from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.errors import UserError
+from grpo_cli.eval_markdown import eval_markdown
 from grpo_cli.model_sources import HUB_ID, run_root
 from grpo_cli.output import warn_once
-from grpo_cli.report import eval_markdown
 from grpo_cli.run_files import (
     atomic_write,
     read_eval_report,

@@ -30,8 +30,8 @@ from pydantic import (
     model_validator,
 )
 
-from grpo_cli import trainer_fields
-from grpo_cli.algorithms.table import ALGORITHMS, NAMES
+from grpo_cli import recipe_rules, trainer_fields
+from grpo_cli.algorithms.table import NAMES
 from grpo_cli.errors import ConfigError, did_you_mean
 from grpo_cli.recipe_files import load_data
 
@@ -209,7 +209,8 @@ TOOL_TEMPLATES = tuple(_TEMPLATE_NAMES.split())
 
 
 class EvalSection(_Strict):
-    """Defaults for `grpo-cli eval` (its command-line options win)."""
+    """Held-out evaluation: defaults for `grpo-cli eval` (its command-line options win) and, with `every`, the
+    evaluation during training (`grpo_cli.eval_during_training`) and its reward-hacking alarm."""
 
     rewards: list[RewardEntry] = Field(
         default_factory=list,
@@ -219,6 +220,22 @@ class EvalSection(_Strict):
     limit: int | None = Field(None, gt=0, description="evaluate only the first N held-out prompts")
     max_new_tokens: int = Field(
         256, gt=0, description="SFT runs: the generation limit (GRPO and PPO use their trainer's)"
+    )
+    every: int | None = Field(
+        None, ge=1, description="evaluate during training every N steps (and at the end); unset: never"
+    )
+    alarm_window: int = Field(
+        3, ge=2, description="the reward-hacking alarm looks at the last K evaluations (K >= 2)"
+    )
+    alarm_drop: float = Field(
+        0.05,
+        gt=0,
+        allow_inf_nan=False,
+        description="the alarm trips when the held-out metric falls by more than this over the window "
+        "while the training reward rises",
+    )
+    stop_when_diverging: bool = Field(
+        False, description="stop training (with a checkpoint) when the alarm trips"
     )
 
 
@@ -392,32 +409,8 @@ def check_schema(data: Any) -> tuple[Recipe, list[str], set[str]]:
         if trainer_problems:
             broken.add("trainer")  # a value of the wrong type: the batch rules cannot be checked
     if "algorithm" not in broken:
-        problems += _tool_problems(recipe, data)
-    if "rewards" not in broken and "algorithm" not in broken:
-        learns = ALGORITHMS[recipe.algorithm].learns_from
-        # An environment may own the reward (`get_reward`): validation checks that it does.
-        if learns == "rewards" and not recipe.rewards and not recipe.environment:
-            problems.append(
-                f"rewards: {recipe.algorithm.upper()} needs at least one reward (see `grpo-cli rewards ls`)"
-            )
-        elif learns != "rewards" and recipe.rewards:
-            problems.append(
-                f"rewards: {recipe.algorithm} training learns from {learns}, not rewards; remove `rewards:` "
-                "(eval-only metrics go in eval.rewards)"
-            )
+        problems += recipe_rules.algorithm_problems(recipe, data, rewards_read="rewards" not in broken)
     return recipe, problems, broken
-
-
-def _tool_problems(recipe: Recipe, data: dict) -> list[str]:
-    """Tools and environments only where the algorithm has a tool loop."""
-    used = [key for key in ("tools", "environment", "tool_template") if data.get(key)]
-    if not used or ALGORITHMS[recipe.algorithm].supports_tools:
-        return []
-    with_tools = ", ".join(a.name for a in ALGORITHMS.values() if a.supports_tools)
-    return [
-        f"{used[0]}: {recipe.algorithm} training has no tool loop (TRL runs tools only in GRPO); "
-        f"use algorithm: {with_tools}, or remove `{used[0]}:`"
-    ]
 
 
 def parse_recipe(data: dict, source: str = "recipe") -> Recipe:

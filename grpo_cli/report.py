@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import manifest
+from grpo_cli import manifest, report_heldout
 from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.errors import UserError
+from grpo_cli.eval_markdown import eval_markdown
 from grpo_cli.output import warn_once
 from grpo_cli.run_files import (
     METRICS_FILE,
@@ -317,9 +318,11 @@ def write_report(run_dirs: Sequence[Path], output: Path | None = None) -> Report
         raise UserError(f"cannot create the report directory {output}: {e.strerror}") from e
 
     plots = plot(runs, output)
+    if held_out := report_heldout.plot(runs, output):  # first: where a reader looks for reward hacking
+        plots.insert(0, Plot(*held_out[:3], list(held_out[3]), (held_out[3],)))
     summaries = [summarize(run) for run in runs]
     path = output / REPORT_FILE
-    text = _markdown(summaries, plots, output)
+    text = _markdown(summaries, plots, output, report_heldout.markdown(runs))
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
     return Report(path, summaries, plots)
 
@@ -344,7 +347,7 @@ def _format_point(point: tuple[int, float] | None) -> str:
     return "n/a" if point is None else f"{format_number(point[1])} (step {point[0]})"
 
 
-def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path) -> str:
+def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path, held_out: list[str]) -> str:
     lines = ["# Training report", ""]
     for summary in summaries:
         lines += [f"## {summary.label}", "", f"`{summary.path}`", "", "| | |", "|---|---|"]
@@ -353,6 +356,7 @@ def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path) -> s
         if summary.evaluation:
             lines += eval_markdown(summary.evaluation)
         lines += manifest.markdown((read_marker(summary.path) or {}).get("manifest"), "### Reproducibility")
+    lines += held_out
     if plots:
         lines += [
             "## Plots",
@@ -364,42 +368,6 @@ def _markdown(summaries: list[RunSummary], plots: list[Plot], output: Path) -> s
         relative = Path(os.path.relpath(figure.path, output)).as_posix()
         lines += [f"### {figure.title}", "", f"![{figure.title}]({relative})", ""]
     return "\n".join(lines)
-
-
-def eval_markdown(evaluation: dict[str, Any], heading: str = "### Evaluation") -> list[str]:
-    """eval.json's metrics as markdown lines: a column per model evaluated (tuned, base, their difference), under
-    `heading`; what report.md and the model card show of a run's evaluation."""
-    metrics = evaluation.get("metrics") if isinstance(evaluation.get("metrics"), dict) else {}
-    roles = [role for role in ("tuned", "base", "delta") if isinstance(metrics.get(role), dict)]
-    if not roles:
-        return []
-    settings = evaluation.get("settings") if isinstance(evaluation.get("settings"), dict) else {}
-    if settings.get("kind") == "pairs":
-        measured = f"on {settings.get('num_prompts')} held-out preference pairs"
-    else:
-        measured = (
-            f"on {settings.get('num_prompts')} held-out prompts x {settings.get('num_samples')} "
-            f"({settings.get('decoding', 'greedy')})"
-        )
-    state = settings.get("trainer_state")
-    step = state.get("global_step") if isinstance(state, dict) else None
-    if step is not None:
-        measured += f" at step {step}"
-    if evaluation.get("created_at"):
-        measured += f", {evaluation['created_at']}"
-    lines = [
-        heading,
-        "",
-        f"`grpo-cli eval` {measured}:",
-        "",
-        "| metric | " + " | ".join(roles) + " |",
-        "|---|" + "---|" * len(roles),
-    ]
-    for key in metrics[roles[0]]:
-        values = [(role, metrics[role].get(key)) for role in roles]
-        cells = [format(v, "+.3f" if r == "delta" else ".3f") if _is_number(v) else "-" for r, v in values]
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
 
 
 def _series_to_draw(runs: Sequence[Run]) -> list[Series]:

@@ -280,7 +280,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The logged steps of a run, one dict per step in step order; no rows when it has no metrics.jsonl.
 
     The last line is skipped if it does not parse: a run appends to the log while it trains, so it may be cut
-    short. A resumed run logs again the steps after its last checkpoint; the later line of a step wins.
+    short. A resumed run logs again the steps after its last checkpoint; the later line of a step wins, key by key:
+    several lines of one step (the training metrics and a held-out evaluation's `eval/` ones) make one row.
     """
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
@@ -307,7 +308,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             raise UserError(
                 f"{path}, line {i + 1}, is not a JSON object with an integer 'step': delete or repair that line"
             )
-        by_step[step] = row
+        by_step[step] = {**by_step.get(step, {}), **row}
     return [by_step[step] for step in sorted(by_step)]
 
 

@@ -260,6 +260,8 @@ def check(
     if not {"tools", "environment", "rewards", "algorithm"} & broken:
         agent = tool_binding.bind_agent(recipe) if recipe.tools or recipe.environment else None
         problems += agent.problems if agent else []
+    if not {"eval", "dataset", "distributed"} & broken:
+        problems += check_eval_during_training(recipe)
     if "dataset" not in broken:
         dataset_problems, columns, _first = check_dataset(recipe)
         problems += dataset_problems
@@ -267,6 +269,24 @@ def check(
             problems += check_columns(recipe, columns, binding)
         if columns is not None and agent is not None:
             problems += tool_binding.column_problems(agent, columns)
+    return problems
+
+
+def check_eval_during_training(recipe: Recipe) -> list[str]:
+    """`eval.every` needs held-out rows, and a model whole on the main process (it evaluates alone)."""
+    if recipe.eval is None or recipe.eval.every is None:
+        return []
+    spec, problems = recipe.dataset, []
+    if spec is not None and spec.eval_split is None and spec.eval_ratio is None and spec.eval_size is None:
+        problems.append(
+            "eval.every: evaluation during training needs held-out data: set dataset.eval_size (e.g. 64), "
+            "dataset.eval_ratio or dataset.eval_split"
+        )
+    if recipe.distributed.backend in ("deepspeed-zero3", "fsdp") or recipe.distributed.config_file:
+        problems.append(
+            "eval.every: evaluation during training runs on the main process alone, which needs the whole model "
+            "there (distributed.backend ddp or deepspeed-zero2); evaluate after training with `grpo-cli eval`"
+        )
     return problems
 
 

@@ -62,6 +62,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     from trl import GRPOTrainer
 
     from grpo_cli.callbacks import RunLogger, ToolMetrics, train_to_the_end
+    from grpo_cli.eval_during_training import for_run
 
     # Rewards first: a bad reward should fail before a model loads.
     rewards = reward_binding.bind_all(recipe.rewards)
@@ -70,7 +71,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     with phase(f"loading model {models.label(recipe.model)}"):
         model, tokenizer = models.load_model(recipe.model, recipe.seed)
     with phase(f"loading dataset {data.label(recipe.dataset)}"):
-        train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
+        train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
     # LoRA targets and the chat template, checked now that they are loaded and before the run directory is touched.
     problems = tool_calls.prepare_tokenizer(tokenizer, recipe.tool_template) if agent else []
     validation.raise_if_problems(
@@ -122,4 +123,5 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         algorithm="grpo",
         resume_from=resume_from,
         main_process=main_process,
+        evaluation=for_run(recipe, output_dir, logger, tokenizer, held_out, rewards, args.device),
     )

@@ -89,6 +89,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
 
     from grpo_cli.algorithms.ppo_bridge import RewardFunctionModel, RolloutRewards, check_pad_token, left_pad
     from grpo_cli.callbacks import RunLogger, guard, quiet_trainer
+    from grpo_cli.eval_during_training import for_run
 
     # Rewards first: a bad reward should fail before the policy loads.
     rewards = reward_binding.bind_all(recipe.rewards)
@@ -107,7 +108,8 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     per_step = episodes_per_step(args)
     _check_enough_rows(len(train_rows), per_step)
     # Reward models load only now, beside the policy on the device the trainer uses (args.device).
-    scorer = RolloutRewards(reward_models.load_reward_models(rewards, recipe.model.dtype, device=args.device))
+    rewards = reward_models.load_reward_models(rewards, recipe.model.dtype, device=args.device)
+    scorer = RolloutRewards(rewards)
     # TRL's sample tables (num_sample_generations > 0) generate on the held-out prompts: the bridge must know them.
     eval_rows = []
     if held_out is not None and args.num_sample_generations:
@@ -166,6 +168,9 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             callbacks=[scorer, extras, logger],  # in this order: RunLogger writes what the others add
         )
     quiet_trainer(trainer)
+    evaluation = for_run(recipe, output_dir, logger, tokenizer, held_out, rewards, args.device)
+    if evaluation is not None:  # held-out evaluation every eval.every steps, with the policy being trained
+        evaluation.install(trainer, lambda: trainer.policy_model)
     guard(trainer, logger)  # after the other callbacks: checkpoints whole or not at all, signals, resumed lr
     ppo_compat.sample_as_configured(trainer)
     ppo_compat.seed_minibatch_shuffle(trainer)
@@ -190,6 +195,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             "value_model_parameters": models.trainable_parameters(value_model),
             "total_episodes": total_steps * per_step,
             "reward_errors": logger.reward_errors(),
+            **(evaluation.summary() if evaluation is not None else {}),
         },
     )
 

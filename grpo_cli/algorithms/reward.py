@@ -39,11 +39,12 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     from trl import RewardTrainer
 
     from grpo_cli.callbacks import RunLogger, train_to_the_end
+    from grpo_cli.eval_during_training import for_run
 
     with phase(f"loading reward model {models.label(recipe.model)}"):
         model, tokenizer = models.load_reward_model_for_training(recipe.model, recipe.seed)
     with phase(f"loading dataset {data.label(recipe.dataset)}"):
-        train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
+        train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
     # LoRA targets, checked now that the model is loaded and before the run directory is touched.
     validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer))
     with phase(f"preparing {len(train_rows)} preference pairs"):
@@ -82,4 +83,5 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         algorithm="reward",
         resume_from=resume_from,
         main_process=main_process,
+        evaluation=for_run(recipe, output_dir, logger, tokenizer, held_out, device=args.device),
     )

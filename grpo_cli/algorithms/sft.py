@@ -30,11 +30,12 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     from trl import SFTTrainer
 
     from grpo_cli.callbacks import RunLogger, train_to_the_end
+    from grpo_cli.eval_during_training import for_run
 
     with phase(f"loading model {models.label(recipe.model)}"):
         model, tokenizer = models.load_model(recipe.model, recipe.seed)
     with phase(f"loading dataset {data.label(recipe.dataset)}"):
-        train_rows, _held_out = data.load_splits(recipe.dataset, recipe.seed)
+        train_rows, held_out = data.load_splits(recipe.dataset, recipe.seed)
     # LoRA targets and the chat template, checked now that they are loaded and before the run directory is touched.
     validation.raise_if_problems(recipe, validation.check_loaded(recipe, model, tokenizer, train_rows))
     with phase(f"preparing {len(train_rows)} demonstrations"):
@@ -71,4 +72,5 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         algorithm="sft",
         resume_from=resume_from,
         main_process=main_process,
+        evaluation=for_run(recipe, output_dir, logger, tokenizer, held_out, device=args.device),
     )

@@ -15,10 +15,11 @@ from typing import Any
 
 from grpo_cli import devices, models, prompting
 from grpo_cli.errors import UserError
+from grpo_cli.heldout import held_out_rows, pair_scores, summarize_pairs
 from grpo_cli.model_sources import run_root
 from grpo_cli.recipe import Recipe
 from grpo_cli.run_files import read_summary
-from grpo_cli.workflows.evaluate_generations import EvalResult, held_out_rows
+from grpo_cli.workflows.evaluate_generations import EvalResult
 
 
 class PairResult(EvalResult):
@@ -38,36 +39,6 @@ class PairResult(EvalResult):
                 }
                 lines.append(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         return "".join(lines)
-
-
-def pair_scores(model, tokenizer, rows, batch_size: int = 64) -> list[tuple[float, float]]:
-    """(score of chosen, score of rejected) for each prepared preference row."""
-    import torch
-
-    from grpo_cli.reward_models import tokenize_pairs
-
-    tokens = tokenize_pairs(rows, tokenizer)
-    pad = tokenizer.pad_token_id
-    scores: dict[str, list[float]] = {}
-    model.eval()
-    for side in ("chosen_ids", "rejected_ids"):
-        ids, scores[side] = tokens[side], []
-        for start in range(0, len(ids), batch_size):
-            batch = ids[start : start + batch_size]
-            width = max(len(x) for x in batch)
-            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in batch], device=model.device)
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in batch], device=model.device)
-            with torch.inference_mode():
-                scores[side] += model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().tolist()
-    return list(zip(scores["chosen_ids"], scores["rejected_ids"], strict=True))
-
-
-def summarize_pairs(scored: list[tuple[float, float]]) -> dict[str, float]:
-    margins = [c - r for c, r in scored]
-    return {
-        "pairwise_accuracy": sum(m > 0 for m in margins) / len(margins),
-        "margin": sum(margins) / len(margins),
-    }
 
 
 def _base_model(recipe: Recipe, run_dir: Path | None):

@@ -139,6 +139,12 @@ def _already_complete(recipe, out: Path, done: int | None, checkpoint: Path | No
 def _report_interruption(stop: interrupts.Interrupted, out: Path, in_pipeline: bool) -> int:
     """One line: where the run stopped and how to continue it; the exit code (130 SIGINT, 143 SIGTERM)."""
     name = signal.Signals(stop.signum).name
+    if stop.reason:
+        say(
+            f"stopped at step {stop.step}: {stop.reason}; saved in {stop.checkpoint}; to train on anyway: "
+            f"{interrupts.resume_command(out, in_pipeline=in_pipeline)}"
+        )
+        return stop.exit_code
     if stop.step is None:
         say(f"{name}: stopped before training began; nothing was trained")
     else:
