@@ -192,10 +192,26 @@ class Sample:
     clipped: bool  # no EOS within max_completion_length
     scores: dict[str, float | None] = field(default_factory=dict)  # reward name -> score
     total: float | None = None  # the weighted total of the recipe's rewards, as training sees it
+    # A rollout with tools (`tool_loop`): the completion's messages, the prompt as asked (with an environment's
+    # observation), the tool calls and failed calls, the tool results' tokens in `token_ids`, and get_reward().
+    messages: list[dict] | None = None
+    prompt: Any = None
+    tool_calls: int = 0
+    tool_failures: int = 0
+    tool_tokens: int = 0
+    env_rewards: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def length(self) -> int:
-        return len(self.token_ids)
+        """The model's tokens (as TRL's completion lengths count them: not a tool's)."""
+        return len(self.token_ids) - self.tool_tokens
+
+    @property
+    def turns(self) -> int:
+        """The assistant's turns: 1 without tools."""
+        if self.messages is None:
+            return 1
+        return sum(1 for m in self.messages if m.get("role") == "assistant")
 
 
 def generate(

@@ -83,9 +83,13 @@ def score(
     try:
         for start in range(0, len(flat), batch_size):
             part = flat[start : start + batch_size]
-            prompts = [rows[s.prompt_index]["prompt"] for s in part]
-            # Completions as TRL hands them to rewards: text, or an assistant message for chat prompts.
-            completions = [prompting.as_completion(s.text, chat) for s in part]
+            # A rollout with tools was asked its prompt plus the environment's observation, as in training.
+            prompts = [rows[s.prompt_index]["prompt"] if s.prompt is None else s.prompt for s in part]
+            # Completions as TRL hands them to rewards: text, an assistant message for chat prompts, or with tools
+            # the transcript (assistant turns, tool calls and results).
+            completions = [
+                prompting.as_completion(s.text, chat) if s.messages is None else s.messages for s in part
+            ]
             kwargs = {c: [rows[s.prompt_index][c] for s in part] for c in columns}
             given = {
                 "completion_ids": [s.token_ids for s in part],
@@ -100,6 +104,13 @@ def score(
                 scored = table + table_eval_only
                 sample.scores = {name: scores[n] for name, scores in zip(names, scored, strict=True)}
                 sample.total = totals[n]
+                if (
+                    sample.env_rewards
+                ):  # an environment's get_reward(): one more reward, weight 1, as TRL adds it
+                    sample.scores.update(sample.env_rewards)
+                    present = [v for v in sample.env_rewards.values() if v is not None]
+                    if present:
+                        sample.total = (sample.total or 0.0) + sum(present)
                 if logged:
                     extra[(sample.prompt_index, sample.sample_index)] = {c: v[n] for c, v in logged.items()}
     finally:

@@ -157,6 +157,18 @@ def as_completion(answer: str | list[dict], chat: bool) -> str | list[dict]:
     return [{"role": "assistant", "content": answer}] if chat and isinstance(answer, str) else answer
 
 
+def split_transcript(messages) -> tuple[list[dict], list[dict]] | None:
+    """A saved conversation (`messages`: prompt turns, then the assistant's turns, tool calls and tool results, as
+    eval_samples.jsonl's prompt + completion) -> (prompt, completion), split before the first assistant turn; None
+    when it is not a list of messages with an assistant turn."""
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+        return None
+    first = next((n for n, m in enumerate(messages) if m["role"] == "assistant"), None)
+    if first is None:
+        return None
+    return messages[:first], messages[first:]
+
+
 def build_completion(spec: DatasetSection, row: dict[str, Any], chat: bool) -> str | list[dict]:
     """The SFT target of one row: `dataset.completion` filled from the row, else its `completion` column."""
     if spec.completion is not None:

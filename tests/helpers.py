@@ -141,3 +141,23 @@ def tiny_reward_model(tokenizer, seed: int = 0):
     }
     torch.manual_seed(seed)
     return Qwen2ForSequenceClassification(Qwen2Config(**settings))
+
+
+def tool_bpe_model(directory):
+    """The realistic BPE chat model (tests/realistic_model.py), tiny, with room for TRL's qwen2_5 tool prompt (about
+    640 tokens): TRL drops a tool result, silently, once the sequence reaches max_position_embeddings."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    from tests import realistic_model
+
+    tokenizer = realistic_model.build_tokenizer()
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    config = realistic_model.qwen2_config(
+        tokenizer, num_key_value_heads=1, max_position_embeddings=2048, **sizes
+    )
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(directory)
+    tokenizer.model_max_length = 2048
+    realistic_model.save_tokenizer(tokenizer, directory)
+    return directory

@@ -46,7 +46,7 @@ HELP = {
     "tools ls": ["Usage: grpo-cli tools ls [OPTIONS]", "--show"],
     "rewards test": [
         "Usage: grpo-cli rewards test [OPTIONS]",
-        "a .jsonl file of {completion, row, prompt, <column>: value} objects.",
+        "a .jsonl file of {completion, row, prompt, <column>: value} objects ({messages: [...]} for a transcript",
         '--prompt "What is 2 + 3?" --column answer=5',
     ],
 }

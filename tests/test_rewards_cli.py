@@ -246,7 +246,10 @@ def test_errors_without_a_recipe(cli, args, message):
         (None, "completions file not found: {path}"),
         ("", "{path} holds no completions"),
         ('{"completion": "5"}\n{"completion": 5\n', "{path}:2: invalid JSON: Expecting ',' delimiter"),
-        ('{"text": "5"}\n', '{path}:1: each line must be an object with a "completion" key'),
+        (
+            '{"text": "5"}\n',
+            '{path}:1: each line must be an object with a "completion" key, or "messages" (a transcript)',
+        ),
         ('{"completion": "5", "row": "1"}\n', "{path}:1: \"row\" must be a dataset row number, got '1'"),
         ('{"completion": "5", "row": 2}\n', "row 2: the dataset's rows are 0..1"),
     ],

@@ -174,7 +174,7 @@ def generate(
         typer.echo(f">>> {generating.shown(row['prompt'])}")
         for sample in group:
             prefix = f"[{sample.sample_index + 1}] " if len(group) > 1 else ""
-            typer.echo(prefix + sample.text)
+            typer.echo(prefix + "\n".join(generating.transcript(sample)))
 
 
 def _scores_table(tried):

@@ -96,7 +96,7 @@ def _split_pairs(pairs: list[str], what: str) -> list[tuple[str, str]]:
     return split
 
 
-COMPLETION_LINE = 'an object with a "completion" key'  # what each line of a .jsonl completions file is
+COMPLETION_LINE = 'an object with a "completion" key, or "messages" (a transcript)'  # what each line of a .jsonl completions file is
 
 
 def _read_completions(path: Path) -> list[dict]:
@@ -122,6 +122,17 @@ def _read_completions(path: Path) -> list[dict]:
 
 def _completion_item(path: Path, number: int, item: dict) -> dict:
     """One line of a .jsonl completions file: its completion, row, prompt and the rest (column values)."""
+    if (
+        "messages" in item and "completion" not in item
+    ):  # a saved transcript: prompt turns, then the rollout's
+        from grpo_cli.prompting import split_transcript
+
+        split = split_transcript(item.pop("messages"))
+        if split is None:
+            raise UserError(
+                f'{path}:{number}: "messages" must be a list of {{role, content}} with an assistant turn'
+            )
+        item["prompt"], item["completion"] = split
     if "completion" not in item:
         raise UserError(f"{path}:{number}: each line must be {COMPLETION_LINE}")
     row = item.get("row")
@@ -185,7 +196,7 @@ def test(
             "-f",
             metavar="FILE",
             help="Completions: one per line, or a .jsonl file of {completion, row, prompt, <column>: value} "
-            "objects.",
+            "objects ({messages: [...]} for a transcript: the prompt's turns, then the assistant's and tools').",
         ),
     ] = None,
     row: Annotated[

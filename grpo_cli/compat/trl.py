@@ -11,6 +11,7 @@ from grpo_cli.compat import Relies
 CHECKED_AGAINST = {"trl": ("1.12.0",)}
 
 PPO = "trl.experimental.ppo.ppo_trainer"
+GRPO = "trl.trainer.grpo_trainer"
 
 # What PPOTrainer.train prints before training; callbacks.quiet_trainer drops it (our progress bar says as much).
 PPO_BANNER = "===training policy==="
@@ -87,6 +88,19 @@ RELIES_ON = (
         params=("example", "processing_class"),
         why="scoring.reward_model_texts renders what a reward model reads as TRL's reward trainer does",
     ),
+    Relies(
+        GRPO,
+        "GRPOTrainer._get_tool_suffix_ids",
+        params=("self", "tool_messages"),
+        source=(
+            "self.processing_class.apply_chat_template(",
+            "chat_template=self.chat_template,",
+            "**self.chat_template_kwargs,",
+            "self._tokenizer.eos_token_id",
+            "if self._is_vlm:",
+        ),
+        why="tool_suffix_ids: the tool loop outside training appends tool results with the tokens TRL's would",
+    ),
 )
 
 
@@ -145,3 +159,22 @@ def wrap_sample_generations(trainer, wrap) -> None:
 def is_empty_mask_error(err: BaseException) -> bool:
     """Whether `err` is TRL's PPO refusing a minibatch in which no response has a token to train."""
     return isinstance(err, ValueError) and EMPTY_MASK_ERROR in str(err)
+
+
+def tool_suffix_ids(
+    tokenizer, tool_messages: list[dict], chat_template, chat_template_kwargs: dict
+) -> list[int]:
+    """The tokens TRL's GRPOTrainer appends after an assistant turn for its `tool_messages` (the tool results and
+    the next generation prompt), computed by TRL's own method on a text-only tokenizer (`grpo_cli.tool_loop`)."""
+    from types import SimpleNamespace
+
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    trainer = SimpleNamespace(
+        processing_class=tokenizer,
+        _tokenizer=tokenizer,
+        chat_template=chat_template,
+        chat_template_kwargs=chat_template_kwargs,
+        _is_vlm=False,
+    )
+    return GRPOTrainer._get_tool_suffix_ids(trainer, tool_messages)

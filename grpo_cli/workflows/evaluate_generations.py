@@ -29,9 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import models, prompting, scoring, trainer_fields
+from grpo_cli import (
+    models,
+    prompting,
+    scoring,
+    tool_binding,
+    tool_calls,
+    tool_loop,
+    trainer_fields,
+)
 from grpo_cli.devices import device_name
-from grpo_cli.errors import UserError
+from grpo_cli.errors import ConfigError, UserError
 from grpo_cli.eval_stats import difference, summarize
 from grpo_cli.generation import Sample, generate, sampling_settings
 from grpo_cli.heldout import Rewards, bind_rewards, held_out_rows, score  # noqa: F401  (eval's names too)
@@ -103,14 +111,16 @@ class EvalResult:
                         "model": role,
                         "prompt_index": s.prompt_index,
                         "sample": s.sample_index,
-                        "prompt": row["prompt"],
-                        "completion": s.text,
+                        "prompt": row["prompt"] if s.prompt is None else s.prompt,
+                        "completion": s.text if s.messages is None else s.messages,
                         "completion_length": s.length,
                         "clipped": s.clipped,
                         "reward": s.total,
                         "rewards": s.scores,
                         "columns": {k: v for k, v in row.items() if k != "prompt"},
                     }
+                    if s.messages is not None:
+                        record.update(tool_calls=s.tool_calls, tool_failures=s.tool_failures, turns=s.turns)
                     logged = self.extra.get(role, {}).get((s.prompt_index, s.sample_index))
                     if logged:
                         record["extra"] = logged
@@ -150,8 +160,8 @@ def run(
         if note is not None:
             note(message)
 
-    if recipe.tools or recipe.environment:  # said, not hidden: the number is not the trained behaviour's
-        tell("eval does not run this recipe's tools yet: each completion is one turn, without tool results")
+    # Tools and environments resolved with the rewards, before a model loads; run by the training loop's rules.
+    agent = tool_binding.bind_all(recipe) if recipe.tools or recipe.environment else None
     # Cheap checks first: the models' whereabouts, the rewards, the data; then load.
     tuned, base = resolve_models(recipe, adapter, model)
     if baseline and tuned is None:
@@ -178,6 +188,9 @@ def run(
             loaded, own_tokenizer = load_source(source, recipe)
         if tokenizer is None:  # the first model's tokenizer serves both (see the module docstring)
             tokenizer = own_tokenizer
+            problems = tool_calls.prepare_tokenizer(tokenizer, recipe.tool_template) if agent else []
+            if problems:
+                raise ConfigError(recipe.path.name if recipe.path else "recipe", problems)
             with phase(f"preparing {len(raw_rows)} prompts"):
                 prepared = prompting.prepare(raw_rows, recipe.dataset, tokenizer)
                 rows = list(prepared)
@@ -188,7 +201,20 @@ def run(
                 )
         started = time.perf_counter()
         with _progress(f"generating ({role})", len(rows) * num_samples, progress) as advance:
-            samples[role] = generate(loaded, tokenizer, prompt_ids, sampling, batch_size, advance)
+            if agent is None:
+                samples[role] = generate(loaded, tokenizer, prompt_ids, sampling, batch_size, advance)
+            else:  # each model its own environments and tally
+                samples[role] = tool_loop.rollouts(
+                    loaded,
+                    tokenizer,
+                    rows,
+                    tool_calls.toolbox(agent),
+                    sampling,
+                    max_iterations=trainer_fields.value(recipe, "max_tool_calling_iterations"),
+                    chat_template_kwargs=template_kwargs,
+                    batch_size=batch_size,
+                    on_batch=advance,
+                )
         seconds = time.perf_counter() - started
         count = len(rows) * num_samples
         timing[role] = {"generation_s": round(seconds, 3), "completions_per_s": round(count / seconds, 2)}
@@ -200,10 +226,15 @@ def run(
         extra[role] = score(samples[role], rows, rewards, chat, batch_size, state, log)
         logged[role] = log.take_metrics()
 
-    with_total = bool(rewards.training)
+    env_names = sorted({n for groups in samples.values() for g in groups for s in g for n in s.env_rewards})
+    with_total = bool(rewards.training or env_names)
     metrics = {
-        role: summarize(groups, rewards.names, with_total=with_total) for role, groups in samples.items()
+        role: summarize(groups, rewards.names + env_names, with_total=with_total)
+        for role, groups in samples.items()
     }
+    if agent is not None:  # tool calls per completion, failed calls per call, assistant turns
+        for role, groups in samples.items():
+            metrics[role].update(tool_loop.tool_metrics(groups))
     for role, values in logged.items():  # what rewards passed to log_metric, averaged; never over eval's own
         metrics[role].update({name: value for name, value in values.items() if name not in metrics[role]})
     if "tuned" in metrics and "base" in metrics:
@@ -221,10 +252,19 @@ def run(
         **sampling.describe(),
         "rewards": [{"name": r.name, "weight": r.entry.weight} for r in rewards.training],
         "eval_rewards": [r.name for r in rewards.eval_only],
+        **(_tool_settings(recipe, agent) if agent is not None else {}),
         "trainer_state": {"global_step": final.global_step, "max_steps": final.max_steps},  # rewards get
         "device": device_name(),
     }
     return EvalResult(settings, identities, metrics, samples, rows, timing, notes, extra)
+
+
+def _tool_settings(recipe: Recipe, agent) -> dict[str, Any]:
+    return {
+        "tools": [t.name for t in agent.tools] + [m for e in agent.environments for m in e.methods],
+        "environments": [e.entry.name for e in agent.environments],
+        "max_tool_calling_iterations": trainer_fields.value(recipe, "max_tool_calling_iterations"),
+    }
 
 
 def _held_out_spec(recipe: Recipe) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpo_cli import data, models, prompting
+from grpo_cli import data, models, prompting, tool_binding, tool_calls, tool_loop
 from grpo_cli.data_formats import jsonl_objects
-from grpo_cli.errors import UserError
+from grpo_cli.errors import ConfigError, UserError
 from grpo_cli.generation import Sample, Sampling, generate, sampling_settings
 from grpo_cli.model_sources import ModelSource, resolve_models, run_root
 from grpo_cli.models import load_source
@@ -30,7 +30,7 @@ from grpo_cli.recipe_files import apply_overrides
 from grpo_cli.run_checks import looks_like_path
 from grpo_cli.run_files import EXPORT_MARKER_FILE as MARKER
 from grpo_cli.run_files import RECIPE_FILE, read_adapter_config, read_export_marker
-from grpo_cli.trainer_fields import chat_template_kwargs
+from grpo_cli.trainer_fields import chat_template_kwargs, value
 from grpo_cli.workflows.evaluate_generations import bind_rewards, evaluated_state, score
 
 
@@ -288,8 +288,7 @@ def run(
         for row in rows:  # one set of columns for every row, as a dataset batch has
             for column in columns - set(row):
                 row[column] = None
-    prompt_ids = prompting.tokenize_prompts(tokenizer, [r["prompt"] for r in rows], _template_kwargs(recipe))
-    samples = generate(model, tokenizer, prompt_ids, settings, batch_size)
+    samples = _generate(recipe, model, tokenizer, rows, settings, batch_size)
     if bound is not None:
         score(samples, rows, bound, chat, batch_size, evaluated_state(target.source, recipe))
     return Tried(rows, samples, bound.names if bound is not None else [])
@@ -297,6 +296,47 @@ def run(
 
 def _template_kwargs(recipe: Recipe) -> dict:
     return chat_template_kwargs(recipe)
+
+
+def uses_tools(recipe: Recipe) -> bool:
+    return bool(recipe.tools or recipe.environment)
+
+
+def _generate(recipe: Recipe, model, tokenizer, rows: list[dict], settings: Sampling, batch_size: int):
+    """One turn per completion, or with the recipe's tools the training loop's rollouts (`tool_loop`)."""
+    if not uses_tools(recipe):
+        prompt_ids = prompting.tokenize_prompts(
+            tokenizer, [r["prompt"] for r in rows], _template_kwargs(recipe)
+        )
+        return generate(model, tokenizer, prompt_ids, settings, batch_size)
+    return tool_loop.rollouts(
+        model,
+        tokenizer,
+        rows,
+        tool_calls.toolbox(tool_binding.bind_all(recipe)),
+        settings,
+        max_iterations=value(recipe, "max_tool_calling_iterations"),
+        chat_template_kwargs=_template_kwargs(recipe),
+        batch_size=batch_size,
+    )
+
+
+def transcript(sample: Sample) -> list[str]:
+    """What a completion shows: its text, or a rollout's turns, each tool call with its arguments and result."""
+    if sample.messages is None:
+        return [sample.text]
+    lines = []
+    for message in sample.messages:
+        if message.get("role") == "tool":
+            lines.append(f"<- {message.get('name')}: {message.get('content')}")
+            continue
+        if message.get("content"):
+            lines.append(str(message["content"]))
+        for call in message.get("tool_calls") or []:
+            function = call.get("function", {})
+            arguments = json.dumps(function.get("arguments"), ensure_ascii=False)
+            lines.append(f"-> {function.get('name')}({arguments})")
+    return lines
 
 
 def chat(
@@ -335,14 +375,21 @@ def chat(
             prompt = prompting.build_prompt(spec, {"messages": messages}, True)
         else:
             prompt = free_prompt(recipe, text, False)
-        ids = prompting.tokenize_prompts(tokenizer, [prompt], _template_kwargs(recipe))
-        (sample,) = generate(model, tokenizer, ids, one, 1)[0]
-        write(sample.text)
+        (sample,) = _generate(recipe, model, tokenizer, [{"prompt": prompt}], one, 1)[0]
+        write("\n".join(transcript(sample)))
         turns += 1
         if with_history:
-            history += [{"role": "user", "content": text}, *prompting.as_completion(sample.text, chat=True)]
+            answer = sample.messages or prompting.as_completion(sample.text, chat=True)
+            history += [{"role": "user", "content": text}, *answer]
 
 
 def load_target(target: Target):
+    """The model and its tokenizer; with tools, the tokenizer given the recipe's tool template and TRL's parser."""
+    recipe = target.recipe
+    agent = tool_binding.bind_all(recipe) if uses_tools(recipe) else None  # a bad tool fails before loading
     models.quiet_progress_bars()
-    return load_source(target.source, target.recipe)
+    model, tokenizer = load_source(target.source, recipe)
+    problems = tool_calls.prepare_tokenizer(tokenizer, recipe.tool_template) if agent else []
+    if problems:
+        raise ConfigError(recipe.path.name if recipe.path else "recipe", problems)
+    return model, tokenizer
