@@ -133,14 +133,54 @@ def last_checkpoint(directory: Path) -> Path | None:
     return next(iter(checkpoints(directory)), None)
 
 
+INCOMPLETE = "incomplete (it was being written when the run stopped)"
+
+
 def last_complete_checkpoint(directory: Path, *, quiet: bool = True) -> Path | None:
-    """The newest complete checkpoint; incomplete ones (left by an older grpo-cli) are skipped, with a notice."""
+    """The newest complete checkpoint; incomplete ones (left by an older grpo-cli) are skipped, with a notice.
+    Its files are not opened: `usable_checkpoint` is what `--resume` trusts."""
     for checkpoint in checkpoints(directory):
         if checkpoint_is_complete(checkpoint):
             return checkpoint
         if not quiet:
-            say(f"skipping {checkpoint.name}: incomplete (it was being written when the run stopped)")
+            say(f"skipping {checkpoint.name}: {INCOMPLETE}")
     return None
+
+
+def usable_checkpoint(
+    directory: Path, *, algorithm: str | None = None, model_only: bool = False, quiet: bool = True
+) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint `--resume` can load: complete, and every file it loads loads (`checkpoint_files`);
+    with what was wrong with each newer one ("checkpoint-8: optimizer.pt is empty"), each said on stderr as it is
+    skipped unless `quiet`. `model_only`: the run saved no optimizer state (trainer.save_only_model)."""
+    from grpo_cli.algorithms.table import ALGORITHMS
+    from grpo_cli.checkpoint_files import checkpoint_problems
+
+    parts = ALGORITHMS[algorithm].checkpoint_parts if algorithm in ALGORITHMS else ()
+    skipped = []
+    for checkpoint in checkpoints(directory):
+        if not checkpoint_is_complete(checkpoint):
+            problems = [INCOMPLETE]
+        else:
+            problems = checkpoint_problems(checkpoint, parts=parts, model_only=model_only)
+        if not problems:
+            return checkpoint, skipped
+        skipped.append(f"{checkpoint.name}: {'; '.join(problems)}")
+        if not quiet:
+            say(f"skipping {skipped[-1]}")
+    return None, skipped
+
+
+def no_usable_checkpoint(directory: Path, skipped: list[str]) -> UserError:
+    """The one-line error for a run whose every checkpoint is damaged or incomplete (`usable_checkpoint`)."""
+    shown = "; ".join(skipped[:2]) + ("; ..." if len(skipped) > 2 else "")
+    return UserError(
+        f"--resume: none of the {len(skipped)} checkpoints in {directory} can be loaded ({shown}), so there is "
+        "nothing to resume from; start the run again with --overwrite (or restore a checkpoint from a copy)"
+        if len(skipped) > 1
+        else f"--resume: the only checkpoint in {directory} cannot be loaded ({shown}), so there is nothing to "
+        "resume from; start the run again with --overwrite (or restore the checkpoint from a copy)"
+    )
 
 
 def finished_steps(directory: Path) -> int | None:
@@ -215,8 +255,11 @@ def release_locks() -> None:
         _held_locks.pop().release()
 
 
-def prepare_output_dir(directory: Path, *, overwrite: bool, resume: bool) -> Path | None:
-    """Check the output directory and lock it before anything heavy runs; return the checkpoint to resume from.
+def prepare_output_dir(
+    directory: Path, *, overwrite: bool, resume: bool, algorithm: str | None = None, model_only: bool = False
+) -> Path | None:
+    """Check the output directory and lock it before anything heavy runs; return the checkpoint to resume from:
+    the newest that loads (`usable_checkpoint`; `algorithm` and `model_only` say what a checkpoint holds).
 
     Nothing is deleted here: the algorithms call `begin_run` once the model and data have loaded, so a mistake
     found while loading leaves the previous run as it was.
@@ -241,9 +284,13 @@ def prepare_output_dir(directory: Path, *, overwrite: bool, resume: bool) -> Pat
         )
     lock_run(directory)  # a second writer stops here, told who holds the run
     if resume:
-        checkpoint = last_complete_checkpoint(directory, quiet=False)
+        checkpoint, skipped = usable_checkpoint(
+            directory, algorithm=algorithm, model_only=model_only, quiet=False
+        )
         if checkpoint is None and finished_steps(directory) is not None:
             return None  # finished without checkpoints: the train command says it is complete, or why not
+        if checkpoint is None and skipped:
+            raise no_usable_checkpoint(directory, skipped)
         if checkpoint is None:
             raise UserError(
                 f"--resume: {directory} never reached its first checkpoint, so there is nothing to resume; "
@@ -324,8 +371,21 @@ def begin_run(
         directory
     ):  # a run from before the marker: it is a run, say so from now on
         write_marker(directory, algorithm)
+    if main_process and resume_from is not None:
+        _remove_checkpoints_after(directory, checkpoint_step(resume_from))
     if start_model is not None:
         save_base_model(*start_model, directory / "base_model", write=main_process and resume_from is None)
+
+
+def _remove_checkpoints_after(directory: Path, step: int) -> None:
+    """A run resumed from an earlier checkpoint than its newest (those were damaged or incomplete) trains the steps
+    after it again, as it drops their metrics: the newer checkpoints go, so that none of them is taken for the
+    resumed run's (a save at the same step would merge into it, and save_total_limit would keep it over newer)."""
+    newer = [c for c in checkpoints(directory) if checkpoint_step(c) > step]
+    for checkpoint in newer:
+        shutil.rmtree(checkpoint)
+    if newer:
+        say(f"removed {', '.join(c.name for c in reversed(newer))}: the resumed run trains those steps again")
 
 
 def save_base_model(model, tokenizer, directory: Path, *, write: bool) -> None:

@@ -41,6 +41,8 @@ class Algorithm:
     # The trainer fields that decide what it computes, whose TRL defaults a run names when the recipe leaves them
     # unset (GRPO's loss_type is DAPO's token-level loss by default, not the paper's).
     deciding_fields: tuple[str, ...] = ()
+    # Folders it adds to each checkpoint-N, each a model `--resume` loads (checked before resuming).
+    checkpoint_parts: tuple[str, ...] = ()
 
     @property
     def uses_rewards(self) -> bool:
@@ -82,6 +84,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             starts_from=("policy",),
             batch_rules=batches.ppo,
             deciding_fields=("kl_coef", "cliprange", "vf_coef"),
+            checkpoint_parts=("value_model",),  # the critic (ppo_compat.CheckpointExtras)
         ),
         Algorithm(
             name="sft",

@@ -23,10 +23,13 @@ from grpo_cli.run_dir import (
     STAGING,
     check_resume_matches,
     checkpoint_step,
+    checkpoints,
     finished_steps,
     last_complete_checkpoint,
+    no_usable_checkpoint,
     prepare_output_dir,
     release_locks,
+    usable_checkpoint,
 )
 
 
@@ -67,17 +70,21 @@ def train_recipe(
     if resume:
         check_resume_matches(loaded, out)
     algorithm = ALGORITHMS[loaded.algorithm]
+    # What --resume checks a checkpoint holds before trusting it (run_dir.usable_checkpoint).
+    expected = {"algorithm": loaded.algorithm, "model_only": bool(loaded.trainer.get("save_only_model"))}
 
     interrupts.install()
     try:
         if not distributed.is_main_process():
             # The main process checked and prepared the output directory; the others only train.
-            checkpoint = last_complete_checkpoint(out) if resume else None
+            checkpoint = usable_checkpoint(out, **expected)[0] if resume else None
         else:
-            checkpoint = prepare_output_dir(out, overwrite=overwrite, resume=resume)
+            checkpoint = prepare_output_dir(out, overwrite=overwrite, resume=resume, **expected)
             complete = resume and _already_complete(loaded, out, finished_steps(out), checkpoint)
             if complete:
                 return Trained(out, None, note=complete)
+            if resume and checkpoint is None and checkpoints(out):
+                raise no_usable_checkpoint(out, usable_checkpoint(out, **expected)[1])
             if resume and checkpoint is None:
                 raise UserError(
                     f"--resume: {out} finished without saving a checkpoint (trainer.save_strategy), so it cannot "
