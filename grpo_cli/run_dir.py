@@ -1,16 +1,13 @@
 """A run's output directory: its marker, its lock, whole checkpoints, clearing a previous run on --overwrite.
 
 A run directory is one grpo-cli wrote: it holds `run.json` (the marker), written before any other run file.
-`run.lock` is held (an exclusive flock, with the holder's pid in it) by the one process that writes the run, for
-the whole run; the OS drops it when that process dies, so a crash never leaves a stale lock. Checkpoints are
+`run.lock` (`run_lock`) is held by the one process that writes the run, for the whole run. Checkpoints are
 written under `.saving/` and renamed into place once whole, so a `checkpoint-N/` is complete or absent.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import secrets
 import shutil
@@ -28,13 +25,13 @@ from grpo_cli.run_files import (
     read_summary,
     read_trainer_state,
 )
+from grpo_cli.run_lock import LOCK, lock_run
+from grpo_cli.run_lock import LOCK_ENV as LOCK_ENV  # re-exported: the lock is part of what a run directory is
+from grpo_cli.run_lock import RunLock as RunLock
+from grpo_cli.run_lock import release_locks as release_locks
 
-LOCK = "run.lock"
 STAGING = ".saving"
 FORMAT_VERSION = 1
-LOCK_ENV = (
-    "GRPO_CLI_RUN_LOCK"  # set while a process holds the lock: the processes it launches must not take it
-)
 
 
 # What a run consists of: --overwrite removes these, and nothing else (a user's notes.md or eval/ stay).
@@ -192,69 +189,6 @@ def finished_steps(directory: Path) -> int | None:
         return None
 
 
-class RunLock:
-    """The exclusive lock on a run directory (`run.lock`, flock): one writer at a time, released by the OS."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.path = directory / LOCK
-        self.fd: int | None = None
-        self.created_directory = False
-
-    def acquire(self) -> None:
-        import fcntl
-
-        if os.environ.get(LOCK_ENV) == str(self.directory.resolve()):
-            return  # the grpo-cli process that launched this one holds it
-        self.created_directory = not self.directory.exists()
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise UserError(f"cannot create {self.path}: {err.strerror or err}") from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise UserError(
-                f"{self.directory} is in use by another grpo-cli process (pid {holder}); wait for it to end, "
-                "stop it, or write elsewhere with --output-dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-        os.environ[LOCK_ENV] = str(self.directory.resolve())
-
-    def release(self) -> None:
-        """Unlock; a directory this process created and left with nothing but the lock goes too."""
-        if self.fd is None:
-            return
-        with contextlib.suppress(OSError):
-            if [p.name for p in self.directory.iterdir()] == [LOCK]:
-                self.path.unlink()
-                if self.created_directory:
-                    self.directory.rmdir()
-        os.close(self.fd)
-        self.fd = None
-        os.environ.pop(LOCK_ENV, None)
-
-
-_held_locks: list[RunLock] = []  # held until the command ends (`release_locks`) or the process dies
-
-
-def lock_run(directory: Path) -> RunLock:
-    lock = RunLock(directory)
-    lock.acquire()
-    _held_locks.append(lock)
-    return lock
-
-
-def release_locks() -> None:
-    while _held_locks:
-        _held_locks.pop().release()
-
-
 def prepare_output_dir(
     directory: Path, *, overwrite: bool, resume: bool, algorithm: str | None = None, model_only: bool = False
 ) -> Path | None:
@@ -363,6 +297,9 @@ def begin_run(
     process calls this; only the main one writes.
     """
     if main_process and resume_from is None:
+        _started_fresh.add(
+            directory.resolve()
+        )  # first: a signal from here on finds it (discard_unstarted_run)
         kept = clear_previous_run(directory)
         write_marker(directory, algorithm)
         if kept:
@@ -375,6 +312,22 @@ def begin_run(
         _remove_checkpoints_after(directory, checkpoint_step(resume_from))
     if start_model is not None:
         save_base_model(*start_model, directory / "base_model", write=main_process and resume_from is None)
+
+
+_started_fresh: set[Path] = (
+    set()
+)  # the runs this process started from nothing (begin_run without resume_from)
+
+
+def discard_unstarted_run(directory: Path) -> None:
+    """A run stopped before its first step: what this process wrote for it (the marker, base_model/, recipe.yaml,
+    a half-written file) goes, when it started the run from nothing; a resumed run's files and a user's stay. The
+    lock (and the directory, when this process made it and it is left empty) go as the lock is released."""
+    if directory.resolve() not in _started_fresh:
+        return
+    _started_fresh.discard(directory.resolve())
+    if directory.is_dir():
+        clear_previous_run(directory)
 
 
 def _remove_checkpoints_after(directory: Path, step: int) -> None:
