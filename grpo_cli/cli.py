@@ -23,6 +23,7 @@ from grpo_cli.commands.sweep import sweep
 from grpo_cli.commands.train import train
 from grpo_cli.commands.validate import validate
 from grpo_cli.errors import Stop, UserError
+from grpo_cli.interrupts import Interrupted
 
 app = typer.Typer(
     name="grpo-cli",
@@ -50,11 +51,22 @@ def handle_errors(command):
             raise typer.Exit(2) from None
         except Stop as stop:  # what happened is said already
             raise typer.Exit(stop.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+        except (KeyboardInterrupt, Interrupted) as stop:
+            raise typer.Exit(_interrupted(stop)) from None
 
     return wrapper
+
+
+def _interrupted(stop: BaseException) -> int:
+    """A signal the command did not handle itself: one line, and 130 (SIGINT) or 143 (SIGTERM)."""
+    import signal
+
+    from grpo_cli import interrupts
+
+    signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+    with interrupts.held():  # a second signal does not cut this short
+        typer.echo(f"interrupted ({signal.Signals(signum).name})", err=True)
+    return 128 + signum
 
 
 def version_line() -> str:
@@ -163,7 +175,10 @@ def main() -> None:
     # What a reward (or anything else) started and left running dies with this process instead of holding the
     # caller's pipes open: on Linux it is re-parented here and killed at exit (see grpo_cli.descendants).
     descendants.adopt_orphans()
-    app(prog_name="grpo-cli")
+    try:
+        app(prog_name="grpo-cli")
+    except Interrupted as stop:  # outside a command (parsing its arguments, exiting): Click does not see it
+        sys.exit(_interrupted(stop))
 
 
 if __name__ == "__main__":

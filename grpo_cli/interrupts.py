@@ -4,6 +4,11 @@ The first signal only sets a flag; `callbacks.RunGuard` sees it when the step en
 checkpoint at that step and then raises `Interrupted`, which the train command turns into one line with the exact
 `--resume` command and exit code 130 (SIGINT) or 143 (SIGTERM). A second SIGINT stops at once. Before training
 begins (loading), a signal stops at once too: there is nothing to save yet.
+
+From the first instruction of the `grpo-cli` process (`take_signals`, before typer, torch or trl are imported),
+SIGINT and SIGTERM raise `Interrupted`, a BaseException like KeyboardInterrupt: no `except Exception` in a
+library (transformers' lazy imports wrapped it as "Failed to import trl ...: SIGINT") turns it into an error,
+and the CLI ends with one line and 130 or 143 (SIGTERM used to kill the process before Python could say anything).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from grpo_cli.distributed import COMMAND_ENV, SIGNALS
 from grpo_cli.output import say
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
     """The run stopped where a signal asked it to (after saving a checkpoint, when training had begun)."""
 
     def __init__(self, signum: int, step: int | None = None, checkpoint=None, reason: str | None = None):
@@ -36,7 +41,32 @@ class Interrupted(Exception):
 _requested: int = 0  # the first signal received, 0 for none
 _reason: str | None = None  # why grpo-cli itself asked to stop (`stop_for`)
 _armed = False  # training has begun: a signal waits for the end of the step
+_held = 0  # > 0 while cleaning up after a signal: another one must not cut the cleanup short
 _previous: dict = {}
+
+
+def take_signals() -> None:
+    """SIGINT and SIGTERM raise `Interrupted` from now on: the first thing the `grpo-cli` process does."""
+    for signum in SIGNALS:
+        signal.signal(signum, _raise)
+
+
+def _raise(signum, _frame) -> None:
+    if _held:
+        return
+    raise Interrupted(signum)
+
+
+class held:
+    """While cleaning up after a signal (removing what a stopped run wrote), further signals are ignored."""
+
+    def __enter__(self):
+        global _held
+        _held += 1
+
+    def __exit__(self, *_exc):
+        global _held
+        _held -= 1
 
 
 def requested() -> int:
@@ -46,7 +76,8 @@ def requested() -> int:
 def _handle(signum, _frame) -> None:
     global _requested
     if not _armed:
-        raise Interrupted(signum)
+        _raise(signum, _frame)
+        return
     if _requested:
         if signum == signal.SIGINT:
             say("second interrupt: stopping at once, without a checkpoint", every_process=True)

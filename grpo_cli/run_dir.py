@@ -1,16 +1,13 @@
 """A run's output directory: its marker, its lock, whole checkpoints, clearing a previous run on --overwrite.
 
 A run directory is one grpo-cli wrote: it holds `run.json` (the marker), written before any other run file.
-`run.lock` is held (an exclusive flock, with the holder's pid in it) by the one process that writes the run, for
-the whole run; the OS drops it when that process dies, so a crash never leaves a stale lock. Checkpoints are
+`run.lock` (`run_lock`) is held by the one process that writes the run, for the whole run. Checkpoints are
 written under `.saving/` and renamed into place once whole, so a `checkpoint-N/` is complete or absent.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import secrets
 import shutil
@@ -29,13 +26,13 @@ from grpo_cli.run_files import (
     read_summary,
     read_trainer_state,
 )
+from grpo_cli.run_lock import LOCK, lock_run
+from grpo_cli.run_lock import LOCK_ENV as LOCK_ENV  # re-exported: the lock is part of what a run directory is
+from grpo_cli.run_lock import RunLock as RunLock
+from grpo_cli.run_lock import release_locks as release_locks
 
-LOCK = "run.lock"
 STAGING = ".saving"
 FORMAT_VERSION = 1
-LOCK_ENV = (
-    "GRPO_CLI_RUN_LOCK"  # set while a process holds the lock: the processes it launches must not take it
-)
 
 
 # What a run consists of: --overwrite removes these, and nothing else (a user's notes.md or eval/ stay).
@@ -170,14 +167,54 @@ def last_checkpoint(directory: Path) -> Path | None:
     return next(iter(checkpoints(directory)), None)
 
 
+INCOMPLETE = "incomplete (it was being written when the run stopped)"
+
+
 def last_complete_checkpoint(directory: Path, *, quiet: bool = True) -> Path | None:
-    """The newest complete checkpoint; incomplete ones (left by an older grpo-cli) are skipped, with a notice."""
+    """The newest complete checkpoint; incomplete ones (left by an older grpo-cli) are skipped, with a notice.
+    Its files are not opened: `usable_checkpoint` is what `--resume` trusts."""
     for checkpoint in checkpoints(directory):
         if checkpoint_is_complete(checkpoint):
             return checkpoint
         if not quiet:
-            say(f"skipping {checkpoint.name}: incomplete (it was being written when the run stopped)")
+            say(f"skipping {checkpoint.name}: {INCOMPLETE}")
     return None
+
+
+def usable_checkpoint(
+    directory: Path, *, algorithm: str | None = None, model_only: bool = False, quiet: bool = True
+) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint `--resume` can load: complete, and every file it loads loads (`checkpoint_files`);
+    with what was wrong with each newer one ("checkpoint-8: optimizer.pt is empty"), each said on stderr as it is
+    skipped unless `quiet`. `model_only`: the run saved no optimizer state (trainer.save_only_model)."""
+    from grpo_cli.algorithms.table import ALGORITHMS
+    from grpo_cli.checkpoint_files import checkpoint_problems
+
+    parts = ALGORITHMS[algorithm].checkpoint_parts if algorithm in ALGORITHMS else ()
+    skipped = []
+    for checkpoint in checkpoints(directory):
+        if not checkpoint_is_complete(checkpoint):
+            problems = [INCOMPLETE]
+        else:
+            problems = checkpoint_problems(checkpoint, parts=parts, model_only=model_only)
+        if not problems:
+            return checkpoint, skipped
+        skipped.append(f"{checkpoint.name}: {'; '.join(problems)}")
+        if not quiet:
+            say(f"skipping {skipped[-1]}")
+    return None, skipped
+
+
+def no_usable_checkpoint(directory: Path, skipped: list[str]) -> UserError:
+    """The one-line error for a run whose every checkpoint is damaged or incomplete (`usable_checkpoint`)."""
+    shown = "; ".join(skipped[:2]) + ("; ..." if len(skipped) > 2 else "")
+    return UserError(
+        f"--resume: none of the {len(skipped)} checkpoints in {directory} can be loaded ({shown}), so there is "
+        "nothing to resume from; start the run again with --overwrite (or restore a checkpoint from a copy)"
+        if len(skipped) > 1
+        else f"--resume: the only checkpoint in {directory} cannot be loaded ({shown}), so there is nothing to "
+        "resume from; start the run again with --overwrite (or restore the checkpoint from a copy)"
+    )
 
 
 def finished_steps(directory: Path) -> int | None:
@@ -189,71 +226,11 @@ def finished_steps(directory: Path) -> int | None:
         return None
 
 
-class RunLock:
-    """The exclusive lock on a run directory (`run.lock`, flock): one writer at a time, released by the OS."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.path = directory / LOCK
-        self.fd: int | None = None
-        self.created_directory = False
-
-    def acquire(self) -> None:
-        import fcntl
-
-        if os.environ.get(LOCK_ENV) == str(self.directory.resolve()):
-            return  # the grpo-cli process that launched this one holds it
-        self.created_directory = not self.directory.exists()
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise UserError(f"cannot create {self.path}: {err.strerror or err}") from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise UserError(
-                f"{self.directory} is in use by another grpo-cli process (pid {holder}); wait for it to end, "
-                "stop it, or write elsewhere with --output-dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-        os.environ[LOCK_ENV] = str(self.directory.resolve())
-
-    def release(self) -> None:
-        """Unlock; a directory this process created and left with nothing but the lock goes too."""
-        if self.fd is None:
-            return
-        with contextlib.suppress(OSError):
-            if [p.name for p in self.directory.iterdir()] == [LOCK]:
-                self.path.unlink()
-                if self.created_directory:
-                    self.directory.rmdir()
-        os.close(self.fd)
-        self.fd = None
-        os.environ.pop(LOCK_ENV, None)
-
-
-_held_locks: list[RunLock] = []  # held until the command ends (`release_locks`) or the process dies
-
-
-def lock_run(directory: Path) -> RunLock:
-    lock = RunLock(directory)
-    lock.acquire()
-    _held_locks.append(lock)
-    return lock
-
-
-def release_locks() -> None:
-    while _held_locks:
-        _held_locks.pop().release()
-
-
-def prepare_output_dir(directory: Path, *, overwrite: bool, resume: bool) -> Path | None:
-    """Check the output directory and lock it before anything heavy runs; return the checkpoint to resume from.
+def prepare_output_dir(
+    directory: Path, *, overwrite: bool, resume: bool, algorithm: str | None = None, model_only: bool = False
+) -> Path | None:
+    """Check the output directory and lock it before anything heavy runs; return the checkpoint to resume from:
+    the newest that loads (`usable_checkpoint`; `algorithm` and `model_only` say what a checkpoint holds).
 
     Nothing is deleted here: the algorithms call `begin_run` once the model and data have loaded, so a mistake
     found while loading leaves the previous run as it was.
@@ -278,9 +255,13 @@ def prepare_output_dir(directory: Path, *, overwrite: bool, resume: bool) -> Pat
         )
     lock_run(directory)  # a second writer stops here, told who holds the run
     if resume:
-        checkpoint = last_complete_checkpoint(directory, quiet=False)
+        checkpoint, skipped = usable_checkpoint(
+            directory, algorithm=algorithm, model_only=model_only, quiet=False
+        )
         if checkpoint is None and finished_steps(directory) is not None:
             return None  # finished without checkpoints: the train command says it is complete, or why not
+        if checkpoint is None and skipped:
+            raise no_usable_checkpoint(directory, skipped)
         if checkpoint is None:
             raise UserError(
                 f"--resume: {directory} never reached its first checkpoint, so there is nothing to resume; "
@@ -360,6 +341,9 @@ def begin_run(
     the run began with, and what changed is said and recorded. Every process calls this; only the main one writes.
     """
     if main_process and resume_from is None:
+        _started_fresh.add(
+            directory.resolve()
+        )  # first: a signal from here on finds it (discard_unstarted_run)
         kept = clear_previous_run(directory)
         write_marker(directory, algorithm, manifest)
         if kept:
@@ -374,8 +358,37 @@ def begin_run(
         if changed:
             warn_once(f"resuming {directory} with changes since the run began: {'; '.join(changed)}")
         note_resume(directory, manifest, changed)
+    if main_process and resume_from is not None:
+        _remove_checkpoints_after(directory, checkpoint_step(resume_from))
     if start_model is not None:
         save_base_model(*start_model, directory / "base_model", write=main_process and resume_from is None)
+
+
+_started_fresh: set[Path] = (
+    set()
+)  # the runs this process started from nothing (begin_run without resume_from)
+
+
+def discard_unstarted_run(directory: Path) -> None:
+    """A run stopped before its first step: what this process wrote for it (the marker, base_model/, recipe.yaml,
+    a half-written file) goes, when it started the run from nothing; a resumed run's files and a user's stay. The
+    lock (and the directory, when this process made it and it is left empty) go as the lock is released."""
+    if directory.resolve() not in _started_fresh:
+        return
+    _started_fresh.discard(directory.resolve())
+    if directory.is_dir():
+        clear_previous_run(directory)
+
+
+def _remove_checkpoints_after(directory: Path, step: int) -> None:
+    """A run resumed from an earlier checkpoint than its newest (those were damaged or incomplete) trains the steps
+    after it again, as it drops their metrics: the newer checkpoints go, so that none of them is taken for the
+    resumed run's (a save at the same step would merge into it, and save_total_limit would keep it over newer)."""
+    newer = [c for c in checkpoints(directory) if checkpoint_step(c) > step]
+    for checkpoint in newer:
+        shutil.rmtree(checkpoint)
+    if newer:
+        say(f"removed {', '.join(c.name for c in reversed(newer))}: the resumed run trains those steps again")
 
 
 def save_base_model(model, tokenizer, directory: Path, *, write: bool) -> None:

@@ -161,3 +161,42 @@ def tool_bpe_model(directory):
     tokenizer.model_max_length = 2048
     realistic_model.save_tokenizer(tokenizer, directory)
     return directory
+
+
+# ---- checkpoints ----
+
+
+def make_checkpoint(run: Path, step: int, *, lora: bool = True, value_model: bool = False) -> Path:
+    """A checkpoint-N holding what the trainers write, in their formats (tiny tensors)."""
+    import json
+    import os
+    import random
+
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    checkpoint = run / f"checkpoint-{step}"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    if lora:
+        (checkpoint / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+        save_file({"lora_A.weight": torch.zeros(4, 16)}, checkpoint / "adapter_model.safetensors")
+    else:
+        (checkpoint / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+        save_file({"lm_head.weight": torch.zeros(12, 16)}, checkpoint / "model.safetensors")
+    if value_model:
+        (checkpoint / "value_model").mkdir()
+        (checkpoint / "value_model" / "config.json").write_text(json.dumps({"num_labels": 1}))
+        save_file({"score.weight": torch.zeros(1, 16)}, checkpoint / "value_model" / "model.safetensors")
+    adam = {
+        "state": {0: {"step": torch.tensor(2.0), "exp_avg": torch.zeros(4)}},
+        "param_groups": [{"lr": 0.1}],
+    }
+    torch.save(adam, checkpoint / "optimizer.pt")
+    torch.save({"last_epoch": step, "_last_lr": [0.1]}, checkpoint / "scheduler.pt")
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    torch.save(rng, checkpoint / "rng_state.pth")
+    # TrainingArguments are a full pickle that resuming never loads: not a reason to skip a checkpoint.
+    torch.save({"args": os.path.join}, checkpoint / "training_args.bin")
+    return checkpoint

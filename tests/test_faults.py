@@ -362,7 +362,8 @@ def test_overwrite_refuses_a_run_without_its_marker(tmp_path, cli, tiny_recipe):
     result = cli("train", tiny_recipe(), "-o", old, "--overwrite")
     assert result.exit_code == 2
     assert "holds a run from an older grpo-cli, without its run.json marker" in result.stderr
-    assert sorted(p.name for p in old.iterdir()) == ["metrics.jsonl", "recipe.yaml", "run.lock"]
+    # no lock file left: it guards no run
+    assert sorted(p.name for p in old.iterdir()) == ["metrics.jsonl", "recipe.yaml"]
 
 
 def test_resume_of_a_run_that_never_reached_a_checkpoint_says_so(tmp_path, cli, tiny_recipe):

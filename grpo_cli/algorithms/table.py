@@ -43,6 +43,8 @@ class Algorithm:
     deciding_fields: tuple[str, ...] = ()
     # Whether TRL's trainer runs a tool loop while it generates (`tools:`, `environment:` in a recipe).
     supports_tools: bool = False
+    # Folders it adds to each checkpoint-N, each a model `--resume` loads (checked before resuming).
+    checkpoint_parts: tuple[str, ...] = ()
 
     @property
     def uses_rewards(self) -> bool:
@@ -85,6 +87,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             starts_from=("policy",),
             batch_rules=batches.ppo,
             deciding_fields=("kl_coef", "cliprange", "vf_coef"),
+            checkpoint_parts=("value_model",),  # the critic (ppo_compat.CheckpointExtras)
         ),
         Algorithm(
             name="sft",

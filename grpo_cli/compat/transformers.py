@@ -68,6 +68,12 @@ RELIES_ON = (
         why="models.save_base_model sets it; TRL reads _name_or_path (compat.trl)",
     ),
     Relies(
+        "transformers.trainer_pt_utils",
+        "safe_globals",
+        source=("torch.serialization.safe_globals(",),
+        why="checkpoint_files checks rng_state*.pth under the numpy allowlist the Trainer loads them with",
+    ),
+    Relies(
         "transformers.models.auto.modeling_auto",
         "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
         why="trainer_fields.generate lists the model types from_config can build (no public list exists)",
@@ -80,6 +86,14 @@ def stage_checkpoint_saves(trainer, save) -> None:
     trial)` is the trainer's own `_save_checkpoint` (TRL's PPOTrainer and transformers' Trainer both call it)."""
     original = trainer._save_checkpoint
     trainer._save_checkpoint = lambda model, trial: save(original, model, trial)
+
+
+def rng_state_allowlist():
+    """The context (torch.serialization.safe_globals) under which the Trainer loads a checkpoint's rng_state*.pth
+    with weights_only=True: numpy's random state is numpy arrays and dtypes."""
+    from transformers.trainer_pt_utils import safe_globals
+
+    return safe_globals()
 
 
 def rotate_checkpoints(run_dir: Path, save_total_limit: int, best_model_checkpoint: str | None) -> None:

@@ -23,10 +23,14 @@ from grpo_cli.run_dir import (
     STAGING,
     check_resume_matches,
     checkpoint_step,
+    checkpoints,
+    discard_unstarted_run,
     finished_steps,
     last_complete_checkpoint,
+    no_usable_checkpoint,
     prepare_output_dir,
     release_locks,
+    usable_checkpoint,
 )
 
 
@@ -59,55 +63,36 @@ def train_recipe(
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     # transformers 5 deprecation notices triggered inside TRL: nothing the user can act on.
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    # The same checks and the same problem list as `validate`, before anything loads.
-    loaded = validation.validate(recipe, overrides or [], num_processes)
-    if output_dir is not None:
-        loaded.output_dir = str(output_dir)
-    out = Path(loaded.output_dir)
-    if resume:
-        check_resume_matches(loaded, out)
-    algorithm = ALGORITHMS[loaded.algorithm]
-
     interrupts.install()
+    out: Path | None = None
     try:
-        if not distributed.is_main_process():
-            # The main process checked and prepared the output directory; the others only train.
-            checkpoint = last_complete_checkpoint(out) if resume else None
-        else:
-            checkpoint = prepare_output_dir(out, overwrite=overwrite, resume=resume)
-            complete = resume and _already_complete(loaded, out, finished_steps(out), checkpoint)
-            if complete:
-                return Trained(out, None, note=complete)
-            if resume and checkpoint is None:
-                raise UserError(
-                    f"--resume: {out} finished without saving a checkpoint (trainer.save_strategy), so it cannot "
-                    "train further; start again with --overwrite"
-                )
-            with phase("importing TRL to check the trainer settings"):
-                # TRL's own checks, in a second rather than after loading
-                algorithm.module().config(loaded, out)
-            if distributed.wants_launcher(loaded.distributed) and not distributed.launched():
-                # Start N copies of this same command under accelerate's launcher; they find WORLD_SIZE set.
-                raise Stop(distributed.relaunch(loaded.distributed))
-            if show_recipe is not None:
-                show_recipe(loaded)
-            if checkpoint is not None:
-                say(f"resuming from {checkpoint}")
-
+        # The same checks and the same problem list as `validate`, before anything loads.
+        loaded = validation.validate(recipe, overrides or [], num_processes)
+        if output_dir is not None:
+            loaded.output_dir = str(output_dir)
+        out = Path(loaded.output_dir)
+        done = _prepare(loaded, out, overwrite=overwrite, resume=resume, show_recipe=show_recipe)
+        if isinstance(done, Trained):
+            return done
         models.quiet_progress_bars()
         try:
-            summary = algorithm.module().train(loaded, out, resume_from=checkpoint)
-        except interrupts.Interrupted:
-            raise
+            summary = ALGORITHMS[loaded.algorithm].module().train(loaded, out, resume_from=done)
         except Exception as err:
             _raise_if_disk_full(err, out)
             raise
-    except interrupts.Interrupted as stop:
-        raise Stop(_report_interruption(stop, out, in_pipeline)) from None
+    except (interrupts.Interrupted, KeyboardInterrupt) as stop:
+        if not isinstance(stop, interrupts.Interrupted):  # a library put Python's own SIGINT handler back
+            stop = interrupts.Interrupted(signal.SIGINT)
+        with interrupts.held():  # a second signal must not cut the cleanup short
+            if stop.step is None and out is not None:
+                discard_unstarted_run(out)  # nothing was trained: what this command wrote goes
+            code = _report_interruption(stop, out, in_pipeline)
+        raise Stop(code) from None
     finally:
         reward_workers.shutdown_all()  # the worker processes of `isolation: process` rewards end with the run
-        interrupts.restore()
-        release_locks()
+        with interrupts.held():
+            interrupts.restore()
+            release_locks()
     if summary and not summary.get("steps"):
         # Never success for nothing: TRL ends a run whose data fills no batch at step 0 with a mere warning.
         raise UserError(
@@ -119,6 +104,41 @@ def train_recipe(
 
         write_run_card(out)  # README.md, the model card: after summary.json, which it reads
     return Trained(out, summary or None)
+
+
+def _prepare(loaded, out: Path, *, overwrite: bool, resume: bool, show_recipe) -> Path | Trained | None:
+    """Check and lock the output directory, check TRL's settings: the checkpoint to resume from (None for a new
+    run), or the `Trained` of a run with nothing left to train."""
+    if resume:
+        check_resume_matches(loaded, out)
+    algorithm = ALGORITHMS[loaded.algorithm]
+    # What --resume checks a checkpoint holds before trusting it (run_dir.usable_checkpoint).
+    expected = {"algorithm": loaded.algorithm, "model_only": bool(loaded.trainer.get("save_only_model"))}
+    if not distributed.is_main_process():
+        # The main process checked and prepared the output directory; the others only train.
+        return usable_checkpoint(out, **expected)[0] if resume else None
+    checkpoint = prepare_output_dir(out, overwrite=overwrite, resume=resume, **expected)
+    complete = resume and _already_complete(loaded, out, finished_steps(out), checkpoint)
+    if complete:
+        return Trained(out, None, note=complete)
+    if resume and checkpoint is None and checkpoints(out):
+        raise no_usable_checkpoint(out, usable_checkpoint(out, **expected)[1])
+    if resume and checkpoint is None:
+        raise UserError(
+            f"--resume: {out} finished without saving a checkpoint (trainer.save_strategy), so it cannot "
+            "train further; start again with --overwrite"
+        )
+    with phase("importing TRL to check the trainer settings"):
+        # TRL's own checks, in a second rather than after loading
+        algorithm.module().config(loaded, out)
+    if distributed.wants_launcher(loaded.distributed) and not distributed.launched():
+        # Start N copies of this same command under accelerate's launcher; they find WORLD_SIZE set.
+        raise Stop(distributed.relaunch(loaded.distributed))
+    if show_recipe is not None:
+        show_recipe(loaded)
+    if checkpoint is not None:
+        say(f"resuming from {checkpoint}")
+    return checkpoint
 
 
 def _already_complete(recipe, out: Path, done: int | None, checkpoint: Path | None) -> str | None:
@@ -136,7 +156,7 @@ def _already_complete(recipe, out: Path, done: int | None, checkpoint: Path | No
     )
 
 
-def _report_interruption(stop: interrupts.Interrupted, out: Path, in_pipeline: bool) -> int:
+def _report_interruption(stop: interrupts.Interrupted, out: Path | None, in_pipeline: bool) -> int:
     """One line: where the run stopped and how to continue it; the exit code (130 SIGINT, 143 SIGTERM)."""
     name = signal.Signals(stop.signum).name
     if stop.reason:
