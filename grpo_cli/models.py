@@ -47,11 +47,24 @@ def char_tokenizer(vocabulary: str) -> PreTrainedTokenizerBase:
 def build_from_config(spec: FromConfig, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A randomly initialised causal LM from a transformers config, and its character-level tokenizer."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     tokenizer = char_tokenizer(spec.vocabulary)
+    config = config_from_spec(spec, tokenizer)
+    torch.manual_seed(seed)  # the same recipe builds the same initial weights
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def config_from_spec(spec: FromConfig, tokenizer=None):
+    """The transformers config `model.from_config` describes (the tokenizer gives the vocabulary and special ids)."""
+    from transformers import AutoConfig
+
+    tokenizer = tokenizer or char_tokenizer(spec.vocabulary)
     try:
-        config = AutoConfig.for_model(
+        return AutoConfig.for_model(
             spec.model_type,
             vocab_size=len(tokenizer),
             hidden_size=spec.hidden_size,
@@ -68,11 +81,6 @@ def build_from_config(spec: FromConfig, seed: int) -> tuple[PreTrainedModel, Pre
         )
     except (KeyError, ValueError) as err:
         raise UserError(f"model.from_config: cannot build a {spec.model_type!r} config: {err}") from err
-    torch.manual_seed(seed)  # the same recipe builds the same initial weights
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model, tokenizer
 
 
 def start_to_keep(spec: ModelSection, model, tokenizer):
