@@ -259,10 +259,17 @@ def check(
         binding = bind_rewards(recipe, planned, recipe_dir)
         problems += binding.problems
     if "dataset" not in broken:
-        dataset_problems, columns, _first = check_dataset(recipe)
+        dataset_problems, columns, first = check_dataset(recipe)
         problems += dataset_problems
         if columns is not None and not {"rewards", "eval"} & broken:
             problems += check_columns(recipe, columns, binding)
+        if first is not None and ALGORITHMS[recipe.algorithm].learns_from == "chosen/rejected pairs":
+            problems += [
+                f"dataset: column {name!r} holds {type(first[name]).__name__} values ({first[name]!r} in the first "
+                "row); a preference pair's answers are text, or chat messages"
+                for name in prompting.PREFERENCE_COLUMNS
+                if name in first and not isinstance(first[name], str | list)
+            ]
     return problems
 
 
