@@ -29,10 +29,12 @@ from grpo_cli.output import say, warn_once
 from grpo_cli.run_files import (
     WEIGHT_FILES,
     MetricsLog,
+    card_is_ours,
     follow_umask,
     metric_name,
     read_metrics,
     read_trainer_state,
+    record_card,
     rename_metrics,
 )
 
@@ -298,8 +300,9 @@ class RunGuard(TrainerCallback):
             follow_umask(staged, WEIGHT_FILES)  # before it is in place: readers see it whole and readable
             os.replace(staged, final)
             card = staged.parent / "README.md"  # TRL's model card, written beside the checkpoint
-            if card.exists():
+            if card.exists() and card_is_ours(self.run_dir):  # never over a card the user edited
                 os.replace(card, self.run_dir / "README.md")
+                record_card(self.run_dir)
             shutil.rmtree(staged.parent, ignore_errors=True)
             if args.save_total_limit:
                 transformers_compat.rotate_checkpoints(

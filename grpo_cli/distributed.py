@@ -16,12 +16,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 # Set for the processes `relaunch` starts: the grpo-cli process above them forwards signals, reports the exit code
 # and holds the run lock (`interrupts` reads it); and the command that was typed, for the resume hint.
 FORWARDED_ENV = "GRPO_CLI_SIGNALS_FORWARDED"
 COMMAND_ENV = "GRPO_CLI_COMMAND"
+# The pid of that grpo-cli process, which holds the run lock: a launched process stops at once when it is gone.
+HOLDER_ENV = "GRPO_CLI_LOCK_HOLDER"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 SIGNALS = (signal.SIGINT, signal.SIGTERM)  # what stops a run after a checkpoint (see `interrupts`)
 BACKENDS_NEEDING_GPU = {"deepspeed-zero2", "deepspeed-zero3", "fsdp"}
 
@@ -167,6 +172,7 @@ def relaunch(spec) -> int:
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         FORWARDED_ENV: "1",
         COMMAND_ENV: shlex.join(["grpo-cli", *sys.argv[1:]]),
+        HOLDER_ENV: str(os.getpid()),
     }
     received: list[int] = []
 
@@ -182,7 +188,12 @@ def relaunch(spec) -> int:
         if config_file is None and spec.backend != "ddp":
             config_file = str(Path(tmp) / "accelerate_config.yaml")
             Path(config_file).write_text(yaml.safe_dump(accelerate_config(spec)))
-        launcher = subprocess.Popen(launch_command(spec, argv, config_file), env=env, start_new_session=True)
+        launcher = subprocess.Popen(
+            launch_command(spec, argv, config_file),
+            env=env,
+            start_new_session=True,
+            preexec_fn=_death_signal_setter(os.getpid()),  # a SIGKILL here must not leave the launch running
+        )
         previous = {signum: signal.signal(signum, forward) for signum in SIGNALS}
         try:
             code = launcher.wait()
@@ -202,3 +213,93 @@ def _children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             found += [int(c) for c in children.read_text().split()]
     return found
+
+
+def _death_signal_setter(parent: int, signum: int = signal.SIGTERM):
+    """A function for `Popen(preexec_fn=...)`: the child gets `signum` when `parent` dies (Linux; else None).
+
+    libc is loaded here, before the fork: the child runs only the prctl call and a pid check (the parent may have
+    died before the call, which the kernel would then never report)."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+
+    def set_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(128 + int(signum))
+
+    return set_death_signal
+
+
+def _prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_guarded = False  # the watchdog runs (once per process: a pipeline trains several stages)
+
+
+def guard_worker() -> None:
+    """In a process that `relaunch` started: die with its parent (the launcher), and stop at once when the grpo-cli
+    process holding the run lock is gone, so that no worker goes on writing a run whose lock nobody holds.
+
+    Linux: the kernel sends SIGTERM when the parent dies (PR_SET_PDEATHSIG); on every platform a watchdog thread
+    checks the lock holder and the parent every half second."""
+    global _guarded
+    if _guarded or HOLDER_ENV not in os.environ or not launched():
+        return
+    _guarded = True
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    parent = os.getppid()
+    if holder_gone():  # it died before the watchdog started
+        _stop_orphan()
+    threading.Thread(target=_watch, args=(parent,), daemon=True, name="grpo-cli-lock-watchdog").start()
+
+
+def holder_gone() -> bool:
+    """Whether this process was launched by a grpo-cli process holding the run lock that has since died."""
+    holder = os.environ.get(HOLDER_ENV)
+    return holder is not None and holder.isdigit() and not _alive(int(holder))
+
+
+def _alive(pid: int) -> bool:
+    if Path("/proc/self/stat").exists():
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z"  # a killed process stays a zombie until its parent reaps it: dead all the same
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _watch(parent: int) -> None:
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent or holder_gone():
+            _stop_orphan()
+
+
+def _stop_orphan() -> None:
+    """Exit now, writing nothing more: the run's lock holder is gone."""
+    with contextlib.suppress(Exception):
+        pid = os.environ.get(HOLDER_ENV)
+        sys.stderr.write(
+            f"grpo-cli: the process holding the run lock (pid {pid}) is gone; stopping this one\n"
+        )
+        sys.stderr.flush()
+    os._exit(128 + signal.SIGTERM)

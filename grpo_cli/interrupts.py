@@ -19,7 +19,7 @@ import sys
 
 # FORWARDED_ENV: set for the processes `distributed.relaunch` starts (the grpo-cli process above them forwards
 # signals, reports the exit code and holds the run lock); COMMAND_ENV: the command that was typed.
-from grpo_cli.distributed import COMMAND_ENV, SIGNALS
+from grpo_cli.distributed import COMMAND_ENV, SIGNALS, holder_gone
 from grpo_cli.output import say
 
 
@@ -75,6 +75,10 @@ def requested() -> int:
 
 def _handle(signum, _frame) -> None:
     global _requested
+    if holder_gone():
+        # The launcher passes on the signal its own death sent it: the process holding the run lock is gone, so no
+        # checkpoint (nor anything else) may be written any more.
+        os._exit(128 + signum)
     if not _armed:
         _raise(signum, _frame)
         return

@@ -29,10 +29,12 @@ from grpo_cli.model_sources import HUB_ID, run_root
 from grpo_cli.output import warn_once
 from grpo_cli.run_files import (
     atomic_write,
+    card_is_ours,
     read_eval_report,
     read_marker,
     read_recipe,
     read_summary,
+    record_card,
     run_algorithm,
 )
 
@@ -52,7 +54,11 @@ def write_run_card(run_dir: Path) -> Path:
         chat_template=_has_chat_template(run_dir),
     )
     path = run_dir / "README.md"
+    if not card_is_ours(run_dir):
+        warn_once(f"{path} was edited by hand: left as it is, without this run's model card")
+        return path
     atomic_write(path, text)
+    record_card(run_dir)
     return path
 
 

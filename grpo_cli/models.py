@@ -47,11 +47,24 @@ def char_tokenizer(vocabulary: str) -> PreTrainedTokenizerBase:
 def build_from_config(spec: FromConfig, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A randomly initialised causal LM from a transformers config, and its character-level tokenizer."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     tokenizer = char_tokenizer(spec.vocabulary)
+    config = config_from_spec(spec, tokenizer)
+    torch.manual_seed(seed)  # the same recipe builds the same initial weights
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def config_from_spec(spec: FromConfig, tokenizer=None):
+    """The transformers config `model.from_config` describes (the tokenizer gives the vocabulary and special ids)."""
+    from transformers import AutoConfig
+
+    tokenizer = tokenizer or char_tokenizer(spec.vocabulary)
     try:
-        config = AutoConfig.for_model(
+        return AutoConfig.for_model(
             spec.model_type,
             vocab_size=len(tokenizer),
             hidden_size=spec.hidden_size,
@@ -68,11 +81,6 @@ def build_from_config(spec: FromConfig, seed: int) -> tuple[PreTrainedModel, Pre
         )
     except (KeyError, ValueError) as err:
         raise UserError(f"model.from_config: cannot build a {spec.model_type!r} config: {err}") from err
-    torch.manual_seed(seed)  # the same recipe builds the same initial weights
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model, tokenizer
 
 
 def start_to_keep(spec: ModelSection, model, tokenizer):
@@ -165,7 +173,7 @@ def policy_tokenizer(spec: ModelSection) -> PreTrainedTokenizerBase:
     if spec.from_config is not None:
         return char_tokenizer(spec.from_config.vocabulary)
     if spec.run is not None:
-        return load_tokenizer(spec.run)
+        return load_tokenizer(spec.run, trust_remote_code=spec.trust_remote_code)
     return load_tokenizer(spec.name_or_path, trust_remote_code=spec.trust_remote_code, revision=spec.revision)
 
 
@@ -280,7 +288,7 @@ def load_reward_model_for_training(spec: ModelSection, seed: int):
     from grpo_cli.run_files import run_kind
 
     if spec.run is not None and run_kind(Path(spec.run)) == "reward model":
-        return load_reward_model(spec.run, torch_dtype(spec.dtype))
+        return load_reward_model(spec.run, torch_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code)
     if spec.name_or_path is None:  # from_config, or a policy run's model
         causal, tokenizer = load_model(spec, seed)
         model = reward_model_from(causal, seed)
@@ -309,14 +317,14 @@ def load_reward_model_for_training(spec: ModelSection, seed: int):
     return model, tokenizer
 
 
-def load_reward_model(path: str | Path, dtype):
+def load_reward_model(path: str | Path, dtype, *, trust_remote_code: bool = False):
     """A trained reward model and its tokenizer from a directory: a saved sequence classifier, or a reward run
     whose LoRA adapter (with its score head) is merged into the base it was trained on. A Hub id works too."""
     from transformers import AutoModelForSequenceClassification
 
     from grpo_cli.run_files import read_adapter_config
 
-    tokenizer = load_tokenizer(str(path))
+    tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code)
     directory = Path(path)
     adapter_file = directory / "adapter_config.json"
     try:
@@ -334,12 +342,12 @@ def load_reward_model(path: str | Path, dtype):
                 if not base_name:
                     raise ValueError(f"the adapter in {directory} does not say which model it adapts")
                 base = AutoModelForSequenceClassification.from_pretrained(
-                    base_name, num_labels=1, dtype=dtype
+                    base_name, num_labels=1, dtype=dtype, trust_remote_code=trust_remote_code
                 )
                 model = PeftModel.from_pretrained(base, str(directory)).merge_and_unload()
             else:
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    str(path), num_labels=1, dtype=dtype
+                    str(path), num_labels=1, dtype=dtype, trust_remote_code=trust_remote_code
                 )
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -394,7 +402,11 @@ def load_source(source: ModelSource, recipe: Recipe) -> tuple[PreTrainedModel, P
                 f"cannot load the adapter in {source.path} on {source.base.describe()}: {describe(err)} "
                 "(was it trained from this base model?)"
             ) from err
-        tokenizer = load_tokenizer(str(source.path)) if _has_tokenizer(source.path) else base_tokenizer
+        tokenizer = (
+            load_tokenizer(str(source.path), trust_remote_code=spec.trust_remote_code)
+            if _has_tokenizer(source.path)
+            else base_tokenizer
+        )
     return model.to(default_device()).eval(), tokenizer
 
 

@@ -27,13 +27,22 @@ class RewardModelScore:
     special tokens added; the whole batch in one forward pass.
     """
 
-    def __init__(self, path: str, dtype, device=None, chat_template_kwargs: dict | None = None):
+    def __init__(
+        self,
+        path: str,
+        dtype,
+        device=None,
+        chat_template_kwargs: dict | None = None,
+        trust_remote_code: bool = False,
+    ):
         from grpo_cli import models
 
         self.path = path
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         # A saved model, or a reward run's LoRA adapter merged into its base; pad_token_id set from the tokenizer.
-        self.model, self.tokenizer = models.load_reward_model(path, dtype)
+        self.model, self.tokenizer = models.load_reward_model(
+            path, dtype, trust_remote_code=trust_remote_code
+        )
         if self.tokenizer.pad_token_id is None:
             raise UserError(
                 f"reward model {path}: its tokenizer has no pad token, nor an unk or EOS token to pad with"
@@ -91,10 +100,13 @@ def load_reward_models(
     dtype: str = "auto",
     device=None,
     chat_template_kwargs: dict | None = None,
+    trust_remote_code: bool = False,
 ) -> list[reward_binding.BoundReward]:
     """`bound` with every reward model loaded as a `RewardModelScore`, so that each one has a callable `fn`.
 
-    `dtype` is a recipe's `model.dtype` (the policy's precision); `device` defaults to `devices.default_device()`.
+    `dtype` is a recipe's `model.dtype` (the policy's precision); `device` defaults to `devices.default_device()`;
+    `trust_remote_code` is the recipe's `model.trust_remote_code` (False without a recipe): always passed, so that
+    transformers never asks on the terminal whether to run a model's code.
     """
     if all(b.fn is not None for b in bound):
         return list(bound)  # nothing to load: no torch import for rewards that are plain functions
@@ -106,7 +118,10 @@ def load_reward_models(
         if b.fn is None:
             with phase(f"loading reward model {b.model_path}"):
                 b = dataclasses.replace(
-                    b, fn=RewardModelScore(b.model_path, torch_dtype(dtype), device, chat_template_kwargs)
+                    b,
+                    fn=RewardModelScore(
+                        b.model_path, torch_dtype(dtype), device, chat_template_kwargs, trust_remote_code
+                    ),
                 )
         loaded.append(b)
     return loaded

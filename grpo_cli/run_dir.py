@@ -16,16 +16,19 @@ from pathlib import Path
 
 from grpo_cli.errors import UserError
 from grpo_cli.output import say, warn_once
-from grpo_cli.run_files import MARKER_FILE as MARKER
 from grpo_cli.run_files import (
+    CARD_FILE,
+    CARD_HASH,
     WEIGHT_FILES,
     atomic_write,
+    card_is_ours,
     follow_umask,
     read_marker,
     read_recipe,
     read_summary,
     read_trainer_state,
 )
+from grpo_cli.run_files import MARKER_FILE as MARKER
 from grpo_cli.run_lock import LOCK, lock_run
 from grpo_cli.run_lock import LOCK_ENV as LOCK_ENV  # re-exported: the lock is part of what a run directory is
 from grpo_cli.run_lock import RunLock as RunLock
@@ -103,6 +106,7 @@ def write_marker(directory: Path, algorithm: str, manifest: dict | None = None) 
         "algorithm": algorithm,
         "run_id": secrets.token_hex(8),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        CARD_HASH: None,  # no README.md written yet: one there now is a user's (see run_files.card_is_ours)
     }
     if manifest is not None:
         marker["manifest"] = manifest
@@ -311,16 +315,19 @@ def check_resume_matches(recipe, directory: Path) -> None:
 
 
 def clear_previous_run(directory: Path) -> list[str]:
-    """Remove what a previous run consists of (never the lock, never a user's files); return what was kept."""
+    """Remove what a previous run consists of (never the lock, never a user's files, never a card the user edited);
+    return what was kept."""
     directory.mkdir(parents=True, exist_ok=True)
+    card_edited = not card_is_ours(directory)  # read from the marker before it goes
     for path in directory.iterdir():
-        if path.name == LOCK or not is_run_file(path.name):
+        if path.name == LOCK or not is_run_file(path.name) or (path.name == CARD_FILE and card_edited):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink()
-    return foreign_entries(directory)
+    kept = foreign_entries(directory)
+    return sorted([*kept, f"{CARD_FILE} (edited since the run wrote it)"]) if card_edited else kept
 
 
 def begin_run(

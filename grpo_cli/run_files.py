@@ -232,11 +232,6 @@ def read_export_marker(directory: Path) -> dict[str, Any] | None:
     return _read_mapping(Path(directory) / EXPORT_MARKER_FILE, json.loads, "JSON")
 
 
-def read_marker(run_dir: Path) -> dict[str, Any] | None:
-    """run.json: the marker, with the run's manifest (what produced it)."""
-    return _read_mapping(Path(run_dir) / MARKER_FILE, json.loads, "JSON")
-
-
 def run_algorithm(run_dir: Path) -> str | None:
     """The algorithm that trained the run in `run_dir`: its marker's, else (a run from before the marker) its
     recipe.yaml's, `grpo` when that names none; None when the directory holds neither or they name no algorithm."""
@@ -249,6 +244,49 @@ def run_algorithm(run_dir: Path) -> str | None:
         saved = {"algorithm": "grpo", **saved}  # the recipe's default
     algorithm = saved.get("algorithm")
     return algorithm if isinstance(algorithm, str) else None
+
+
+CARD_FILE = "README.md"  # the run's model card
+CARD_HASH = "card_sha256"  # in the marker: the card as the run last wrote it (None: it wrote none)
+
+
+def read_marker(run_dir: Path) -> dict[str, Any] | None:
+    """The run's marker, run.json (format, algorithm, run id, the card's hash, the manifest of what produced the
+    run), None when it has none."""
+    return _read_mapping(Path(run_dir) / MARKER_FILE, json.loads, "JSON")
+
+
+def _sha256(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def card_is_ours(run_dir: Path) -> bool:
+    """Whether RUN/README.md is absent or holds what the run wrote there, not a user's edit of it: only then may the
+    run replace it, or --overwrite delete it."""
+    card = Path(run_dir) / CARD_FILE
+    if not card.exists():
+        return True
+    try:
+        marker = read_marker(run_dir)
+    except UserError:
+        return False
+    # No marker (a run from before it), or one from before the hash: nothing says the card is not the run's.
+    return marker is None or CARD_HASH not in marker or marker[CARD_HASH] == _sha256(card)
+
+
+def record_card(run_dir: Path) -> None:
+    """The run has just written its card: keep its hash in the marker (see `card_is_ours`)."""
+    marker = read_marker(run_dir)
+    if marker is not None:
+        atomic_write(
+            Path(run_dir) / MARKER_FILE,
+            json.dumps({**marker, CARD_HASH: _sha256(Path(run_dir) / CARD_FILE)}, indent=2) + "\n",
+        )
 
 
 def run_kind(run_dir: Path) -> RunKind | None:
@@ -317,9 +355,16 @@ def finish_run(
 ) -> dict:
     """The end every algorithm shares: save the trained model (or adapter), then, on the main process only,
     summary.json ({} on the others)."""
-    trainer.save_model(str(output_dir))
-    if not trainer.accelerator.is_main_process:
+    main = trainer.accelerator.is_main_process
+    card = Path(output_dir) / CARD_FILE
+    edited = card.read_bytes() if main and not card_is_ours(output_dir) else None
+    trainer.save_model(str(output_dir))  # peft and TRL write a README.md of their own beside the weights
+    if not main:
         return {}
+    if edited is not None:
+        atomic_write(card, lambda f: f.write(edited))  # the user's card stays as they left it
+    else:
+        record_card(output_dir)
     follow_umask(output_dir, WEIGHT_FILES)
     return write_summary(
         output_dir,

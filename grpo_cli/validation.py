@@ -7,14 +7,22 @@ the model is loaded is checked by `check_loaded`, for `train` to call before it 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grpo_cli import data, data_formats, distributed, prompting, reward_binding, tasks, tool_binding
+from grpo_cli import (
+    data,
+    data_formats,
+    distributed,
+    lora_targets,
+    prompting,
+    reward_binding,
+    tasks,
+    tool_binding,
+)
 from grpo_cli.algorithms.table import ALGORITHMS
 from grpo_cli.distributed import launched, world_size
-from grpo_cli.errors import ConfigError, UserError, describe, did_you_mean
+from grpo_cli.errors import ConfigError, UserError, describe
 from grpo_cli.model_sources import HUB_ID
 from grpo_cli.recipe import Recipe, check_schema, finish
 from grpo_cli.recipe_files import load_data
@@ -252,7 +260,11 @@ def check(
     if "trainer" not in broken:
         problems += check_machine(recipe.trainer)
     if "model" not in broken:
-        problems += check_model(recipe, planned, recipe_dir)
+        model_problems = check_model(recipe, planned, recipe_dir)
+        problems += model_problems
+        if not model_problems and not {"lora", "algorithm"} & broken:
+            known = lora_targets.from_config(recipe)  # the module names, when the config is readable offline
+            problems += lora_targets.problems(recipe.lora.target_modules, known[1], known[0]) if known else []
     if not {"rewards", "eval"} & broken:
         binding = bind_rewards(recipe, planned, recipe_dir)
         problems += binding.problems
@@ -263,10 +275,17 @@ def check(
     if not {"eval", "dataset", "distributed"} & broken:
         problems += check_eval_during_training(recipe)
     if "dataset" not in broken:
-        dataset_problems, columns, _first = check_dataset(recipe)
+        dataset_problems, columns, first = check_dataset(recipe)
         problems += dataset_problems
         if columns is not None and not {"rewards", "eval"} & broken:
             problems += check_columns(recipe, columns, binding)
+        if first is not None and ALGORITHMS[recipe.algorithm].learns_from == "chosen/rejected pairs":
+            problems += [
+                f"dataset: column {name!r} holds {type(first[name]).__name__} values ({first[name]!r} in the first "
+                "row); a preference pair's answers are text, or chat messages"
+                for name in prompting.PREFERENCE_COLUMNS
+                if name in first and not isinstance(first[name], str | list)
+            ]
         if columns is not None and agent is not None:
             problems += tool_binding.column_problems(agent, columns)
     return problems
@@ -338,9 +357,8 @@ def check_loaded(recipe: Recipe, model, tokenizer, rows=None) -> list[str]:
     touches the output directory; `rows` are the dataset rows (before `prompting.prepare`), when loaded."""
     problems = []
     if recipe.lora is not None and recipe.lora.target_modules != "all-linear":
-        problems += _check_lora_targets(
-            recipe.lora.target_modules, [name for name, _ in model.named_modules()]
-        )
+        modules = {name: type(module).__name__ for name, module in model.named_modules()}
+        problems += lora_targets.problems(recipe.lora.target_modules, modules)
     batch_rules = ALGORITHMS[recipe.algorithm].batch_rules
     if rows is not None and batch_rules is not None:
         # The training rows are counted now for any dataset (validate counts only local files and generated
@@ -358,28 +376,5 @@ def check_loaded(recipe: Recipe, model, tokenizer, rows=None) -> list[str]:
             problems.append(
                 f"dataset: the tokenizer's chat template fails on the first prompt ({describe(err)}); "
                 "fix the template or set dataset.chat_template: false"
-            )
-    return problems
-
-
-def _check_lora_targets(targets: str | list[str], module_names: list[str]) -> list[str]:
-    """peft's matching: a string is a regular expression over full module names, a list holds name suffixes."""
-    leaves = sorted({name.rsplit(".", 1)[-1] for name in module_names if name})
-    if isinstance(targets, str):
-        try:
-            pattern = re.compile(targets)
-        except re.error as err:
-            return [f"lora.target_modules: {targets!r} is not a regular expression: {err}"]
-        if not any(pattern.fullmatch(name) for name in module_names):
-            return [
-                f"lora.target_modules: {targets!r} matches no module of the model; its modules: {', '.join(leaves)}"
-            ]
-        return []
-    problems = []
-    for target in targets:
-        if not any(name == target or name.endswith(f".{target}") for name in module_names):
-            problems.append(
-                f"lora.target_modules: {target!r} matches no module of the model{did_you_mean(target, leaves)}; "
-                f"its modules: {', '.join(leaves)}"
             )
     return problems

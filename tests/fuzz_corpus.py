@@ -3,7 +3,8 @@
 Every case is a set of files written into an empty directory (the recipe is `recipe.yaml`, beside it any data
 files or parents it names) plus command-line overrides. The corpus mutates the shipped recipes and a local-file
 variant of the `addition` recipe: every leaf given wrong types and odd values, every section deleted, replaced or given
-an unknown key, whole-file junk, bad overrides, `extends:` chains and bad data files. Where a case's construction
+an unknown key, whole-file junk, bad overrides, `extends:` chains, bad data files, and the classes of issue 23's
+items 1-6 (`issue23`, from tests/fuzz_issue23.py). Where a case's construction
 says how validate must answer (the recipe as shipped, an unknown key, a section of the wrong type, each hand-written
 case), the case carries it: the exit code and a fragment of what stderr must say.
 
@@ -391,6 +392,12 @@ def corpus() -> tuple[Case, ...]:
             exit=0,
         )
     )
+    # Issue 23's items 1-6, one expected outcome each (tests/fuzz_issue23.py).
+    from grpo_cli._paths import RECIPES_DIR
+    from tests.fuzz_issue23 import cases as issue23_cases
+
+    for what, files, overrides, code, says in issue23_cases(RECIPES_DIR):
+        cases.append(Case(f"issue23:{what}", files, overrides, exit=code, says=says))
     return tuple(cases)
 
 

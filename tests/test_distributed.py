@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -169,3 +170,67 @@ def test_gradients_are_synchronised_across_processes(tmp_path):
     assert torch.equal(rank0, rank1)
     initial_lora_b_is_zero = (rank0 == 0).sum() >= rank0.numel() // 2  # peft starts every lora_B at zero
     assert not initial_lora_b_is_zero, "the adapter did not train"
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            found += [int(child), *_descendants(int(child))]
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process tree from /proc")
+def test_sigkill_to_the_top_process_takes_the_launcher_and_workers_with_it(tmp_path):
+    """Issue 23 item 8: the launcher and both workers kept training, and writing, after the top process (the run
+    lock's holder) was SIGKILLed."""
+    import signal
+    import time
+
+    from tests.helpers import TINY_RECIPE
+
+    trainer = {
+        **TINY_RECIPE["trainer"],
+        "per_device_train_batch_size": 4,
+        "max_steps": 200,
+        "save_steps": 500,
+    }
+    recipe, run = tmp_path / "recipe.yaml", tmp_path / "run"
+    recipe.write_text(yaml.safe_dump({**TINY_RECIPE, "trainer": trainer, "output_dir": str(run)}))
+    metrics, launch = run / "metrics.jsonl", []
+    top = subprocess.Popen(
+        [sys.executable, "-m", "grpo_cli", "train", str(recipe), "--num-processes", "2"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (metrics.exists() and metrics.read_text().strip()):
+            assert top.poll() is None and time.monotonic() < deadline, "no first step"
+            time.sleep(0.1)
+        launch += _descendants(top.pid)
+        assert len(launch) >= 3, launch  # the launcher and two workers
+        os.kill(top.pid, signal.SIGKILL)
+        top.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in launch) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in launch if _running(pid)]
+        size = metrics.stat().st_size
+        time.sleep(2)
+        assert metrics.stat().st_size == size  # nothing writes the run any more
+        assert not list(run.glob("checkpoint-*"))  # no checkpoint saved without the lock
+    finally:
+        for pid in [top.pid, *launch]:  # whatever is left
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grpo_cli import model_card
+from grpo_cli import model_card, run_files
 from tests.tiny_runs import fake_run
 
 HUB_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -271,3 +271,68 @@ def test_cards_name_local_data_and_rewards_without_this_machines_paths(tmp_path)
     assert "- Dataset: `train.jsonl`, split `train`" in lines
     assert "| `rewards.py:exact` | 1 |  |" in lines and "| `model:rm` | 0.5 |  |" in lines
     assert str(tmp_path) not in text
+
+
+@pytest.mark.slow
+def test_overwrite_keeps_a_card_the_user_edited(tmp_path):
+    """Issue 23 item 12: --overwrite deletes the run's own README.md, and keeps (and lists) one the user edited; the
+    new run then leaves it as it is."""
+    import copy
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import TINY_RECIPE
+
+    data = copy.deepcopy(TINY_RECIPE)
+    data["trainer"].update(max_steps=2, save_steps=2)
+    recipe, run = tmp_path / "r.yaml", tmp_path / "run"
+    recipe.write_text(yaml.safe_dump({**data, "output_dir": str(run)}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def train(*flags):
+        command = [sys.executable, "-m", "grpo_cli", "train", str(recipe), *flags]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stderr
+
+    train()
+    card = (run / "README.md").read_text()
+    assert run_files.card_is_ours(run)  # the card as the run wrote it: --overwrite deletes it (below, fast)
+    (run / "README.md").write_text(card + "\nMy notes on this run.\n")
+    stderr = train("--overwrite")
+    assert f"kept in {run}, not part of the run: README.md (edited since the run wrote it)" in stderr
+    assert (
+        f"warning: {run / 'README.md'} was edited by hand: left as it is, without this run's model card"
+        in stderr
+    )
+    assert (run / "README.md").read_text() == card + "\nMy notes on this run.\n"
+    assert (run / "checkpoint-2").is_dir() and (run / "summary.json").is_file()  # the run itself is whole
+
+
+def test_overwrite_deletes_the_runs_own_card_and_keeps_an_edited_one(tmp_path):
+    import hashlib
+
+    from grpo_cli.run_dir import clear_previous_run, write_marker
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_marker(run, "grpo")
+    (run / "README.md").write_text("a user's notes, in a run that wrote no card\n")
+    assert clear_previous_run(run) == ["README.md (edited since the run wrote it)"]
+    write_marker(run, "grpo")
+    run_files.record_card(run)  # the run wrote this card
+    assert (
+        json.loads((run / "run.json").read_text())["card_sha256"]
+        == hashlib.sha256((run / "README.md").read_bytes()).hexdigest()
+    )
+    assert clear_previous_run(run) == [] and not (run / "README.md").exists()
+    write_marker(run, "grpo")
+    (run / "README.md").write_text("the card\n")
+    run_files.record_card(run)
+    (run / "README.md").write_text("the card, edited\n")
+    assert clear_previous_run(run) == ["README.md (edited since the run wrote it)"]
+    assert (run / "README.md").read_text() == "the card, edited\n"
+    # A marker from before the card's hash was recorded: the card is the run's, as before.
+    (run / "run.json").write_text('{"format": 1, "algorithm": "grpo"}')
+    assert clear_previous_run(run) == [] and not (run / "README.md").exists()

@@ -67,7 +67,7 @@ def test_corpus_covers_every_kind_and_says_what_it_expects():
         "code-grpo",
     }
     shipped |= {"pipeline-sft", "pipeline-reward", "pipeline-ppo", "pipeline-grpo"}  # its stages
-    assert kinds == shipped | {"local", "junk", "override", "extends", "data"}
+    assert kinds == shipped | {"local", "junk", "override", "extends", "data", "issue23"}
     assert len({case.id for case in cases}) == len(cases), "case ids are unique"
     for case in cases:
         assert case.exit in (None, 0, 2) and (case.says is None or case.exit == 2), case.id
@@ -75,8 +75,11 @@ def test_corpus_covers_every_kind_and_says_what_it_expects():
     # Every kind has refused cases with a known answer; the hand-written kinds answer each case, accepted or not.
     for kind in kinds:
         assert 2 in {case.exit for case in cases if case.kind == kind}, kind
-    for kind in ("junk", "override", "extends", "data"):
+    for kind in ("junk", "override", "extends", "data", "issue23"):
         assert {case.exit for case in cases if case.kind == kind} == {0, 2}, kind
+    # Issue 23's classes: every case says how validate answers, and every refusal what it names.
+    assert all(case.exit is not None for case in cases if case.kind == "issue23")
+    assert all(case.says for case in cases if case.kind == "issue23" and case.exit == 2)
     # Every base is validated as it is: accepted, unless it names a stage or a run an empty directory lacks.
     alone = {case.kind: case.exit for case in cases if case.id.endswith(":as shipped")}
     assert alone.keys() == shipped | {"local"}

@@ -4,6 +4,7 @@ eval use (`validation.bind_rewards`)."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from grpo_cli import validation
 from grpo_cli.recipe import load_recipe
@@ -61,3 +62,73 @@ def test_eval_rewards_are_bound_once_for_validate_and_eval(tmp_path):
         "eval.rewards[0] (accuracy) is already a training reward, whose metrics eval reports anyway: "
         "remove it from eval.rewards"
     ]
+
+
+@pytest.fixture
+def config_only_model(tmp_path):
+    """A local model directory with a config.json and no weights: all validate needs to know its modules."""
+    from transformers import Qwen2Config
+
+    directory = tmp_path / "tiny-qwen2"
+    Qwen2Config(
+        vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    ).save_pretrained(directory)
+    return directory
+
+
+def test_validate_refuses_a_lora_target_the_config_has_no_module_for(tiny_recipe, config_only_model):
+    """Issue 23 item 4: known from the model's config.json, without weights; the real CLI, one line, exit 2."""
+    import subprocess
+    import sys
+
+    recipe = tiny_recipe(
+        {
+            "model": {"from_config": None, "name_or_path": str(config_only_model)},
+            "lora": {"target_modules": ["q_proj", "qproj"]},
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "grpo_cli", "validate", str(recipe)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if "lora.target_modules" in x]
+    assert (
+        f"lora.target_modules: 'qproj' matches no module of {config_only_model} (qwen2, from its config) "
+        "(did you mean 'q_proj'?); its modules: "
+    ) in line
+    assert line.endswith(
+        "down_proj, embed_tokens, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"
+    )
+
+
+def test_lora_targets_from_config_regex_reward_model_and_uncached_hub_id(cli, tiny_recipe, config_only_model):
+    result = cli("validate", tiny_recipe({"lora": {"target_modules": ["nope"]}}))
+    assert result.exit_code == 2
+    assert (
+        "lora.target_modules: 'nope' matches no module of the qwen2 model built from a config; its modules: "
+        in (result.stderr)
+    )
+    model = {"from_config": None, "name_or_path": str(config_only_model)}
+    assert (
+        cli("validate", tiny_recipe({"model": model, "lora": {"target_modules": ".*_proj"}})).exit_code == 0
+    )
+    result = cli("validate", tiny_recipe({"model": model, "lora": {"target_modules": "mlp"}}))
+    assert result.exit_code == 2 and "lora.target_modules: 'mlp' matches no module of" in result.stderr
+    # A reward model has a score head where a causal LM has lm_head.
+    reward = tiny_recipe(
+        {"model": model, "lora": {"target_modules": ["score", "q_proj"]}}, name="reward.yaml"
+    )
+    data = yaml.safe_load(reward.read_text())
+    data.update(algorithm="reward", rewards=None, dataset={"source": str(reward.parent / "pairs.jsonl")})
+    (reward.parent / "pairs.jsonl").write_text('{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n' * 16)
+    reward.write_text(yaml.safe_dump(data))
+    result = cli("validate", reward)
+    assert "lora.target_modules" not in result.stderr, result.stderr
+    # Not readable offline (a Hub id not in the cache): nothing to check against, so nothing is said.
+    hub = {"from_config": None, "name_or_path": "grpo-cli-tests/not-in-any-cache"}
+    result = cli("validate", tiny_recipe({"model": hub, "lora": {"target_modules": ["nope"]}}))
+    assert "lora.target_modules" not in result.stderr, result.stderr

@@ -54,7 +54,8 @@ def config(recipe: Recipe, output_dir: Path, tokenizer=None, eos_ids=()):
         output_dir=str(output_dir),
         seed=recipe.seed,
         reward_weights=[entry.weight for entry in recipe.rewards],
-        **args,
+        # TRL loads the reference model itself (full fine-tuning, beta > 0): as the policy was loaded
+        **{"trust_remote_code": recipe.model.trust_remote_code, **args},
     )
 
 
@@ -83,7 +84,11 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     args = config(recipe, output_dir, tokenizer, generation.eos_ids(model, tokenizer))  # sets up processes
     # Reward models too go through scoring (not TRL's own reward-model path), so they log /errors and /seconds.
     rewards = reward_models.load_reward_models(
-        rewards, recipe.model.dtype, args.device, args.chat_template_kwargs
+        rewards,
+        recipe.model.dtype,
+        args.device,
+        args.chat_template_kwargs,
+        trust_remote_code=recipe.model.trust_remote_code,
     )
     reward_funcs = [scoring.RewardCall(r) for r in rewards]
     main_process = distributed.is_main_process()

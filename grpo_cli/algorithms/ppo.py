@@ -108,7 +108,9 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
     per_step = episodes_per_step(args)
     _check_enough_rows(len(train_rows), per_step)
     # Reward models load only now, beside the policy on the device the trainer uses (args.device).
-    rewards = reward_models.load_reward_models(rewards, recipe.model.dtype, device=args.device)
+    rewards = reward_models.load_reward_models(
+        rewards, recipe.model.dtype, device=args.device, trust_remote_code=recipe.model.trust_remote_code
+    )
     scorer = RolloutRewards(rewards)
     # TRL's sample tables (num_sample_generations > 0) generate on the held-out prompts: the bridge must know them.
     eval_rows = []
@@ -255,7 +257,9 @@ def load_value_model(recipe: Recipe, initial_model, tokenizer, resume_from: Path
                     f"--resume: {resume_from} has no {ppo_compat.CheckpointExtras.VALUE_MODEL_DIR}/ (the PPO critic), so the "
                     "run cannot continue where it stopped; use --overwrite to start again"
                 )
-            model = AutoModelForSequenceClassification.from_pretrained(saved, dtype=dtype)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                saved, dtype=dtype, trust_remote_code=recipe.model.trust_remote_code
+            )
         elif recipe.model.name_or_path is None:  # from_config or model.run
             # Built from the same config with the policy's weights copied in: nothing to read back from disk.
             config = copy.deepcopy(initial_model.config)

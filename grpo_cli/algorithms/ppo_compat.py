@@ -66,7 +66,9 @@ def resumed_policy(recipe: Recipe, initial_model, checkpoint: Path):
         return PeftModel.from_pretrained(initial_model, str(checkpoint), is_trainable=True), None
     from transformers import AutoModelForCausalLM
 
-    policy = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=initial_model.dtype)
+    policy = AutoModelForCausalLM.from_pretrained(
+        checkpoint, dtype=initial_model.dtype, trust_remote_code=recipe.model.trust_remote_code
+    )
     policy.generation_config.pad_token_id = initial_model.generation_config.pad_token_id
     return policy, initial_model
 

@@ -282,12 +282,12 @@ def test(
     given_columns = _parse_columns(column)
     # The advantage shown is GRPO's, so TRL's GRPOConfig defaults apply where the recipe sets nothing.
     grpo_defaults = fields("grpo")
-    trainer, dtype, chat_template_kwargs = {}, "auto", {}
+    trainer, dtype, chat_template_kwargs, trust_remote_code = {}, "auto", {}, False
     tokenizer = None
     if tokenizer_name is not None:
         from grpo_cli import models
 
-        tokenizer = models.load_tokenizer(tokenizer_name)
+        tokenizer = models.load_tokenizer(tokenizer_name, trust_remote_code=False)  # no recipe says otherwise
 
     if recipe is not None:
         from grpo_cli.recipe import load_recipe
@@ -302,6 +302,7 @@ def test(
         if not entries:
             raise UserError(f"{recipe} names no rewards; add some, or give --reward NAME")
         trainer, dtype = loaded.trainer, loaded.model.dtype
+        trust_remote_code = loaded.model.trust_remote_code
         # What GRPOTrainer passes to the chat template for reward models.
         chat_template_kwargs = trainer_fields.chat_template_kwargs(loaded)
         policy_tokenizer = _fill_from_rows(items, loaded, prompt, row, given_columns)
@@ -336,7 +337,12 @@ def test(
                     else f"give its value with --column {name}=VALUE"
                 )
                 raise UserError(f"rewards[{i}] ({b.entry.name}) reads column {name!r}, {how}")
-    bound = reward_models.load_reward_models(bound, dtype, chat_template_kwargs=chat_template_kwargs)
+    bound = reward_models.load_reward_models(
+        bound,
+        dtype,
+        chat_template_kwargs=chat_template_kwargs,
+        trust_remote_code=trust_remote_code,
+    )
 
     max_steps = trainer.get("max_steps", 0)
     state = scoring.run_state(step, max_steps if isinstance(max_steps, int) and max_steps > 0 else 0)

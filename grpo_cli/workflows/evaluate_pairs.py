@@ -44,9 +44,10 @@ class PairResult(EvalResult):
 def _base_model(recipe: Recipe, run_dir: Path | None):
     """The reward model a run started from: its base_model/ (saved initial weights), else the recipe's model."""
     if run_dir is not None and (run_dir / "base_model" / "config.json").is_file():
-        return models.load_reward_model(run_dir / "base_model", devices.torch_dtype(recipe.model.dtype)), str(
-            run_dir / "base_model"
-        )
+        trust = recipe.model.trust_remote_code
+        return models.load_reward_model(
+            run_dir / "base_model", devices.torch_dtype(recipe.model.dtype), trust_remote_code=trust
+        ), str(run_dir / "base_model")
     return models.load_reward_model_for_training(
         recipe.model, recipe.seed
     ), "the recipe's model (fresh score head)"
@@ -76,7 +77,15 @@ def run(
     roles: list[tuple[str, Any]] = []
     if tuned_path is not None:
         roles.append(
-            ("tuned", lambda: (models.load_reward_model(tuned_path, dtype), str(tuned_path.resolve())))
+            (
+                "tuned",
+                lambda: (
+                    models.load_reward_model(
+                        tuned_path, dtype, trust_remote_code=recipe.model.trust_remote_code
+                    ),
+                    str(tuned_path.resolve()),
+                ),
+            )
         )
     if baseline or tuned_path is None:
         roles.append(("base", lambda: _base_model(recipe, run_dir)))

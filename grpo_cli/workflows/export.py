@@ -239,7 +239,7 @@ def _export_merged(source: Source, staging: Path, dtype: str | None) -> Exported
     _save(model, tokenizer, staging)
     del model
     gc.collect()
-    exported = _from_pretrained(staging)
+    exported = _from_pretrained(staging, trust_remote_code=recipe.model.trust_remote_code)
     check = compare(reference, logits(exported, prompts), target)
     if not check.ok:
         raise UserError(
@@ -275,7 +275,8 @@ def _export_merged_reward(source: Source, staging: Path, dtype: str | None) -> E
     _save(model, tokenizer, staging)
     del model
     gc.collect()
-    check = compare(reference, export_reward.scores(export_reward.load_exported(staging), texts), target)
+    exported = export_reward.load_exported(staging, trust_remote_code=source.recipe.model.trust_remote_code)
+    check = compare(reference, export_reward.scores(exported, texts), target)
     check.measure = "scores"
     if not check.ok:
         raise UserError(
@@ -296,7 +297,11 @@ def _adapter_on_base(source: Source):
         raise UserError(
             f"cannot load the adapter in {source.path} on {source.tuned.base.describe()}: {describe(err)}"
         ) from err
-    tokenizer = models.load_tokenizer(str(source.path)) if _has_tokenizer(source.path) else base_tokenizer
+    tokenizer = (
+        models.load_tokenizer(str(source.path), trust_remote_code=source.recipe.model.trust_remote_code)
+        if _has_tokenizer(source.path)
+        else base_tokenizer
+    )
     return model.eval(), tokenizer
 
 
@@ -326,10 +331,12 @@ def _saved_dtype(source: Source) -> str:
     return saved if saved in DTYPES else "float32"
 
 
-def _from_pretrained(directory: Path):
+def _from_pretrained(directory: Path, *, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype="auto")
+    model = AutoModelForCausalLM.from_pretrained(
+        str(directory), dtype="auto", trust_remote_code=trust_remote_code
+    )
     return model.to(default_device()).eval()
 
 
@@ -403,12 +410,13 @@ def _check_adapter_export(source: Source, out: Path) -> Check:
         prompts = check_prompts(source.recipe, tokenizer)
         reference = logits(reference_model, prompts)
     del reference_model
+    trust = source.recipe.model.trust_remote_code
     try:
         if reward:
-            exported = export_reward.load_exported_adapter(out, base_name)
+            exported = export_reward.load_exported_adapter(out, base_name, trust_remote_code=trust)
             measured = export_reward.scores(exported, prompts)
         else:
-            exported = _load_exported_adapter(out, base_name)
+            exported = _load_exported_adapter(out, base_name, trust_remote_code=trust)
             measured = logits(exported, prompts)
     except (OSError, ValueError, RuntimeError) as err:
         raise UserError(
@@ -425,10 +433,12 @@ def _check_adapter_export(source: Source, out: Path) -> Check:
     return check
 
 
-def _load_exported_adapter(directory: Path, base_name: str):
+def _load_exported_adapter(directory: Path, base_name: str, *, trust_remote_code: bool = False):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     inside = directory / base_name
-    base = AutoModelForCausalLM.from_pretrained(str(inside) if inside.is_dir() else base_name)
+    base = AutoModelForCausalLM.from_pretrained(
+        str(inside) if inside.is_dir() else base_name, trust_remote_code=trust_remote_code
+    )
     return PeftModel.from_pretrained(base, str(directory)).eval()

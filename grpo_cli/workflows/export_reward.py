@@ -28,12 +28,15 @@ def load_base(base: ModelSource, recipe: Recipe):
     try:
         with models.quiet_loading():
             model = AutoModelForSequenceClassification.from_pretrained(
-                str(base.path), num_labels=1, dtype=devices.torch_dtype(recipe.model.dtype)
+                str(base.path),
+                num_labels=1,
+                dtype=devices.torch_dtype(recipe.model.dtype),
+                trust_remote_code=recipe.model.trust_remote_code,
             )
     except (OSError, ValueError) as err:
         raise UserError(models.load_failure("reward model", str(base.path), err)) from err
     tokenizer = (
-        models.load_tokenizer(str(base.path))
+        models.load_tokenizer(str(base.path), trust_remote_code=recipe.model.trust_remote_code)
         if _has_tokenizer(base.path)
         else models.policy_tokenizer(recipe.model)
     )
@@ -60,13 +63,16 @@ def load_run_model(source):
         try:
             with models.quiet_loading():
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    str(source.path), num_labels=1, dtype=devices.torch_dtype(recipe.model.dtype)
+                    str(source.path),
+                    num_labels=1,
+                    dtype=devices.torch_dtype(recipe.model.dtype),
+                    trust_remote_code=recipe.model.trust_remote_code,
                 )
         except (OSError, ValueError) as err:
             raise UserError(models.load_failure("reward model", str(source.path), err)) from err
         tokenizer = None
     if _has_tokenizer(source.path):
-        tokenizer = models.load_tokenizer(str(source.path))
+        tokenizer = models.load_tokenizer(str(source.path), trust_remote_code=recipe.model.trust_remote_code)
     elif tokenizer is None:
         tokenizer = load_base(source.tuned.base, recipe)[1]
     model.config.pad_token_id = (
@@ -105,11 +111,13 @@ def scores(model, texts: list[list[int]]) -> list:
     return outputs
 
 
-def load_exported(directory: Path):
+def load_exported(directory: Path, *, trust_remote_code: bool = False):
     """A merged reward export, loaded as its card says: `AutoModelForSequenceClassification` alone, no arguments."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(directory), dtype="auto")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(directory), dtype="auto", trust_remote_code=trust_remote_code
+    )
     problems = []
     if not any(a.endswith("ForSequenceClassification") for a in model.config.architectures or []):
         problems.append(f"architectures {model.config.architectures}")
@@ -122,7 +130,7 @@ def load_exported(directory: Path):
     return model.to(devices.default_device()).eval()
 
 
-def load_exported_adapter(directory: Path, base_name: str):
+def load_exported_adapter(directory: Path, base_name: str, *, trust_remote_code: bool = False):
     """An adapter-only reward export on the base its adapter_config.json names (a folder inside the export is
     looked up there, wherever the export now is), as its card says."""
     from peft import PeftModel
@@ -130,9 +138,11 @@ def load_exported_adapter(directory: Path, base_name: str):
 
     inside = directory / base_name
     where = str(inside) if inside.is_dir() else base_name
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
     with models.quiet_loading():  # the base's score head is replaced by the adapter's
-        base = AutoModelForSequenceClassification.from_pretrained(where, num_labels=1)
+        base = AutoModelForSequenceClassification.from_pretrained(
+            where, num_labels=1, trust_remote_code=trust_remote_code
+        )
     base.config.pad_token_id = tokenizer.pad_token_id
     return PeftModel.from_pretrained(base, str(directory)).eval()
 

@@ -60,6 +60,7 @@ def train_recipe(
     `show_recipe(recipe)` prints the resolved recipe once it is checked (the command's presentation);
     `in_pipeline`: an interrupted run is continued by running its pipeline again, not by `--resume`.
     """
+    distributed.guard_worker()  # a launched process dies with the process that holds the run lock
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     # transformers 5 deprecation notices triggered inside TRL: nothing the user can act on.
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
