@@ -58,6 +58,7 @@ def config(recipe: Recipe, output_dir: Path, tokenizer=None, eos_ids=()):
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
     from trl import GRPOTrainer
 
+    from grpo_cli.algorithms.grpo_resume import GenerationState
     from grpo_cli.callbacks import RunLogger, train_to_the_end
 
     # Rewards first: a bad reward should fail before a model loads.
@@ -103,6 +104,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             peft_config=models.lora_config(recipe.lora) if recipe.lora else None,
             callbacks=[logger],
         )
+    trainer.add_callback(GenerationState(trainer, resume_from))
     return train_to_the_end(
         trainer,
         logger,
