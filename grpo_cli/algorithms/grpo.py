@@ -58,7 +58,7 @@ def config(recipe: Recipe, output_dir: Path, tokenizer=None, eos_ids=()):
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
     from trl import GRPOTrainer
 
-    from grpo_cli.algorithms.grpo_resume import GenerationState
+    from grpo_cli.algorithms.resume_state import GenerationState
     from grpo_cli.callbacks import RunLogger, train_to_the_end
 
     # Rewards first: a bad reward should fail before a model loads.

@@ -1,6 +1,6 @@
 """What grpo-cli relies on in TRL beyond its public API, the patches of TRL 1.12's PPOTrainer
 (`trl.experimental.ppo`, removed in TRL 1.13: none of these has an upstream fix to wait for), and the state
-GRPOTrainer keeps outside its checkpoints (`algorithms/grpo_resume.py` saves and restores it).
+TRL's trainers keep outside their checkpoints (`algorithms/resume_state.py` saves and restores it).
 
 `algorithms/ppo_compat.py` says why each PPO patch exists; this module holds the code that reaches into TRL.
 """
@@ -119,6 +119,18 @@ RELIES_ON = (
         why="sampler_rng_state: each epoch (each iter) draws its order from that generator",
     ),
     Relies(
+        "trl.trainer.sft_trainer",
+        "SFTTrainer.__init__",
+        source=("self._total_train_tokens = 0",),
+        why="tokens_trained: the count behind num_tokens lives outside the checkpoint",
+    ),
+    Relies(
+        "trl.trainer.reward_trainer",
+        "RewardTrainer.__init__",
+        source=("self._total_train_tokens = 0",),
+        why="tokens_trained: the count behind num_tokens lives outside the checkpoint",
+    ),
+    Relies(
         "trl.data_utils",
         "apply_chat_template",
         params=("example", "processing_class"),
@@ -222,3 +234,12 @@ def generation_state(trainer) -> dict:
 def set_generation_state(trainer, state: dict) -> None:
     trainer._step = state["step"]
     trainer._buffered_inputs = state["buffered_inputs"]
+
+
+def tokens_trained(trainer) -> float:
+    """The SFT or reward trainer's count of the tokens trained on, which it logs as `num_tokens`."""
+    return trainer._total_train_tokens
+
+
+def set_tokens_trained(trainer, tokens: float) -> None:
+    trainer._total_train_tokens = tokens

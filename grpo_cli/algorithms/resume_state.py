@@ -1,4 +1,5 @@
-"""What a GRPO checkpoint needs beyond transformers' own for `--resume` to continue the run exactly.
+"""What TRL's trainers keep outside their checkpoints, saved in each one so that `--resume` continues the run
+exactly: GRPO's generation state (`GenerationState`), SFT's and the reward trainer's token count (`TokenCount`).
 
 transformers' Trainer restores the weights, the optimizer, the schedule, the global RNG states (Python, NumPy,
 torch) and the data position (it skips the batches already trained). TRL 1.12's GRPOTrainer keeps three more
@@ -75,3 +76,31 @@ class GenerationState(TrainerCallback):
             "sampler_rng": trl_compat.sampler_rng_state(self.trainer) if epoch_ended else self.epoch_start,
         }
         torch.save(saved, checkpoint / state_file(args.process_index))
+
+
+class TokenCount(TrainerCallback):
+    """TRL's SFT and reward trainers count the tokens trained on (`num_tokens` in metrics.jsonl) outside their
+    checkpoints, so a resumed run counted again from 0: the count goes in `checkpoint-N/token_count.json` and comes
+    back on resume (the count is gathered over every process, so the main one writes it)."""
+
+    FILE = "token_count.json"
+
+    def __init__(self, trainer, resume_from: Path | None):
+        self.trainer = trainer
+        self.resume_from = resume_from
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import json
+
+        path = None if self.resume_from is None else self.resume_from / self.FILE
+        if path is not None and path.exists():
+            trl_compat.set_tokens_trained(self.trainer, json.loads(path.read_text())["tokens"])
+
+    def on_save(self, args, state, control, **kwargs):
+        import json
+
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            checkpoint.mkdir(parents=True, exist_ok=True)
+            tokens = trl_compat.tokens_trained(self.trainer)
+            (checkpoint / self.FILE).write_text(json.dumps({"tokens": tokens}) + "\n")
