@@ -29,7 +29,13 @@ TRAINING_STATE = ("optimizer.pt", "scheduler.pt")
 RNG_STATE = (
     "rng_state*.pth"  # rng_state.pth, or rng_state_<process>.pth for each process of a multi-process run
 )
-LOADED_JSON = ("adapter_config.json", "config.json", "generation_config.json", "model.safetensors.index.json")
+LOADED_JSON = (
+    "adapter_config.json",
+    "config.json",
+    "generation_config.json",
+    "model.safetensors.index.json",
+    "token_count.json",  # SFT and reward runs: resume_state.TokenCount
+)
 NEVER_LOADED = frozenset(
     {"training_args.bin"}
 )  # a pickle of TrainingArguments, written for humans, not resumed

@@ -62,6 +62,7 @@ def config(recipe: Recipe, output_dir: Path, tokenizer=None, eos_ids=()):
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
     from trl import GRPOTrainer
 
+    from grpo_cli.algorithms.resume_state import GenerationState
     from grpo_cli.callbacks import RunLogger, ToolMetrics, train_to_the_end
     from grpo_cli.eval_during_training import for_run
 
@@ -120,6 +121,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             tools=toolbox.tools if toolbox else None,
             environment_factory=toolbox.environment_factory if toolbox else None,
         )
+    trainer.add_callback(GenerationState(trainer, resume_from))
     return train_to_the_end(
         trainer,
         logger,

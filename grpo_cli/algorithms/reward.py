@@ -38,6 +38,7 @@ def lora_config(recipe: Recipe):
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
     from trl import RewardTrainer
 
+    from grpo_cli.algorithms.resume_state import TokenCount
     from grpo_cli.callbacks import RunLogger, train_to_the_end
     from grpo_cli.eval_during_training import for_run
 
@@ -75,6 +76,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             peft_config=lora_config(recipe) if recipe.lora else None,
             callbacks=[logger],
         )
+    trainer.add_callback(TokenCount(trainer, resume_from))
     return train_to_the_end(
         trainer,
         logger,

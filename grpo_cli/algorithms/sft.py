@@ -29,6 +29,7 @@ def config(recipe: Recipe, output_dir: Path):
 def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> dict:
     from trl import SFTTrainer
 
+    from grpo_cli.algorithms.resume_state import TokenCount
     from grpo_cli.callbacks import RunLogger, train_to_the_end
     from grpo_cli.eval_during_training import for_run
 
@@ -64,6 +65,7 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
             peft_config=models.lora_config(recipe.lora) if recipe.lora else None,
             callbacks=[logger],
         )
+    trainer.add_callback(TokenCount(trainer, resume_from))
     return train_to_the_end(
         trainer,
         logger,

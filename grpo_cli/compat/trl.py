@@ -1,5 +1,6 @@
-"""What grpo-cli relies on in TRL beyond its public API, and the patches of TRL 1.12's PPOTrainer
-(`trl.experimental.ppo`, removed in TRL 1.13: none of these has an upstream fix to wait for).
+"""What grpo-cli relies on in TRL beyond its public API, the patches of TRL 1.12's PPOTrainer
+(`trl.experimental.ppo`, removed in TRL 1.13: none of these has an upstream fix to wait for), and the state
+TRL's trainers keep outside their checkpoints (`algorithms/resume_state.py` saves and restores it).
 
 `algorithms/ppo_compat.py` says why each PPO patch exists; this module holds the code that reaches into TRL.
 """
@@ -81,6 +82,53 @@ RELIES_ON = (
         "get_config_model_id",
         source=("_name_or_path",),
         why="TRL builds a reference model from config._name_or_path (models.save_base_model points it)",
+    ),
+    Relies(
+        GRPO,
+        "GRPOTrainer.__init__",
+        source=("self._step = 0", "self._buffered_inputs = None"),
+        why="generation_state: the micro-step counter and the generation buffer live outside the checkpoint",
+    ),
+    Relies(
+        GRPO,
+        "GRPOTrainer._prepare_inputs",
+        source=(
+            "generate_every = self.args.steps_per_generation * self.num_iterations",
+            "if self._step % generate_every == 0 or self._buffered_inputs is None:",
+            "self._buffered_inputs[self._step % self.args.steps_per_generation]",
+        ),
+        why="generation_state: when it generates and which buffered slice a step trains on",
+    ),
+    Relies(
+        GRPO,
+        "GRPOTrainer._get_train_sampler",
+        params=("dataset",),
+        source=("return RepeatSampler(",),
+        why="keep_train_sampler records the sampler it builds",
+    ),
+    Relies(
+        "trl.trainer.utils",
+        "RepeatSampler.__init__",
+        source=("self.generator = torch.Generator()",),
+        why="sampler_rng_state: the prompt order comes from the sampler's own generator, seeded once",
+    ),
+    Relies(
+        "trl.trainer.utils",
+        "RepeatSampler.__iter__",
+        source=("torch.randperm(self.num_samples, generator=self.generator)",),
+        why="sampler_rng_state: each epoch (each iter) draws its order from that generator",
+    ),
+    Relies(
+        "trl.trainer.sft_trainer",
+        "SFTTrainer.__init__",
+        source=("self._total_train_tokens = 0",),
+        why="tokens_trained: the count behind num_tokens lives outside the checkpoint",
+    ),
+    Relies(
+        "trl.trainer.reward_trainer",
+        "RewardTrainer.__init__",
+        source=("self._total_train_tokens = 0",),
+        why="tokens_trained: the count behind num_tokens lives outside the checkpoint",
     ),
     Relies(
         "trl.data_utils",
@@ -178,3 +226,52 @@ def tool_suffix_ids(
         _is_vlm=False,
     )
     return GRPOTrainer._get_tool_suffix_ids(trainer, tool_messages)
+
+
+def keep_train_sampler(trainer) -> None:
+    """Keep the sampler GRPOTrainer builds for training (a RepeatSampler) where `sampler_rng_state` finds it."""
+    original = trainer._get_train_sampler
+
+    def get_train_sampler(*args, **kwargs):
+        trainer._grpo_cli_train_sampler = original(*args, **kwargs)
+        return trainer._grpo_cli_train_sampler
+
+    trainer._get_train_sampler = get_train_sampler
+
+
+def _sampler_generator(trainer):
+    sampler = getattr(trainer, "_grpo_cli_train_sampler", None)
+    return getattr(sampler, "generator", None)  # none when the sampler does not shuffle
+
+
+def sampler_rng_state(trainer):
+    """The state of the generator that orders the training prompts, or None (not shuffled, or no sampler yet)."""
+    generator = _sampler_generator(trainer)
+    return None if generator is None else generator.get_state()
+
+
+def set_sampler_rng_state(trainer, state) -> None:
+    generator = _sampler_generator(trainer)
+    if generator is not None and state is not None:
+        generator.set_state(state.cpu())
+
+
+def generation_state(trainer) -> dict:
+    """GRPOTrainer's micro-step counter and, between two generations, the completions it still trains on."""
+    generate_every = trainer.args.steps_per_generation * trainer.num_iterations
+    mid_buffer = trainer._step % generate_every != 0
+    return {"step": trainer._step, "buffered_inputs": trainer._buffered_inputs if mid_buffer else None}
+
+
+def set_generation_state(trainer, state: dict) -> None:
+    trainer._step = state["step"]
+    trainer._buffered_inputs = state["buffered_inputs"]
+
+
+def tokens_trained(trainer) -> float:
+    """The SFT or reward trainer's count of the tokens trained on, which it logs as `num_tokens`."""
+    return trainer._total_train_tokens
+
+
+def set_tokens_trained(trainer, tokens: float) -> None:
+    trainer._total_train_tokens = tokens
