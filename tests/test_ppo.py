@@ -197,7 +197,8 @@ def test_resume_continues_from_the_last_checkpoint(cli, ppo_recipe):
 
     # As if the run had stopped after step 2: its last checkpoint is checkpoint-2.
     shutil.rmtree(run / "checkpoint-4")
-    ok(cli("train", path, "--resume"))
+    resumed = ok(cli("train", path, "--resume"))
+    assert "not TRL's random state or data order" in resumed.stderr  # said, as docs/ppo.md says it
 
     rows = metrics(run)
     assert [row["step"] for row in rows] == [1, 2, 3, 4]

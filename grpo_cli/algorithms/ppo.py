@@ -51,7 +51,7 @@ from grpo_cli.algorithms import ppo_compat
 from grpo_cli.algorithms.table import TRAINER_DEFAULTS
 from grpo_cli.compat import trl as trl_compat
 from grpo_cli.errors import UserError, describe
-from grpo_cli.output import phase
+from grpo_cli.output import phase, say
 from grpo_cli.recipe import Recipe
 from grpo_cli.run_dir import begin_run, checkpoint_step
 from grpo_cli.run_files import atomic_write, finish_run
@@ -182,6 +182,11 @@ def train(recipe: Recipe, output_dir: Path, resume_from: Path | None = None) -> 
         trl_compat.wrap_sample_generations(trainer, scorer.unlogged)
     if resume_from is not None:
         ppo_compat.restore_optimizer_and_schedule(trainer, resume_from, total_steps)
+        if main_process:  # said where it happens, as the docs say it (docs/ppo.md, "Resume")
+            say(
+                "PPO resumes weights, critic, optimizer and schedule, not TRL's random state or data order: the "
+                "steps from here sample other batches than an uninterrupted run would"
+            )
     if main_process:
         atomic_write(output_dir / "recipe.yaml", recipe.to_yaml())
     _run(trainer, tokenizer)
