@@ -60,15 +60,31 @@ def module_files(module_name: str) -> tuple[Callable[[str], bool], Path | None]:
     return (lambda filename: Path(filename).resolve() == origin), origin
 
 
+class _ExitAtImport(BaseException):
+    """`os._exit(code)` called by a user's module while it was imported (see `_import_guard`)."""
+
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
 IMPORT_TIMEOUT_S = 60  # a plugin's module runs once, to define things: a minute is a hang, not a slow import
 
 
 @contextlib.contextmanager
 def _import_guard(what: str):
-    """Run a user's module (its import) so that `sys.exit()` in it, or a loop that never ends, is a one-line
-    error naming it rather than a silent exit or a hang. (`os._exit()` ends the process; nothing in it can stop
-    that.) The time limit needs SIGALRM and the main thread; elsewhere the import runs unguarded for time."""
+    """Run a user's module (its import) so that `sys.exit()` or `os._exit()` in it, or a loop that never ends, is
+    a one-line error naming it rather than a silent exit or a hang. `os._exit` is replaced for the import's length
+    (it would end the process at once, no handler running: validate exited 0 with no output); what reaches the
+    C library directly (a signal to itself, a crash) still ends the process. The time limit needs SIGALRM and
+    the main thread; elsewhere the import runs unguarded for time."""
     timed = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    real_exit = os._exit
+
+    def exit_at_import(code):
+        raise _ExitAtImport(code)
+
+    os._exit = exit_at_import
     if timed:
 
         def ran_over(_signum, _frame):
@@ -87,7 +103,12 @@ def _import_guard(what: str):
         raise UserError(
             f"{what} called sys.exit({err.code!r}) while being imported; a plugin file must only define things"
         ) from None
+    except _ExitAtImport as err:
+        raise UserError(
+            f"{what} called os._exit({err.code!r}) while being imported; a plugin file must only define things"
+        ) from None
     finally:
+        os._exit = real_exit
         if timed:
             signal.setitimer(signal.ITIMER_REAL, left)
             signal.signal(signal.SIGALRM, previous)

@@ -132,6 +132,24 @@ def test_a_plugin_that_exits_while_imported_is_one_line(cli, tmp_path, call):
     assert "while being imported; a plugin file must only define things" in refused(cli("validate", recipe))
 
 
+@pytest.mark.parametrize("call", ["import os\nos._exit(0)", "from os import _exit\n_exit(3)"])
+def test_a_plugin_that_ends_the_process_while_imported_is_one_line(tmp_path, call):
+    """os._exit at import ended validate with exit 0 and no output (issue 23 item 3): driven as a real process."""
+    import subprocess
+    import sys
+
+    recipe = _reward_file_recipe(tmp_path, call)
+    done = subprocess.run(
+        [sys.executable, "-m", "grpo_cli", "validate", str(recipe)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "called os._exit(" in done.stderr and "while being imported" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_a_plugin_that_hangs_while_imported_is_stopped(cli, tmp_path, monkeypatch):
     from grpo_cli import user_code
 
