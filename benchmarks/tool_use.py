@@ -74,7 +74,11 @@ def generate(model, tokenizer, sequences: list[list[int]], max_new_tokens: int) 
     mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(s) for s in sequences])[:, None]).long()
     with torch.no_grad():
         out = model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
         )
     results = []
     for row in out[:, width:].tolist():
@@ -85,7 +89,7 @@ def generate(model, tokenizer, sequences: list[list[int]], max_new_tokens: int) 
 
 
 def tool_accuracy(model, tokenizer, problems: list[dict], tools: list, iterations: int = 1) -> dict:
-    """Held-out accuracy running the tool loop (greedy), calls per completion, and one transcript."""
+    """Held-out accuracy running the tool loop (greedy), calls per completion, and the transcripts."""
     from trl.chat_template_utils import add_response_schema, parse_response
 
     from rewards.accuracy import accuracy_reward
@@ -94,7 +98,9 @@ def tool_accuracy(model, tokenizer, problems: list[dict], tools: list, iteration
     names = {t.__name__: t for t in tools}
     chats = [[{"role": "user", "content": p["question"]}] for p in problems]
     prompts = [
-        tokenizer.apply_chat_template(c, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False)
+        tokenizer.apply_chat_template(
+            c, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
         for c in chats
     ]
     contexts = [list(p) for p in prompts]
@@ -122,7 +128,10 @@ def tool_accuracy(model, tokenizer, problems: list[dict], tools: list, iteration
                 # The conversation so far as the template renders it, ready for the next assistant turn (TRL
                 # appends the same tool-result tokens to the generated ids; the same ids for a well-formed call).
                 contexts[i] = tokenizer.apply_chat_template(
-                    chats[i] + completions[i], tools=tools, add_generation_prompt=True, tokenize=True,
+                    chats[i] + completions[i],
+                    tools=tools,
+                    add_generation_prompt=True,
+                    tokenize=True,
                     return_dict=False,
                 )
                 still.append(i)
@@ -133,7 +142,7 @@ def tool_accuracy(model, tokenizer, problems: list[dict], tools: list, iteration
     return {
         "accuracy": sum(s or 0.0 for s in scores) / len(problems),
         "tool_calls_per_completion": calls / len(problems),
-        "example": completions[0],
+        "transcripts": completions,
     }
 
 
@@ -151,7 +160,7 @@ def main() -> None:
         times["tool-use (SFT + GRPO)"] = grpo_cli("train", "tool-use", cwd=workdir)
         times["no-tool baseline SFT"] = grpo_cli(
             "train", "tool-use/sft", "output_dir=runs/no-tool-sft", "dataset.generate.task=addition",
-            'dataset.completion={answer}', "model.from_config.chat_template=null", "model.from_config.eos_token=null",
+            'dataset.completion="{answer}"', "model.from_config.chat_template=null", "model.from_config.eos_token=null",
             cwd=workdir,
         )  # fmt: skip
     from grpo_cli.builtin_tools.calculator import calculator
@@ -161,7 +170,9 @@ def main() -> None:
     report = {"held_out": len(problems), "train_seconds": {k: round(v) for k, v in times.items()}}
     for name in ("tool-use-sft", "tool-use-grpo"):
         model, tokenizer = load(runs / name)
-        report[f"{name} with the tool"] = tool_accuracy(model, tokenizer, problems, [calculator])
+        measured = tool_accuracy(model, tokenizer, problems, [calculator])
+        measured["example"] = measured.pop("transcripts")[0]
+        report[f"{name} with the tool"] = measured
     model, tokenizer = load(runs / "no-tool-sft")
     report["no-tool-sft, direct answer"] = direct_accuracy(model, tokenizer, problems)
     print(json.dumps(report, indent=1))
@@ -172,9 +183,14 @@ def direct_accuracy(model, tokenizer, problems: list[dict]) -> dict:
     from rewards.accuracy import accuracy_reward
 
     prompts = [tokenizer(p["question"])["input_ids"] for p in problems]
-    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in generate(model, tokenizer, prompts, 8)]
+    texts = [
+        tokenizer.decode(ids, skip_special_tokens=True) for ids in generate(model, tokenizer, prompts, 8)
+    ]
     scores = accuracy_reward(texts, answer=[p["answer"] for p in problems])
-    return {"accuracy": sum(s or 0.0 for s in scores) / len(problems), "example": f"{problems[0]['question']}{texts[0]}"}
+    return {
+        "accuracy": sum(s or 0.0 for s in scores) / len(problems),
+        "example": f"{problems[0]['question']}{texts[0]}",
+    }
 
 
 if __name__ == "__main__":

@@ -105,7 +105,9 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, revisi
     # pre-tokenizer silently drops the characters it does not know, newlines and spaces among them.
     loader = PreTrainedTokenizerFast if saved_as_backend(name_or_path) else AutoTokenizer
     try:
-        tokenizer = loader.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+        tokenizer = loader.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, revision=revision
+        )
     except (OSError, ValueError) as err:
         raise UserError(load_failure("tokenizer", name_or_path, err)) from err
     tokenizer.padding_side = "left"  # generation appends to the right of the prompt

@@ -211,7 +211,6 @@ class EnvironmentEntry(ToolEntry):
     on_error: Literal["fail", "zero", "skip"] = "fail"
 
 
-
 class EvalSection(_Strict):
     """Defaults for `grpo-cli eval` (its command-line options win)."""
 
