@@ -14,6 +14,14 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from grpo_cli.char_tokenizers import (  # noqa: F401 (char_tokenizer and the special tokens: re-exported)
+    EOS,
+    PAD,
+    UNK,
+    char_tokenizer,
+    config_tokenizer,
+    saved_as_backend,
+)
 from grpo_cli.devices import default_device, torch_dtype
 from grpo_cli.errors import UserError, describe
 
@@ -24,24 +32,8 @@ if TYPE_CHECKING:
     from grpo_cli.model_sources import ModelSource
     from grpo_cli.recipe import FromConfig, LoraSection, ModelSection, Recipe
 
-PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 # What turns huggingface_hub's offline mode on, read as it reads them (1, ON, YES, TRUE).
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-
-
-def char_tokenizer(vocabulary: str) -> PreTrainedTokenizerBase:
-    """A tokenizer with one token per character of `vocabulary`, plus pad, eos and unk (pad differs from eos)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    chars = list(dict.fromkeys(vocabulary))
-    vocab = {token: i for i, token in enumerate([PAD, EOS, UNK, *chars])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token=PAD, eos_token=EOS, unk_token=UNK, padding_side="left"
-    )
 
 
 def build_from_config(spec: FromConfig, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -49,7 +41,7 @@ def build_from_config(spec: FromConfig, seed: int) -> tuple[PreTrainedModel, Pre
     import torch
     from transformers import AutoModelForCausalLM
 
-    tokenizer = char_tokenizer(spec.vocabulary)
+    tokenizer = config_tokenizer(spec)
     config = config_from_spec(spec, tokenizer)
     torch.manual_seed(seed)  # the same recipe builds the same initial weights
     model = AutoModelForCausalLM.from_config(config)
@@ -62,7 +54,7 @@ def config_from_spec(spec: FromConfig, tokenizer=None):
     """The transformers config `model.from_config` describes (the tokenizer gives the vocabulary and special ids)."""
     from transformers import AutoConfig
 
-    tokenizer = tokenizer or char_tokenizer(spec.vocabulary)
+    tokenizer = tokenizer or config_tokenizer(spec)
     try:
         return AutoConfig.for_model(
             spec.model_type,
@@ -91,12 +83,12 @@ def start_to_keep(spec: ModelSection, model, tokenizer):
 
 def chat_template_on_disk(spec: ModelSection) -> bool | None:
     """Whether the model's tokenizer has a chat template, when that can be read cheaply (for `validate`): False
-    for a model built from a config (its character tokenizer has none), the answer of a local directory's
+    for a model built from a config, whether it names one, the answer of a local directory's
     tokenizer files, None (unknown) for a Hub id or a directory without tokenizer_config.json."""
     import json
 
     if spec.from_config is not None:
-        return False
+        return spec.from_config.chat_template is not None
     directory = Path(spec.name_or_path or "").expanduser()
     settings_file = directory / "tokenizer_config.json"
     if not settings_file.is_file():
@@ -114,10 +106,14 @@ def chat_template_on_disk(spec: ModelSection) -> bool | None:
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, revision: str | None = None):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    # A directory whose tokenizer was saved from a tokenizers object (`char_tokenizers`: the models built from a
+    # config) loads as saved: AutoTokenizer would pick the model type's class (Qwen2Tokenizer for qwen2), whose own
+    # pre-tokenizer silently drops the characters it does not know, newlines and spaces among them.
+    loader = PreTrainedTokenizerFast if saved_as_backend(name_or_path) else AutoTokenizer
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer = loader.from_pretrained(
             name_or_path, trust_remote_code=trust_remote_code, revision=revision
         )
     except (OSError, ValueError) as err:
@@ -171,7 +167,7 @@ def load_model(spec: ModelSection, seed: int) -> tuple[PreTrainedModel, PreTrain
 def policy_tokenizer(spec: ModelSection) -> PreTrainedTokenizerBase:
     """The tokenizer `load_model` returns, without loading the model (`rewards test` builds prompts with it)."""
     if spec.from_config is not None:
-        return char_tokenizer(spec.from_config.vocabulary)
+        return config_tokenizer(spec.from_config)
     if spec.run is not None:
         return load_tokenizer(spec.run, trust_remote_code=spec.trust_remote_code)
     return load_tokenizer(spec.name_or_path, trust_remote_code=spec.trust_remote_code, revision=spec.revision)

@@ -207,7 +207,10 @@ def prepare_sft(dataset: Dataset, spec: DatasetSection, tokenizer) -> Dataset:
             prompt = [m for m in messages[:-1]]
             if spec.system_prompt and not any(m.get("role") == "system" for m in prompt):
                 prompt = [{"role": "system", "content": spec.system_prompt}, *prompt]
-            rows.append({"prompt": prompt, "completion": [messages[-1]]})
+            conversation = {"prompt": prompt, "completion": [messages[-1]]}
+            if row.get("tools"):  # tool schemas (TRL's `tools` column): the chat template shows them
+                conversation["tools"] = row["tools"]
+            rows.append(conversation)
         else:
             rows.append(
                 {"prompt": build_prompt(spec, row, chat), "completion": build_completion(spec, row, chat)}

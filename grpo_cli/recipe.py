@@ -40,6 +40,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Chat templates TRL 1.12 ships with a tool-call parser (`trl.chat_template_utils.<name>_chat_template`): what
+# `tool_template:` puts on a tokenizer TRL does not recognise, and `model.from_config.chat_template:` on a new one.
+_TEMPLATE_NAMES = """qwen2_5 qwen3 qwen3_instruct_2507 qwen3_5_nothink qwen3_5_think qwen3_6 qwen3_8 llama3_1 llama3_2
+glm4moe gptoss gemma4 deepseek_r1_distill lfm2_2_5 nemotron_3_nano"""
+TOOL_TEMPLATES = tuple(_TEMPLATE_NAMES.split())
+
+
 class FromConfig(_Strict):
     """Build a small randomly initialised model from a transformers config (no download)."""
 
@@ -53,6 +60,9 @@ class FromConfig(_Strict):
     intermediate_size: int | None = Field(None, gt=0, le=1 << 20)
     max_position_embeddings: int = Field(512, gt=0, le=1 << 20)
     tie_word_embeddings: bool = True
+    tokens: list[str] = Field(default_factory=list, description="whole strings made one token each")
+    eos_token: str | None = Field(None, description="one of `tokens` ending a reply (default <eos>)")
+    chat_template: Literal[TOOL_TEMPLATES] | None = None  # type: ignore[valid-type]  # a TRL template
     extra: dict[str, Any] = Field(default_factory=dict, description="other config keyword arguments")
 
     @model_validator(mode="after")
@@ -199,13 +209,6 @@ class EnvironmentEntry(ToolEntry):
     tool answering the error and `get_reward` scoring it 0 (zero) or leaving it out (skip)."""
 
     on_error: Literal["fail", "zero", "skip"] = "fail"
-
-
-# Chat templates TRL 1.12 ships with a parser for tool calls (`trl.chat_template_utils.<name>_chat_template`):
-# `tool_template:` puts one on a tokenizer whose own template TRL does not recognise.
-_TEMPLATE_NAMES = """qwen2_5 qwen3 qwen3_instruct_2507 qwen3_5_nothink qwen3_5_think qwen3_6 qwen3_8 llama3_1 llama3_2
-glm4moe gptoss gemma4 deepseek_r1_distill lfm2_2_5 nemotron_3_nano"""
-TOOL_TEMPLATES = tuple(_TEMPLATE_NAMES.split())
 
 
 class EvalSection(_Strict):

@@ -127,13 +127,44 @@ def check_addition_preferences(pairs_per_problem: Any = 1, **options: Any) -> li
     return problems
 
 
+def addition_tool_calls_task(
+    size: int, seed: int, min_operand: int = 0, max_operand: int = 9, max_sum: int | None = None
+) -> list[dict]:
+    """The addition task's problems as SFT transcripts that use the built-in `calculator` tool, two rows each (one
+    per assistant turn, so SFT learns both): the call (`messages`: the question, then the assistant's call), and
+    the answer (the question, the call, the tool's result, then the assistant's answer). A `tools` column holds
+    the calculator's schema (JSON) for the chat template; `question` and `answer` are the addition task's, so a
+    recipe with `prompt: "{question}"` holds out the same problems as one on the addition task."""
+    import json
+
+    from grpo_cli.builtin_tools.calculator import calculator
+    from grpo_cli.tool_binding import tool_schema
+
+    tools = json.dumps([tool_schema(calculator)])
+    rows = []
+    for problem in addition_task(size, seed, min_operand, max_operand, max_sum):
+        question, answer = problem["question"], problem["answer"]
+        call = {"name": "calculator", "arguments": {"expression": question.rstrip("=")}}
+        asked = [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": call}]},
+        ]
+        answered = [*asked, {"role": "tool", "name": "calculator", "content": answer}]
+        answered.append({"role": "assistant", "content": answer})
+        rows.append({**problem, "messages": asked, "tools": tools})
+        rows.append({**problem, "messages": answered, "tools": tools})
+    return rows
+
+
 TASKS: dict[str, Callable[..., list[dict]]] = {
     "addition": addition_task,
     "addition_preferences": addition_preferences_task,
+    "addition_tool_calls": addition_tool_calls_task,
 }
 TASK_CHECKS: dict[str, Callable[..., list[str]]] = {
     "addition": check_addition,
     "addition_preferences": check_addition_preferences,
+    "addition_tool_calls": check_addition,
 }
 
 
