@@ -161,6 +161,43 @@ def test_a_signal_saves_the_current_step_and_resume_loses_nothing(tmp_path, algo
     assert f"resuming from {run / f'checkpoint-{stopped}'}" in stderr
 
 
+def stage_recipe(tmp_path: Path, algorithm: str, max_steps: int, save_steps: int) -> tuple[Path, Path]:
+    """A tiny SFT recipe (the addition task's answers as targets) or reward recipe (tests/tiny_runs.py's pairs)."""
+    from tests.tiny_runs import reward_recipe
+
+    if algorithm == "reward":
+        path = reward_recipe(tmp_path)
+        data = yaml.safe_load(path.read_text())
+    else:
+        data = copy.deepcopy(TINY_RECIPE)
+        data.update(algorithm="sft", rewards=[])
+        data["dataset"] = {**data["dataset"], "completion": "{answer}"}
+        data["trainer"] = {"learning_rate": 0.01, "per_device_train_batch_size": 8}
+        path = tmp_path / "sft.yaml"
+    data["trainer"].update(max_steps=max_steps, save_steps=save_steps)
+    run = tmp_path / f"run-{algorithm}"
+    data["output_dir"] = str(run)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path, run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("algorithm", "signum"), [("sft", signal.SIGINT), ("reward", signal.SIGTERM)])
+def test_a_signal_to_an_sft_or_reward_run_saves_and_resume_loses_nothing(tmp_path, algorithm, signum):
+    """The fault table's SFT and reward rows: their steps take milliseconds, so the run is long and the signal
+    comes once a few steps are logged."""
+    recipe, run = stage_recipe(tmp_path, algorithm, max_steps=300, save_steps=150)
+    train = Train(tmp_path, recipe)
+    wait_until(lambda: len(steps(run)) >= 3, "step 3", train)
+    train.send(signum)
+    assert train.wait() == 128 + signum
+    stopped = steps(run)[-1]
+    assert re.search(rf"stopped at step {stopped}, saved in ", train.stderr), train.stderr[-2000:]
+    assert complete_checkpoints(run)[-1] == stopped < 300  # steps lost: 0
+    stderr = resume_to_the_end(tmp_path, printed_resume_command(train.stderr), run, 300)
+    assert f"resuming from {run / f'checkpoint-{stopped}'}" in stderr
+
+
 @pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once(tmp_path):
     # Long steps (64 prompts, 48 tokens each), so that the second Ctrl-C comes while the first step still runs.
