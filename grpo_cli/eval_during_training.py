@@ -71,7 +71,8 @@ class HeldOutEval(TrainerCallback):
             self.prompt_ids = prompting.tokenize_prompts(tokenizer, [r["prompt"] for r in rows], chat_kwargs)
             self.chat = prompting.uses_chat(recipe.dataset, tokenizer)
         metric = held_out_metric(recipe) if self.kind == "rewards" else None
-        self.alarm = Alarm(section.alarm_window, section.alarm_drop, metric) if metric else None
+        samples = len(rows) * section.num_samples
+        self.alarm = Alarm(section.alarm_window, section.alarm_drop, metric, samples) if metric else None
         self.stop = section.stop_when_diverging
         self.model_of: Callable[[], Any] | None = None
         self.rewards_logged: list[float] = []  # training rewards logged since the last evaluation
@@ -188,7 +189,8 @@ class HeldOutEval(TrainerCallback):
         return heldout.summarize_pairs(scored), lines
 
     def _point(self, row: dict) -> Point:
-        return Point(row["step"], row.get(f"{PREFIX}train_reward"), row.get(self.alarm.metric))
+        metric = self.alarm.metric
+        return Point(row["step"], row.get(f"{PREFIX}train_reward"), row.get(metric), row.get(f"{metric}/std"))
 
     @staticmethod
     def _is_evaluation(row: dict) -> bool:
