@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.helpers import write
+from tests.helpers import tool_bpe_model, write
 
 TOOLS = '''
 import json
@@ -65,29 +65,9 @@ def scripted_turns(tool: str):
     return generate
 
 
-def bpe_model(directory):
-    """tiny_runs.bpe_model with room for TRL's qwen2_5 tool prompt (about 640 tokens with this tokenizer): TRL drops
-    a tool result, silently, once the sequence reaches the model's max_position_embeddings."""
-    import torch
-    from transformers import Qwen2ForCausalLM
-
-    from tests import realistic_model
-
-    tokenizer = realistic_model.build_tokenizer()
-    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    config = realistic_model.qwen2_config(
-        tokenizer, num_key_value_heads=1, max_position_embeddings=2048, **sizes
-    )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).save_pretrained(directory)
-    tokenizer.model_max_length = 2048
-    realistic_model.save_tokenizer(tokenizer, directory)
-    return directory
-
-
 @pytest.fixture
 def tool_run(tmp_path, monkeypatch):
-    model = bpe_model(tmp_path / "model")
+    model = tool_bpe_model(tmp_path / "model")
     write(tmp_path / "calc.py", TOOLS)
     rows = [{"question": f"Add {a} and {b}.", "answer": a + b} for a, b in [(2, 3), (40, 2)]]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -170,7 +150,7 @@ def test_a_template_without_tool_calls_is_refused_before_the_run(cli, tmp_path, 
     """The realistic tokenizer's ChatML template has no tool branches: train stops before the run directory."""
     from grpo_cli.recipe import TOOL_TEMPLATES
 
-    model = bpe_model(tmp_path / "model")
+    model = tool_bpe_model(tmp_path / "model")
     (tmp_path / "train.jsonl").write_text(json.dumps({"question": "Add 1 and 2.", "answer": 3}) + "\n")
     write(
         tmp_path / "r.yaml",
@@ -193,7 +173,7 @@ def test_a_template_without_tool_calls_is_refused_before_the_run(cli, tmp_path, 
 def test_real_generation_with_tools_trains(cli, tmp_path, monkeypatch, one_torch_thread):
     """No script: the realistic BPE model under TRL's qwen2_5 template generates (random text, rarely a tool call),
     and a run with tools trains, logging TRL's tool metrics and grpo-cli's summary as any run."""
-    model = bpe_model(tmp_path / "model")
+    model = tool_bpe_model(tmp_path / "model")
     rows = [{"question": f"Add {a} and {b}.", "answer": a + b} for a, b in [(2, 3), (40, 2), (7, 7), (1, 9)]]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     write(
