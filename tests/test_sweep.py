@@ -62,6 +62,13 @@ def test_ranked_by_held_out_metric_else_training_reward(tmp_path):
     (trained / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward": 0.5}) + "\n")
     (trained / "summary.json").write_text(json.dumps({"steps": 1, "last_mean_reward": 0.5}))
     assert ranking_metric(held_out) == ("eval/reward", 0.4)
+    (held_out / "metrics.jsonl").write_text(
+        json.dumps({"step": 2, "eval/reward": 0.4, "eval/rewards/acc": 0.7})
+    )
+    assert ranking_metric(held_out, "eval/rewards/acc") == (
+        "eval/rewards/acc",
+        0.7,
+    )  # the alarm's metric first
     assert ranking_metric(trained) == ("reward (training, last steps)", 0.5)
     runs = [SweepRun("a", [], held_out, metric=(ranking_metric(held_out))), SweepRun("c", [], tmp_path / "c")]
     runs.append(SweepRun("b", [], trained, metric=ranking_metric(trained)))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from grpo_cli import validation
 from grpo_cli.errors import ConfigError, Stop, UserError
+from grpo_cli.eval_during_training import held_out_metric
 from grpo_cli.output import say
 from grpo_cli.recipe import Recipe
 from grpo_cli.recipe_files import find_recipe
@@ -156,7 +157,7 @@ def sweep(
     directory = directory or default_directory(recipe)
     axes, overrides = parse_axes(assignments)
     runs = grid(axes, directory)
-    check(recipe, runs, overrides, num_processes)
+    recipes = check(recipe, runs, overrides, num_processes)
     directory.mkdir(parents=True, exist_ok=True)
     pending = []
     for run in runs:
@@ -169,8 +170,8 @@ def sweep(
         f"{len(pending)} to train{f', {parallel} at a time' if parallel > 1 and pending else ''}"
     )
     interrupted = _train(recipe, pending, overrides, directory, parallel, num_processes)
-    for run in runs:
-        run.metric = ranking_metric(run.output_dir)
+    for run, checked in zip(runs, recipes, strict=True):
+        run.metric = ranking_metric(run.output_dir, held_out_metric(checked))
     if interrupted is not None:
         say(
             "sweep interrupted; continue with the same command: finished runs are skipped, the others resumed"
@@ -272,19 +273,20 @@ def _train(
     return None
 
 
-def ranking_metric(run_dir: Path) -> tuple[str, float] | None:
-    """What a run is ranked by: its last held-out evaluation during training (`eval/...` in metrics.jsonl: the
-    total reward, else the first reward's), else its final mean training reward (summary.json)."""
+def ranking_metric(run_dir: Path, held_out: str | None = None) -> tuple[str, float] | None:
+    """What a run is ranked by: its last held-out evaluation during training (`eval.every`) of `held_out` (the
+    metric the reward-hacking alarm watches: the first eval-only reward, else the first reward), else of the total
+    reward; without one, its final mean training reward (summary.json)."""
     try:
         rows = read_metrics(run_dir)
         summary = read_summary(run_dir) or {}
     except UserError:
         return None
     for row in reversed(rows):
-        held_out = {k: v for k, v in row.items() if k.startswith("eval/") and isinstance(v, int | float)}
-        if held_out:
-            key = next((k for k in ("eval/reward", "eval/mean_reward") if k in held_out), sorted(held_out)[0])
-            return key, float(held_out[key])
+        evaluated = {k: v for k, v in row.items() if k.startswith("eval/") and isinstance(v, int | float)}
+        for key in (held_out, "eval/reward"):
+            if key in evaluated:
+                return key, float(evaluated[key])
     last = summary.get("last_mean_reward")
     return ("reward (training, last steps)", float(last)) if isinstance(last, int | float) else None
 
