@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -192,14 +193,20 @@ def test_a_gamed_reward_trips_the_alarm(sft_run, tmp_path):
     """Three characters pay: the policy learns to write them, held-out accuracy collapses."""
     recipe = addition_grpo(tmp_path, sft_run, **GAMED)
     result = grpo_cli("train", recipe, check=True)
-    assert result.stderr.count("reward hacking? at step 30 the held-out eval/rewards/accuracy fell") == 1
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert [trip["step"] for trip in summary["divergence"]] == [30]
-    assert summary["divergence"][0]["metric"] == "eval/rewards/accuracy"
+    # Once, while accuracy collapses (0.72 -> 0.64 -> 0.50 -> 0.38 -> 0.20 at steps 0..40 in one run; the SFT
+    # model's exact numbers vary a little between machines, so the step is 30 or 40).
+    (trip,) = summary["divergence"]
+    assert trip["step"] in (30, 40) and trip["metric"] == "eval/rewards/accuracy"
+    assert (
+        trip["held_out"][0] - trip["held_out"][1] > 0.2 and trip["train_reward"][1] > trip["train_reward"][0]
+    )
+    assert result.stderr.count("reward hacking?") == 1
+    assert f"reward hacking? at step {trip['step']} the held-out eval/rewards/accuracy fell" in result.stderr
 
     grpo_cli("report", tmp_path / "run", "-o", tmp_path / "report", check=True)
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "**Reward hacking? At step 30 the training reward had risen" in text
+    assert f"**Reward hacking? At step {trip['step']} the training reward had risen" in text
     assert (tmp_path / "report" / "held_out_vs_training_reward.png").stat().st_size > 10_000
 
 
@@ -219,11 +226,12 @@ def test_stop_when_diverging_saves_and_says_why(sft_run, tmp_path):
     recipe = addition_grpo(tmp_path, sft_run, **GAMED, stop_when_diverging=True)
     result = grpo_cli("train", recipe)
     assert result.returncode == 1
-    assert (
-        "stopped at step 30: the held-out eval/rewards/accuracy fell while the training reward rose"
-        in result.stderr
+    stopped = re.search(
+        r"stopped at step (\d+): the held-out eval/rewards/accuracy fell while the training reward rose",
+        result.stderr,
     )
-    assert (tmp_path / "run" / "checkpoint-30" / "trainer_state.json").is_file()
+    assert stopped and int(stopped.group(1)) in (30, 40), result.stderr[-2000:]  # where the alarm trips
+    assert (tmp_path / "run" / f"checkpoint-{stopped.group(1)}" / "trainer_state.json").is_file()
     assert not (tmp_path / "run" / "summary.json").exists()
     # Resumed, the episode under way stays quiet: the run trains to its end.
     resumed = grpo_cli("train", recipe, "--resume", check=True)
