@@ -300,9 +300,12 @@ def test_resume_without_a_saved_critic_is_refused(cli, ppo_recipe):
     path = ppo_recipe({"trainer": {"max_steps": 2}})
     ok(cli("train", path))
     shutil.rmtree(output_of(path) / "checkpoint-2" / "value_model")
-    assert "checkpoint-2 has no value_model/ (the PPO critic)" in error_of(
-        cli("train", path, "--resume", "trainer.max_steps=4")  # a finished run is not resumed: extend it
-    )
+    # Checked with the rest of the checkpoint's files before anything loads (issue 23 item 7).
+    result = cli("train", path, "--resume", "trainer.max_steps=4")  # a finished run is not resumed: extend it
+    assert "skipping checkpoint-2: value_model/ is missing" in result.stderr
+    assert "the only checkpoint in" in error_of(
+        result
+    ) and "start the run again with --overwrite" in error_of(result)
 
 
 # ---- the pieces ----
