@@ -496,7 +496,7 @@ def trl_scores_of(call: dict) -> dict[str, list]:
 
 @needs_math_verify
 def test_rewards_test_with_a_recipe_uses_its_tokenizer_and_chat_shape(cli, tmp_path, chat_model, monkeypatch):
-    from transformers import AutoTokenizer
+    from grpo_cli.models import load_tokenizer
 
     monkeypatch.setenv("COLUMNS", "400")
     path, record = write_recipe(tmp_path, chat_model, "grpo")
@@ -504,7 +504,9 @@ def test_rewards_test_with_a_recipe_uses_its_tokenizer_and_chat_shape(cli, tmp_p
     result = cli("rewards", "test", "--recipe", path, "--row", "2", "--step", "1", *args)
     assert result.exit_code == 0, result.output
     (call,) = recorded(record)
-    tokenizer = AutoTokenizer.from_pretrained(chat_model)
+    # As grpo-cli loads it (models.load_tokenizer): a tokenizer saved from a tokenizers object loads as saved,
+    # spaces kept, where AutoTokenizer picks Qwen2Tokenizer, which drops them.
+    tokenizer = load_tokenizer(str(chat_model))
     assert call["completions"] == [chat(c) for c in COMPLETIONS]
     assert call["completion_ids"] == [tokenizer.encode(c, add_special_tokens=False) for c in COMPLETIONS]
     assert (call["solution"], call["global_step"], call["max_steps"]) == (["2"] * 6, 1, 2)

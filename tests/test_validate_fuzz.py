@@ -38,7 +38,10 @@ def _assert_total(case: Case, tmp_path) -> Outcome:
     if outcome.code == 2:
         lines = outcome.stderr.rstrip("\n").split("\n")
         head, *rest = [line for line in lines if not line.startswith("warning: ")]  # warnings may come first
-        assert head.startswith("error: ") and all(line.startswith("  - ") for line in rest), outcome.stderr
+        # One problem per line, the first MAX_SHOWN of them, then "  ... and M more".
+        assert head.startswith("error: ") and all(line.startswith(("  - ", "  ... and ")) for line in rest), (
+            outcome.stderr
+        )
     _assert_expected(case, outcome)
     return outcome
 
@@ -65,8 +68,10 @@ def test_corpus_covers_every_kind_and_says_what_it_expects():
         "gsm8k-judge",
         "pipeline",
         "code-grpo",
+        "tool-use",
     }
     shipped |= {"pipeline-sft", "pipeline-reward", "pipeline-ppo", "pipeline-grpo"}  # its stages
+    shipped |= {"tool-use-sft", "tool-use-grpo"}
     assert kinds == shipped | {"local", "junk", "override", "extends", "data", "issue23"}
     assert len({case.id for case in cases}) == len(cases), "case ids are unique"
     for case in cases:

@@ -59,8 +59,15 @@ def test_accepted_cases_start_training(accepted, tmp_path):
         finally:
             os.chdir(previous)
         crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
+        # What train says before it fails may come first (warnings, "TRL defaults in effect"); the error is one
+        # line, the last, with no traceback.
+        lines = result.stderr.splitlines()
+        errors = [line for line in lines if line.startswith("error: ")]
         one_line = (
-            result.exit_code == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+            result.exit_code == 2
+            and errors == lines[-1:]
+            and len(errors) == 1
+            and "Traceback" not in result.stderr
         )
         if crashed or not (result.exit_code == 0 or one_line):
             failures.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 from typing import Any
 
 from grpo_cli.algorithms.table import ALGORITHMS
@@ -39,6 +40,16 @@ def _type_expr(tp: Any) -> str:
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return f"Literal[{', '.join(repr(member.value) for member in tp)}]"
     return "Any"
+
+
+# A `str` field whose help lists its values ("Supported values are 'grpo', 'dr_grpo', ... and 'vespo'.": GRPOConfig's
+# loss_type) is typed as those values: TRL checks them only at the first step ("Unknown loss type"), validate now.
+SUPPORTED_VALUES = re.compile(r"Supported values are (.+?)\.(?:\s|$)")
+
+
+def _stated_values(help_text: str) -> list[str]:
+    found = SUPPORTED_VALUES.search(help_text)
+    return re.findall(r"'([^']+)'", found.group(1)) if found else []
 
 
 def _jsonable(value: Any) -> Any:
@@ -75,8 +86,11 @@ def generate() -> dict:
                 continue
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             help_text = " ".join(str(f.metadata.get("help", "")).split())
+            type_expr = _type_expr(hints[f.name])
+            if type_expr == "str" and _stated_values(help_text):
+                type_expr = f"Literal[{', '.join(repr(v) for v in _stated_values(help_text))}]"
             specs[f.name] = {
-                "type": _type_expr(hints[f.name]),
+                "type": type_expr,
                 "default": _jsonable(default),
                 "help": help_text.split(". ")[0][:200],
             }
